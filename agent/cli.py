@@ -1,0 +1,221 @@
+"""The `prepull-agent` command line: argument parsing, exit codes, human output."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent import __version__, rpc
+from agent import config as configs
+from agent import platform as platforms
+from agent import reference as references
+from agent.config import PreloadConfig, RegistrySettings
+from agent.containerd import ContainerdImages
+from agent.cri import CriClient
+from agent.errors import AgentError, InputError
+from agent.plan import platform_refusal
+from agent.reconcile import Outcome, Reconciler
+from agent.registry import RegistryClient, open_session
+
+EXIT_CONVERGED = 0
+EXIT_NOT_CONVERGED = 1
+EXIT_BAD_INPUT = 2
+ENDPOINT_ENV = "PREPULL_CRI_ENDPOINT"
+LOCK_CONCURRENCY = 16
+"""Parallel HEADs while locking: cheap for a registry, and hundreds of tags lock in seconds."""
+
+log = logging.getLogger("prepull-agent")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = asyncio.run(args.command(args))
+        return code
+    except AgentError as exc:
+        print(f"prepull-agent: {exc}", file=sys.stderr)
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        return 130
+
+
+def exit_code(exc: AgentError) -> int:
+    """The one place error types become exit codes (documented in README.md)."""
+    return EXIT_BAD_INPUT if isinstance(exc, InputError) else EXIT_NOT_CONVERGED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prepull-agent",
+        description="Preload container images into containerd over CRI, pinned by digest.",
+        epilog="Exit codes: 0 converged, 1 not converged (each image named), 2 bad input.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log retries and progress")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    once = commands.add_parser("once", help="converge this node once and exit")
+    once.add_argument("--config", required=True, type=Path, help="the preload list (YAML)")
+    once.add_argument(
+        "--cri-endpoint",
+        default=os.environ.get(ENDPOINT_ENV, rpc.DEFAULT_ENDPOINT),
+        help=f"CRI socket (default: ${ENDPOINT_ENV} or {rpc.DEFAULT_ENDPOINT})",
+    )
+    once.add_argument("--platform", help="this node's platform, e.g. linux/arm64 (default: uname)")
+    once.set_defaults(command=_once)
+
+    lock = commands.add_parser("lock", help="pin every tag of a preload list to its current digest")
+    lock.add_argument("--config", required=True, type=Path, help="the preload list (YAML)")
+    lock.add_argument("-o", "--output", type=Path, help="where to write the lock (default: stdout)")
+    lock.set_defaults(command=_lock)
+
+    resolve = commands.add_parser("resolve", help="print the digest an image reference names now")
+    resolve.add_argument("image", help="an image reference, e.g. nginx:1.25.3")
+    resolve.add_argument(
+        "--platform", help="choose the manifest for this platform (default: uname)"
+    )
+    resolve.add_argument("--config", type=Path, help="take registry settings from a preload list")
+    resolve.add_argument(
+        "--insecure", action="store_true", help="speak plain HTTP to the image's registry"
+    )
+    resolve.set_defaults(command=_resolve)
+    return parser
+
+
+def _node_platform(text: str | None) -> platforms.Platform:
+    return platforms.parse(text) if text else platforms.detect()
+
+
+async def _once(args: argparse.Namespace) -> int:
+    config = configs.load(args.config)
+    node = _node_platform(args.platform)
+    channel = rpc.open_channel(args.cri_endpoint)
+    try:
+        runtime = CriClient(channel, args.cri_endpoint)
+        info = await runtime.version()
+        log.info("runtime %s %s (CRI %s), node %s", info.name, info.version, info.api_version, node)
+        # Only containerd has the Images API that binds a tag to pinned content.
+        binder = ContainerdImages(channel, args.cri_endpoint) if info.name == "containerd" else None
+        async with open_session() as session:
+            registry = RegistryClient(session, config.registry)
+            outcomes = await Reconciler(runtime, registry, binder, node).converge(config)
+    finally:
+        await channel.close()
+    for outcome in outcomes:
+        print(format_outcome(outcome))
+    failed = [o for o in outcomes if not o.converged]
+    counts = {
+        s: sum(o.status == s for o in outcomes) for s in ("hit", "pulled", "bound", "skipped")
+    }
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    if failed:
+        print(f"not converged on {node}: {len(failed)} of {len(outcomes)} failed ({summary})")
+        return EXIT_NOT_CONVERGED
+    print(f"converged on {node}: {len(outcomes)} images ({summary or 'none listed'})")
+    return EXIT_CONVERGED
+
+
+def format_outcome(outcome: Outcome) -> str:
+    entry = outcome.entry
+    parts = [f"{outcome.status:<8}", entry.written]
+    if outcome.status == "pulled":
+        parts.append(f"{outcome.digest}  {format_bytes(outcome.size)} in {outcome.seconds:.1f}s")
+    elif outcome.status in ("hit", "bound"):
+        parts.append(str(outcome.digest))
+    if outcome.status != "hit" and outcome.detail:
+        parts.append(f"({outcome.detail})" if outcome.status != "failed" else outcome.detail)
+    return "  ".join(parts)
+
+
+def format_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+async def _lock(args: argparse.Namespace) -> int:
+    config = configs.load(args.config)
+    tags = [e for e in config.images if e.reference.digest is None]
+    limit = asyncio.Semaphore(LOCK_CONCURRENCY)
+    async with open_session() as session:
+        registry = RegistryClient(session, config.registry)
+
+        async def pin(entry: configs.ImageEntry) -> str | AgentError:
+            async with limit:
+                try:
+                    digest, _ = await registry.head_digest(entry.reference)
+                    return digest
+                except AgentError as exc:
+                    return exc
+
+        results = dict(zip(tags, await asyncio.gather(*(pin(e) for e in tags)), strict=True))
+    failures = {e: r for e, r in results.items() if isinstance(r, AgentError)}
+    for entry, error in failures.items():
+        print(f"failed   {entry.written}  (line {entry.line}): {error}", file=sys.stderr)
+    if failures:
+        print(
+            f"lock not written: {len(failures)} of {len(tags)} tags did not resolve",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_CONVERGED
+    digests = {e: r for e, r in results.items() if isinstance(r, str)}
+    text = configs.render_lock(config, digests)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        _write_atomically(args.output, text)
+        kept = len(config.images) - len(digests)
+        print(f"locked {len(digests)} tags, kept {kept} pinned: {args.output}")
+    return EXIT_CONVERGED
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers see the old lock or the new one, never half of it."""
+    try:
+        fd, temp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temp, path)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc}") from None
+
+
+async def _resolve(args: argparse.Namespace) -> int:
+    ref = references.parse(args.image)
+    node = _node_platform(args.platform)
+    config: PreloadConfig | None = configs.load(args.config) if args.config else None
+
+    def settings(host: str) -> RegistrySettings:
+        if args.insecure and host == ref.domain:
+            return RegistrySettings(insecure=True)
+        return config.registry(host) if config else RegistrySettings()
+
+    async with open_session() as session:
+        resolution = await RegistryClient(session, settings).resolve(ref, node)
+    assert resolution.manifest is not None
+    print(f"reference  {ref}")
+    print(f"digest     {resolution.digest}")
+    print(f"type       {resolution.media_type}")
+    if resolution.manifest.is_index:
+        print(f"platforms  {platforms.describe(resolution.manifest.platforms)}")
+    print(f"pinned     {resolution.reference}")
+    refusal = platform_refusal(resolution.manifest, resolution.chosen is not None, node, str(ref))
+    if refusal or resolution.chosen is None:
+        print(f"{node!s:<10} none: {refusal}")
+        return EXIT_NOT_CONVERGED
+    print(f"{node!s:<10} {resolution.chosen.digest}")
+    return EXIT_CONVERGED

@@ -1,0 +1,291 @@
+"""The preload-list file: YAML with line numbers, validated into frozen dataclasses; locks."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from agent import platform as platforms
+from agent import reference as references
+from agent.errors import ConfigError, InvalidPlatform, InvalidReference
+from agent.platform import Platform
+from agent.reference import Reference
+
+DEFAULT_CONCURRENCY = 3
+MAX_CONCURRENCY = 64
+DEFAULT_RESYNC_SECONDS = 300.0
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    reference: Reference
+    written: str
+    """The reference as the operator wrote it: what pods use and what we print."""
+    line: int
+    platforms: tuple[Platform, ...] = ()
+    """Only nodes of these platforms preload the image; empty means every node."""
+
+    @property
+    def kind(self) -> str:
+        if self.reference.digest is None:
+            return "tag"
+        return "pinned" if self.has_tag else "digest"
+
+    @property
+    def has_tag(self) -> bool:
+        """Whether the operator wrote a tag (a bare `name` means `name:latest` to kubelet)."""
+        return _written_tag(self.written) or "@" not in self.written
+
+    def applies_to(self, node: Platform) -> bool:
+        return not self.platforms or node in self.platforms
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    insecure: bool = False
+    """Speak plain HTTP: for in-cluster or test registries without TLS."""
+
+
+@dataclass(frozen=True)
+class PreloadConfig:
+    source: str
+    images: tuple[ImageEntry, ...]
+    registries: Mapping[str, RegistrySettings] = field(default_factory=lambda: MappingProxyType({}))
+    concurrency: int = DEFAULT_CONCURRENCY
+    """Parallel pulls on one node: pulls compete for the node's disk and network."""
+    resync_seconds: float = DEFAULT_RESYNC_SECONDS
+    """How often daemon mode converges again."""
+
+    def registry(self, host: str) -> RegistrySettings:
+        return self.registries.get(host, RegistrySettings())
+
+
+_TOP_KEYS = ("images", "registries", "concurrency", "resync")
+_IMAGE_KEYS = ("image", "platforms")
+_REGISTRY_KEYS = ("insecure",)
+
+
+def load(path: str | Path) -> PreloadConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), None, f"cannot read the preload list: {exc}") from None
+    return parse(text, str(path))
+
+
+def parse(text: str, source: str = "<config>") -> PreloadConfig:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError(source, line, f"invalid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, None, f"invalid YAML: {exc}") from None
+    return _Parser(source).config(root)
+
+
+class _Parser:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, node: yaml.Node, message: str) -> ConfigError:
+        return ConfigError(self.source, node.start_mark.line + 1, message)
+
+    def mapping(self, node: yaml.Node, what: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, f"{what} must be a mapping")
+        result: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                raise self.error(key_node, f"{what}: keys must be strings")
+            if key in result:
+                raise self.error(key_node, f"{what}: duplicate key {key!r}")
+            if allowed and key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = (
+                    f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(allowed)})"
+                )
+                raise self.error(key_node, f"unknown key {key!r} in {what}{hint}")
+            result[key] = value_node
+        return result
+
+    def scalar(self, node: yaml.Node, what: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.error(node, f"{what} must be a single value")
+        return yaml.SafeLoader(yaml.serialize(node)).get_single_data()
+
+    def string(self, node: yaml.Node, what: str) -> str:
+        value = self.scalar(node, what)
+        if not isinstance(value, str):
+            raise self.error(node, f"{what} must be a string, not {value!r}")
+        return value
+
+    def config(self, root: yaml.Node | None) -> PreloadConfig:
+        if root is None:
+            raise ConfigError(self.source, None, "the preload list is empty; expected 'images:'")
+        top = self.mapping(root, "the preload list", _TOP_KEYS)
+        if "images" not in top:
+            raise self.error(root, "missing 'images:' (the list of images to preload)")
+        return PreloadConfig(
+            source=self.source,
+            images=self.images(top["images"]),
+            registries=MappingProxyType(self.registries(top.get("registries"))),
+            concurrency=self.concurrency(top.get("concurrency")),
+            resync_seconds=self.resync(top.get("resync")),
+        )
+
+    def images(self, node: yaml.Node) -> tuple[ImageEntry, ...]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(node, "'images' must be a list")
+        entries: list[ImageEntry] = []
+        seen: dict[Reference, ImageEntry] = {}
+        pins: dict[str, ImageEntry] = {}
+        for item in node.value:
+            entry = self.image(item)
+            ref = entry.reference
+            if ref in seen:
+                raise self.error(
+                    item, f"{entry.written!r} is listed twice (first at line {seen[ref].line})"
+                )
+            if ref.tag is not None and entry.has_tag:
+                other = pins.get(ref.tagged)
+                if other is not None and other.reference.digest != ref.digest:
+                    raise self.error(
+                        item,
+                        f"{entry.written!r} binds tag {ref.tagged} to other content than line "
+                        f"{other.line}; a tag can name one image on a node",
+                    )
+                pins[ref.tagged] = entry
+            seen[ref] = entry
+            entries.append(entry)
+        return tuple(entries)
+
+    def image(self, node: yaml.Node) -> ImageEntry:
+        line = node.start_mark.line + 1
+        platform_list: tuple[Platform, ...] = ()
+        if isinstance(node, yaml.MappingNode):
+            fields = self.mapping(node, "an image entry", _IMAGE_KEYS)
+            if "image" not in fields:
+                raise self.error(node, "an image entry needs 'image: <reference>'")
+            written = self.string(fields["image"], "'image'")
+            if "platforms" in fields:
+                platform_list = self.platform_list(fields["platforms"])
+        else:
+            written = self.string(node, "an image")
+        try:
+            ref = references.parse(written)
+        except InvalidReference as exc:
+            raise self.error(node, str(exc)) from None
+        return ImageEntry(ref, written, line, platform_list)
+
+    def platform_list(self, node: yaml.Node) -> tuple[Platform, ...]:
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            raise self.error(node, "'platforms' must be a non-empty list such as [linux/amd64]")
+        result = []
+        for item in node.value:
+            try:
+                result.append(platforms.parse(self.string(item, "a platform")))
+            except InvalidPlatform as exc:
+                raise self.error(item, str(exc)) from None
+        return tuple(result)
+
+    def registries(self, node: yaml.Node | None) -> dict[str, RegistrySettings]:
+        if node is None:
+            return {}
+        result = {}
+        for host, value in self.mapping(node, "'registries'", ()).items():
+            fields = self.mapping(value, f"registry {host!r}", _REGISTRY_KEYS)
+            insecure = (
+                self.scalar(fields["insecure"], "'insecure'") if "insecure" in fields else False
+            )
+            if not isinstance(insecure, bool):
+                raise self.error(fields["insecure"], "'insecure' must be true or false")
+            result[host] = RegistrySettings(insecure=insecure)
+        return result
+
+    def concurrency(self, node: yaml.Node | None) -> int:
+        if node is None:
+            return DEFAULT_CONCURRENCY
+        value = self.scalar(node, "'concurrency'")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 1 <= value <= MAX_CONCURRENCY
+        ):
+            raise self.error(
+                node, f"'concurrency' must be a whole number from 1 to {MAX_CONCURRENCY}"
+            )
+        return value
+
+    def resync(self, node: yaml.Node | None) -> float:
+        if node is None:
+            return DEFAULT_RESYNC_SECONDS
+        value = self.scalar(node, "'resync'")
+        seconds = parse_duration(value)
+        if seconds is None or seconds < 1:
+            raise self.error(
+                node, f"'resync' must be a duration of at least 1s, like 5m or 90s, not {value!r}"
+            )
+        return seconds
+
+
+def parse_duration(value: object) -> float | None:
+    """`5m`, `90s`, `1h30m` or a number of seconds; None if it is none of those."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str) or not value:
+        return None
+    parts = _DURATION_PART.findall(value)
+    if "".join(n + u for n, u in parts) != value:
+        return None
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def render_lock(config: PreloadConfig, digests: Mapping[ImageEntry, str]) -> str:
+    """The config with every tag entry pinned to `digests[entry]`: itself a valid preload list."""
+    images: list[object] = []
+    for entry in config.images:
+        written = entry.written
+        if entry.reference.digest is None:
+            # A bare name means :latest to kubelet; write it so the tag survives the pin.
+            written = f"{written}{'' if _written_tag(written) else ':latest'}@{digests[entry]}"
+        if entry.platforms:
+            images.append({"image": written, "platforms": [str(p) for p in entry.platforms]})
+        else:
+            images.append(written)
+    document: dict[str, object] = {"images": images}
+    if config.registries:
+        document["registries"] = {
+            host: {"insecure": settings.insecure} for host, settings in config.registries.items()
+        }
+    document["concurrency"] = config.concurrency
+    document["resync"] = format_duration(config.resync_seconds)
+    header = f"# Locked from {config.source} by prepull-agent lock: tags pinned to their digests.\n"
+    return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+
+
+def _written_tag(written: str) -> bool:
+    name = written.partition("@")[0]
+    return name.rfind(":") > name.rfind("/")
+
+
+def format_duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"

@@ -1,0 +1,113 @@
+"""The CRI ImageService client (runtime.v1): the only module that imports the CRI stubs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from agent import rpc
+from agent._proto.runtime.v1 import api_pb2, api_pb2_grpc
+from agent.errors import ImageError
+from agent.retry import RetryPolicy
+
+# Short calls answer in milliseconds; a pull takes as long as the image needs.
+CALL_TIMEOUT = 30.0
+PULL_TIMEOUT = 30 * 60.0
+
+
+@dataclass(frozen=True)
+class NodeImage:
+    """One image as the runtime reports it."""
+
+    id: str
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    size: int
+    pinned: bool = False
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    name: str
+    version: str
+    api_version: str
+
+
+class CriClient:
+    def __init__(
+        self, channel: grpc.aio.Channel, endpoint: str, policy: RetryPolicy = RetryPolicy()
+    ):
+        self.endpoint = endpoint
+        self._images = api_pb2_grpc.ImageServiceStub(channel)
+        self._runtime = api_pb2_grpc.RuntimeServiceStub(channel)
+        self._policy = policy
+
+    async def version(self) -> RuntimeInfo:
+        response = await rpc.call(
+            self.endpoint,
+            lambda: self._runtime.Version(
+                api_pb2.VersionRequest(version="v1"), timeout=CALL_TIMEOUT
+            ),
+            what="Version",
+            policy=self._policy,
+        )
+        return RuntimeInfo(
+            response.runtime_name, response.runtime_version, response.runtime_api_version
+        )
+
+    async def list_images(self) -> list[NodeImage]:
+        # containerd ignores the filter and returns everything: one call is the node's state.
+        response = await rpc.call(
+            self.endpoint,
+            lambda: self._images.ListImages(api_pb2.ListImagesRequest(), timeout=CALL_TIMEOUT),
+            what="ListImages",
+            policy=self._policy,
+        )
+        return [_node_image(image) for image in response.images]
+
+    async def image_status(self, reference: str) -> NodeImage | None:
+        request = api_pb2.ImageStatusRequest(image=api_pb2.ImageSpec(image=reference))
+        response = await rpc.call(
+            self.endpoint,
+            lambda: self._images.ImageStatus(request, timeout=CALL_TIMEOUT),
+            what=f"ImageStatus {reference}",
+            policy=self._policy,
+        )
+        # An absent image is no error: the response simply has no image.
+        return _node_image(response.image) if response.HasField("image") else None
+
+    async def pull(self, reference: str) -> str:
+        """Pull `reference` for the node's platform; return the image id."""
+        request = api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=reference))
+        try:
+            response = await rpc.call(
+                self.endpoint,
+                lambda: self._images.PullImage(request, timeout=PULL_TIMEOUT),
+                what=f"PullImage {reference}",
+                policy=self._policy,
+                # A failed pull, even after retries, is this image's failure, not the node's.
+                handled=rpc.ALL_CODES,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise ImageError(reference, f"pull failed: {rpc.details_of(exc)}") from None
+        return str(response.image_ref)
+
+    async def remove(self, reference: str) -> None:
+        request = api_pb2.RemoveImageRequest(image=api_pb2.ImageSpec(image=reference))
+        await rpc.call(
+            self.endpoint,
+            lambda: self._images.RemoveImage(request, timeout=CALL_TIMEOUT),
+            what=f"RemoveImage {reference}",
+            policy=self._policy,
+        )
+
+
+def _node_image(image: api_pb2.Image) -> NodeImage:
+    return NodeImage(
+        id=image.id,
+        repo_tags=tuple(image.repo_tags),
+        repo_digests=tuple(image.repo_digests),
+        size=image.size,
+        pinned=image.pinned,
+    )

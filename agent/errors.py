@@ -1,0 +1,97 @@
+"""The exception tree; the CLI maps each branch to an exit code in one place.
+
+AgentError                      anything the agent reports to a user
+├── InputError                  exit 2: the user must fix what they gave us
+│   ├── ConfigError             a preload list: file, line, message
+│   ├── InvalidReference        an image reference that does not parse
+│   └── InvalidPlatform         a platform string that does not parse
+├── RegistryError               a registry refused or failed: registry, repository, status
+│   └── TransientRegistryError  5xx, 429, connection faults: retried before it surfaces
+├── RuntimeUnavailable          the CRI endpoint does not answer: the endpoint
+└── ImageError                  one image cannot be preloaded (platform, pull): the reference
+    └── TagBindingUnsupported   the runtime cannot point a tag at pinned content (not containerd)
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error the agent reports to a user without a traceback."""
+
+
+class InputError(AgentError):
+    """Bad input: exit code 2, nothing was changed on the node."""
+
+
+class ConfigError(InputError):
+    def __init__(self, file: str, line: int | None, message: str) -> None:
+        self.file = file
+        self.line = line
+        self.message = message
+        where = f"{file}:{line}" if line is not None else file
+        super().__init__(f"{where}: {message}")
+
+
+class InvalidReference(InputError):
+    def __init__(self, reference: str, reason: str) -> None:
+        self.reference = reference
+        self.reason = reason
+        super().__init__(f"invalid image reference {reference!r}: {reason}")
+
+
+class InvalidPlatform(InputError):
+    def __init__(self, platform: str, reason: str) -> None:
+        self.platform = platform
+        super().__init__(f"invalid platform {platform!r}: {reason}")
+
+
+class RegistryError(AgentError):
+    def __init__(
+        self,
+        registry: str,
+        repository: str,
+        message: str,
+        *,
+        status: int | None = None,
+        credentials_sent: bool = False,
+    ) -> None:
+        self.registry = registry
+        self.repository = repository
+        self.status = status
+        self.credentials_sent = credentials_sent
+        code = f"HTTP {status}: " if status is not None else ""
+        super().__init__(f"registry {registry}, repository {repository}: {code}{message}")
+
+
+class TransientRegistryError(RegistryError):
+    """Worth retrying; `retry_after` is the registry's own hint in seconds, if it gave one."""
+
+    def __init__(
+        self,
+        registry: str,
+        repository: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(registry, repository, message, status=status)
+        self.retry_after = retry_after
+
+
+class RuntimeUnavailable(AgentError):
+    def __init__(self, endpoint: str, detail: str) -> None:
+        self.endpoint = endpoint
+        super().__init__(f"container runtime at {endpoint} is unavailable: {detail}")
+
+
+class ImageError(AgentError):
+    """One image cannot be preloaded on this node; the others go on."""
+
+    def __init__(self, reference: str, message: str) -> None:
+        self.reference = reference
+        super().__init__(f"{reference}: {message}")
+
+
+class TagBindingUnsupported(ImageError):
+    """The runtime has no containerd Images API (CRI-O, for one): tags cannot be bound."""

@@ -1,0 +1,128 @@
+"""OCI and Docker manifest documents: media types, parsing, digests. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from agent.platform import Platform, normalize
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+# Without every one of these in Accept, Docker-style registries serve schema1 or an
+# amd64-only rewrite (FACTS.md, distribution-spec).
+ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
+# distribution-spec: registries SHOULD accept manifests up to 4 MiB; refuse bigger bodies.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+
+class ManifestError(ValueError):
+    """A document that is not a manifest we understand."""
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    platform: Platform | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """An image index (`manifests`) or a single-platform image manifest (`config`)."""
+
+    digest: str
+    media_type: str
+    manifests: tuple[Descriptor, ...] = ()
+    config: Descriptor | None = None
+    layers: tuple[Descriptor, ...] = ()
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+    @property
+    def platforms(self) -> tuple[Platform, ...]:
+        return tuple(m.platform for m in self.manifests if m.platform is not None)
+
+
+def sha256_digest(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def verify(body: bytes, expected: str) -> None:
+    """Raise ManifestError unless `body` hashes to `expected` (sha256 or sha512)."""
+    algorithm, _, hex_part = expected.partition(":")
+    if algorithm not in ("sha256", "sha512"):
+        raise ManifestError(f"cannot verify a {algorithm!r} digest")
+    actual = hashlib.new(algorithm, body).hexdigest()
+    if actual != hex_part:
+        raise ManifestError(f"content digest {algorithm}:{actual} does not match {expected}")
+
+
+def parse_manifest(body: bytes, digest: str, header_type: str | None = None) -> Manifest:
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise ManifestError(f"manifest is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ManifestError("manifest is not a JSON object")
+    media_type = document.get("mediaType") or (header_type or "").split(";")[0].strip()
+    if not media_type and "manifests" in document:
+        media_type = OCI_INDEX
+    if not media_type and "config" in document:
+        media_type = OCI_MANIFEST
+    if media_type in INDEX_TYPES:
+        return Manifest(digest, media_type, manifests=tuple(_descriptors(document, "manifests")))
+    if media_type in MANIFEST_TYPES:
+        configs = _descriptors({"c": [document.get("config")]}, "c")
+        return Manifest(
+            digest, media_type, config=configs[0], layers=tuple(_descriptors(document, "layers"))
+        )
+    raise ManifestError(f"unsupported manifest media type {media_type or 'unknown'!r}")
+
+
+def _descriptors(document: dict[str, object], key: str) -> list[Descriptor]:
+    items = document.get(key)
+    if not isinstance(items, list):
+        raise ManifestError(f"manifest has no {key!r} list")
+    result = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("digest"), str):
+            raise ManifestError(f"an entry of {key!r} has no digest")
+        result.append(
+            Descriptor(
+                media_type=str(item.get("mediaType", "")),
+                digest=item["digest"],
+                size=int(item.get("size", 0)),
+                platform=_platform(item.get("platform")),
+            )
+        )
+    return result
+
+
+def _platform(value: object) -> Platform | None:
+    if not isinstance(value, dict):
+        return None
+    os, arch = value.get("os"), value.get("architecture")
+    if not isinstance(os, str) or not isinstance(arch, str):
+        return None
+    return normalize(os, arch, str(value.get("variant", "")))
+
+
+def config_platform(body: bytes) -> Platform:
+    """The platform an image config declares (`os`, `architecture`, `variant`)."""
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise ManifestError(f"image config is not JSON: {exc}") from None
+    platform = _platform(document)
+    if platform is None:
+        raise ManifestError("image config names no os/architecture")
+    return platform

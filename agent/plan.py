@@ -1,0 +1,131 @@
+"""Desired list × node state × platform → one step per image (hit, pull, bind, skip). Pure."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from agent.config import ImageEntry
+from agent.cri import NodeImage
+from agent.manifest import Manifest
+from agent.platform import Platform, describe
+
+
+class Action(enum.Enum):
+    HIT = "hit"
+    """Present with the right content: nothing to do."""
+    PULL = "pull"
+    """Pull `pull_ref`, then bind `bind_tag` to it if set."""
+    BIND = "bind"
+    """The content is present; only the tag must be moved onto it."""
+    SKIP = "skip"
+    """Not meant for this node's platform: satisfied by definition."""
+
+
+@dataclass(frozen=True)
+class Step:
+    entry: ImageEntry
+    action: Action
+    reason: str
+    digest: str | None = None
+    """The top-level digest the node must hold (None for a skipped entry)."""
+    pull_ref: str | None = None
+    bind_tag: str | None = None
+    """`name:tag` to point at `name@digest` once the content is present."""
+    present: NodeImage | None = None
+    drift: bool = False
+    """The tag on the node named other content than the registry or the pin says."""
+
+
+class NodeState:
+    """One ListImages answer, indexed the ways kubelet and containerd look images up."""
+
+    def __init__(self, images: Iterable[NodeImage]) -> None:
+        self.images = tuple(images)
+        self.by_tag = {tag: image for image in self.images for tag in image.repo_tags}
+        self.by_digest = {ref: image for image in self.images for ref in image.repo_digests}
+
+
+def plan(
+    entries: Iterable[ImageEntry],
+    node: Platform,
+    state: NodeState,
+    tag_digests: Mapping[ImageEntry, str],
+) -> list[Step]:
+    """A step per entry. Tag entries need their current digest in `tag_digests`."""
+    return [plan_one(entry, node, state, tag_digests.get(entry)) for entry in entries]
+
+
+def plan_one(entry: ImageEntry, node: Platform, state: NodeState, tag_digest: str | None) -> Step:
+    ref = entry.reference
+    if not entry.applies_to(node):
+        return Step(entry, Action.SKIP, f"for {describe(entry.platforms)}, not {node}")
+    if entry.kind == "digest":
+        assert ref.digest is not None
+        image = state.by_digest.get(ref.by_digest())
+        if image is not None:
+            return Step(entry, Action.HIT, "present", ref.digest, present=image)
+        return Step(entry, Action.PULL, "absent", ref.digest, pull_ref=ref.by_digest())
+    if entry.kind == "pinned":
+        assert ref.digest is not None
+        content = state.by_digest.get(ref.by_digest())
+        tagged = state.by_tag.get(ref.tagged)
+        drift = tagged is not None and (content is None or tagged.id != content.id)
+        if content is not None and tagged is not None and tagged.id == content.id:
+            return Step(entry, Action.HIT, "present", ref.digest, present=content)
+        if content is not None:
+            reason = f"tag names {tagged.id}" if tagged is not None else "tag not bound"
+            return Step(
+                entry,
+                Action.BIND,
+                reason,
+                ref.digest,
+                bind_tag=ref.tagged,
+                present=content,
+                drift=drift,
+            )
+        return Step(
+            entry,
+            Action.PULL,
+            f"absent; the tag names {tagged.id} on the node" if tagged is not None else "absent",
+            ref.digest,
+            pull_ref=ref.by_digest(),
+            bind_tag=ref.tagged,
+            drift=drift,
+        )
+    if tag_digest is None:
+        raise ValueError(f"{entry.written}: a tag entry needs its resolved digest to be planned")
+    tagged = state.by_tag.get(ref.tagged)
+    if tagged is not None and ref.by_digest(tag_digest) in tagged.repo_digests:
+        return Step(entry, Action.HIT, "present", tag_digest, present=tagged)
+    if tagged is not None:
+        return Step(
+            entry,
+            Action.PULL,
+            f"tag moved: the node has {_short(tagged.repo_digests, ref.name)}, "
+            f"the registry {tag_digest}",
+            tag_digest,
+            pull_ref=ref.tagged,
+            drift=True,
+        )
+    return Step(entry, Action.PULL, "absent", tag_digest, pull_ref=ref.tagged)
+
+
+def _short(repo_digests: Iterable[str], name: str) -> str:
+    mine = [d.partition("@")[2] for d in repo_digests if d.partition("@")[0] == name]
+    return ", ".join(mine) or "an image without a recorded digest"
+
+
+def platform_refusal(
+    manifest: Manifest, chosen_found: bool, node: Platform, where: str
+) -> str | None:
+    """Why content must not go on this node, or None: never preload what the node cannot run."""
+    if chosen_found:
+        return None
+    if manifest.is_index:
+        return f"no {node} manifest in {where} (it has {describe(manifest.platforms)})"
+    return (
+        f"{where} is a single-platform {describe(manifest.platforms)} image; "
+        f"this node is {node}: refused before pulling"
+    )

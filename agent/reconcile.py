@@ -1,0 +1,206 @@
+"""Carry out a plan on one node: resolve tags, pull, bind, with bounded concurrency and outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agent.config import ImageEntry, PreloadConfig
+from agent.cri import NodeImage
+from agent.errors import AgentError, RuntimeUnavailable, TagBindingUnsupported
+from agent.plan import Action, NodeState, Step, plan_one, platform_refusal
+from agent.platform import Platform
+from agent.reference import Reference
+from agent.registry import Resolution
+
+# After a bind, CRI learns of the new tag from containerd's event stream, a moment later.
+BIND_VISIBLE_TIMEOUT = 10.0
+BIND_POLL_INTERVAL = 0.05
+
+
+class ImageRuntime(Protocol):
+    """What reconciling needs of CRI (agent.cri.CriClient implements it)."""
+
+    endpoint: str
+
+    async def list_images(self) -> list[NodeImage]: ...
+    async def image_status(self, reference: str) -> NodeImage | None: ...
+    async def pull(self, reference: str) -> str: ...
+
+
+class TagBinder(Protocol):
+    """Points a tag at content already present (agent.containerd.ContainerdImages)."""
+
+    async def bind_tag(self, tag_name: str, content_name: str) -> None: ...
+
+
+class Resolver(Protocol):
+    """What reconciling needs of a registry (agent.registry.RegistryClient)."""
+
+    async def head_digest(self, ref: Reference) -> tuple[str, str]: ...
+    async def resolve(self, ref: Reference, platform: Platform | None) -> Resolution: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    entry: ImageEntry
+    status: str
+    """hit, pulled, bound, skipped or failed."""
+    detail: str = ""
+    digest: str | None = None
+    image_id: str | None = None
+    size: int = 0
+    seconds: float = 0.0
+    drift: bool = False
+
+    @property
+    def converged(self) -> bool:
+        return self.status != "failed"
+
+
+class Reconciler:
+    def __init__(
+        self,
+        runtime: ImageRuntime,
+        registry: Resolver,
+        binder: TagBinder | None,
+        node: Platform,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._runtime = runtime
+        self._registry = registry
+        self._binder = binder
+        self._node = node
+        self._clock = clock
+
+    async def converge(self, config: PreloadConfig) -> list[Outcome]:
+        """One pass over the list; RuntimeUnavailable if the runtime cannot be asked at all."""
+        state = NodeState(await self._runtime.list_images())
+        limit = asyncio.Semaphore(config.concurrency)
+
+        async def one(entry: ImageEntry) -> Outcome:
+            async with limit:
+                return await self._converge_one(entry, state)
+
+        return await _gather_in_order([one(e) for e in config.images])
+
+    async def _converge_one(self, entry: ImageEntry, state: NodeState) -> Outcome:
+        started = self._clock()
+        try:
+            digest = None
+            if entry.kind == "tag" and entry.applies_to(self._node):
+                digest, _ = await self._registry.head_digest(entry.reference)
+            step = plan_one(entry, self._node, state, digest)
+            outcome = await self._carry_out(step)
+        except RuntimeUnavailable:
+            raise
+        except AgentError as exc:
+            outcome = Outcome(entry, "failed", str(exc))
+        return _with_seconds(outcome, self._clock() - started)
+
+    async def _carry_out(self, step: Step) -> Outcome:
+        entry = step.entry
+        if step.action is Action.SKIP:
+            return Outcome(entry, "skipped", step.reason)
+        if step.action is Action.HIT:
+            assert step.present is not None
+            return Outcome(
+                entry, "hit", step.reason, step.digest, step.present.id, step.present.size
+            )
+        if step.action is Action.BIND:
+            assert step.bind_tag is not None and step.present is not None
+            await self._bind(entry, step.bind_tag, step.present.id)
+            return Outcome(
+                entry,
+                "bound",
+                step.reason,
+                step.digest,
+                step.present.id,
+                step.present.size,
+                drift=step.drift,
+            )
+        assert step.pull_ref is not None
+        refusal = await self._refusal(entry.reference, step)
+        if refusal:
+            return Outcome(entry, "failed", refusal, step.digest, drift=step.drift)
+        await self._runtime.pull(step.pull_ref)
+        pulled = await self._runtime.image_status(step.pull_ref)
+        if pulled is None:
+            return Outcome(
+                entry, "failed", f"pulled, but the runtime does not list {step.pull_ref}"
+            )
+        if step.bind_tag is not None:
+            await self._bind(entry, step.bind_tag, pulled.id)
+        digest = _recorded_digest(pulled, entry.reference, step.digest)
+        return Outcome(
+            entry, "pulled", step.reason, digest, pulled.id, pulled.size, drift=step.drift
+        )
+
+    async def _refusal(self, ref: Reference, step: Step) -> str | None:
+        """Check the content against this node's platform before anything is pulled."""
+        target = ref.pinned(step.digest) if step.digest else ref
+        resolution = await self._registry.resolve(target, self._node)
+        assert resolution.manifest is not None
+        return platform_refusal(
+            resolution.manifest, resolution.chosen is not None, self._node, str(target)
+        )
+
+    async def _bind(self, entry: ImageEntry, tag: str, image_id: str) -> None:
+        ref = entry.reference
+        if self._binder is None:
+            raise TagBindingUnsupported(
+                tag,
+                "this runtime is not containerd, so the tag cannot be bound to the pinned "
+                f"digest; {ref.by_digest()} is preloaded, pods must reference the digest",
+            )
+        await self._binder.bind_tag(tag, ref.by_digest())
+        await self._until_visible(tag, image_id)
+
+    async def _until_visible(self, tag: str, image_id: str) -> None:
+        deadline = self._clock() + BIND_VISIBLE_TIMEOUT
+        while True:
+            seen = await self._runtime.image_status(tag)
+            if seen is not None and seen.id == image_id:
+                return
+            if self._clock() > deadline:
+                raise AgentError(
+                    f"{tag}: bound in containerd, but CRI still reports "
+                    f"{seen.id if seen else 'no image'} after {BIND_VISIBLE_TIMEOUT:.0f}s"
+                )
+            await asyncio.sleep(BIND_POLL_INTERVAL)
+
+
+def _recorded_digest(image: NodeImage, ref: Reference, expected: str | None) -> str | None:
+    """The digest the node now records for `ref`: `expected` if it is among them (a tag may
+    have moved between resolving and pulling, then the node's own record wins)."""
+    recorded = [d.partition("@")[2] for d in image.repo_digests if d.partition("@")[0] == ref.name]
+    if expected in recorded or not recorded:
+        return expected
+    return recorded[0]
+
+
+def _with_seconds(outcome: Outcome, seconds: float) -> Outcome:
+    return Outcome(
+        outcome.entry,
+        outcome.status,
+        outcome.detail,
+        outcome.digest,
+        outcome.image_id,
+        outcome.size,
+        seconds,
+        outcome.drift,
+    )
+
+
+async def _gather_in_order(jobs: Sequence[Coroutine[Any, Any, Outcome]]) -> list[Outcome]:
+    """Run every job; a RuntimeUnavailable in one cancels the rest and surfaces."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(job) for job in jobs]
+    except BaseExceptionGroup as failures:
+        raise failures.exceptions[0] from None
+    return [task.result() for task in tasks]

@@ -1,0 +1,289 @@
+"""The OCI distribution API over aiohttp: resolve tags, fetch and verify manifests, token auth."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from agent import manifest as manifests
+from agent.config import RegistrySettings
+from agent.errors import RegistryError, TransientRegistryError
+from agent.manifest import Descriptor, Manifest, ManifestError
+from agent.platform import Platform, best_match, can_run
+from agent.reference import Reference
+from agent.retry import RetryPolicy, retry
+
+# Remote bodies are cut before they reach a message or a log.
+MAX_REMOTE_TEXT = 256
+# Image configs are small JSON documents; anything bigger is not one.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+# distribution-spec token auth: a token without expires_in lives 60 s.
+DEFAULT_TOKEN_SECONDS = 60.0
+_TOKEN_EARLY_REFRESH = 0.9
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+USER_AGENT = "prepull-agent"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What a reference names in its registry, and the manifest this node would use."""
+
+    reference: Reference
+    digest: str
+    """The top-level digest: the index for a multi-arch image."""
+    media_type: str
+    manifest: Manifest | None = None
+    chosen: Descriptor | None = None
+    """The per-platform manifest for the requested platform; None if there is none."""
+
+
+def open_session(limit: int = 32, limit_per_host: int = 8) -> aiohttp.ClientSession:
+    """One keep-alive session per process, owned and closed by the caller."""
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host)
+    timeout = aiohttp.ClientTimeout(total=60, sock_connect=10)
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT}
+    )
+
+
+class RegistryClient:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: Callable[[str], RegistrySettings] = lambda host: RegistrySettings(),
+        *,
+        policy: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        self._session = session
+        self._settings = settings
+        self._policy = policy
+        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self.requests = 0
+        """Requests sent to registries (token requests included): for tests and benchmarks."""
+
+    async def head_digest(self, ref: Reference) -> tuple[str, str]:
+        """The digest and media type a tag (or digest) names now; HEAD, GET only if needed."""
+        target = ref.digest or ref.tag or "latest"
+        response = await self._call(
+            ref, "HEAD", f"manifests/{target}", {"Accept": manifests.ACCEPT}
+        )
+        digest = response.headers.get("Docker-Content-Digest")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if digest:
+            return digest, media_type
+        fetched = await self.fetch_manifest(ref, target)
+        return fetched.digest, fetched.media_type
+
+    async def fetch_manifest(self, ref: Reference, target: str | None = None) -> Manifest:
+        """GET a manifest by tag or digest and verify its content against the digest."""
+        target = target or ref.digest or ref.tag or "latest"
+        response = await self._call(ref, "GET", f"manifests/{target}", {"Accept": manifests.ACCEPT})
+        body = response.body
+        if len(body) > manifests.MAX_MANIFEST_BYTES:
+            raise RegistryError(ref.domain, ref.path, "manifest larger than 4 MiB refused")
+        # Trust only a digest we asked for, else the body's own hash (never the header alone).
+        expected = target if target.startswith("sha") and ":" in target else None
+        header = response.headers.get("Docker-Content-Digest")
+        try:
+            for claimed in filter(None, (expected, header)):
+                manifests.verify(body, claimed)
+            digest = expected or manifests.sha256_digest(body)
+            return manifests.parse_manifest(body, digest, response.headers.get("Content-Type"))
+        except ManifestError as exc:
+            raise RegistryError(ref.domain, ref.path, f"manifest {target}: {exc}") from None
+
+    async def fetch_blob(
+        self, ref: Reference, digest: str, max_bytes: int = MAX_CONFIG_BYTES
+    ) -> bytes:
+        response = await self._call(ref, "GET", f"blobs/{digest}", {})
+        if len(response.body) > max_bytes:
+            raise RegistryError(ref.domain, ref.path, f"blob {digest} larger than expected")
+        try:
+            manifests.verify(response.body, digest)
+        except ManifestError as exc:
+            raise RegistryError(ref.domain, ref.path, f"blob {digest}: {exc}") from None
+        return response.body
+
+    async def resolve(self, ref: Reference, platform: Platform | None) -> Resolution:
+        """Resolve `ref`; with a platform, also find the manifest that platform would run."""
+        if platform is None:
+            digest, media_type = await self.head_digest(ref)
+            return Resolution(ref.pinned(digest), digest, media_type)
+        document = await self.fetch_manifest(ref)
+        if document.is_index:
+            chosen = best_match(
+                platform, ((d.platform, d) for d in document.manifests if d.platform)
+            )
+        else:
+            # A single-platform manifest says its platform only in the image config.
+            assert document.config is not None
+            config = await self.fetch_blob(ref, document.config.digest)
+            try:
+                declared = manifests.config_platform(config)
+            except ManifestError as exc:
+                raise RegistryError(ref.domain, ref.path, f"config: {exc}") from None
+            descriptor = Descriptor(document.media_type, document.digest, 0, declared)
+            chosen = descriptor if can_run(platform, declared) else None
+            document = Manifest(document.digest, document.media_type, (descriptor,))
+        return Resolution(
+            ref.pinned(document.digest), document.digest, document.media_type, document, chosen
+        )
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _base(self, ref: Reference) -> str:
+        scheme = "http" if self._settings(ref.domain).insecure else "https"
+        return f"{scheme}://{ref.api_host}/v2/{ref.path}/"
+
+    async def _call(
+        self, ref: Reference, method: str, path: str, headers: Mapping[str, str]
+    ) -> _Response:
+        async def attempt() -> _Response:
+            return await self._send(ref, method, urljoin(self._base(ref), path), dict(headers))
+
+        return await retry(
+            attempt,
+            is_transient=lambda exc: isinstance(exc, TransientRegistryError),
+            server_hint=lambda exc: getattr(exc, "retry_after", None),
+            policy=self._policy,
+            what=f"{method} {ref.name} {path}",
+        )
+
+    async def _send(
+        self, ref: Reference, method: str, url: str, headers: dict[str, str]
+    ) -> _Response:
+        scope = f"repository:{ref.path}:pull"
+        token = self._cached_token(ref.api_host, scope)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        response = await self._request(ref, method, url, headers)
+        if response.status == 401 and "Authorization" not in headers:
+            challenge = response.headers.get("WWW-Authenticate", "")
+            if challenge.lower().startswith("bearer"):
+                token = await self._fetch_token(ref, challenge, scope)
+                headers["Authorization"] = f"Bearer {token}"
+                response = await self._request(ref, method, url, headers)
+        if 300 <= response.status < 400 and "Location" in response.headers:
+            # Blob storage redirects elsewhere: follow, never forwarding our credentials.
+            location = urljoin(url, response.headers["Location"])
+            if urlsplit(location).netloc != urlsplit(url).netloc:
+                headers.pop("Authorization", None)
+            response = await self._request(ref, method, location, headers)
+        self._check(ref, response, credentials_sent="Authorization" in headers)
+        return response
+
+    async def _request(
+        self, ref: Reference, method: str, url: str, headers: Mapping[str, str]
+    ) -> _Response:
+        self.requests += 1
+        try:
+            async with self._session.request(
+                method, url, headers=headers, allow_redirects=False
+            ) as resp:
+                body = await resp.read() if method != "HEAD" else b""
+                return _Response(resp.status, resp.headers, body)
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            detail = str(exc) or type(exc).__name__
+            raise TransientRegistryError(
+                ref.domain, ref.path, f"connection failed: {detail}"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise RegistryError(ref.domain, ref.path, f"request failed: {exc}") from None
+
+    def _check(self, ref: Reference, response: _Response, *, credentials_sent: bool) -> None:
+        status = response.status
+        if 200 <= status < 300:
+            return
+        detail = _error_detail(response.body)
+        if status == 429 or status >= 500:
+            raise TransientRegistryError(
+                ref.domain,
+                ref.path,
+                detail or "registry busy or failing",
+                status=status,
+                retry_after=_retry_after(response.headers.get("Retry-After")),
+            )
+        if status == 404:
+            detail = "not found" + (f" ({detail})" if detail else "")
+        elif status in (401, 403):
+            sent = "credentials were sent" if credentials_sent else "no credentials were sent"
+            detail = f"access denied ({detail + '; ' if detail else ''}{sent})"
+        else:
+            detail = detail or "unexpected response"
+        raise RegistryError(
+            ref.domain, ref.path, detail, status=status, credentials_sent=credentials_sent
+        )
+
+    # -- bearer tokens (distribution token auth) --------------------------------------------
+
+    def _cached_token(self, host: str, scope: str) -> str | None:
+        for (cached_host, _, cached_scope), (token, expires) in self._tokens.items():
+            if cached_host == host and cached_scope == scope and time.monotonic() < expires:
+                return token
+        return None
+
+    async def _fetch_token(self, ref: Reference, challenge: str, scope: str) -> str:
+        params = dict(_CHALLENGE_PARAM.findall(challenge))
+        realm = params.get("realm")
+        if not realm:
+            raise RegistryError(ref.domain, ref.path, "bearer challenge without a realm")
+        query = {"scope": params.get("scope", scope)}
+        if "service" in params:
+            query["service"] = params["service"]
+        self.requests += 1
+        try:
+            async with self._session.get(realm, params=query) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            raise TransientRegistryError(
+                ref.domain, ref.path, f"token service {realm} unreachable: {exc}"
+            ) from None
+        if status != 200:
+            raise RegistryError(
+                ref.domain, ref.path, f"token service {realm} refused: HTTP {status}", status=status
+            )
+        try:
+            document = json.loads(body)
+            token = document.get("token") or document.get("access_token")
+            lifetime = float(document.get("expires_in") or DEFAULT_TOKEN_SECONDS)
+        except (ValueError, AttributeError, TypeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise RegistryError(ref.domain, ref.path, f"token service {realm} sent no token")
+        key = (ref.api_host, query.get("service", ""), scope)
+        self._tokens[key] = (token, time.monotonic() + lifetime * _TOKEN_EARLY_REFRESH)
+        return token
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def _error_detail(body: bytes) -> str:
+    """The registry's own error codes and messages (distribution-spec error body), cut short."""
+    try:
+        errors = json.loads(body).get("errors") or []
+        text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors)
+    except (ValueError, AttributeError, TypeError):
+        text = body.decode("utf-8", "replace").strip()
+    return text[:MAX_REMOTE_TEXT]
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is rare for registries and ignored)."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

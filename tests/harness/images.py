@@ -1,0 +1,133 @@
+"""Synthesized OCI images (random layers, a manifest per platform, an index), pushed for real."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+
+from agent import manifest as mt
+from tests.harness.registry import Registry
+
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    """What a test needs to know about an image it pushed."""
+
+    registry: str
+    repo: str
+    tag: str | None
+    digest: str
+    """The top-level digest: the index for a multi-arch image."""
+    manifests: dict[str, str] = field(default_factory=dict)
+    """platform ("linux/arm64") → per-platform manifest digest."""
+    configs: dict[str, str] = field(default_factory=dict)
+    """platform → config digest, which is the image id containerd reports."""
+    size: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.registry}/{self.repo}"
+
+    @property
+    def tagged(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+    def by_digest(self, digest: str | None = None) -> str:
+        return f"{self.name}@{digest or self.digest}"
+
+    def pinned(self) -> str:
+        return f"{self.tagged}@{self.digest}"
+
+
+def _layer(payload: bytes, label: str) -> tuple[bytes, str]:
+    """A gzipped tar holding one file; returns (blob, diff_id of the uncompressed tar)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo(f"prepull-test/{label}.bin")
+        info.size = len(payload)
+        info.mtime = 0
+        tar.addfile(info, io.BytesIO(payload))
+    uncompressed = raw.getvalue()
+    return gzip.compress(uncompressed, mtime=0), sha256(uncompressed)
+
+
+def push_platform_manifest(
+    registry: Registry, repo: str, platform: str, layer_bytes: int = 4096, tag: str | None = None
+) -> tuple[bytes, str, str]:
+    """Push one single-platform image; returns (manifest body, manifest digest, config digest)."""
+    os_name, arch, *variant = platform.split("/")
+    blob, diff_id = _layer(os.urandom(layer_bytes), arch)
+    config_doc: dict[str, object] = {
+        "architecture": arch,
+        "os": os_name,
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "config": {"Labels": {"prepull.test/nonce": os.urandom(8).hex()}},
+    }
+    if variant:
+        config_doc["variant"] = variant[0]
+    config = json.dumps(config_doc).encode()
+    registry.push_blob(repo, blob, sha256(blob))
+    registry.push_blob(repo, config, sha256(config))
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
+            "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": sha256(blob), "size": len(blob)}],
+        }
+    ).encode()
+    digest = registry.push_manifest(repo, tag or sha256(manifest), manifest, mt.OCI_MANIFEST)
+    assert digest == sha256(manifest), "the registry changed the manifest"
+    return manifest, digest, sha256(config)
+
+
+def push_image(
+    registry: Registry,
+    repo: str,
+    tag: str | None,
+    platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64"),
+    layer_bytes: int = 4096,
+) -> PushedImage:
+    """Push a multi-arch image (an OCI index over one manifest per platform) with fresh content."""
+    entries, manifests, configs = [], {}, {}
+    for platform in platforms:
+        body, digest, config = push_platform_manifest(registry, repo, platform, layer_bytes)
+        os_name, arch, *variant = platform.split("/")
+        described: dict[str, object] = {"architecture": arch, "os": os_name}
+        if variant:
+            described["variant"] = variant[0]
+        entries.append(
+            {
+                "mediaType": mt.OCI_MANIFEST,
+                "digest": digest,
+                "size": len(body),
+                "platform": described,
+            }
+        )
+        manifests[platform] = digest
+        configs[platform] = config
+    index = json.dumps(
+        {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
+    ).encode()
+    digest = registry.push_manifest(repo, tag or sha256(index), index, mt.OCI_INDEX)
+    return PushedImage(registry.host, repo, tag, digest, manifests, configs)
+
+
+def push_single(
+    registry: Registry, repo: str, tag: str | None, platform: str, layer_bytes: int = 4096
+) -> PushedImage:
+    """Push a single-platform image (no index) under `tag`."""
+    _, digest, config = push_platform_manifest(registry, repo, platform, layer_bytes, tag)
+    return PushedImage(registry.host, repo, tag, digest, {platform: digest}, {platform: config})

@@ -1,0 +1,115 @@
+"""A real docker-registry (distribution 2.8) on 127.0.0.1 with a random port, and pushing to it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from tests.harness.procs import HarnessError, free_port, require_binary, stop, wait_until
+
+CONFIG = """\
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+class Registry:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def start(self) -> Registry:
+        binary = require_binary("docker-registry", "docker-registry")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        config = self.workdir / "config.yml"
+        config.write_text(CONFIG.format(root=self.workdir / "data", port=self.port))
+        log = self.workdir / "registry.log"
+        with log.open("wb") as out:
+            self._proc = subprocess.Popen(
+                [binary, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_until(self._answers, 30, "docker-registry", self._proc, log)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            stop(self._proc)
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/v2/", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    # -- the push side of the distribution API, for synthesized test images --
+
+    def push_blob(self, repo: str, data: bytes, digest: str) -> None:
+        start = self._request("POST", f"/v2/{repo}/blobs/uploads/", b"", {})
+        location = urllib.parse.urljoin(self.url, start.headers["Location"])
+        separator = "&" if "?" in location else "?"
+        self._request(
+            "PUT",
+            f"{location}{separator}digest={urllib.parse.quote(digest)}",
+            data,
+            {"Content-Type": "application/octet-stream"},
+        )
+
+    def push_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> str:
+        resp = self._request(
+            "PUT", f"/v2/{repo}/manifests/{reference}", body, {"Content-Type": media_type}
+        )
+        return str(resp.headers["Docker-Content-Digest"])
+
+    def delete_manifest(self, repo: str, digest: str) -> None:
+        self._request("DELETE", f"/v2/{repo}/manifests/{digest}", b"", {})
+
+    def tags(self, repo: str) -> list[str]:
+        resp = self._request("GET", f"/v2/{repo}/tags/list", None, {})
+        return list(json.loads(resp.body)["tags"] or [])
+
+    def _request(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> _Reply:
+        url = path if path.startswith("http") else f"{self.url}{path}"
+        request = urllib.request.Request(url, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return _Reply(resp.status, dict(resp.headers), resp.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:500]
+            raise HarnessError(f"{method} {url}: HTTP {exc.code}: {detail}") from None
+
+
+class _Reply:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
