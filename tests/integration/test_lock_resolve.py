@@ -1,0 +1,104 @@
+"""`prepull-agent lock` and `resolve` against a real registry; the lock on a real node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent import config as configs
+from agent import platform as platforms
+from tests.harness.containerd import Containerd
+from tests.harness.images import push_image
+from tests.harness.registry import Registry
+from tests.integration.conftest import image_status, run_agent, write_config
+
+NODE = str(platforms.detect())
+
+
+def test_lock_pins_tags_to_the_index_digest_and_keeps_pinned_entries(
+    tmp_path: Path, registry: Registry, repo: str
+) -> None:
+    tagged = push_image(registry, repo, "1.25.3")
+    pinned = push_image(registry, f"{repo}-pinned", "2")
+    config = tmp_path / "preload.yaml"
+    config.write_text(
+        "images:\n"
+        f"  - {tagged.tagged}\n"
+        f"  - {pinned.pinned()}\n"
+        f"  - image: {tagged.name}:1.25.3-arm\n"
+        "    platforms: [linux/arm64]\n"
+        f"registries:\n  {registry.host}:\n    insecure: true\n"
+        "concurrency: 2\nresync: 10m\n"
+    )
+    push_image(registry, repo, "1.25.3-arm", ("linux/arm64",))
+    lock = tmp_path / "preload.lock.yaml"
+
+    result = run_agent("lock", "--config", str(config), "-o", str(lock))
+
+    assert result.code == 0, result
+    locked = configs.load(lock)
+    written = [e.written for e in locked.images]
+    assert written[0] == f"{tagged.tagged}@{tagged.digest}", "not pinned to the index digest"
+    assert written[1] == pinned.pinned(), "an already pinned entry was changed"
+    assert written[2].startswith(f"{tagged.name}:1.25.3-arm@sha256:")
+    assert [str(p) for p in locked.images[2].platforms] == ["linux/arm64"]
+    assert locked.concurrency == 2 and locked.resync_seconds == 600
+    assert locked.registry(registry.host).insecure
+
+
+def test_lock_with_an_unresolvable_tag_writes_nothing(
+    tmp_path: Path, registry: Registry, repo: str
+) -> None:
+    good = push_image(registry, repo, "1")
+    missing = f"{registry.host}/{repo}:missing"
+    config = write_config(tmp_path / "preload.yaml", registry, [good.tagged, missing])
+    lock = tmp_path / "preload.lock.yaml"
+
+    result = run_agent("lock", "--config", str(config), "-o", str(lock))
+
+    assert result.code == 1, result
+    assert missing in result.stderr and "not found" in result.stderr, result.stderr
+    assert not lock.exists(), "a partial lock was written"
+
+
+def test_lock_taken_before_a_retag_keeps_nodes_on_the_locked_content(
+    tmp_path: Path, registry: Registry, fresh_containerd: Containerd, repo: str
+) -> None:
+    before = push_image(registry, repo, "1.25.3")
+    config = write_config(tmp_path / "preload.yaml", registry, [before.tagged])
+    lock = tmp_path / "preload.lock.yaml"
+    assert run_agent("lock", "--config", str(config), "-o", str(lock)).code == 0
+    after = push_image(registry, repo, "1.25.3")
+
+    result = run_agent("once", "--config", str(lock), "--cri-endpoint", fresh_containerd.endpoint)
+
+    assert result.code == 0, result
+    present = image_status(fresh_containerd, before.tagged)
+    assert present is not None and present.id == before.configs[NODE]
+    assert present.id != after.configs[NODE]
+
+
+def test_resolve_prints_the_index_and_the_platform_manifest(registry: Registry, repo: str) -> None:
+    image = push_image(registry, repo, "5", ("linux/amd64", "linux/arm64", "linux/arm/v7"))
+
+    result = run_agent("resolve", "--insecure", image.tagged, "--platform", "linux/arm64")
+
+    assert result.code == 0, result
+    assert image.digest in result.stdout
+    chosen = result.stdout.splitlines()[-1].split()
+    assert chosen == ["linux/arm64", image.manifests["linux/arm64"]], result.stdout
+
+
+def test_resolve_for_a_platform_the_image_lacks_exits_1(registry: Registry, repo: str) -> None:
+    image = push_image(registry, repo, "6", ("linux/amd64",))
+
+    result = run_agent("resolve", "--insecure", image.tagged, "--platform", "linux/s390x")
+
+    assert result.code == 1, result
+    assert "no linux/s390x manifest" in result.stdout, result.stdout
+
+
+def test_resolve_of_an_invalid_reference_exits_2(registry: Registry) -> None:
+    result = run_agent("resolve", f"{registry.host}/UPPER/case:1")
+
+    assert result.code == 2, result
+    assert "UPPER" in result.stderr

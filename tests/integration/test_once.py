@@ -1,0 +1,204 @@
+"""`prepull-agent once` against a real containerd and docker-registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent import platform as platforms
+from tests.harness.containerd import Containerd
+from tests.harness.images import push_image, push_single
+from tests.harness.registry import Registry
+from tests.integration.conftest import image_status, run_agent, write_config
+
+NODE = str(platforms.detect())
+OTHER = "linux/arm64" if NODE != "linux/arm64" else "linux/amd64"
+
+
+def once(node: Containerd, config: Path, *extra: str):  # noqa: ANN201 - test helper
+    return run_agent("once", "--config", str(config), "--cri-endpoint", node.endpoint, *extra)
+
+
+def test_tag_entry_is_found_by_imagestatus_as_written(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    image = push_image(registry, repo, "1.0", (NODE, OTHER))
+    config = write_config(tmp_path / "preload.yaml", registry, [image.tagged])
+
+    first = once(containerd, config)
+
+    assert first.code == 0, first
+    assert first.line_for(image.tagged).startswith("pulled"), first.stdout
+    present = image_status(containerd, image.tagged)
+    assert present is not None, "kubelet's ImageStatus does not find the preloaded tag"
+    assert present.id == image.configs[NODE], "the node holds another platform's image"
+    assert image.by_digest() in present.repo_digests
+
+    second = once(containerd, config)
+    assert second.code == 0, second
+    assert second.line_for(image.tagged).startswith("hit"), second.stdout
+
+
+def test_pinned_tag_survives_registry_retag(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    locked = push_image(registry, repo, "1.25.3", (NODE, OTHER))
+    # The tag is re-pushed with other content after the pin was taken.
+    repushed = push_image(registry, repo, "1.25.3", (NODE, OTHER))
+    config = write_config(tmp_path / "preload.yaml", registry, [locked.pinned()])
+
+    result = once(containerd, config)
+
+    assert result.code == 0, result
+    on_node = image_status(containerd, locked.tagged)
+    assert on_node is not None, "the pinned tag is not visible to kubelet"
+    assert on_node.id == locked.configs[NODE], "the tag names the re-pushed content, not the pin"
+    assert on_node.id != repushed.configs[NODE]
+
+
+def test_pinned_entry_moves_a_drifted_tag_onto_the_pin(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    old = push_image(registry, repo, "2.0", (NODE,))
+    once(containerd, write_config(tmp_path / "plain.yaml", registry, [old.tagged]))
+    new = push_image(registry, repo, "2.0", (NODE,))
+    # The new content arrives by digest first, so only the tag has to move.
+    once(containerd, write_config(tmp_path / "digest.yaml", registry, [new.by_digest()]))
+    assert image_status(containerd, new.tagged).id == old.configs[NODE]  # type: ignore[union-attr]
+
+    result = once(containerd, write_config(tmp_path / "pinned.yaml", registry, [new.pinned()]))
+
+    assert result.code == 0, result
+    assert result.line_for(new.pinned()).startswith("bound"), result.stdout
+    assert image_status(containerd, new.tagged).id == new.configs[NODE]  # type: ignore[union-attr]
+
+
+def test_moved_tag_pulls_the_new_content_and_moves_the_tag(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    config = write_config(tmp_path / "preload.yaml", registry, [f"{registry.host}/{repo}:3"])
+    old = push_image(registry, repo, "3", (NODE, OTHER))
+    assert once(containerd, config).code == 0
+    new = push_image(registry, repo, "3", (NODE, OTHER))
+
+    result = once(containerd, config)
+
+    assert result.code == 0, result
+    line = result.line_for(new.tagged)
+    assert line.startswith("pulled") and "tag moved" in line, line
+    assert new.digest in line
+    present = image_status(containerd, new.tagged)
+    assert present is not None and present.id == new.configs[NODE]
+    assert present.id != old.configs[NODE]
+
+
+def test_digest_entries_are_found_by_the_same_digest(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    image = push_image(registry, repo, None, (NODE, OTHER))
+    per_platform = image.by_digest(image.manifests[NODE])
+    config = write_config(tmp_path / "preload.yaml", registry, [image.by_digest(), per_platform])
+
+    result = once(containerd, config)
+
+    assert result.code == 0, result
+    for reference in (image.by_digest(), per_platform):
+        found = image_status(containerd, reference)
+        assert found is not None, f"a pod using {reference} would pull"
+        assert found.id == image.configs[NODE]
+
+
+def test_missing_platform_is_reported_and_the_others_still_preload(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    foreign = push_image(registry, f"{repo}-foreign", "1", (OTHER,))
+    good = push_image(registry, repo, "1", (NODE,))
+    config = write_config(tmp_path / "preload.yaml", registry, [foreign.tagged, good.tagged])
+
+    result = once(containerd, config)
+
+    assert result.code == 1, result
+    line = result.line_for(foreign.tagged)
+    assert line.startswith("failed") and f"no {NODE} manifest in" in line, line
+    assert OTHER in line
+    assert image_status(containerd, foreign.tagged) is None
+    assert image_status(containerd, good.tagged) is not None, "one failure stopped the others"
+
+
+def test_single_platform_image_of_another_architecture_is_refused_before_pulling(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    foreign = push_single(registry, repo, "1", OTHER)
+    config = write_config(tmp_path / "preload.yaml", registry, [foreign.by_digest()])
+
+    result = once(containerd, config)
+
+    assert result.code == 1, result
+    line = result.line_for(foreign.by_digest())
+    assert "refused before pulling" in line and OTHER in line, line
+    assert image_status(containerd, foreign.by_digest()) is None, "it was pulled anyway"
+
+
+def test_entry_for_other_platforms_is_skipped_and_counts_as_converged(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    config = tmp_path / "preload.yaml"
+    config.write_text(
+        f"images:\n  - image: {registry.host}/{repo}:never-pushed\n    platforms: [{OTHER}]\n"
+    )
+
+    result = once(containerd, config)
+
+    assert result.code == 0, result
+    assert result.line_for(f"{registry.host}/{repo}:never-pushed").startswith("skipped")
+
+
+def test_missing_tag_names_registry_and_repository_and_the_others_preload(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    good = push_image(registry, repo, "1", (NODE,))
+    missing = f"{registry.host}/{repo}:does-not-exist"
+    config = write_config(tmp_path / "preload.yaml", registry, [missing, good.tagged])
+
+    result = once(containerd, config)
+
+    assert result.code == 1, result
+    line = result.line_for(missing)
+    assert registry.host in line and repo in line and "not found" in line, line
+    assert image_status(containerd, good.tagged) is not None
+
+
+def test_bad_config_exits_2_with_file_and_line_and_pulls_nothing(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    good = push_image(registry, repo, "1", (NODE,))
+    config = tmp_path / "preload.yaml"
+    config.write_text(f"images:\n  - {good.tagged}\n  - {registry.host}/{repo}:bad tag\n")
+
+    result = once(containerd, config)
+
+    assert result.code == 2, result
+    assert f"{config}:3:" in result.stderr, result.stderr
+    assert image_status(containerd, good.tagged) is None, "something was pulled from a bad config"
+
+
+def test_unreachable_cri_endpoint_is_named(tmp_path: Path, registry: Registry) -> None:
+    config = write_config(tmp_path / "preload.yaml", registry, [f"{registry.host}/x/y:1"])
+    endpoint = f"unix://{tmp_path}/no-such.sock"
+
+    result = run_agent("once", "--config", str(config), "--cri-endpoint", endpoint)
+
+    assert result.code == 1, result
+    assert endpoint in result.stderr, result.stderr
+
+
+def test_endpoint_from_environment(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str, monkeypatch
+) -> None:
+    image = push_image(registry, repo, "1", (NODE,))
+    config = write_config(tmp_path / "preload.yaml", registry, [image.tagged])
+    monkeypatch.setenv("PREPULL_CRI_ENDPOINT", containerd.endpoint)
+
+    result = run_agent("once", "--config", str(config))
+
+    assert result.code == 0, result
+    assert image_status(containerd, image.tagged) is not None
