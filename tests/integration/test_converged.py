@@ -22,7 +22,7 @@ NODE = platforms.detect()
 class CountingCri(CriClient):
     """The real client, counting the calls it makes."""
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.calls: dict[str, int] = {}
 
@@ -42,7 +42,7 @@ class CountingCri(CriClient):
         return await super().pull(reference)
 
 
-async def _converge(node: Containerd, config: configs.PreloadConfig):  # noqa: ANN202
+async def _converge(node: Containerd, config: configs.PreloadConfig):
     channel = rpc.open_channel(node.endpoint)
     try:
         cri = CountingCri(channel, node.endpoint)

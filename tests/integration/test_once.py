@@ -14,7 +14,7 @@ NODE = str(platforms.detect())
 OTHER = "linux/arm64" if NODE != "linux/arm64" else "linux/amd64"
 
 
-def once(node: Containerd, config: Path, *extra: str):  # noqa: ANN201 - test helper
+def once(node: Containerd, config: Path, *extra: str):
     return run_agent("once", "--config", str(config), "--cri-endpoint", node.endpoint, *extra)
 
 
