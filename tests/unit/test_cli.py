@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_NOT_CONVERGED,
+    exit_code,
+    format_bytes,
+    format_outcome,
+    main,
+)
+from agent.config import parse
+from agent.errors import ConfigError, InvalidReference, RegistryError, RuntimeUnavailable
+from agent.reconcile import Outcome
+
+D = "sha256:" + "f" * 64
+
+
+def test_exit_codes_by_error_kind() -> None:
+    assert exit_code(ConfigError("f", 1, "x")) == EXIT_BAD_INPUT
+    assert exit_code(InvalidReference("x", "y")) == EXIT_BAD_INPUT
+    assert exit_code(RuntimeUnavailable("unix:///x", "down")) == EXIT_NOT_CONVERGED
+    assert exit_code(RegistryError("r", "p", "m")) == EXIT_NOT_CONVERGED
+
+
+def test_bad_config_exits_2_with_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "preload.yaml"
+    config.write_text("images:\n  - nginx\nplatfroms: []\n")
+
+    code = main(["once", "--config", str(config), "--cri-endpoint", f"unix://{tmp_path}/none.sock"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{config}:3: unknown key 'platfroms'" in err
+    assert "Traceback" not in err
+
+
+def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lock", "--config", str(tmp_path / "absent.yaml")]) == 2
+    assert "absent.yaml: cannot read" in capsys.readouterr().err
+
+
+def test_bad_platform_flag_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["resolve", "nginx:1", "--platform", "arm64"]) == 2
+    assert "invalid platform 'arm64'" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["once"])
+    assert info.value.code == 2
+
+
+def test_outcome_lines() -> None:
+    entry = parse(f"images:\n  - r.io/a/b@{D}\n").images[0]
+    pulled = Outcome(entry, "pulled", "absent", D, "sha256:id", 12_345_678, 4.21)
+    assert format_outcome(pulled) == f"pulled    r.io/a/b@{D}  {D}  12.3 MB in 4.2s  (absent)"
+    failed = Outcome(entry, "failed", "no linux/arm64 manifest in x")
+    assert format_outcome(failed) == f"failed    r.io/a/b@{D}  no linux/arm64 manifest in x"
+    hit = Outcome(entry, "hit", "present", D)
+    assert format_outcome(hit) == f"hit       r.io/a/b@{D}  {D}"
+
+
+@pytest.mark.parametrize(
+    ("size", "text"), [(0, "0 B"), (999, "999 B"), (1500, "1.5 kB"), (3 * 10**9, "3.0 GB")]
+)
+def test_format_bytes(size: int, text: str) -> None:
+    assert format_bytes(size) == text

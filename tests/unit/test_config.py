@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import load, parse, parse_duration, render_lock
+from agent.errors import ConfigError
+from agent.platform import Platform
+
+DIGEST = "sha256:" + "b" * 64
+OTHER = "sha256:" + "c" * 64
+
+EXAMPLE = f"""\
+images:
+  - nginx:1.25.3                                  # follows the tag
+  - ghcr.io/acme/api:2.4.1@{DIGEST}
+  - quay.io/acme/worker@{DIGEST}
+  - image: registry.example.com/tools/debug:3
+    platforms: [linux/amd64]
+registries:
+  registry.example.com:
+    insecure: true
+concurrency: 3
+resync: 5m
+"""
+
+
+def test_the_documented_example_parses() -> None:
+    config = parse(EXAMPLE, "preload.yaml")
+    assert [e.kind for e in config.images] == ["tag", "pinned", "digest", "tag"]
+    assert [e.line for e in config.images] == [2, 3, 4, 5]
+    assert str(config.images[0].reference) == "docker.io/library/nginx:1.25.3"
+    assert config.images[3].platforms == (Platform("linux", "amd64"),)
+    assert config.registry("registry.example.com").insecure
+    assert not config.registry("ghcr.io").insecure
+    assert config.concurrency == 3 and config.resync_seconds == 300
+
+
+def test_defaults() -> None:
+    config = parse("images: [nginx]\n")
+    assert config.concurrency == 3 and config.resync_seconds == 300
+    assert config.images[0].kind == "tag" and config.images[0].has_tag
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("images:\n  - nginx\n\t- redis\n", 3, "invalid YAML"),
+        ("images:\n  - nginx\n  - redis\n  x: 1\n", 4, "invalid YAML"),
+        ("images: [nginx\n", 2, "invalid YAML"),
+        (
+            "images:\n  - nginx\nconcurency: 3\n",
+            3,
+            "unknown key 'concurency' in the preload list (did you mean 'concurrency'?)",
+        ),
+        (
+            "images:\n  - image: nginx\n    platfroms: [linux/amd64]\n",
+            3,
+            "did you mean 'platforms'?",
+        ),
+        ("images:\n  - nginx\n  - NGINX/Foo\n", 3, "invalid image reference 'NGINX/Foo'"),
+        (f"images:\n  - nginx@{DIGEST[:-1]}\n", 2, "64"),
+        ("images:\n  - image: nginx\n    platforms: [linux]\n", 3, "invalid platform 'linux'"),
+        ("images:\n  - image: nginx\n    platforms: []\n", 3, "non-empty list"),
+        (
+            "images:\n  - nginx\n  - docker.io/library/nginx:latest\n",
+            3,
+            "listed twice (first at line 2)",
+        ),
+        (f"images:\n  - nginx:1\n  - nginx:1@{DIGEST}\n", 3, "binds tag docker.io/library/nginx:1"),
+        ("images:\n  - nginx\nconcurrency: 0\n", 3, "from 1 to 64"),
+        ("images:\n  - nginx\nconcurrency: yes\n", 3, "from 1 to 64"),
+        ("images:\n  - nginx\nresync: soon\n", 3, "'resync' must be a duration"),
+        ("images:\n  - image: nginx\n    extra: 1\n", 3, "unknown key 'extra'"),
+        ("images:\n  - platforms: [linux/amd64]\n", 2, "needs 'image: <reference>'"),
+        ("images:\n  - 42\n", 2, "must be a string"),
+        ("images: nginx\n", 1, "'images' must be a list"),
+        ("concurrency: 2\n", 1, "missing 'images:'"),
+        ("- nginx\n", 1, "must be a mapping"),
+        ("images: []\nregistries:\n  r.io:\n    insecure: maybe\n", 4, "true or false"),
+        ("images: []\nimages: []\n", 2, "duplicate key 'images'"),
+    ],
+)
+def test_errors_name_file_line_and_what_is_wrong(text: str, line: int, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(text, "preload.yaml")
+    assert str(info.value).startswith(f"preload.yaml:{line}: "), str(info.value)
+    assert message in str(info.value)
+
+
+def test_empty_file_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="empty"):
+        parse("", "preload.yaml")
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("5m", 300), ("90s", 90), ("1h30m", 5400), ("1.5h", 5400), (30, 30), ("500ms", 0.5)],
+)
+def test_durations(value: object, seconds: float) -> None:
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["", "5", "5 m", "m", "1d", True, None])
+def test_bad_durations(value: object) -> None:
+    assert parse_duration(value) is None
+
+
+def test_lock_pins_tags_keeps_pins_and_parses_back() -> None:
+    config = parse(EXAMPLE, "preload.yaml")
+    tags = [e for e in config.images if e.reference.digest is None]
+    digests = {tags[0]: OTHER, tags[1]: DIGEST}
+
+    locked = parse(render_lock(config, digests), "preload.lock.yaml")
+
+    assert [e.written for e in locked.images] == [
+        f"nginx:1.25.3@{OTHER}",
+        f"ghcr.io/acme/api:2.4.1@{DIGEST}",
+        f"quay.io/acme/worker@{DIGEST}",
+        f"registry.example.com/tools/debug:3@{DIGEST}",
+    ]
+    assert locked.images[3].platforms == config.images[3].platforms
+    assert locked.registries == config.registries
+    assert (locked.concurrency, locked.resync_seconds) == (3, 300)
+
+
+def test_lock_of_a_bare_name_keeps_the_latest_tag() -> None:
+    config = parse("images: [nginx]\n")
+    locked = parse(render_lock(config, {config.images[0]: OTHER}))
+    assert locked.images[0].written == f"nginx:latest@{OTHER}"
+    assert locked.images[0].kind == "pinned"

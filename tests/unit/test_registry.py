@@ -1,0 +1,194 @@
+"""The registry client against a small fake registry served by aiohttp.web on loopback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+
+from agent.config import RegistrySettings
+from agent.errors import RegistryError, TransientRegistryError
+from agent.manifest import ACCEPT, OCI_INDEX, OCI_MANIFEST, sha256_digest
+from agent.platform import Platform
+from agent.reference import Reference
+from agent.registry import RegistryClient, open_session
+from agent.retry import RetryPolicy
+
+INDEX = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": "sha256:" + "a" * 64,
+                "size": 10,
+                "platform": {"os": "linux", "architecture": "arm64"},
+            }
+        ],
+    }
+).encode()
+INDEX_DIGEST = sha256_digest(INDEX)
+FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.001, max_server_delay=0.01)
+
+
+@dataclass
+class FakeRegistry:
+    """Serves one index under acme/app:1; the knobs below inject faults."""
+
+    require_token: bool = False
+    basic_challenge: bool = False
+    send_digest_header: bool = True
+    body_override: bytes | None = None
+    failures: list[int] = field(default_factory=list)
+    """Statuses to answer with before serving normally."""
+    seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    tokens_issued: int = 0
+    port: int = 0
+
+    async def manifest(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append((request.method, request.path, dict(request.headers)))
+        if self.basic_challenge:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        if self.require_token and request.headers.get("Authorization") != "Bearer tok":
+            challenge = (
+                f'Bearer realm="http://127.0.0.1:{self.port}/token",service="fake",'
+                'scope="repository:acme/app:pull"'
+            )
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+        if self.failures:
+            status = self.failures.pop(0)
+            return web.Response(status=status, headers={"Retry-After": "0"})
+        if request.match_info["ref"] not in ("1", INDEX_DIGEST):
+            body = {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}
+            return web.json_response(body, status=404)
+        headers = {"Content-Type": OCI_INDEX}
+        if self.send_digest_header:
+            headers["Docker-Content-Digest"] = INDEX_DIGEST
+        body = self.body_override if self.body_override is not None else INDEX
+        return web.Response(body=body if request.method == "GET" else None, headers=headers)
+
+    async def token(self, request: web.Request) -> web.Response:
+        assert request.query["scope"] == "repository:acme/app:pull"
+        assert request.query["service"] == "fake"
+        self.tokens_issued += 1
+        return web.json_response({"token": "tok", "expires_in": 300})
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeRegistry]:
+    state = FakeRegistry()
+    app = web.Application()
+    app.router.add_route("*", "/v2/acme/app/manifests/{ref}", state.manifest)
+    app.router.add_get("/token", state.token)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    state.port = runner.addresses[0][1]
+    try:
+        yield state
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def client(fake: FakeRegistry) -> AsyncIterator[RegistryClient]:
+    async with open_session() as session:
+        yield RegistryClient(session, lambda host: RegistrySettings(insecure=True), policy=FAST)
+
+
+def ref(fake: FakeRegistry, tag: str = "1") -> Reference:
+    return Reference(f"127.0.0.1:{fake.port}", "acme/app", tag)
+
+
+async def test_head_resolves_with_the_full_accept_list(
+    fake: FakeRegistry, client: RegistryClient
+) -> None:
+    digest, media_type = await client.head_digest(ref(fake))
+    assert (digest, media_type) == (INDEX_DIGEST, OCI_INDEX)
+    assert [m for m, _, _ in fake.seen] == ["HEAD"], "a GET counts against Docker Hub's limit"
+    assert fake.seen[0][2]["Accept"] == ACCEPT
+
+
+async def test_missing_digest_header_means_get_and_hash(
+    fake: FakeRegistry, client: RegistryClient
+) -> None:
+    fake.send_digest_header = False
+    digest, _ = await client.head_digest(ref(fake))
+    assert digest == INDEX_DIGEST
+    assert [m for m, _, _ in fake.seen] == ["HEAD", "GET"]
+
+
+async def test_fetched_body_must_match_the_digest_asked_for(
+    fake: FakeRegistry, client: RegistryClient
+) -> None:
+    fake.body_override = INDEX + b" "
+    with pytest.raises(RegistryError, match="does not match"):
+        await client.fetch_manifest(ref(fake), INDEX_DIGEST)
+
+
+async def test_anonymous_bearer_token_is_fetched_once_and_reused(
+    fake: FakeRegistry, client: RegistryClient
+) -> None:
+    fake.require_token = True
+    await client.head_digest(ref(fake))
+    await client.head_digest(ref(fake))
+    assert fake.tokens_issued == 1
+    assert fake.seen[-1][2]["Authorization"] == "Bearer tok"
+
+
+async def test_429_and_5xx_are_retried(fake: FakeRegistry, client: RegistryClient) -> None:
+    fake.failures = [429, 503]
+    digest, _ = await client.head_digest(ref(fake))
+    assert digest == INDEX_DIGEST
+    assert len(fake.seen) == 3
+
+
+async def test_persistent_5xx_surfaces_as_transient_after_the_attempts(
+    fake: FakeRegistry, client: RegistryClient
+) -> None:
+    fake.failures = [502] * 10
+    with pytest.raises(TransientRegistryError) as info:
+        await client.head_digest(ref(fake))
+    assert info.value.status == 502
+    assert len(fake.seen) == FAST.attempts
+
+
+async def test_unknown_tag_is_permanent_and_named(
+    fake: FakeRegistry, client: RegistryClient
+) -> None:
+    with pytest.raises(RegistryError) as info:
+        await client.fetch_manifest(ref(fake, "nope"))
+    assert not isinstance(info.value, TransientRegistryError)
+    message = str(info.value)
+    assert f"127.0.0.1:{fake.port}" in message and "acme/app" in message
+    assert "not found" in message and "MANIFEST_UNKNOWN" in message
+    assert len(fake.seen) == 1, "a permanent failure was retried"
+
+
+async def test_basic_challenge_without_credentials_says_none_were_sent(
+    fake: FakeRegistry, client: RegistryClient
+) -> None:
+    fake.basic_challenge = True
+    with pytest.raises(RegistryError, match="no credentials were sent") as info:
+        await client.head_digest(ref(fake))
+    assert info.value.status == 401
+
+
+async def test_resolve_reports_no_manifest_for_the_platform(
+    fake: FakeRegistry, client: RegistryClient
+) -> None:
+    resolution = await client.resolve(ref(fake), Platform("linux", "amd64"))
+    assert resolution.digest == INDEX_DIGEST and resolution.chosen is None
+    arm = await client.resolve(ref(fake), Platform("linux", "arm64"))
+    assert arm.chosen is not None and arm.chosen.digest == "sha256:" + "a" * 64
+
+
+async def test_unreachable_registry_is_transient(client: RegistryClient) -> None:
+    closed = Reference("127.0.0.1:9", "acme/app", "1")
+    with pytest.raises(TransientRegistryError, match="connection failed"):
+        await client.head_digest(closed)

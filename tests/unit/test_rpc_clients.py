@@ -1,0 +1,120 @@
+"""The CRI and containerd adapters against in-process gRPC servers built from our own stubs,
+for faults the real containerd cannot be made to produce on demand."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from agent import rpc
+from agent._proto.runtime.v1 import api_pb2, api_pb2_grpc
+from agent.containerd import ContainerdImages
+from agent.cri import CriClient
+from agent.errors import ImageError, RuntimeUnavailable, TagBindingUnsupported
+from agent.retry import RetryPolicy
+
+FAST = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.001)
+
+
+class FlakyImages(api_pb2_grpc.ImageServiceServicer):
+    """Resets the first pulls, as containerd 1.6 was seen to under parallel pulls."""
+
+    def __init__(self, resets: int) -> None:
+        self.resets = resets
+        self.pull_calls = 0
+
+    async def PullImage(self, request, context):
+        self.pull_calls += 1
+        if self.pull_calls <= self.resets:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "read: connection reset by peer")
+        if request.image.image.endswith(":missing"):
+            await context.abort(grpc.StatusCode.NOT_FOUND, "failed to resolve reference: not found")
+        return api_pb2.PullImageResponse(image_ref="sha256:" + "e" * 64)
+
+    async def ImageStatus(self, request, context):
+        return api_pb2.ImageStatusResponse()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[str, FlakyImages]]:
+    images = FlakyImages(resets=2)
+    srv = grpc.aio.server()
+    api_pb2_grpc.add_ImageServiceServicer_to_server(images, srv)
+    port = srv.add_insecure_port("127.0.0.1:0")
+    await srv.start()
+    try:
+        yield f"127.0.0.1:{port}", images
+    finally:
+        await srv.stop(None)
+
+
+async def test_pull_is_retried_through_connection_resets(server: tuple[str, FlakyImages]) -> None:
+    endpoint, images = server
+    channel = rpc.open_channel(endpoint)
+    try:
+        image_id = await CriClient(channel, endpoint, FAST).pull("r.io/a/b:1")
+    finally:
+        await channel.close()
+    assert image_id == "sha256:" + "e" * 64
+    assert images.pull_calls == 3
+
+
+async def test_a_permanent_pull_failure_is_this_images_error(
+    server: tuple[str, FlakyImages],
+) -> None:
+    endpoint, images = server
+    images.resets = 0
+    channel = rpc.open_channel(endpoint)
+    try:
+        with pytest.raises(ImageError, match=r"r.io/a/b:missing: pull failed: NOT_FOUND"):
+            await CriClient(channel, endpoint, FAST).pull("r.io/a/b:missing")
+    finally:
+        await channel.close()
+    assert images.pull_calls == 1
+
+
+async def test_absent_image_status_is_none(server: tuple[str, FlakyImages]) -> None:
+    endpoint, _ = server
+    channel = rpc.open_channel(endpoint)
+    try:
+        assert await CriClient(channel, endpoint, FAST).image_status("r.io/a/b:1") is None
+    finally:
+        await channel.close()
+
+
+async def test_a_runtime_without_cri_v1_is_reported_with_its_endpoint(
+    server: tuple[str, FlakyImages],
+) -> None:
+    endpoint, _ = server
+    channel = rpc.open_channel(endpoint)
+    try:
+        with pytest.raises(RuntimeUnavailable, match=f"{endpoint}.*Version: UNIMPLEMENTED"):
+            await CriClient(channel, endpoint, FAST).version()
+    finally:
+        await channel.close()
+
+
+async def test_a_runtime_without_containerds_images_api_cannot_bind_tags(
+    server: tuple[str, FlakyImages],
+) -> None:
+    endpoint, _ = server
+    channel = rpc.open_channel(endpoint)
+    try:
+        with pytest.raises(TagBindingUnsupported, match="cannot be bound"):
+            await ContainerdImages(channel, endpoint, policy=FAST).bind_tag(
+                "r.io/a:1", f"r.io/a@sha256:{'1' * 64}"
+            )
+    finally:
+        await channel.close()
+
+
+async def test_a_closed_socket_is_unavailable_after_retries(tmp_path) -> None:
+    endpoint = f"unix://{tmp_path}/absent.sock"
+    channel = rpc.open_channel(endpoint)
+    try:
+        with pytest.raises(RuntimeUnavailable, match=r"absent\.sock"):
+            await CriClient(channel, endpoint, FAST).list_images()
+    finally:
+        await channel.close()
