@@ -19,6 +19,7 @@ from agent.config import PreloadConfig, RegistrySettings
 from agent.containerd import ContainerdImages
 from agent.cri import CriClient
 from agent.errors import AgentError, InputError
+from agent.lock import resolve_tags
 from agent.plan import platform_refusal
 from agent.reconcile import Outcome, Reconciler
 from agent.registry import RegistryClient, open_session
@@ -27,8 +28,6 @@ EXIT_CONVERGED = 0
 EXIT_NOT_CONVERGED = 1
 EXIT_BAD_INPUT = 2
 ENDPOINT_ENV = "PREPULL_CRI_ENDPOINT"
-LOCK_CONCURRENCY = 16
-"""Parallel HEADs while locking: cheap for a registry, and hundreds of tags lock in seconds."""
 
 log = logging.getLogger("prepull-agent")
 
@@ -122,7 +121,8 @@ async def _once(args: argparse.Namespace) -> int:
     if failed:
         print(f"not converged on {node}: {len(failed)} of {len(outcomes)} failed ({summary})")
         return EXIT_NOT_CONVERGED
-    print(f"converged on {node}: {len(outcomes)} images ({summary or 'none listed'})")
+    images = "image" if len(outcomes) == 1 else "images"
+    print(f"converged on {node}: {len(outcomes)} {images} ({summary or 'none listed'})")
     return EXIT_CONVERGED
 
 
@@ -149,20 +149,9 @@ def format_bytes(size: int) -> str:
 
 async def _lock(args: argparse.Namespace) -> int:
     config = configs.load(args.config)
-    tags = [e for e in config.images if e.reference.digest is None]
-    limit = asyncio.Semaphore(LOCK_CONCURRENCY)
     async with open_session() as session:
-        registry = RegistryClient(session, config.registry)
-
-        async def pin(entry: configs.ImageEntry) -> str | AgentError:
-            async with limit:
-                try:
-                    digest, _ = await registry.head_digest(entry.reference)
-                    return digest
-                except AgentError as exc:
-                    return exc
-
-        results = dict(zip(tags, await asyncio.gather(*(pin(e) for e in tags)), strict=True))
+        results = await resolve_tags(RegistryClient(session, config.registry), config.images)
+    tags = list(results)
     failures = {e: r for e, r in results.items() if isinstance(r, AgentError)}
     for entry, error in failures.items():
         print(f"failed   {entry.written}  (line {entry.line}): {error}", file=sys.stderr)

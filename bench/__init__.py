@@ -1,0 +1,1 @@
+"""Benchmarks, reported as ratios measured in one run: `make bench`."""

@@ -1,0 +1,1 @@
+"""The IfNotPresent drift experiment on two local containerd "nodes": `make demo`."""

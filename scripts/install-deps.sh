@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install what the demo and the tests need on a Debian/Ubuntu machine:
+# containerd, docker-registry and runc from apt, and this package with its test extras in .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "prepull-agent needs Python >= 3.11 (found: $("$PYTHON" --version 2>&1))" >&2
+  exit 2
+fi
+
+apt_packages=()
+command -v containerd >/dev/null || apt_packages+=(containerd)
+command -v docker-registry >/dev/null || apt_packages+=(docker-registry)
+command -v runc >/dev/null || apt_packages+=(runc)
+"$PYTHON" -c 'import ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  echo "installing ${apt_packages[*]} from apt"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+# Reinstall only when pyproject.toml changed since the last install.
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -e "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
