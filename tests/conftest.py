@@ -12,5 +12,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
     if os.environ.get("CI") and skipped:
         if reporter:
-            reporter.write_line(f"CI: {skipped} test(s) skipped; every test must run in CI", red=True)
+            message = f"CI: {skipped} test(s) skipped; every test must run in CI"
+            reporter.write_line(message, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
