@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from google.protobuf import field_mask_pb2
 
@@ -34,17 +36,8 @@ class ContainerdImages:
     async def bind_tag(self, tag_name: str, content_name: str) -> None:
         """Make `tag_name` (name:tag) name the same content as `content_name` (name@digest)."""
         try:
-            source = await rpc.call(
-                self.endpoint,
-                lambda: self._stub.Get(
-                    images_pb2.GetImageRequest(name=content_name),
-                    metadata=self._metadata,
-                    timeout=CALL_TIMEOUT,
-                ),
-                what=f"Images.Get {content_name}",
-                policy=self._policy,
-                handled=rpc.ALL_CODES,
-            )
+            get = images_pb2.GetImageRequest(name=content_name)
+            source = await self._call(self._stub.Get, get, f"Images.Get {content_name}")
             image = images_pb2.Image(
                 name=tag_name, target=source.image.target, labels=dict([MANAGED_LABEL])
             )
@@ -60,30 +53,22 @@ class ContainerdImages:
 
     async def _create_or_update(self, image: images_pb2.Image) -> None:
         try:
-            await rpc.call(
-                self.endpoint,
-                lambda: self._stub.Create(
-                    images_pb2.CreateImageRequest(image=image),
-                    metadata=self._metadata,
-                    timeout=CALL_TIMEOUT,
-                ),
-                what=f"Images.Create {image.name}",
-                policy=self._policy,
-                handled=rpc.ALL_CODES,
-            )
+            create = images_pb2.CreateImageRequest(image=image)
+            await self._call(self._stub.Create, create, f"Images.Create {image.name}")
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
             # Update only the target and our label, leaving other labels (pins) alone.
             mask = field_mask_pb2.FieldMask(paths=["target", f"labels.{MANAGED_LABEL[0]}"])
-            await rpc.call(
-                self.endpoint,
-                lambda: self._stub.Update(
-                    images_pb2.UpdateImageRequest(image=image, update_mask=mask),
-                    metadata=self._metadata,
-                    timeout=CALL_TIMEOUT,
-                ),
-                what=f"Images.Update {image.name}",
-                policy=self._policy,
-                handled=rpc.ALL_CODES,
-            )
+            update = images_pb2.UpdateImageRequest(image=image, update_mask=mask)
+            await self._call(self._stub.Update, update, f"Images.Update {image.name}")
+
+    async def _call(self, method: Any, request: Any, what: str) -> Any:
+        """One call in our namespace; every error reaches the caller, which maps it."""
+        return await rpc.call(
+            self.endpoint,
+            lambda: method(request, metadata=self._metadata, timeout=CALL_TIMEOUT),
+            what=what,
+            policy=self._policy,
+            handled=rpc.ALL_CODES,
+        )

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
 from agent import rpc
 from agent._proto.runtime.v1 import api_pb2, api_pb2_grpc
 from agent.errors import ImageError
+from agent.plan import NodeImage
 from agent.retry import RetryPolicy
 
 # Short calls answer in milliseconds; a pull takes as long as the image needs.
 CALL_TIMEOUT = 30.0
 PULL_TIMEOUT = 30 * 60.0
-
-
-@dataclass(frozen=True)
-class NodeImage:
-    """One image as the runtime reports it."""
-
-    id: str
-    repo_tags: tuple[str, ...]
-    repo_digests: tuple[str, ...]
-    size: int
-    pinned: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,37 +34,40 @@ class CriClient:
         self._runtime = api_pb2_grpc.RuntimeServiceStub(channel)
         self._policy = policy
 
-    async def version(self) -> RuntimeInfo:
-        response = await rpc.call(
+    async def _call(
+        self,
+        method: Any,
+        request: Any,
+        what: str,
+        *,
+        deadline: float = CALL_TIMEOUT,
+        handled: frozenset[grpc.StatusCode] = frozenset(),
+    ) -> Any:
+        return await rpc.call(
             self.endpoint,
-            lambda: self._runtime.Version(
-                api_pb2.VersionRequest(version="v1"), timeout=CALL_TIMEOUT
-            ),
-            what="Version",
+            lambda: method(request, timeout=deadline),
+            what=what,
             policy=self._policy,
+            handled=handled,
         )
+
+    async def version(self) -> RuntimeInfo:
+        request = api_pb2.VersionRequest(version="v1")
+        response = await self._call(self._runtime.Version, request, "Version")
         return RuntimeInfo(
             response.runtime_name, response.runtime_version, response.runtime_api_version
         )
 
     async def list_images(self) -> list[NodeImage]:
         # containerd ignores the filter and returns everything: one call is the node's state.
-        response = await rpc.call(
-            self.endpoint,
-            lambda: self._images.ListImages(api_pb2.ListImagesRequest(), timeout=CALL_TIMEOUT),
-            what="ListImages",
-            policy=self._policy,
+        response = await self._call(
+            self._images.ListImages, api_pb2.ListImagesRequest(), "ListImages"
         )
         return [_node_image(image) for image in response.images]
 
     async def image_status(self, reference: str) -> NodeImage | None:
         request = api_pb2.ImageStatusRequest(image=api_pb2.ImageSpec(image=reference))
-        response = await rpc.call(
-            self.endpoint,
-            lambda: self._images.ImageStatus(request, timeout=CALL_TIMEOUT),
-            what=f"ImageStatus {reference}",
-            policy=self._policy,
-        )
+        response = await self._call(self._images.ImageStatus, request, f"ImageStatus {reference}")
         # An absent image is no error: the response simply has no image.
         return _node_image(response.image) if response.HasField("image") else None
 
@@ -81,11 +75,11 @@ class CriClient:
         """Pull `reference` for the node's platform; return the image id."""
         request = api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=reference))
         try:
-            response = await rpc.call(
-                self.endpoint,
-                lambda: self._images.PullImage(request, timeout=PULL_TIMEOUT),
-                what=f"PullImage {reference}",
-                policy=self._policy,
+            response = await self._call(
+                self._images.PullImage,
+                request,
+                f"PullImage {reference}",
+                deadline=PULL_TIMEOUT,
                 # A failed pull, even after retries, is this image's failure, not the node's.
                 handled=rpc.ALL_CODES,
             )
@@ -95,12 +89,7 @@ class CriClient:
 
     async def remove(self, reference: str) -> None:
         request = api_pb2.RemoveImageRequest(image=api_pb2.ImageSpec(image=reference))
-        await rpc.call(
-            self.endpoint,
-            lambda: self._images.RemoveImage(request, timeout=CALL_TIMEOUT),
-            what=f"RemoveImage {reference}",
-            policy=self._policy,
-        )
+        await self._call(self._images.RemoveImage, request, f"RemoveImage {reference}")
 
 
 def _node_image(image: api_pb2.Image) -> NodeImage:

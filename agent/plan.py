@@ -7,9 +7,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from agent.config import ImageEntry
-from agent.cri import NodeImage
 from agent.manifest import Manifest
 from agent.platform import Platform, describe
+
+
+@dataclass(frozen=True)
+class NodeImage:
+    """One image as the runtime reports it."""
+
+    id: str
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    size: int
+    pinned: bool = False
 
 
 class Action(enum.Enum):

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.config import ImageEntry, PreloadConfig
-from agent.cri import NodeImage
 from agent.errors import AgentError, RuntimeUnavailable, TagBindingUnsupported
-from agent.plan import Action, NodeState, Step, plan_one, platform_refusal
+from agent.plan import Action, NodeImage, NodeState, Step, plan_one, platform_refusal
 from agent.platform import Platform
 from agent.reference import Reference
 from agent.registry import Resolution

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from agent import rpc
-from agent.cri import CriClient, NodeImage
+from agent.cri import CriClient
+from agent.plan import NodeImage
 from tests.harness.containerd import Containerd
 from tests.harness.procs import HarnessError
 from tests.harness.registry import Registry

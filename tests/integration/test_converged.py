@@ -8,7 +8,8 @@ from agent import config as configs
 from agent import platform as platforms
 from agent import rpc
 from agent.containerd import ContainerdImages
-from agent.cri import CriClient, NodeImage
+from agent.cri import CriClient
+from agent.plan import NodeImage
 from agent.reconcile import Reconciler
 from agent.registry import RegistryClient, open_session
 from tests.harness.containerd import Containerd

@@ -3,9 +3,8 @@ from __future__ import annotations
 import pytest
 
 from agent.config import parse
-from agent.cri import NodeImage
 from agent.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest
-from agent.plan import Action, NodeState, plan, plan_one, platform_refusal
+from agent.plan import Action, NodeImage, NodeState, plan, plan_one, platform_refusal
 from agent.platform import Platform
 
 AMD64 = Platform("linux", "amd64")

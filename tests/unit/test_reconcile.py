@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from agent.config import parse
-from agent.cri import NodeImage
 from agent.errors import RegistryError, RuntimeUnavailable
 from agent.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest
+from agent.plan import NodeImage
 from agent.platform import Platform
 from agent.reconcile import Reconciler
 from agent.reference import Reference
