@@ -1,8 +1,10 @@
-"""Suite-wide rules: in CI a skipped test is a failed run (integration tests must really run)."""
+"""Suite-wide rules: in CI a skipped test fails the run; async tests leave no tasks behind."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,3 +17,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             message = f"CI: {skipped} test(s) skipped; every test must run in CI"
             reporter.write_line(message, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+async def _no_leftover_tasks() -> AsyncIterator[None]:
+    """Every task an async test starts must be awaited or cancelled by its owner."""
+    before = asyncio.all_tasks()
+    yield
+    await asyncio.sleep(0)
+    leftover = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]
+    leftover = [t for t in leftover if not t.done()]
+    assert not leftover, f"tasks left running: {leftover}"

@@ -34,6 +34,8 @@ class PushedImage:
     """platform ("linux/arm64") → per-platform manifest digest."""
     configs: dict[str, str] = field(default_factory=dict)
     """platform → config digest, which is the image id containerd reports."""
+    layers: dict[str, str] = field(default_factory=dict)
+    """platform → layer blob digest."""
     size: int = 0
 
     @property
@@ -65,8 +67,8 @@ def _layer(payload: bytes, label: str) -> tuple[bytes, str]:
 
 def push_platform_manifest(
     registry: Registry, repo: str, platform: str, layer_bytes: int = 4096, tag: str | None = None
-) -> tuple[bytes, str, str]:
-    """Push one single-platform image; returns (manifest body, manifest digest, config digest)."""
+) -> tuple[bytes, str, str, str]:
+    """Push one single-platform image: (manifest body, manifest digest, config and layer digest)."""
     os_name, arch, *variant = platform.split("/")
     blob, diff_id = _layer(os.urandom(layer_bytes), arch)
     config_doc: dict[str, object] = {
@@ -90,7 +92,7 @@ def push_platform_manifest(
     ).encode()
     digest = registry.push_manifest(repo, tag or sha256(manifest), manifest, mt.OCI_MANIFEST)
     assert digest == sha256(manifest), "the registry changed the manifest"
-    return manifest, digest, sha256(config)
+    return manifest, digest, sha256(config), sha256(blob)
 
 
 def push_image(
@@ -101,9 +103,10 @@ def push_image(
     layer_bytes: int = 4096,
 ) -> PushedImage:
     """Push a multi-arch image (an OCI index over one manifest per platform) with fresh content."""
-    entries, manifests, configs = [], {}, {}
+    entries, manifests, configs, layers = [], {}, {}, {}
     for platform in platforms:
-        body, digest, config = push_platform_manifest(registry, repo, platform, layer_bytes)
+        body, digest, config, layer = push_platform_manifest(registry, repo, platform, layer_bytes)
+        layers[platform] = layer
         os_name, arch, *variant = platform.split("/")
         described: dict[str, object] = {"architecture": arch, "os": os_name}
         if variant:
@@ -122,12 +125,14 @@ def push_image(
         {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
     ).encode()
     digest = registry.push_manifest(repo, tag or sha256(index), index, mt.OCI_INDEX)
-    return PushedImage(registry.host, repo, tag, digest, manifests, configs)
+    return PushedImage(registry.host, repo, tag, digest, manifests, configs, layers)
 
 
 def push_single(
     registry: Registry, repo: str, tag: str | None, platform: str, layer_bytes: int = 4096
 ) -> PushedImage:
     """Push a single-platform image (no index) under `tag`."""
-    _, digest, config = push_platform_manifest(registry, repo, platform, layer_bytes, tag)
-    return PushedImage(registry.host, repo, tag, digest, {platform: digest}, {platform: config})
+    _, digest, config, layer = push_platform_manifest(registry, repo, platform, layer_bytes, tag)
+    return PushedImage(
+        registry.host, repo, tag, digest, {platform: digest}, {platform: config}, {platform: layer}
+    )

@@ -88,8 +88,8 @@ class Registry:
         )
         return str(resp.headers["Docker-Content-Digest"])
 
-    def delete_manifest(self, repo: str, digest: str) -> None:
-        self._request("DELETE", f"/v2/{repo}/manifests/{digest}", b"", {})
+    def delete_blob(self, repo: str, digest: str) -> None:
+        self._request("DELETE", f"/v2/{repo}/blobs/{digest}", b"", {})
 
     def tags(self, repo: str) -> list[str]:
         resp = self._request("GET", f"/v2/{repo}/tags/list", None, {})

@@ -53,6 +53,8 @@ def test_pinned_tag_survives_registry_retag(
     assert on_node is not None, "the pinned tag is not visible to kubelet"
     assert on_node.id == locked.configs[NODE], "the tag names the re-pushed content, not the pin"
     assert on_node.id != repushed.configs[NODE]
+    as_written = image_status(containerd, locked.pinned())
+    assert as_written is not None and as_written.id == locked.configs[NODE]
 
 
 def test_pinned_entry_moves_a_drifted_tag_onto_the_pin(
@@ -164,6 +166,24 @@ def test_missing_tag_names_registry_and_repository_and_the_others_preload(
     assert result.code == 1, result
     line = result.line_for(missing)
     assert registry.host in line and repo in line and "not found" in line, line
+    assert image_status(containerd, good.tagged) is not None
+
+
+def test_a_pull_that_containerd_cannot_finish_is_reported_and_the_others_preload(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    broken = push_image(registry, f"{repo}-broken", "1", (NODE,))
+    registry.delete_blob(broken.repo, broken.layers[NODE])
+    good = push_image(registry, repo, "1", (NODE,))
+    config = write_config(tmp_path / "preload.yaml", registry, [broken.tagged, good.tagged])
+
+    result = once(containerd, config)
+
+    assert result.code == 1, result
+    line = result.line_for(broken.tagged)
+    assert line.startswith("failed") and "pull failed" in line, line
+    assert broken.layers[NODE] in line, "the error should say what containerd could not fetch"
+    assert image_status(containerd, broken.tagged) is None
     assert image_status(containerd, good.tagged) is not None
 
 
