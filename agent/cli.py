@@ -119,7 +119,8 @@ async def _once(args: argparse.Namespace) -> int:
     }
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     if failed:
-        print(f"not converged on {node}: {len(failed)} of {len(outcomes)} failed ({summary})")
+        others = f" ({summary})" if summary else ""
+        print(f"not converged on {node}: {len(failed)} of {len(outcomes)} failed{others}")
         return EXIT_NOT_CONVERGED
     images = "image" if len(outcomes) == 1 else "images"
     print(f"converged on {node}: {len(outcomes)} {images} ({summary or 'none listed'})")

@@ -90,6 +90,7 @@ class ImageError(AgentError):
 
     def __init__(self, reference: str, message: str) -> None:
         self.reference = reference
+        self.reason = message
         super().__init__(f"{reference}: {message}")
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.config import ImageEntry, PreloadConfig
-from agent.errors import AgentError, RuntimeUnavailable, TagBindingUnsupported
+from agent.errors import AgentError, ImageError, RuntimeUnavailable, TagBindingUnsupported
 from agent.plan import Action, NodeImage, NodeState, Step, plan_one, platform_refusal
 from agent.platform import Platform
 from agent.reference import Reference
@@ -97,6 +97,9 @@ class Reconciler:
             outcome = await self._carry_out(step)
         except RuntimeUnavailable:
             raise
+        except ImageError as exc:
+            # The output line already names the image: say only what went wrong.
+            outcome = Outcome(entry, "failed", exc.reason)
         except AgentError as exc:
             outcome = Outcome(entry, "failed", str(exc))
         return _with_seconds(outcome, self._clock() - started)
