@@ -126,11 +126,11 @@ class _Parser:
             raise self.error(node, f"{what} must be a single value")
         return yaml.SafeLoader(yaml.serialize(node)).get_single_data()
 
-    def string(self, node: yaml.Node, what: str) -> str:
-        value = self.scalar(node, what)
-        if not isinstance(value, str):
-            raise self.error(node, f"{what} must be a string, not {value!r}")
-        return value
+    def text(self, node: yaml.Node, what: str) -> str:
+        """A scalar exactly as written: `- 0` or `- 1.25` name images, not numbers."""
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.error(node, f"{what} must be a single value")
+        return str(node.value)
 
     def config(self, root: yaml.Node | None) -> PreloadConfig:
         if root is None:
@@ -179,11 +179,11 @@ class _Parser:
             fields = self.mapping(node, "an image entry", _IMAGE_KEYS)
             if "image" not in fields:
                 raise self.error(node, "an image entry needs 'image: <reference>'")
-            written = self.string(fields["image"], "'image'")
+            written = self.text(fields["image"], "'image'")
             if "platforms" in fields:
                 platform_list = self.platform_list(fields["platforms"])
         else:
-            written = self.string(node, "an image")
+            written = self.text(node, "an image")
         try:
             ref = references.parse(written)
         except InvalidReference as exc:
@@ -196,7 +196,7 @@ class _Parser:
         result = []
         for item in node.value:
             try:
-                result.append(platforms.parse(self.string(item, "a platform")))
+                result.append(platforms.parse(self.text(item, "a platform")))
             except InvalidPlatform as exc:
                 raise self.error(item, str(exc)) from None
         return tuple(result)

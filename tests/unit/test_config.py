@@ -3,6 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.config import load, parse, parse_duration, render_lock
 from agent.errors import ConfigError
@@ -74,7 +76,7 @@ def test_defaults() -> None:
         ("images:\n  - nginx\nresync: soon\n", 3, "'resync' must be a duration"),
         ("images:\n  - image: nginx\n    extra: 1\n", 3, "unknown key 'extra'"),
         ("images:\n  - platforms: [linux/amd64]\n", 2, "needs 'image: <reference>'"),
-        ("images:\n  - 42\n", 2, "must be a string"),
+        ("images:\n  - [nginx]\n", 2, "an image must be a single value"),
         ("images: nginx\n", 1, "'images' must be a list"),
         ("concurrency: 2\n", 1, "missing 'images:'"),
         ("- nginx\n", 1, "must be a mapping"),
@@ -135,3 +137,44 @@ def test_lock_of_a_bare_name_keeps_the_latest_tag() -> None:
     locked = parse(render_lock(config, {config.images[0]: OTHER}))
     assert locked.images[0].written == f"nginx:latest@{OTHER}"
     assert locked.images[0].kind == "pinned"
+
+
+_name = st.from_regex(
+    r"(?:ghcr\.io/|127\.0\.0\.1:5000/)?[a-z0-9]{1,6}(?:/[a-z0-9]{1,6})?", fullmatch=True
+)
+_tag = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,10}", fullmatch=True)
+_digest = st.from_regex(r"[0-9a-f]{64}", fullmatch=True).map(lambda h: f"sha256:{h}")
+
+
+@given(
+    st.lists(st.tuples(_name, st.none() | _tag, st.none() | _digest), min_size=1, max_size=6),
+    _digest,
+)
+def test_any_valid_list_locks_into_a_valid_fully_pinned_list(
+    items: list[tuple[str, str | None, str | None]], resolved: str
+) -> None:
+    names = {}
+    for name, tag, digest in items:
+        names.setdefault(name, (tag, digest))  # one entry per repository avoids tag conflicts
+    lines = [
+        f"  - {name}{f':{tag}' if tag else ''}{f'@{digest}' if digest else ''}"
+        for name, (tag, digest) in names.items()
+    ]
+    config = parse("images:\n" + "\n".join(lines) + "\n")
+    digests = {e: resolved for e in config.images if e.reference.digest is None}
+
+    locked = parse(render_lock(config, digests))
+
+    assert len(locked.images) == len(config.images)
+    for before, after in zip(config.images, locked.images, strict=True):
+        assert after.reference.digest == (before.reference.digest or resolved)
+        assert after.reference.name == before.reference.name
+        assert after.reference.tag == before.reference.tag, "a tag was lost or invented"
+
+
+def test_images_are_read_as_written_not_as_yaml_numbers() -> None:
+    config = parse("images:\n  - 0\n  - image: 1.25\n")
+    assert [str(e.reference) for e in config.images] == [
+        "docker.io/library/0:latest",
+        "docker.io/library/1.25:latest",
+    ]
