@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.config import ImageEntry, PreloadConfig
@@ -43,7 +43,7 @@ class Resolver(Protocol):
     async def resolve(self, ref: Reference, platform: Platform | None) -> Resolution: ...
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Outcome:
     entry: ImageEntry
     status: str
@@ -102,7 +102,7 @@ class Reconciler:
             outcome = Outcome(entry, "failed", exc.reason)
         except AgentError as exc:
             outcome = Outcome(entry, "failed", str(exc))
-        return _with_seconds(outcome, self._clock() - started)
+        return dataclasses.replace(outcome, seconds=self._clock() - started)
 
     async def _carry_out(self, step: Step) -> Outcome:
         entry = step.entry
@@ -169,9 +169,10 @@ class Reconciler:
             if seen is not None and seen.id == image_id:
                 return
             if self._clock() > deadline:
-                raise AgentError(
-                    f"{tag}: bound in containerd, but CRI still reports "
-                    f"{seen.id if seen else 'no image'} after {BIND_VISIBLE_TIMEOUT:.0f}s"
+                raise ImageError(
+                    tag,
+                    f"bound in containerd, but CRI still reports "
+                    f"{seen.id if seen else 'no image'} after {BIND_VISIBLE_TIMEOUT:.0f}s",
                 )
             await asyncio.sleep(BIND_POLL_INTERVAL)
 
@@ -183,19 +184,6 @@ def _recorded_digest(image: NodeImage, ref: Reference, expected: str | None) -> 
     if expected in recorded or not recorded:
         return expected
     return recorded[0]
-
-
-def _with_seconds(outcome: Outcome, seconds: float) -> Outcome:
-    return Outcome(
-        outcome.entry,
-        outcome.status,
-        outcome.detail,
-        outcome.digest,
-        outcome.image_id,
-        outcome.size,
-        seconds,
-        outcome.drift,
-    )
 
 
 async def _gather_in_order(jobs: Sequence[Coroutine[Any, Any, Outcome]]) -> list[Outcome]:
