@@ -20,7 +20,6 @@ from agent.containerd import ContainerdImages
 from agent.cri import CriClient
 from agent.errors import AgentError, InputError
 from agent.lock import resolve_tags
-from agent.plan import platform_refusal
 from agent.reconcile import Outcome, Reconciler
 from agent.registry import RegistryClient, open_session
 
@@ -196,14 +195,12 @@ async def _resolve(args: argparse.Namespace) -> int:
 
     async with open_session() as session:
         resolution = await RegistryClient(session, settings).resolve(ref, node)
-    assert resolution.manifest is not None
     print(f"reference  {ref}")
     print(f"digest     {resolution.digest}")
     print(f"type       {resolution.media_type}")
-    if resolution.manifest.is_index:
-        print(f"platforms  {platforms.describe(resolution.manifest.platforms)}")
+    print(f"platforms  {platforms.describe(resolution.offered)}")
     print(f"pinned     {resolution.reference}")
-    refusal = platform_refusal(resolution.manifest, resolution.chosen is not None, node, str(ref))
+    refusal = resolution.refusal()
     if refusal or resolution.chosen is None:
         print(f"{node!s:<10} none: {refusal}")
         return EXIT_NOT_CONVERGED

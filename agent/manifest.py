@@ -6,7 +6,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from agent.platform import Platform, normalize
+from agent.platform import Platform, describe, normalize
+from agent.reference import Reference
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -42,6 +43,8 @@ class Manifest:
     manifests: tuple[Descriptor, ...] = ()
     config: Descriptor | None = None
     layers: tuple[Descriptor, ...] = ()
+    size: int = 0
+    """Bytes of the document itself."""
 
     @property
     def is_index(self) -> bool:
@@ -50,6 +53,41 @@ class Manifest:
     @property
     def platforms(self) -> tuple[Platform, ...]:
         return tuple(m.platform for m in self.manifests if m.platform is not None)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What a reference names in its registry, and the manifest a platform would run."""
+
+    reference: Reference
+    """The reference pinned to `digest`."""
+    digest: str
+    """The top-level digest: the index for a multi-arch image."""
+    media_type: str
+    platform: Platform | None = None
+    """The platform the manifest was chosen for; None when only the digest was asked for."""
+    offered: tuple[Platform, ...] = ()
+    """The platforms the content has manifests for."""
+    chosen: Descriptor | None = None
+    """The manifest `platform` would run, if any."""
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+    def refusal(self) -> str | None:
+        """Why this content must not go on a `platform` node, or None: never preload what the
+        node cannot run."""
+        if self.platform is None or self.chosen is not None:
+            return None
+        if self.is_index:
+            return (
+                f"no {self.platform} manifest in {self.reference} (it has {describe(self.offered)})"
+            )
+        return (
+            f"{self.reference} is a single-platform {describe(self.offered)} image; "
+            f"this node is {self.platform}: refused before pulling"
+        )
 
 
 def sha256_digest(body: bytes) -> str:
@@ -79,12 +117,12 @@ def parse_manifest(body: bytes, digest: str, header_type: str | None = None) -> 
     if not media_type and "config" in document:
         media_type = OCI_MANIFEST
     if media_type in INDEX_TYPES:
-        return Manifest(digest, media_type, manifests=tuple(_descriptors(document, "manifests")))
+        found = tuple(_descriptors(document, "manifests"))
+        return Manifest(digest, media_type, manifests=found, size=len(body))
     if media_type in MANIFEST_TYPES:
         configs = _descriptors({"c": [document.get("config")]}, "c")
-        return Manifest(
-            digest, media_type, config=configs[0], layers=tuple(_descriptors(document, "layers"))
-        )
+        layers = tuple(_descriptors(document, "layers"))
+        return Manifest(digest, media_type, config=configs[0], layers=layers, size=len(body))
     raise ManifestError(f"unsupported manifest media type {media_type or 'unknown'!r}")
 
 

@@ -7,7 +7,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from agent.config import ImageEntry
-from agent.manifest import Manifest
 from agent.platform import Platform, describe
 
 
@@ -125,17 +124,3 @@ def plan_one(entry: ImageEntry, node: Platform, state: NodeState, tag_digest: st
 def _short(repo_digests: Iterable[str], name: str) -> str:
     mine = [d.partition("@")[2] for d in repo_digests if d.partition("@")[0] == name]
     return ", ".join(mine) or "an image without a recorded digest"
-
-
-def platform_refusal(
-    manifest: Manifest, chosen_found: bool, node: Platform, where: str
-) -> str | None:
-    """Why content must not go on this node, or None: never preload what the node cannot run."""
-    if chosen_found:
-        return None
-    if manifest.is_index:
-        return f"no {node} manifest in {where} (it has {describe(manifest.platforms)})"
-    return (
-        f"{where} is a single-platform {describe(manifest.platforms)} image; "
-        f"this node is {node}: refused before pulling"
-    )

@@ -10,10 +10,10 @@ from typing import Any, Protocol
 
 from agent.config import ImageEntry, PreloadConfig
 from agent.errors import AgentError, ImageError, RuntimeUnavailable, TagBindingUnsupported
-from agent.plan import Action, NodeImage, NodeState, Step, plan_one, platform_refusal
+from agent.manifest import Resolution
+from agent.plan import Action, NodeImage, NodeState, Step, plan_one
 from agent.platform import Platform
 from agent.reference import Reference
-from agent.registry import Resolution
 
 # After a bind, CRI learns of the new tag from containerd's event stream, a moment later.
 BIND_VISIBLE_TIMEOUT = 10.0
@@ -146,10 +146,7 @@ class Reconciler:
         """Check the content against this node's platform before anything is pulled."""
         target = ref.pinned(step.digest) if step.digest else ref
         resolution = await self._registry.resolve(target, self._node)
-        assert resolution.manifest is not None
-        return platform_refusal(
-            resolution.manifest, resolution.chosen is not None, self._node, str(target)
-        )
+        return resolution.refusal()
 
     async def _bind(self, entry: ImageEntry, tag: str, image_id: str) -> None:
         ref = entry.reference

@@ -14,7 +14,7 @@ import aiohttp
 from agent import manifest as manifests
 from agent.config import RegistrySettings
 from agent.errors import RegistryError, TransientRegistryError
-from agent.manifest import Descriptor, Manifest, ManifestError
+from agent.manifest import Descriptor, Manifest, ManifestError, Resolution
 from agent.platform import Platform, best_match, can_run
 from agent.reference import Reference
 from agent.retry import RetryPolicy, retry
@@ -28,19 +28,6 @@ DEFAULT_TOKEN_SECONDS = 60.0
 _TOKEN_EARLY_REFRESH = 0.9
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 USER_AGENT = "prepull-agent"
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """What a reference names in its registry, and the manifest this node would use."""
-
-    reference: Reference
-    digest: str
-    """The top-level digest: the index for a multi-arch image."""
-    media_type: str
-    manifest: Manifest | None = None
-    chosen: Descriptor | None = None
-    """The per-platform manifest for the requested platform; None if there is none."""
 
 
 def open_session(limit: int = 32, limit_per_host: int = 8) -> aiohttp.ClientSession:
@@ -116,7 +103,9 @@ class RegistryClient:
             digest, media_type = await self.head_digest(ref)
             return Resolution(ref.pinned(digest), digest, media_type)
         document = await self.fetch_manifest(ref)
+        pinned = ref.pinned(document.digest)
         if document.is_index:
+            offered = document.platforms
             chosen = best_match(
                 platform, ((d.platform, d) for d in document.manifests if d.platform)
             )
@@ -128,12 +117,10 @@ class RegistryClient:
                 declared = manifests.config_platform(config)
             except ManifestError as exc:
                 raise RegistryError(ref.domain, ref.path, f"config: {exc}") from None
-            descriptor = Descriptor(document.media_type, document.digest, 0, declared)
-            chosen = descriptor if can_run(platform, declared) else None
-            document = Manifest(document.digest, document.media_type, (descriptor,))
-        return Resolution(
-            ref.pinned(document.digest), document.digest, document.media_type, document, chosen
-        )
+            offered = (declared,)
+            this = Descriptor(document.media_type, document.digest, document.size, declared)
+            chosen = this if can_run(platform, declared) else None
+        return Resolution(pinned, document.digest, document.media_type, platform, offered, chosen)
 
     # -- transport ---------------------------------------------------------------------------
 

@@ -8,13 +8,16 @@ from agent.manifest import (
     DOCKER_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
+    Descriptor,
     ManifestError,
+    Resolution,
     config_platform,
     parse_manifest,
     sha256_digest,
     verify,
 )
 from agent.platform import Platform
+from agent.reference import parse
 
 D = "sha256:" + "d" * 64
 
@@ -83,3 +86,16 @@ def test_config_platform() -> None:
     )
     with pytest.raises(ManifestError, match="no os/architecture"):
         config_platform(b"{}")
+
+
+def test_refusal_messages() -> None:
+    amd64, arm64 = Platform("linux", "amd64"), Platform("linux", "arm64")
+    ref = parse(f"r.io/a/b:1@{D}")
+    chosen = Descriptor(OCI_MANIFEST, D, 1, arm64)
+    assert Resolution(ref, D, OCI_INDEX, arm64, (arm64,), chosen).refusal() is None
+    assert Resolution(ref, D, OCI_INDEX, None, (arm64,), None).refusal() is None
+    index = Resolution(ref, D, OCI_INDEX, amd64, (arm64,), None)
+    assert index.refusal() == f"no linux/amd64 manifest in r.io/a/b:1@{D} (it has linux/arm64)"
+    single = Resolution(ref, D, OCI_MANIFEST, amd64, (arm64,), None).refusal()
+    assert single is not None and "single-platform linux/arm64 image" in single
+    assert "refused before pulling" in single

@@ -3,8 +3,7 @@ from __future__ import annotations
 import pytest
 
 from agent.config import parse
-from agent.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest
-from agent.plan import Action, NodeImage, NodeState, plan, plan_one, platform_refusal
+from agent.plan import Action, NodeImage, NodeState, plan, plan_one
 from agent.platform import Platform
 
 AMD64 = Platform("linux", "amd64")
@@ -99,15 +98,3 @@ def test_docker_hub_short_names_match_the_node_records() -> None:
         [image("sha256:a", ("docker.io/library/nginx:1.25.3",), (f"docker.io/library/nginx@{D1}",))]
     )
     assert plan([e], AMD64, state, {e: D1})[0].action is Action.HIT
-
-
-def test_platform_refusal_messages() -> None:
-    index = Manifest(D1, OCI_INDEX, (Descriptor(OCI_MANIFEST, D2, 1, ARM64),))
-    assert platform_refusal(index, True, AMD64, "x") is None
-    assert (
-        platform_refusal(index, False, AMD64, "x")
-        == "no linux/amd64 manifest in x (it has linux/arm64)"
-    )
-    single = Manifest(D2, OCI_MANIFEST, (Descriptor(OCI_MANIFEST, D2, 1, ARM64),))
-    refusal = platform_refusal(single, False, AMD64, "x")
-    assert refusal is not None and "single-platform linux/arm64" in refusal and "refused" in refusal

@@ -8,12 +8,11 @@ import pytest
 
 from agent.config import parse
 from agent.errors import RegistryError, RuntimeUnavailable
-from agent.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest
+from agent.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Resolution
 from agent.plan import NodeImage
 from agent.platform import Platform
 from agent.reconcile import Reconciler
 from agent.reference import Reference
-from agent.registry import Resolution
 
 NODE = Platform("linux", "amd64")
 D1 = "sha256:" + "1" * 64
@@ -92,8 +91,10 @@ class FakeRegistry:
     async def resolve(self, ref: Reference, platform: Platform | None) -> Resolution:
         self.requests += 1
         chosen = Descriptor(OCI_MANIFEST, "sha256:" + "9" * 64, 1, NODE)
-        manifest = Manifest(D1, OCI_INDEX, (chosen,))
-        return Resolution(ref, D1, OCI_INDEX, manifest, chosen if platform == NODE else None)
+        offered = (NODE,)
+        return Resolution(
+            ref, D1, OCI_INDEX, platform, offered, chosen if platform == NODE else None
+        )
 
 
 async def test_one_failing_image_does_not_stop_the_others() -> None:
