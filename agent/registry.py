@@ -50,7 +50,8 @@ class RegistryClient:
         self._session = session
         self._settings = settings
         self._policy = policy
-        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        """(API host, scope) → (bearer token, monotonic expiry)."""
         self.requests = 0
         """Requests sent to registries (token requests included): for tests and benchmarks."""
 
@@ -210,10 +211,8 @@ class RegistryClient:
     # -- bearer tokens (distribution token auth) --------------------------------------------
 
     def _cached_token(self, host: str, scope: str) -> str | None:
-        for (cached_host, _, cached_scope), (token, expires) in self._tokens.items():
-            if cached_host == host and cached_scope == scope and time.monotonic() < expires:
-                return token
-        return None
+        token, expires = self._tokens.get((host, scope), ("", 0.0))
+        return token if token and time.monotonic() < expires else None
 
     async def _fetch_token(self, ref: Reference, challenge: str, scope: str) -> str:
         params = dict(_CHALLENGE_PARAM.findall(challenge))
@@ -244,8 +243,8 @@ class RegistryClient:
             token = None
         if not isinstance(token, str) or not token:
             raise RegistryError(ref.domain, ref.path, f"token service {realm} sent no token")
-        key = (ref.api_host, query.get("service", ""), scope)
-        self._tokens[key] = (token, time.monotonic() + lifetime * _TOKEN_EARLY_REFRESH)
+        expires = time.monotonic() + lifetime * _TOKEN_EARLY_REFRESH
+        self._tokens[(ref.api_host, scope)] = (token, expires)
         return token
 
 
