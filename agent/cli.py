@@ -174,12 +174,17 @@ async def _lock(args: argparse.Namespace) -> int:
 
 def _write_atomically(path: Path, text: str) -> None:
     """Readers see the old lock or the new one, never half of it."""
+    temp: str | None = None
     try:
-        fd, temp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.")
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        # mkstemp makes the file private; a lock is meant to be shipped and read.
+        os.chmod(temp, 0o644)
         os.replace(temp, path)
     except OSError as exc:
+        if temp is not None and os.path.exists(temp):
+            os.unlink(temp)
         raise InputError(f"cannot write {path}: {exc}") from None
 
 

@@ -71,3 +71,22 @@ def test_outcome_lines() -> None:
 )
 def test_format_bytes(size: int, text: str) -> None:
     assert format_bytes(size) == text
+
+
+def test_lock_output_is_replaced_whole_and_readable(tmp_path: Path) -> None:
+    from agent.cli import _write_atomically
+
+    target = tmp_path / "preload.lock.yaml"
+    target.write_text("old")
+    _write_atomically(target, "new")
+    assert target.read_text() == "new"
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["preload.lock.yaml"], "a temp file was left"
+
+
+def test_unwritable_lock_destination_is_bad_input(tmp_path: Path) -> None:
+    from agent.cli import _write_atomically
+    from agent.errors import InputError
+
+    with pytest.raises(InputError, match="cannot write"):
+        _write_atomically(tmp_path / "missing-dir" / "lock.yaml", "x")
