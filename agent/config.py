@@ -64,12 +64,15 @@ class PreloadConfig:
     """Parallel pulls on one node: pulls compete for the node's disk and network."""
     resync_seconds: float = DEFAULT_RESYNC_SECONDS
     """How often daemon mode converges again."""
+    pin: bool = True
+    """Label preloaded images io.cri-containerd.pinned so kubelet's image GC keeps them: a
+    preloaded image nobody has run yet is otherwise the first one GC evicts."""
 
     def registry(self, host: str) -> RegistrySettings:
         return self.registries.get(host, RegistrySettings())
 
 
-_TOP_KEYS = ("images", "registries", "concurrency", "resync")
+_TOP_KEYS = ("images", "registries", "concurrency", "resync", "pin")
 _IMAGE_KEYS = ("image", "platforms")
 _REGISTRY_KEYS = ("insecure",)
 
@@ -144,6 +147,7 @@ class _Parser:
             registries=MappingProxyType(self.registries(top.get("registries"))),
             concurrency=self.concurrency(top.get("concurrency")),
             resync_seconds=self.resync(top.get("resync")),
+            pin=self.boolean(top.get("pin"), "'pin'", default=True),
         )
 
     def images(self, node: yaml.Node) -> tuple[ImageEntry, ...]:
@@ -207,13 +211,17 @@ class _Parser:
         result = {}
         for host, value in self.mapping(node, "'registries'", ()).items():
             fields = self.mapping(value, f"registry {host!r}", _REGISTRY_KEYS)
-            insecure = (
-                self.scalar(fields["insecure"], "'insecure'") if "insecure" in fields else False
-            )
-            if not isinstance(insecure, bool):
-                raise self.error(fields["insecure"], "'insecure' must be true or false")
+            insecure = self.boolean(fields.get("insecure"), "'insecure'", default=False)
             result[host] = RegistrySettings(insecure=insecure)
         return result
+
+    def boolean(self, node: yaml.Node | None, what: str, *, default: bool) -> bool:
+        if node is None:
+            return default
+        value = self.scalar(node, what)
+        if not isinstance(value, bool):
+            raise self.error(node, f"{what} must be true or false")
+        return value
 
     def concurrency(self, node: yaml.Node | None) -> int:
         if node is None:
@@ -274,6 +282,7 @@ def render_lock(config: PreloadConfig, digests: Mapping[ImageEntry, str]) -> str
         }
     document["concurrency"] = config.concurrency
     document["resync"] = format_duration(config.resync_seconds)
+    document["pin"] = config.pin
     header = f"# Locked from {config.source} by prepull-agent lock: tags pinned to their digests.\n"
     return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 

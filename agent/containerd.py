@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -9,7 +10,7 @@ from google.protobuf import field_mask_pb2
 
 from agent import rpc
 from agent._proto.containerd.services.images.v1 import images_pb2, images_pb2_grpc
-from agent.errors import ImageError, TagBindingUnsupported
+from agent.errors import AgentError, ImageError, TagBindingUnsupported
 from agent.retry import RetryPolicy
 
 # CRI keeps its images in this namespace and sees changes there through its event stream.
@@ -17,6 +18,9 @@ CRI_NAMESPACE = "k8s.io"
 NAMESPACE_HEADER = "containerd-namespace"
 # The label the CRI plugin puts on images it manages; a bound tag carries it too.
 MANAGED_LABEL = ("io.cri-containerd.image", "managed")
+# CRI reports an image with this label as pinned, and kubelet's image GC skips it
+# (containerd 1.6.22+, 1.7.3+, 2.x; older versions keep the label but ignore it).
+PINNED_LABEL = ("io.cri-containerd.pinned", "pinned")
 CALL_TIMEOUT = 30.0
 
 
@@ -50,6 +54,32 @@ class ContainerdImages:
                     "the pinned digest; pods must reference the digest",
                 ) from None
             raise ImageError(tag_name, f"binding the tag failed: {rpc.details_of(exc)}") from None
+
+    async def unpinned(self, names: Sequence[str]) -> list[str]:
+        """Which of `names` exist in containerd without our pinned label (one List call)."""
+        wanted = set(names)
+        try:
+            listing = await self._call(
+                self._stub.List, images_pb2.ListImagesRequest(), "Images.List"
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise AgentError(f"listing containerd images failed: {rpc.details_of(exc)}") from None
+        key, value = PINNED_LABEL
+        return [
+            image.name
+            for image in listing.images
+            if image.name in wanted and image.labels.get(key) != value
+        ]
+
+    async def pin(self, name: str) -> None:
+        key, value = PINNED_LABEL
+        image = images_pb2.Image(name=name, labels={key: value})
+        mask = field_mask_pb2.FieldMask(paths=[f"labels.{key}"])
+        update = images_pb2.UpdateImageRequest(image=image, update_mask=mask)
+        try:
+            await self._call(self._stub.Update, update, f"Images.Update {name}")
+        except grpc.aio.AioRpcError as exc:
+            raise ImageError(name, f"pinning failed: {rpc.details_of(exc)}") from None
 
     async def _create_or_update(self, image: images_pb2.Image) -> None:
         try:

@@ -1,9 +1,10 @@
-"""Carry out a plan on one node: resolve tags, pull, bind, with bounded concurrency and outcomes."""
+"""Carry out a plan on one node: resolve tags, pull, bind, pin, with bounded concurrency."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
@@ -18,6 +19,7 @@ from agent.reference import Reference
 # After a bind, CRI learns of the new tag from containerd's event stream, a moment later.
 BIND_VISIBLE_TIMEOUT = 10.0
 BIND_POLL_INTERVAL = 0.05
+log = logging.getLogger(__name__)
 
 
 class ImageRuntime(Protocol):
@@ -31,9 +33,11 @@ class ImageRuntime(Protocol):
 
 
 class TagBinder(Protocol):
-    """Points a tag at content already present (agent.containerd.ContainerdImages)."""
+    """Points a tag at present content, and labels images (agent.containerd.ContainerdImages)."""
 
     async def bind_tag(self, tag_name: str, content_name: str) -> None: ...
+    async def unpinned(self, names: Sequence[str]) -> list[str]: ...
+    async def pin(self, name: str) -> None: ...
 
 
 class Resolver(Protocol):
@@ -54,10 +58,19 @@ class Outcome:
     size: int = 0
     seconds: float = 0.0
     drift: bool = False
+    action: Action | None = None
+    """What the plan said to do; None when the image failed before it could be planned."""
+    pinned: bool = False
+    """The runtime reports the image pinned against kubelet's image GC."""
 
     @property
     def converged(self) -> bool:
         return self.status != "failed"
+
+    @property
+    def was_absent(self) -> bool:
+        """The node did not have this image at all (as opposed to a moved tag)."""
+        return self.action is Action.PULL and not self.drift
 
 
 class Reconciler:
@@ -69,12 +82,14 @@ class Reconciler:
         node: Platform,
         *,
         clock: Callable[[], float] = time.monotonic,
+        on_start: Callable[[ImageEntry], None] = lambda entry: None,
     ) -> None:
         self._runtime = runtime
         self._registry = registry
         self._binder = binder
         self._node = node
         self._clock = clock
+        self._on_start = on_start
 
     async def converge(self, config: PreloadConfig) -> list[Outcome]:
         """One pass over the list; RuntimeUnavailable if the runtime cannot be asked at all."""
@@ -85,15 +100,21 @@ class Reconciler:
             async with limit:
                 return await self._converge_one(entry, state)
 
-        return await _gather_in_order([one(e) for e in config.images])
+        outcomes = await _gather_in_order([one(e) for e in config.images])
+        if config.pin and self._binder is not None:
+            await self._pin(self._binder, outcomes)
+        return outcomes
 
     async def _converge_one(self, entry: ImageEntry, state: NodeState) -> Outcome:
         started = self._clock()
+        step: Step | None = None
         try:
             digest = None
             if entry.kind == "tag" and entry.applies_to(self._node):
                 digest, _ = await self._registry.head_digest(entry.reference)
             step = plan_one(entry, self._node, state, digest)
+            if step.action in (Action.PULL, Action.BIND):
+                self._on_start(entry)
             outcome = await self._carry_out(step)
         except RuntimeUnavailable:
             raise
@@ -102,7 +123,13 @@ class Reconciler:
             outcome = Outcome(entry, "failed", exc.reason)
         except AgentError as exc:
             outcome = Outcome(entry, "failed", str(exc))
-        return dataclasses.replace(outcome, seconds=self._clock() - started)
+        return dataclasses.replace(
+            outcome,
+            seconds=self._clock() - started,
+            action=step.action if step else None,
+            drift=step.drift if step else False,
+            digest=outcome.digest or (step.digest if step else None),
+        )
 
     async def _carry_out(self, step: Step) -> Outcome:
         entry = step.entry
@@ -110,25 +137,15 @@ class Reconciler:
             return Outcome(entry, "skipped", step.reason)
         if step.action is Action.HIT:
             assert step.present is not None
-            return Outcome(
-                entry, "hit", step.reason, step.digest, step.present.id, step.present.size
-            )
+            return _present(entry, "hit", step.reason, step.digest, step.present)
         if step.action is Action.BIND:
             assert step.bind_tag is not None and step.present is not None
             await self._bind(entry, step.bind_tag, step.present.id)
-            return Outcome(
-                entry,
-                "bound",
-                step.reason,
-                step.digest,
-                step.present.id,
-                step.present.size,
-                drift=step.drift,
-            )
+            return _present(entry, "bound", step.reason, step.digest, step.present)
         assert step.pull_ref is not None
         refusal = await self._refusal(entry.reference, step)
         if refusal:
-            return Outcome(entry, "failed", refusal, step.digest, drift=step.drift)
+            return Outcome(entry, "failed", refusal)
         await self._runtime.pull(step.pull_ref)
         pulled = await self._runtime.image_status(step.pull_ref)
         if pulled is None:
@@ -138,9 +155,7 @@ class Reconciler:
         if step.bind_tag is not None:
             await self._bind(entry, step.bind_tag, pulled.id)
         digest = _recorded_digest(pulled, entry.reference, step.digest)
-        return Outcome(
-            entry, "pulled", step.reason, digest, pulled.id, pulled.size, drift=step.drift
-        )
+        return _present(entry, "pulled", step.reason, digest, pulled)
 
     async def _refusal(self, ref: Reference, step: Step) -> str | None:
         """Check the content against this node's platform before anything is pulled."""
@@ -172,6 +187,32 @@ class Reconciler:
                     f"{seen.id if seen else 'no image'} after {BIND_VISIBLE_TIMEOUT:.0f}s",
                 )
             await asyncio.sleep(BIND_POLL_INTERVAL)
+
+    async def _pin(self, binder: TagBinder, outcomes: Sequence[Outcome]) -> None:
+        """Label what we preloaded so kubelet's image GC keeps it (containerd 1.6.22+, 1.7.3+)."""
+        names = [name for o in outcomes if o.status != "skipped" for name in _names(o)]
+        try:
+            for name in await binder.unpinned(names):
+                await binder.pin(name)
+        except AgentError as exc:
+            # Pinning protects against GC; failing to pin does not make the node wrong.
+            log.warning("could not label images as pinned: %s", exc)
+
+
+def _names(outcome: Outcome) -> list[str]:
+    """The containerd image records an entry owns: its tag and/or its digest reference."""
+    if not outcome.converged:
+        return []
+    ref = outcome.entry.reference
+    kind = outcome.entry.kind
+    names = [ref.tagged] if kind in ("tag", "pinned") else []
+    return names + ([ref.by_digest()] if kind in ("digest", "pinned") else [])
+
+
+def _present(
+    entry: ImageEntry, status: str, reason: str, digest: str | None, image: NodeImage
+) -> Outcome:
+    return Outcome(entry, status, reason, digest, image.id, image.size, pinned=image.pinned)
 
 
 def _recorded_digest(image: NodeImage, ref: Reference, expected: str | None) -> str | None:

@@ -222,3 +222,31 @@ def test_endpoint_from_environment(
 
     assert result.code == 0, result
     assert image_status(containerd, image.tagged) is not None
+
+
+def test_preloaded_images_carry_the_pinned_label(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    image = push_image(registry, repo, "1", (NODE,))
+    config = write_config(tmp_path / "preload.yaml", registry, [image.pinned()])
+
+    assert once(containerd, config).code == 0
+
+    listing = containerd.ctr("images", "ls")
+    for name in (image.tagged, image.by_digest()):
+        line = next((row for row in listing.splitlines() if row.startswith(name + " ")), "")
+        assert "io.cri-containerd.pinned=pinned" in line, f"{name} not labelled:\n{listing}"
+
+
+def test_pin_false_leaves_images_unlabelled(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    image = push_image(registry, repo, "1", (NODE,))
+    config = write_config(tmp_path / "preload.yaml", registry, [image.tagged], "pin: false\n")
+
+    assert once(containerd, config).code == 0
+
+    line = next(
+        r for r in containerd.ctr("images", "ls").splitlines() if r.startswith(image.tagged)
+    )
+    assert "io.cri-containerd.pinned" not in line

@@ -61,6 +61,14 @@ class FakeRuntime:
 class FakeBinder:
     def __init__(self, runtime: FakeRuntime) -> None:
         self.runtime = runtime
+        self.pinned: list[str] = []
+
+    async def unpinned(self, names: list[str]) -> list[str]:
+        known = {n for i in self.runtime.images for n in (*i.repo_tags, *i.repo_digests)}
+        return [n for n in names if n in known and n not in self.pinned]
+
+    async def pin(self, name: str) -> None:
+        self.pinned.append(name)
 
     async def bind_tag(self, tag_name: str, content_name: str) -> None:
         content = await self.runtime.image_status(content_name)
@@ -161,3 +169,28 @@ async def test_an_unreachable_runtime_stops_the_pass_with_the_endpoint() -> None
     with pytest.raises(RuntimeUnavailable, match="fake://runtime"):
         await Reconciler(FakeRuntime(fail_list=True), registry, None, NODE).converge(config)
     assert registry.requests == 0
+
+
+async def test_preloaded_images_are_labelled_pinned_once() -> None:
+    config = parse(
+        f"images:\n  - r.io/a/app:1@{D1}\n  - r.io/a/tag:2\n"
+        "  - image: r.io/a/other:1\n    platforms: [linux/arm64]\n"
+    )
+    runtime = FakeRuntime()
+    binder = FakeBinder(runtime)
+    reconciler = Reconciler(runtime, FakeRegistry(), binder, NODE)
+
+    await reconciler.converge(config)
+    await reconciler.converge(config)
+
+    assert binder.pinned == ["r.io/a/app:1", f"r.io/a/app@{D1}", "r.io/a/tag:2"]
+
+
+async def test_pinning_can_be_turned_off() -> None:
+    config = parse(f"images:\n  - r.io/a/app@{D1}\npin: false\n")
+    runtime = FakeRuntime()
+    binder = FakeBinder(runtime)
+
+    await Reconciler(runtime, FakeRegistry(), binder, NODE).converge(config)
+
+    assert binder.pinned == []

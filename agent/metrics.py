@@ -1,0 +1,120 @@
+"""Every Prometheus metric of the agent, declared once; the names are a contract (README)."""
+
+from __future__ import annotations
+
+import platform as _host
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from agent import __version__
+
+# 0.1 s to 30 min: a cached small image up to a multi-GB pull on a slow link.
+PULL_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800)
+REGISTRY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+RECONCILE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.cache_hits = Counter(
+            "prepull_cache_hits",
+            "Desired images already present with the right digest when checked.",
+            registry=registry,
+        )
+        self.cache_misses = Counter(
+            "prepull_cache_misses",
+            "Desired images that had to be pulled or re-tagged when checked.",
+            registry=registry,
+        )
+        self.pull_duration = Histogram(
+            "prepull_pull_duration_seconds",
+            "Time to pull one image, successful or not.",
+            buckets=PULL_BUCKETS,
+            registry=registry,
+        )
+        self.pulls = Counter(
+            "prepull_pulls", "Image pulls by result.", ["result"], registry=registry
+        )
+        self.pulled_bytes = Counter(
+            "prepull_pulled_bytes",
+            "Bytes of images pulled (image size as the runtime reports it).",
+            registry=registry,
+        )
+        self.images_desired = Gauge(
+            "prepull_images_desired",
+            "Images in the list meant for this node's platform.",
+            registry=registry,
+        )
+        self.images_ready = Gauge(
+            "prepull_images_ready",
+            "Desired images present and correct on this node.",
+            registry=registry,
+        )
+        self.image_ready = Gauge(
+            "prepull_image_ready",
+            "1 if the configured image is present and correct, else 0.",
+            ["image"],
+            registry=registry,
+        )
+        self.image_pinned = Gauge(
+            "prepull_image_pinned",
+            "1 if the runtime reports the image pinned against kubelet image GC, else 0.",
+            ["image"],
+            registry=registry,
+        )
+        self.tag_drift = Counter(
+            "prepull_tag_drift",
+            "A tag on the node named other content than the registry or the pin says.",
+            registry=registry,
+        )
+        self.evictions = Counter(
+            "prepull_evictions",
+            "Preloaded images that disappeared from the node (image GC, crictl rmi) and came back.",
+            registry=registry,
+        )
+        self.config_reload_errors = Counter(
+            "prepull_config_reload_errors",
+            "Config updates rejected; the last good list keeps running.",
+            registry=registry,
+        )
+        self.registry_request_duration = Histogram(
+            "prepull_registry_request_duration_seconds",
+            "Registry API requests by outcome.",
+            ["registry", "method", "status"],
+            buckets=REGISTRY_BUCKETS,
+            registry=registry,
+        )
+        self.reconcile_duration = Histogram(
+            "prepull_reconcile_duration_seconds",
+            "Time of one pass over the preload list.",
+            buckets=RECONCILE_BUCKETS,
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            "prepull_last_reconcile_success_timestamp_seconds",
+            "Unix time of the last pass that left every desired image ready.",
+            registry=registry,
+        )
+        self.build_info = Gauge(
+            "prepull_build_info",
+            "Always 1; labels say which agent this is.",
+            ["version", "python"],
+            registry=registry,
+        )
+        self.build_info.labels(__version__, _host.python_version()).set(1)
+
+    def forget_images(self, keep: Iterable[str]) -> None:
+        """Drop per-image series of images no longer configured (bounded by the list)."""
+        wanted = set(keep)
+        for gauge in (self.image_ready, self.image_pinned):
+            for labels in list(_label_values(gauge)):
+                if labels not in wanted:
+                    gauge.remove(labels)
+
+
+def _label_values(gauge: Gauge) -> Iterable[str]:
+    for metric in gauge.collect():
+        for sample in metric.samples:
+            yield sample.labels["image"]
