@@ -11,10 +11,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent import __version__, rpc
+from agent import __version__, logs, rpc
 from agent import config as configs
 from agent import platform as platforms
 from agent import reference as references
+from agent.app import Daemon, DaemonSettings
 from agent.config import PreloadConfig, RegistrySettings
 from agent.containerd import ContainerdImages
 from agent.cri import CriClient
@@ -22,6 +23,7 @@ from agent.errors import AgentError, InputError
 from agent.lock import resolve_tags
 from agent.reconcile import Outcome, Reconciler
 from agent.registry import RegistryClient, open_session
+from agent.server import DEFAULT_LISTEN, parse_listen
 
 EXIT_CONVERGED = 0
 EXIT_NOT_CONVERGED = 1
@@ -33,11 +35,8 @@ log = logging.getLogger("prepull-agent")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    daemon = args.command is _run
+    logs.setup(getattr(args, "log_format", "text"), verbose=args.verbose or daemon)
     try:
         code: int = asyncio.run(args.command(args))
         return code
@@ -64,14 +63,39 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     once = commands.add_parser("once", help="converge this node once and exit")
-    once.add_argument("--config", required=True, type=Path, help="the preload list (YAML)")
-    once.add_argument(
-        "--cri-endpoint",
-        default=os.environ.get(ENDPOINT_ENV, rpc.DEFAULT_ENDPOINT),
-        help=f"CRI socket (default: ${ENDPOINT_ENV} or {rpc.DEFAULT_ENDPOINT})",
-    )
-    once.add_argument("--platform", help="this node's platform, e.g. linux/arm64 (default: uname)")
+    run = commands.add_parser("run", help="daemon: converge now, every resync and on config change")
+    for sub in (once, run):
+        sub.add_argument("--config", required=True, type=Path, help="the preload list (YAML)")
+        sub.add_argument(
+            "--cri-endpoint",
+            default=os.environ.get(ENDPOINT_ENV, rpc.DEFAULT_ENDPOINT),
+            help=f"CRI socket (default: ${ENDPOINT_ENV} or {rpc.DEFAULT_ENDPOINT})",
+        )
+        sub.add_argument(
+            "--platform", help="this node's platform, e.g. linux/arm64 (default: uname)"
+        )
     once.set_defaults(command=_once)
+    run.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        help=f"address for /metrics and probes ({DEFAULT_LISTEN})",
+    )
+    run.add_argument("--log-format", choices=("json", "text"), default="json")
+    run.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="after SIGTERM, how long pulls in flight may finish (default 20)",
+    )
+    run.add_argument(
+        "--watch-interval",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often to look for a changed config file (default 2)",
+    )
+    run.set_defaults(command=_run)
 
     lock = commands.add_parser("lock", help="pin every tag of a preload list to its current digest")
     lock.add_argument("--config", required=True, type=Path, help="the preload list (YAML)")
@@ -93,6 +117,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def _node_platform(text: str | None) -> platforms.Platform:
     return platforms.parse(text) if text else platforms.detect()
+
+
+async def _run(args: argparse.Namespace) -> int:
+    try:
+        listen = parse_listen(args.listen)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    settings = DaemonSettings(
+        config_path=args.config,
+        endpoint=args.cri_endpoint,
+        node=_node_platform(args.platform),
+        listen=listen,
+        shutdown_grace=args.shutdown_grace,
+        watch_interval=args.watch_interval,
+    )
+    return await Daemon(settings).run()
 
 
 async def _once(args: argparse.Namespace) -> int:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import platform as _host
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from agent import __version__
+from agent.plan import Action
+from agent.reconcile import Outcome
+from agent.status import NodeReport, PassSummary
 
 # 0.1 s to 30 min: a cached small image up to a multi-GB pull on a slow link.
 PULL_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800)
@@ -104,6 +107,8 @@ class Metrics:
             registry=registry,
         )
         self.build_info.labels(__version__, _host.python_version()).set(1)
+        for result in ("success", "failure"):
+            self.pulls.labels(result)
 
     def forget_images(self, keep: Iterable[str]) -> None:
         """Drop per-image series of images no longer configured (bounded by the list)."""
@@ -118,3 +123,38 @@ def _label_values(gauge: Gauge) -> Iterable[str]:
     for metric in gauge.collect():
         for sample in metric.samples:
             yield sample.labels["image"]
+
+
+def observe_pass(
+    metrics: Metrics,
+    outcomes: Sequence[Outcome],
+    report: NodeReport,
+    summary: PassSummary,
+    seconds: float,
+    now: float,
+) -> None:
+    """Turn one pass into counters and gauges (the loop stays free of metric calls)."""
+    for outcome in outcomes:
+        if outcome.status == "hit":
+            metrics.cache_hits.inc()
+        elif outcome.action in (Action.PULL, Action.BIND):
+            metrics.cache_misses.inc()
+        if outcome.action is Action.PULL:
+            result = "success" if outcome.status == "pulled" else "failure"
+            metrics.pulls.labels(result).inc()
+            metrics.pull_duration.observe(outcome.seconds)
+            if outcome.status == "pulled":
+                metrics.pulled_bytes.inc(outcome.size)
+        if outcome.drift:
+            metrics.tag_drift.inc()
+    metrics.evictions.inc(len(summary.evicted))
+    desired = report.desired
+    metrics.images_desired.set(len(desired))
+    metrics.images_ready.set(sum(r.state == "present" for r in desired))
+    for image in desired:
+        metrics.image_ready.labels(image.image).set(image.state == "present")
+        metrics.image_pinned.labels(image.image).set(image.pinned)
+    metrics.forget_images(r.image for r in desired)
+    metrics.reconcile_duration.observe(seconds)
+    if summary.converged:
+        metrics.last_success.set(now)

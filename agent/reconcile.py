@@ -83,6 +83,7 @@ class Reconciler:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_start: Callable[[ImageEntry], None] = lambda entry: None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self._runtime = runtime
         self._registry = registry
@@ -90,6 +91,7 @@ class Reconciler:
         self._node = node
         self._clock = clock
         self._on_start = on_start
+        self._stopping = stopping
 
     async def converge(self, config: PreloadConfig) -> list[Outcome]:
         """One pass over the list; RuntimeUnavailable if the runtime cannot be asked at all."""
@@ -108,6 +110,8 @@ class Reconciler:
     async def _converge_one(self, entry: ImageEntry, state: NodeState) -> Outcome:
         started = self._clock()
         step: Step | None = None
+        if self._stopping():
+            return Outcome(entry, "failed", "not started: the agent is shutting down")
         try:
             digest = None
             if entry.kind == "tag" and entry.applies_to(self._node):

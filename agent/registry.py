@@ -46,8 +46,11 @@ class RegistryClient:
         settings: Callable[[str], RegistrySettings] = lambda host: RegistrySettings(),
         *,
         policy: RetryPolicy = RetryPolicy(),
+        observe: Callable[[str, str, str, float], None] = lambda host, method, status, s: None,
     ) -> None:
         self._session = session
+        self._observe = observe
+        """Called per request with (registry, method, status or "error", seconds)."""
         self._settings = settings
         self._policy = policy
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
@@ -170,11 +173,14 @@ class RegistryClient:
         self, ref: Reference, method: str, url: str, headers: Mapping[str, str]
     ) -> _Response:
         self.requests += 1
+        started = time.monotonic()
+        status = "error"
         try:
             async with self._session.request(
                 method, url, headers=headers, allow_redirects=False
             ) as resp:
                 body = await resp.read() if method != "HEAD" else b""
+                status = str(resp.status)
                 return _Response(resp.status, resp.headers, body)
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             detail = str(exc) or type(exc).__name__
@@ -183,6 +189,8 @@ class RegistryClient:
             ) from None
         except aiohttp.ClientError as exc:
             raise RegistryError(ref.domain, ref.path, f"request failed: {exc}") from None
+        finally:
+            self._observe(ref.domain, method, status, time.monotonic() - started)
 
     def _check(self, ref: Reference, response: _Response, *, credentials_sent: bool) -> None:
         status = response.status

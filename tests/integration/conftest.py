@@ -112,3 +112,14 @@ def list_images(node: Containerd) -> list[NodeImage]:
             await channel.close()
 
     return asyncio.run(ask())
+
+
+def remove_image(node: Containerd, reference: str) -> None:
+    async def remove() -> None:
+        channel = rpc.open_channel(node.endpoint)
+        try:
+            await CriClient(channel, node.endpoint).remove(reference)
+        finally:
+            await channel.close()
+
+    asyncio.run(remove())

@@ -14,7 +14,8 @@ OWNERS = {
     "agent._proto.containerd": {"containerd"},
     "grpc": {"rpc", "cri", "containerd"},
     "google.protobuf": {"containerd"},
-    "aiohttp": {"registry"},
+    # registry.py holds the one client session; server.py serves the probes.
+    "aiohttp": {"registry", "server", "app"},
     "yaml": {"config"},
 }
 # The pure core does no I/O: it may not import the adapters either.

@@ -1,0 +1,261 @@
+"""Daemon mode: the composition root. Builds the adapters, converges at start, every jittered
+resync and on config change, serves the probes, and owns shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from agent import config as configs
+from agent import rpc
+from agent.config import PreloadConfig
+from agent.containerd import ContainerdImages
+from agent.cri import CriClient
+from agent.errors import ConfigError, InputError, RuntimeUnavailable
+from agent.metrics import Metrics, observe_pass
+from agent.platform import Platform
+from agent.reconcile import Outcome, Reconciler
+from agent.registry import RegistryClient, open_session
+from agent.server import make_app
+from agent.status import NodeReport
+
+log = logging.getLogger("prepull-agent")
+# ±10% around `resync`, so a fleet started together does not hit registries in lockstep.
+RESYNC_JITTER = 0.1
+HEALTH_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    config_path: Path
+    endpoint: str
+    node: Platform
+    listen: tuple[str, int]
+    shutdown_grace: float = 20.0
+    """Seconds in-flight pulls get to finish after SIGTERM; keep below the pod's grace period."""
+    watch_interval: float = 2.0
+    """Seconds between looks at the config file (a ConfigMap update lands within a minute)."""
+
+
+class ConfigWatcher:
+    """Notices a changed config file, including kubelet's ConfigMap update: a `..data` symlink
+    swapped to a new directory, which changes the resolved file but maybe not its mtime."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen = self._signature()
+
+    def _signature(self) -> tuple[object, ...] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (os.path.realpath(self.path), st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def changed(self) -> bool:
+        signature = self._signature()
+        if signature == self._seen:
+            return False
+        self._seen = signature
+        return True
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: DaemonSettings,
+        *,
+        registry: CollectorRegistry | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics(registry or CollectorRegistry())
+        self.report = NodeReport(settings.node)
+        self._rng = rng
+        self._stop = asyncio.Event()
+        self._config: PreloadConfig | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; a bad config at start is ConfigError (exit 2)."""
+        config = configs.load(self.settings.config_path)
+        watcher = ConfigWatcher(self.settings.config_path)
+        self._adopt(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        channel = rpc.open_channel(self.settings.endpoint)
+        cri = CriClient(channel, self.settings.endpoint)
+        runner = web.AppRunner(
+            make_app(
+                self.report, self.metrics.registry, lambda: self._health(cri), self._stop.is_set
+            ),
+            handle_signals=False,
+        )
+        try:
+            await runner.setup()
+            host, port = self.settings.listen
+            try:
+                await web.TCPSite(runner, host, port).start()
+            except OSError as exc:
+                raise InputError(f"cannot serve on {host}:{port}: {exc}") from None
+            log.info("serving on %s:%d", host, port, extra={"event": "start"})
+            async with open_session() as session:
+                registry = RegistryClient(
+                    session,
+                    lambda host: self._current().registry(host),
+                    observe=self._observe_request,
+                )
+                binder = ContainerdImages(channel, self.settings.endpoint)
+                await self._loop(watcher, cri, registry, binder)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await runner.cleanup()
+            await channel.close()
+        log.info("stopped", extra={"event": "stop"})
+        return 0
+
+    def _current(self) -> PreloadConfig:
+        assert self._config is not None
+        return self._config
+
+    def _adopt(self, config: PreloadConfig) -> None:
+        self._config = config
+        self.report.configure(config.images)
+
+    async def _loop(
+        self,
+        watcher: ConfigWatcher,
+        cri: CriClient,
+        registry: RegistryClient,
+        binder: ContainerdImages,
+    ) -> None:
+        next_pass = time.monotonic()
+        while not self._stop.is_set():
+            if watcher.changed() and self._reload():
+                next_pass = time.monotonic()
+            if time.monotonic() >= next_pass:
+                task = asyncio.create_task(self._pass(cri, registry, binder))
+                stopper = asyncio.create_task(self._stop.wait())
+                await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if not task.done():
+                    await self._finish_in_grace(task)
+                    return
+                task.result()
+                resync = self._current().resync_seconds
+                next_pass = time.monotonic() + resync * (1 + RESYNC_JITTER * (2 * self._rng() - 1))
+            wait = min(self.settings.watch_interval, max(0.0, next_pass - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=wait)
+
+    async def _finish_in_grace(self, task: asyncio.Task[None]) -> None:
+        """Shutdown: no new pulls start; in-flight ones get the grace period, then are cancelled."""
+        grace = self.settings.shutdown_grace
+        log.info("shutting down; waiting up to %.0fs for pulls in flight", grace)
+        done, _ = await asyncio.wait({task}, timeout=grace)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _reload(self) -> bool:
+        path = self.settings.config_path
+        try:
+            config = configs.load(path)
+        except ConfigError as exc:
+            # The last good list keeps running; the agent stays healthy.
+            self.metrics.config_reload_errors.inc()
+            log.error(
+                "config update rejected, keeping the last good list: %s",
+                exc,
+                extra={"event": "config_rejected", "error": str(exc)},
+            )
+            return False
+        self._adopt(config)
+        log.info(
+            "config reloaded: %d images", len(config.images), extra={"event": "config_reloaded"}
+        )
+        return True
+
+    async def _pass(
+        self, cri: CriClient, registry: RegistryClient, binder: ContainerdImages
+    ) -> None:
+        config = self._current()
+        started = time.monotonic()
+        try:
+            info = await cri.version()
+            self.report.runtime = {
+                "name": info.name,
+                "version": info.version,
+                "cri_version": info.api_version,
+            }
+            reconciler = Reconciler(
+                cri,
+                registry,
+                binder if info.name == "containerd" else None,
+                self.settings.node,
+                on_start=self.report.pulling,
+                stopping=self._stop.is_set,
+            )
+            outcomes = await reconciler.converge(config)
+        except RuntimeUnavailable as exc:
+            self.report.last_error = str(exc)
+            log.error("pass skipped: %s", exc, extra={"event": "runtime_unavailable"})
+            return
+        summary = self.report.record(outcomes, time.time())
+        observe_pass(
+            self.metrics, outcomes, self.report, summary, time.monotonic() - started, time.time()
+        )
+        for outcome in outcomes:
+            _log_outcome(outcome)
+        for image in summary.evicted:
+            log.warning(
+                "%s was evicted from the node and restored",
+                image,
+                extra={"event": "eviction", "image": image},
+            )
+
+    def _observe_request(self, host: str, method: str, status: str, seconds: float) -> None:
+        self.metrics.registry_request_duration.labels(host, method, status).observe(seconds)
+
+    async def _health(self, cri: CriClient) -> str | None:
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                await cri.version()
+        except (RuntimeUnavailable, TimeoutError) as exc:
+            return f"CRI endpoint {self.settings.endpoint} does not answer: {exc}"
+        return None
+
+
+def _log_outcome(outcome: Outcome) -> None:
+    fields = {
+        "image": outcome.entry.written,
+        "digest": outcome.digest,
+        "duration_seconds": round(outcome.seconds, 3),
+        "outcome": outcome.status,
+        "bytes": outcome.size,
+    }
+    if outcome.status == "failed":
+        log.warning(
+            "%s failed: %s",
+            outcome.entry.written,
+            outcome.detail,
+            extra={**fields, "error": outcome.detail},
+        )
+    elif outcome.status in ("pulled", "bound"):
+        log.info("%s %s", outcome.entry.written, outcome.status, extra=fields)

@@ -1,0 +1,45 @@
+"""Log setup: one JSON object per line for machines, plain text for humans. Never secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+# Fields the agent attaches with `extra=`: on every pull, image, digest, duration and outcome.
+FIELDS = ("image", "digest", "duration_seconds", "outcome", "bytes", "error", "event")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for field in FIELDS:
+            if hasattr(record, field):
+                entry[field] = getattr(record, field)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(f"{f}={getattr(record, f)}" for f in FIELDS if hasattr(record, f))
+        line = f"{record.levelname} {record.name}: {record.getMessage()}"
+        return f"{line} {extras}" if extras else line
+
+
+def setup(log_format: str = "text", verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    # aiohttp's access log would add a line per probe and scrape.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,103 @@
+"""What the node holds of its list, across passes: per-image state, readiness, evictions. Pure."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from agent.config import ImageEntry
+from agent.platform import Platform
+from agent.reconcile import Outcome
+
+_STATE_OF = {"hit": "present", "pulled": "present", "bound": "present"}
+
+
+@dataclasses.dataclass
+class ImageReport:
+    image: str
+    """As written in the config: the name dashboards and operators know it by."""
+    state: str = "pending"
+    """pending (not checked yet), pulling, present, failed or skipped."""
+    digest: str | None = None
+    bytes: int = 0
+    last_pull_seconds: float | None = None
+    last_error: str | None = None
+    pinned: bool = False
+    """The runtime reports the image pinned: kubelet's image GC will not evict it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PassSummary:
+    evicted: tuple[str, ...]
+    """Images present after the last pass and gone before this one."""
+    converged: bool
+
+
+class NodeReport:
+    def __init__(self, node: Platform) -> None:
+        self.node = node
+        self.runtime: dict[str, str] = {}
+        self.images: dict[str, ImageReport] = {}
+        self.last_reconcile: float | None = None
+        """Unix time the last pass finished."""
+        self.last_error: str | None = None
+        """Why the last pass could not run at all (runtime unreachable), if it could not."""
+        self.passes = 0
+
+    def configure(self, entries: Iterable[ImageEntry]) -> None:
+        """Adopt a (new) list: keep what is known of images still listed, forget the rest."""
+        self.images = {
+            e.written: self.images.get(e.written) or ImageReport(e.written) for e in entries
+        }
+
+    def pulling(self, entry: ImageEntry) -> None:
+        report = self.images.get(entry.written)
+        if report is not None:
+            report.state = "pulling"
+
+    def record(self, outcomes: Sequence[Outcome], finished_at: float) -> PassSummary:
+        evicted = []
+        for outcome in outcomes:
+            report = self.images.setdefault(
+                outcome.entry.written, ImageReport(outcome.entry.written)
+            )
+            if outcome.was_absent and report.state in ("present", "pulling") and self.passes:
+                evicted.append(report.image)
+            report.state = _STATE_OF.get(outcome.status, outcome.status)
+            report.pinned = outcome.pinned
+            if outcome.converged:
+                report.digest = outcome.digest or report.digest
+                report.bytes = outcome.size or report.bytes
+                report.last_error = None
+            else:
+                report.last_error = outcome.detail
+            if outcome.status == "pulled" or (outcome.status == "failed" and outcome.was_absent):
+                report.last_pull_seconds = outcome.seconds
+        self.passes += 1
+        self.last_reconcile = finished_at
+        self.last_error = None
+        return PassSummary(tuple(evicted), all(o.converged for o in outcomes))
+
+    @property
+    def desired(self) -> list[ImageReport]:
+        return [r for r in self.images.values() if r.state != "skipped"]
+
+    @property
+    def missing(self) -> list[ImageReport]:
+        return [r for r in self.desired if r.state != "present"]
+
+    @property
+    def ready(self) -> bool:
+        """Every image meant for this node is present, as of a completed pass."""
+        return self.passes > 0 and not self.missing
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node_platform": str(self.node),
+            "runtime": self.runtime,
+            "ready": self.ready,
+            "last_reconcile": self.last_reconcile,
+            "last_error": self.last_error,
+            "images": [dataclasses.asdict(r) for r in self.images.values()],
+        }

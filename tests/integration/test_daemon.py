@@ -1,0 +1,235 @@
+"""`prepull-agent run` against real containerd and docker-registry: probes, metrics, reload,
+eviction restore, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent import platform as platforms
+from tests.harness.containerd import Containerd
+from tests.harness.daemon import DaemonProc
+from tests.harness.images import push_image
+from tests.harness.registry import Registry
+from tests.integration.conftest import image_status, remove_image
+
+NODE = str(platforms.detect())
+
+
+class ConfigMapVolume:
+    """A directory laid out as kubelet lays out a ConfigMap volume, updated the way kubelet does:
+    files in a timestamped dir, `..data` pointing at it, and the key a symlink through `..data`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir()
+        self.version = 0
+        self.path = root / "preload.yaml"
+
+    def write(self, text: str) -> None:
+        self.version += 1
+        folder = self.root / f"..2026_11_24_00_00_{self.version:02d}"
+        folder.mkdir()
+        (folder / "preload.yaml").write_text(text)
+        temp = self.root / "..data_tmp"
+        temp.symlink_to(folder.name)
+        os.replace(temp, self.root / "..data")  # the atomic swap
+        if not self.path.is_symlink():
+            self.path.symlink_to("..data/preload.yaml")
+
+
+def listing(registry: Registry, images: list[str], extra: str = "") -> str:
+    body = "images:\n" + "".join(f"  - {i}\n" for i in images)
+    return body + f"registries:\n  {registry.host}:\n    insecure: true\n" + extra
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> ConfigMapVolume:
+    return ConfigMapVolume(tmp_path / "config")
+
+
+@pytest.fixture
+def start_daemon(containerd: Containerd) -> Iterator:  # type: ignore[type-arg]
+    started: list[DaemonProc] = []
+
+    def start(config: Path, *extra: str) -> DaemonProc:
+        daemon = DaemonProc(config, containerd.endpoint, *extra)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.terminate()
+
+
+def test_cold_node_pulls_then_reports_ready_with_status_and_metrics(
+    volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
+) -> None:
+    image = push_image(registry, repo, "1", (NODE,))
+    volume.write(listing(registry, [image.tagged]))
+
+    daemon = start_daemon(volume.path)
+    daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 30, "readiness")
+
+    status = json.loads(daemon.get("/status")[1])
+    assert status["runtime"]["name"] == "containerd"
+    assert status["node_platform"] == NODE
+    (reported,) = status["images"]
+    assert reported["image"] == image.tagged and reported["state"] == "present"
+    assert reported["digest"] == image.digest and reported["bytes"] > 0
+    assert reported["pinned"] is False, "containerd 1.6.20 ignores the pin label (FACTS.md)"
+    assert daemon.metric("prepull_cache_misses_total") == 1
+    assert daemon.metric("prepull_cache_hits_total") == 0
+    assert daemon.metric("prepull_pulls_total", result="success") == 1
+    assert daemon.metric("prepull_pulled_bytes_total") == reported["bytes"]
+    assert daemon.metric("prepull_image_ready", image=image.tagged) == 1
+    assert daemon.metric("prepull_images_desired") == daemon.metric("prepull_images_ready") == 1
+    assert daemon.metric("prepull_pull_duration_seconds_count") == 1
+    assert daemon.metric("prepull_last_reconcile_success_timestamp_seconds") > 0
+    assert (
+        daemon.metric(
+            "prepull_registry_request_duration_seconds_count",
+            registry=registry.host,
+            method="HEAD",
+            status="200",
+        )
+        == 1
+    )
+    assert daemon.get("/healthz")[0] == 200
+
+
+def test_warm_node_counts_hits_and_pulls_nothing(
+    volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
+) -> None:
+    image = push_image(registry, repo, "1", (NODE,))
+    volume.write(listing(registry, [image.pinned()]))
+    first = start_daemon(volume.path)
+    first.wait_for(lambda: first.get("/readyz")[0] == 200, 30, "readiness")
+    assert first.terminate() == 0
+
+    warm = start_daemon(volume.path)
+    warm.wait_for(lambda: warm.get("/readyz")[0] == 200, 30, "readiness")
+
+    assert warm.metric("prepull_cache_hits_total") == 1
+    assert warm.metric("prepull_cache_misses_total") == 0
+    assert warm.metric("prepull_pulls_total", result="success") == 0
+    assert warm.metric("prepull_registry_request_duration_seconds_count") is None, (
+        "a converged pinned list must not touch the registry"
+    )
+
+
+def test_readiness_lists_what_is_missing(
+    volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
+) -> None:
+    missing = f"{registry.host}/{repo}:never-pushed"
+    volume.write(listing(registry, [missing]))
+
+    daemon = start_daemon(volume.path)
+    daemon.wait_for(
+        lambda: daemon.metric("prepull_reconcile_duration_seconds_count") == 1, 30, "the first pass"
+    )
+
+    code, text = daemon.get("/readyz")
+    assert code == 503 and missing in text and "not found" in text, text
+    assert daemon.metric("prepull_image_ready", image=missing) == 0
+    assert daemon.get("/healthz")[0] == 200, "a failing image does not make the agent unhealthy"
+
+
+def test_configmap_update_is_applied_and_a_broken_one_is_ignored(
+    volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
+) -> None:
+    first = push_image(registry, f"{repo}-a", "1", (NODE,))
+    second = push_image(registry, f"{repo}-b", "1", (NODE,))
+    third = push_image(registry, f"{repo}-c", "1", (NODE,))
+    volume.write(listing(registry, [first.tagged], "resync: 1h\n"))
+    daemon = start_daemon(volume.path)
+    daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 30, "readiness")
+
+    volume.write(listing(registry, [first.tagged, second.tagged], "resync: 1h\n"))
+    daemon.wait_for(
+        lambda: image_status(containerd, second.tagged) is not None,
+        30,
+        "the added image to be preloaded without waiting for resync",
+    )
+
+    volume.write("images:\n  - nginx\nconcurrency: lots\n")
+    daemon.wait_for(
+        lambda: daemon.metric("prepull_config_reload_errors_total") == 1,
+        30,
+        "the broken update to be rejected",
+    )
+    assert daemon.get("/healthz")[0] == 200
+    assert daemon.get("/readyz")[0] == 200, "the last good list stays in force"
+    assert [i["image"] for i in json.loads(daemon.get("/status")[1])["images"]] == [
+        first.tagged,
+        second.tagged,
+    ]
+    log = daemon.log()
+    assert "config update rejected" in log and "preload.yaml:3: 'concurrency'" in log, log
+
+    volume.write(listing(registry, [third.tagged], "resync: 1h\n"))
+    daemon.wait_for(
+        lambda: image_status(containerd, third.tagged) is not None,
+        30,
+        "the next good update to apply",
+    )
+    daemon.wait_for(
+        lambda: daemon.metric("prepull_image_ready", image=first.tagged) is None,
+        10,
+        "series of images no longer listed to go",
+    )
+
+
+def test_evicted_image_is_restored_and_counted(
+    volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
+) -> None:
+    image = push_image(registry, repo, "1", (NODE,))
+    volume.write(listing(registry, [image.tagged], "resync: 1s\n"))
+    daemon = start_daemon(volume.path)
+    daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 30, "readiness")
+
+    remove_image(containerd, image.tagged)  # as kubelet's image GC or `crictl rmi` would
+    assert image_status(containerd, image.tagged) is None
+
+    daemon.wait_for(lambda: daemon.metric("prepull_evictions_total") == 1, 30, "the eviction")
+    assert image_status(containerd, image.tagged) is not None, "the image was not restored"
+    assert '"event": "eviction"' in daemon.log()
+
+
+def test_sigterm_exits_cleanly(
+    volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
+) -> None:
+    image = push_image(registry, repo, "1", (NODE,))
+    volume.write(listing(registry, [image.tagged]))
+    daemon = start_daemon(volume.path)
+    daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 30, "readiness")
+
+    code = daemon.terminate(timeout=10)
+
+    log = daemon.log()
+    assert code == 0, log
+    assert "Task was destroyed" not in log and "Traceback" not in log, log
+    assert '"event": "stop"' in log
+
+
+def test_bad_config_at_start_exits_2(tmp_path: Path, containerd: Containerd) -> None:
+    config = tmp_path / "preload.yaml"
+    config.write_text("images:\n  - nginx\nresync: often\n")
+    from tests.integration.conftest import run_agent
+
+    result = run_agent(
+        "run",
+        "--config",
+        str(config),
+        "--cri-endpoint",
+        containerd.endpoint,
+        "--listen",
+        "127.0.0.1:0",
+    )
+
+    assert result.code == 2, result
+    assert f"{config}:3:" in result.stderr
