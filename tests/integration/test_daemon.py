@@ -14,6 +14,8 @@ from agent import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import DaemonProc
 from tests.harness.images import push_image
+from tests.harness.procs import HarnessError
+from tests.harness.prometheus import Prometheus
 from tests.harness.registry import Registry
 from tests.integration.conftest import image_status, remove_image
 
@@ -233,3 +235,33 @@ def test_bad_config_at_start_exits_2(tmp_path: Path, containerd: Containerd) -> 
 
     assert result.code == 2, result
     assert f"{config}:3:" in result.stderr
+
+
+def test_a_real_prometheus_scrapes_the_agent_and_answers_promql(
+    tmp_path: Path,
+    volume: ConfigMapVolume,
+    registry: Registry,
+    containerd: Containerd,
+    repo: str,
+    start_daemon,
+) -> None:
+    image = push_image(registry, repo, "1", (NODE,))
+    volume.write(listing(registry, [image.tagged]))
+    daemon = start_daemon(volume.path)
+    daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 30, "readiness")
+    try:
+        prometheus = Prometheus(tmp_path / "prometheus", [f"127.0.0.1:{daemon.port}"]).start()
+    except HarnessError as exc:
+        pytest.fail(f"cannot start prometheus: {exc}", pytrace=False)
+    try:
+        query = (
+            "prepull_images_ready == prepull_images_desired and on(instance) "
+            f'prepull_image_ready{{image="{image.tagged}"}} == 1'
+        )
+        daemon.wait_for(lambda: len(prometheus.query(query)) == 1, 60, "Prometheus to scrape")
+        (misses,) = prometheus.query('sum(prepull_cache_misses_total{job="prepull"})')
+        assert misses["value"][1] == "1"  # type: ignore[index]
+        (up,) = prometheus.query('up{job="prepull"}')
+        assert up["value"][1] == "1"  # type: ignore[index]
+    finally:
+        prometheus.stop()

@@ -1,0 +1,169 @@
+"""deploy/ is validated offline against the Kubernetes schemas and checked against the code:
+ports, paths, flags, config keys and metric names must be the ones the agent really has."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from agent import cli, rpc
+from agent import config as configs
+from agent.metrics import Metrics
+from agent.platform import Platform
+from agent.server import DEFAULT_LISTEN, make_app, parse_listen
+from agent.status import NodeReport
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+KUBERNETES_VERSION = "1.35.0"
+
+
+def objects() -> list[dict[str, Any]]:
+    return list(yaml.safe_load_all((DEPLOY / "daemonset.yaml").read_text()))
+
+
+def one(kind: str) -> dict[str, Any]:
+    (found,) = [o for o in objects() if o["kind"] == kind]
+    return found
+
+
+def container() -> dict[str, Any]:
+    (agent,) = one("DaemonSet")["spec"]["template"]["spec"]["containers"]
+    return agent
+
+
+def flag(args: list[str], name: str) -> str:
+    (value,) = [a.split("=", 1)[1] for a in args if a.startswith(f"{name}=")]
+    return value
+
+
+@pytest.mark.parametrize("index", range(len(objects())))
+def test_every_object_validates_against_the_kubernetes_schema(index: int) -> None:
+    kubernetes_validate.validate(objects()[index], KUBERNETES_VERSION, strict=True)
+
+
+def test_the_args_are_flags_the_cli_accepts() -> None:
+    parsed = cli._parser().parse_args(container()["args"])
+    assert parsed.command is cli._run
+
+
+def test_the_shipped_preload_list_is_valid_and_mounted_where_the_agent_reads_it() -> None:
+    agent = container()
+    config_path = Path(flag(agent["args"], "--config"))
+    mounts = {m["name"]: m for m in agent["volumeMounts"]}
+    volumes = {v["name"]: v for v in one("DaemonSet")["spec"]["template"]["spec"]["volumes"]}
+    (config_volume,) = [n for n, v in volumes.items() if "configMap" in v]
+    assert str(config_path.parent) == mounts[config_volume]["mountPath"]
+    assert "subPath" not in mounts[config_volume], "subPath mounts never see ConfigMap updates"
+    data = one("ConfigMap")["data"]
+    assert volumes[config_volume]["configMap"]["name"] == one("ConfigMap")["metadata"]["name"]
+    configs.parse(data[config_path.name], "ConfigMap preload.yaml")
+
+
+def test_ports_agree_everywhere() -> None:
+    agent = container()
+    _, port = parse_listen(flag(agent["args"], "--listen"))
+    assert port == parse_listen(DEFAULT_LISTEN)[1]
+    (container_port,) = agent["ports"]
+    assert container_port["containerPort"] == port
+    annotations = one("DaemonSet")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port)
+    (service_port,) = one("Service")["spec"]["ports"]
+    assert service_port["port"] == port and service_port["targetPort"] == container_port["name"]
+
+
+def test_probes_and_scrape_path_are_served() -> None:
+    app = make_app(
+        NodeReport(Platform("linux", "amd64")), CollectorRegistry(), _healthy, lambda: False
+    )
+    served = {resource.canonical for resource in app.router.resources()}
+    agent = container()
+    assert agent["livenessProbe"]["httpGet"]["path"] == "/healthz" in served
+    assert agent["readinessProbe"]["httpGet"]["path"] == "/readyz" in served
+    annotations = one("DaemonSet")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/path"] in served
+
+
+async def _healthy() -> None:
+    return None
+
+
+def test_the_socket_mount_matches_the_endpoint() -> None:
+    agent = container()
+    env = {e["name"]: e["value"] for e in agent["env"]}
+    socket = env[cli.ENDPOINT_ENV].removeprefix("unix://")
+    assert rpc.target(env[cli.ENDPOINT_ENV]) == env[cli.ENDPOINT_ENV]
+    mounts = [m for m in agent["volumeMounts"] if m["mountPath"] == socket]
+    assert mounts, f"nothing mounted at {socket}"
+    volumes = {v["name"]: v for v in one("DaemonSet")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts[0]["name"]]["hostPath"] == {"path": socket, "type": "Socket"}
+
+
+def test_shutdown_grace_fits_in_the_termination_grace_period() -> None:
+    grace = float(flag(container()["args"], "--shutdown-grace"))
+    assert grace < one("DaemonSet")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+
+
+def test_the_pod_runs_everywhere_with_no_more_rights_than_the_socket_needs() -> None:
+    pod = one("DaemonSet")["spec"]["template"]["spec"]
+    assert {"operator": "Exists"} in pod["tolerations"]
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert pod["automountServiceAccountToken"] is False
+    security = container()["securityContext"]
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"]
+
+
+def exported_metric_names() -> set[str]:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    names = set()
+    for family in registry.collect():
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+        for suffix in suffixes.get(family.type, [""]):
+            names.add(family.name + suffix)
+    return names
+
+
+def metric_names_in(text: str) -> set[str]:
+    return set(re.findall(r"\bprepull_[a-z_]+\b", text))
+
+
+def test_alert_rules_pass_promtool_and_use_real_metrics() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: install the Debian package 'prometheus' (make deps)"
+    rules = DEPLOY / "prometheus-rules.yaml"
+    check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    used = metric_names_in(rules.read_text())
+    assert used and used <= exported_metric_names(), used - exported_metric_names()
+
+
+def test_dashboard_queries_use_real_metrics() -> None:
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = set().union(*(metric_names_in(e) for e in exprs))
+    assert used and used <= exported_metric_names(), used - exported_metric_names()
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("ready", "hit ratio", "latency", "drift", "evictions"):
+        assert topic in titles, f"no panel about {topic}"
+
+
+def test_dockerfile_runs_the_console_script_with_valid_arguments() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    command = json.loads(re.search(r"^CMD (.+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    assert entrypoint == ["prepull-agent"] and "prepull-agent" in scripts
+    assert cli._parser().parse_args(command).command is cli._run
+    assert re.search(r"^USER 65532", text, re.M), "the image should not run as root by default"
