@@ -24,6 +24,7 @@ from agent.registry import RegistryClient, open_session
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_single
 from tests.harness.registry import Registry
+from tests.harness.slowproxy import SlowProxy
 
 LOCK_TAGS = 200
 # Loopback answers in microseconds; real registries are a round trip away. The lock bench goes
@@ -35,47 +36,10 @@ LOCK_SPEEDUP_TARGET = 4.0
 WARM_SPEEDUP_TARGET = 5.0
 
 
-async def _delayed_pipe(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float
-) -> None:
-    try:
-        while chunk := await reader.read(65536):
-            if delay:
-                await asyncio.sleep(delay)
-            writer.write(chunk)
-            await writer.drain()
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
-
-
-async def start_slow_proxy(
-    upstream_port: int, delay: float, connections: set[asyncio.Task[None]]
-) -> asyncio.Server:
-    """A TCP proxy on loopback that delays each response chunk by `delay` seconds."""
-
-    async def handle(
-        client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        connections.add(task)  # type: ignore[arg-type]
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
-        await asyncio.gather(
-            _delayed_pipe(client_reader, up_writer, 0),
-            _delayed_pipe(up_reader, client_writer, delay),
-        )
-
-    return await asyncio.start_server(handle, "127.0.0.1", 0)
-
-
 async def bench_lock(registry: Registry) -> tuple[float, float, int]:
-    connections: set[asyncio.Task[None]] = set()
-    proxy = await start_slow_proxy(registry.port, REGISTRY_RTT, connections)
-    host = f"127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
-    text = "images:\n" + "".join(f"  - {host}/bench/lock{i}:1\n" for i in range(LOCK_TAGS))
-    text += f"registries:\n  {host}:\n    insecure: true\n"
+    proxy = SlowProxy(registry.port, REGISTRY_RTT).start()
+    text = "images:\n" + "".join(f"  - {proxy.host}/bench/lock{i}:1\n" for i in range(LOCK_TAGS))
+    text += f"registries:\n  {proxy.host}:\n    insecure: true\n"
     config = configs.parse(text, "bench.yaml")
     timings = []
     requests = 0
@@ -89,11 +53,7 @@ async def bench_lock(registry: Registry) -> tuple[float, float, int]:
                 assert all(isinstance(r, str) for r in results.values()), "a tag did not resolve"
                 requests = client.requests
     finally:
-        proxy.close()
-        # The sessions are closed, so every proxied connection ends on its own.
-        if connections:
-            await asyncio.wait(connections, timeout=10)
-        await proxy.wait_closed()
+        proxy.stop()
     return timings[0], timings[1], requests
 
 

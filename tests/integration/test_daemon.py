@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tests.harness.images import push_image
 from tests.harness.procs import HarnessError
 from tests.harness.prometheus import Prometheus
 from tests.harness.registry import Registry
+from tests.harness.slowproxy import SlowProxy
 from tests.integration.conftest import image_status, remove_image
 
 NODE = str(platforms.detect())
@@ -265,3 +267,31 @@ def test_a_real_prometheus_scrapes_the_agent_and_answers_promql(
         assert up["value"][1] == "1"  # type: ignore[index]
     finally:
         prometheus.stop()
+
+
+def test_sigterm_during_a_slow_pull_exits_within_the_grace_period(
+    volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
+) -> None:
+    # 4 MiB through a proxy that holds every 16 KiB for 50 ms: a pull of ~13 s.
+    proxy = SlowProxy(registry.port, delay=0.05).start()
+    try:
+        push_image(registry, repo, "1", (NODE,), layer_bytes=4 << 20)
+        containerd.trust_http_registry(proxy.host)
+        slow = f"{proxy.host}/{repo}:1"
+        volume.write(f"images:\n  - {slow}\nregistries:\n  {proxy.host}:\n    insecure: true\n")
+        daemon = start_daemon(volume.path, "--shutdown-grace", "1")
+        daemon.wait_for(
+            lambda: '"state": "pulling"' in daemon.get("/status")[1], 30, "the pull to be in flight"
+        )
+
+        started = time.monotonic()
+        code = daemon.terminate(timeout=20)
+        took = time.monotonic() - started
+    finally:
+        proxy.stop()
+
+    log = daemon.log()
+    assert code == 0, log
+    assert took < 8, f"shutdown took {took:.1f}s with a 1s grace period"
+    assert "shutting down" in log and '"event": "stop"' in log, log
+    assert "Task was destroyed" not in log and "Traceback" not in log, log
