@@ -22,12 +22,13 @@ from agent import rpc
 from agent.config import PreloadConfig
 from agent.containerd import ContainerdImages
 from agent.cri import CriClient
-from agent.errors import ConfigError, InputError, RuntimeUnavailable
+from agent.errors import AgentError, ConfigError, InputError, RuntimeUnavailable
 from agent.metrics import Metrics, observe_pass
 from agent.platform import Platform
 from agent.reconcile import Outcome, Reconciler
 from agent.registry import RegistryClient, open_session
 from agent.server import make_app
+from agent.starts import arrivals, classify
 from agent.status import NodeReport
 
 log = logging.getLogger("prepull-agent")
@@ -46,6 +47,9 @@ class DaemonSettings:
     """Seconds in-flight pulls get to finish after SIGTERM; keep below the pod's grace period."""
     watch_interval: float = 2.0
     """Seconds between looks at the config file (a ConfigMap update lands within a minute)."""
+    container_scan_interval: float = 10.0
+    """Seconds between looks for new containers, to count pod starts that hit or missed. The
+    verdict comes from timestamps, so a slower scan is as accurate, only later."""
 
 
 class ConfigWatcher:
@@ -85,6 +89,8 @@ class Daemon:
         self._rng = rng
         self._stop = asyncio.Event()
         self._config: PreloadConfig | None = None
+        self._seen_containers: set[str] | None = None
+        """Containers already judged; None until the baseline scan at start."""
 
     def stop(self) -> None:
         self._stop.set()
@@ -144,10 +150,13 @@ class Daemon:
         registry: RegistryClient,
         binder: ContainerdImages,
     ) -> None:
-        next_pass = time.monotonic()
+        next_pass = next_scan = time.monotonic()
         while not self._stop.is_set():
             if watcher.changed() and self._reload():
                 next_pass = time.monotonic()
+            if time.monotonic() >= next_scan:
+                await self._scan_starts(cri, binder)
+                next_scan = time.monotonic() + self.settings.container_scan_interval
             if time.monotonic() >= next_pass:
                 task = asyncio.create_task(self._pass(cri, registry, binder))
                 stopper = asyncio.create_task(self._stop.wait())
@@ -159,7 +168,8 @@ class Daemon:
                 task.result()
                 resync = self._current().resync_seconds
                 next_pass = time.monotonic() + resync * (1 + RESYNC_JITTER * (2 * self._rng() - 1))
-            wait = min(self.settings.watch_interval, max(0.0, next_pass - time.monotonic()))
+            due = min(next_pass, next_scan) - time.monotonic()
+            wait = min(self.settings.watch_interval, max(0.0, due))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=wait)
 
@@ -228,6 +238,36 @@ class Daemon:
                 "%s was evicted from the node and restored",
                 image,
                 extra={"event": "eviction", "image": image},
+            )
+
+    async def _scan_starts(self, cri: CriClient, binder: ContainerdImages) -> None:
+        """Count new containers as hits or misses (needs containerd's image creation times)."""
+        if self.report.runtime.get("name", "containerd") != "containerd":
+            return
+        try:
+            containers = await cri.list_containers()
+            if self._seen_containers is None:
+                # Containers from before this agent started are not ours to judge.
+                self._seen_containers = {c.id for c in containers}
+                return
+            if all(c.id in self._seen_containers for c in containers):
+                self._seen_containers = {c.id for c in containers}
+                return
+            arrived = arrivals(await cri.list_images(), await binder.created_ns())
+            started = classify(
+                containers, await cri.sandbox_created(), arrived, self._seen_containers
+            )
+        except AgentError as exc:
+            log.warning("could not check container starts: %s", exc)
+            return
+        self._seen_containers = {c.id for c in containers}
+        for container, verdict in started:
+            self.metrics.container_starts.labels(verdict).inc()
+            log.info(
+                "container %s started: image %s",
+                container.id[:12],
+                verdict,
+                extra={"event": "container_start", "outcome": verdict, "image": container.image_id},
             )
 
     def _observe_request(self, host: str, method: str, status: str, seconds: float) -> None:

@@ -95,6 +95,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how often to look for a changed config file (default 2)",
     )
+    run.add_argument(
+        "--container-scan-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often to count new containers as cache hits or misses (default 10)",
+    )
     run.set_defaults(command=_run)
 
     lock = commands.add_parser("lock", help="pin every tag of a preload list to its current digest")
@@ -131,6 +138,7 @@ async def _run(args: argparse.Namespace) -> int:
         listen=listen,
         shutdown_grace=args.shutdown_grace,
         watch_interval=args.watch_interval,
+        container_scan_interval=args.container_scan_interval,
     )
     return await Daemon(settings).run()
 

@@ -71,6 +71,19 @@ class ContainerdImages:
             if image.name in wanted and image.labels.get(key) != value
         ]
 
+    async def created_ns(self) -> dict[str, int]:
+        """Image name → when containerd created that record, in ns since the epoch."""
+        try:
+            listing = await self._call(
+                self._stub.List, images_pb2.ListImagesRequest(), "Images.List"
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise AgentError(f"listing containerd images failed: {rpc.details_of(exc)}") from None
+        return {
+            image.name: image.created_at.seconds * 1_000_000_000 + image.created_at.nanos
+            for image in listing.images
+        }
+
     async def pin(self, name: str) -> None:
         key, value = PINNED_LABEL
         image = images_pb2.Image(name=name, labels={key: value})

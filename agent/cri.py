@@ -12,6 +12,7 @@ from agent._proto.runtime.v1 import api_pb2, api_pb2_grpc
 from agent.errors import ImageError
 from agent.plan import NodeImage
 from agent.retry import RetryPolicy
+from agent.starts import ContainerInfo
 
 # Short calls answer in milliseconds; a pull takes as long as the image needs.
 CALL_TIMEOUT = 30.0
@@ -86,6 +87,22 @@ class CriClient:
         except grpc.aio.AioRpcError as exc:
             raise ImageError(reference, f"pull failed: {rpc.details_of(exc)}") from None
         return str(response.image_ref)
+
+    async def sandbox_created(self) -> dict[str, int]:
+        """Pod sandbox id → creation time in ns since the epoch."""
+        response = await self._call(
+            self._runtime.ListPodSandbox, api_pb2.ListPodSandboxRequest(), "ListPodSandbox"
+        )
+        return {pod.id: pod.created_at for pod in response.items}
+
+    async def list_containers(self) -> list[ContainerInfo]:
+        response = await self._call(
+            self._runtime.ListContainers, api_pb2.ListContainersRequest(), "ListContainers"
+        )
+        return [
+            ContainerInfo(c.id, c.pod_sandbox_id, c.image_ref, c.created_at)
+            for c in response.containers
+        ]
 
     async def remove(self, reference: str) -> None:
         request = api_pb2.RemoveImageRequest(image=api_pb2.ImageSpec(image=reference))

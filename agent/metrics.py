@@ -100,6 +100,15 @@ class Metrics:
             "Unix time of the last pass that left every desired image ready.",
             registry=registry,
         )
+        self.container_starts = Counter(
+            "prepull_container_starts",
+            "New containers whose image was on the node before their pod started (hit) or "
+            "arrived after (miss: pulled for that pod).",
+            ["cache"],
+            registry=registry,
+        )
+        for cache in ("hit", "miss"):
+            self.container_starts.labels(cache)
         self.build_info = Gauge(
             "prepull_build_info",
             "Always 1; labels say which agent this is.",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a Debian/Ubuntu machine:
-# containerd, docker-registry, runc and prometheus from apt, and this package with its test
-# extras in .venv.
+# containerd, docker-registry, runc, prometheus and busybox-static from apt, and this package
+# with its test extras in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -19,6 +19,8 @@ command -v docker-registry >/dev/null || apt_packages+=(docker-registry)
 command -v runc >/dev/null || apt_packages+=(runc)
 # prometheus: a real server scrapes the agent in the tests; promtool checks deploy/ rules.
 command -v prometheus >/dev/null && command -v promtool >/dev/null || apt_packages+=(prometheus)
+# A static busybox makes the test images (and the pods' pause image) really runnable.
+if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then apt_packages+=(busybox-static); fi
 "$PYTHON" -c 'import ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing ${apt_packages[*]} from apt"

@@ -35,6 +35,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   disable_apparmor = true
+  sandbox_image = "{sandbox_image}"
+  # The CRI plugin gives pause containers oom_score_adj -998; lowering a score needs
+  # CAP_SYS_RESOURCE, which root lacks in these VMs, and runc then dies with "can't get final
+  # child's PID from pipe". Clamping to containerd's own score lets real pods start.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "native"
   [plugins."io.containerd.grpc.v1.cri".registry]
@@ -43,8 +48,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
 
 class Containerd:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, sandbox_image: str = "registry.k8s.io/pause:3.6") -> None:
         self.workdir = workdir
+        self.sandbox_image = sandbox_image
+        """The pause image pods need; the tests push a runnable one to their registry."""
         # Unix socket paths must stay under ~100 characters: keep them in a short /tmp dir.
         self._sockdir = Path(tempfile.mkdtemp(prefix="pp-", dir="/tmp"))
         self.socket = self._sockdir / "c.sock"
@@ -78,6 +85,7 @@ class Containerd:
                 state=self._sockdir / "state",
                 socket=self.socket,
                 certs_d=self.certs_d,
+                sandbox_image=self.sandbox_image,
             )
         )
         log = self.workdir / "containerd.log"
@@ -115,6 +123,13 @@ class Containerd:
         return result.stdout
 
     def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            from tests.harness.pods import remove_all_pods
+
+            try:
+                remove_all_pods(self.endpoint)
+            except Exception as exc:  # cleanup must go on to stop containerd
+                print(f"warning: could not remove pods of {self.endpoint}: {exc}")
         if self._proc is not None:
             stop(self._proc)
         shutil.rmtree(self._sockdir, ignore_errors=True)

@@ -53,6 +53,66 @@ class PushedImage:
         return f"{self.tagged}@{self.digest}"
 
 
+BUSYBOX = "/bin/busybox"  # Debian's busybox-static: one static binary that runs anywhere
+
+
+def _busybox_layer() -> tuple[bytes, str]:
+    """A layer holding /bin/busybox and /bin/sh, for images that must really run."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        tar.add(BUSYBOX, arcname="bin/busybox")
+        link = tarfile.TarInfo("bin/sh")
+        link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+        tar.addfile(link)
+    uncompressed = raw.getvalue()
+    return gzip.compress(uncompressed, mtime=0), sha256(uncompressed)
+
+
+def push_runnable(registry: Registry, repo: str, tag: str, command: list[str]) -> PushedImage:
+    """A single-platform image for this machine whose entrypoint really runs (busybox)."""
+    import platform as host
+
+    from agent.platform import detect
+
+    node = detect()
+    blob, diff_id = _busybox_layer()
+    config = json.dumps(
+        {
+            "architecture": node.architecture,
+            "os": node.os,
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "config": {
+                "Entrypoint": command,
+                "Labels": {
+                    "prepull.test/nonce": os.urandom(8).hex(),
+                    "prepull.test/host": host.node(),
+                },
+            },
+        }
+    ).encode()
+    registry.push_blob(repo, blob, sha256(blob))
+    registry.push_blob(repo, config, sha256(config))
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
+            "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": sha256(blob), "size": len(blob)}],
+        }
+    ).encode()
+    digest = registry.push_manifest(repo, tag, manifest, mt.OCI_MANIFEST)
+    platform = str(node)
+    return PushedImage(
+        registry.host,
+        repo,
+        tag,
+        digest,
+        {platform: digest},
+        {platform: sha256(config)},
+        {platform: sha256(blob)},
+    )
+
+
 def _layer(payload: bytes, label: str) -> tuple[bytes, str]:
     """A gzipped tar holding one file; returns (blob, diff_id of the uncompressed tar)."""
     raw = io.BytesIO()

@@ -16,6 +16,7 @@ from agent import rpc
 from agent.cri import CriClient
 from agent.plan import NodeImage
 from tests.harness.containerd import Containerd
+from tests.harness.images import push_runnable
 from tests.harness.procs import HarnessError
 from tests.harness.registry import Registry
 
@@ -30,8 +31,18 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     reg.stop()
 
 
-def _start_containerd(workdir: Path, registry: Registry) -> Containerd:
-    node = Containerd(workdir)
+@pytest.fixture(scope="session")
+def pause_image(registry: Registry) -> str:
+    """A pause image that really runs (busybox), so tests can start real pods."""
+    try:
+        image = push_runnable(registry, "test/pause", "1", ["/bin/busybox", "sleep", "86400"])
+    except (HarnessError, OSError) as exc:
+        pytest.fail(f"cannot build the pause image (needs busybox-static): {exc}", pytrace=False)
+    return image.tagged
+
+
+def _start_containerd(workdir: Path, registry: Registry, pause_image: str) -> Containerd:
+    node = Containerd(workdir, sandbox_image=pause_image)
     node.trust_http_registry(registry.host)
     try:
         return node.start()
@@ -41,17 +52,17 @@ def _start_containerd(workdir: Path, registry: Registry) -> Containerd:
 
 @pytest.fixture(scope="session")
 def containerd(
-    tmp_path_factory: pytest.TempPathFactory, registry: Registry
+    tmp_path_factory: pytest.TempPathFactory, registry: Registry, pause_image: str
 ) -> Iterator[Containerd]:
-    node = _start_containerd(tmp_path_factory.mktemp("containerd"), registry)
+    node = _start_containerd(tmp_path_factory.mktemp("containerd"), registry, pause_image)
     yield node
     node.stop()
 
 
 @pytest.fixture
-def fresh_containerd(tmp_path: Path, registry: Registry) -> Iterator[Containerd]:
+def fresh_containerd(tmp_path: Path, registry: Registry, pause_image: str) -> Iterator[Containerd]:
     """A node of its own, for tests that need to know everything on it."""
-    node = _start_containerd(tmp_path / "node", registry)
+    node = _start_containerd(tmp_path / "node", registry, pause_image)
     yield node
     node.stop()
 
@@ -123,3 +134,16 @@ def remove_image(node: Containerd, reference: str) -> None:
             await channel.close()
 
     asyncio.run(remove())
+
+
+def pull(node: Containerd, reference: str) -> None:
+    """What kubelet does for an image a pod needs and the node lacks."""
+
+    async def go() -> None:
+        channel = rpc.open_channel(node.endpoint)
+        try:
+            await CriClient(channel, node.endpoint).pull(reference)
+        finally:
+            await channel.close()
+
+    asyncio.run(go())

@@ -14,12 +14,13 @@ import pytest
 from agent import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import DaemonProc
-from tests.harness.images import push_image
+from tests.harness.images import push_image, push_runnable
+from tests.harness.pods import remove_pod, run_pod, sandbox_config, start_container
 from tests.harness.procs import HarnessError
 from tests.harness.prometheus import Prometheus
 from tests.harness.registry import Registry
 from tests.harness.slowproxy import SlowProxy
-from tests.integration.conftest import image_status, remove_image
+from tests.integration.conftest import image_status, pull, remove_image
 
 NODE = str(platforms.detect())
 
@@ -295,3 +296,38 @@ def test_sigterm_during_a_slow_pull_exits_within_the_grace_period(
     assert took < 8, f"shutdown took {took:.1f}s with a 1s grace period"
     assert "shutting down" in log and '"event": "stop"' in log, log
     assert "Task was destroyed" not in log and "Traceback" not in log, log
+
+
+def test_pod_starts_are_counted_as_cache_hits_and_misses(
+    volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
+) -> None:
+    preloaded = push_runnable(registry, f"{repo}-hot", "1", ["/bin/busybox", "sleep", "600"])
+    cold = push_runnable(registry, f"{repo}-cold", "1", ["/bin/busybox", "sleep", "600"])
+    volume.write(listing(registry, [preloaded.tagged]))
+    daemon = start_daemon(volume.path, "--container-scan-interval", "0.2")
+    daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 30, "readiness")
+    pods = []
+    try:
+        # A pod whose image the agent preloaded: kubelet would find it and start at once.
+        hot_config = sandbox_config("hot")
+        pods.append(run_pod(containerd.endpoint, hot_config))
+        start_container(containerd.endpoint, pods[-1], hot_config, preloaded.tagged)
+        daemon.wait_for(
+            lambda: daemon.metric("prepull_container_starts_total", cache="hit") == 1,
+            30,
+            "the preloaded start to count as a hit",
+        )
+        # A pod whose image is not preloaded: kubelet creates the sandbox, pulls, then starts.
+        cold_config = sandbox_config("cold")
+        pods.append(run_pod(containerd.endpoint, cold_config))
+        pull(containerd, cold.tagged)
+        start_container(containerd.endpoint, pods[-1], cold_config, cold.tagged)
+        daemon.wait_for(
+            lambda: daemon.metric("prepull_container_starts_total", cache="miss") == 1,
+            30,
+            "the cold start to count as a miss",
+        )
+        assert daemon.metric("prepull_container_starts_total", cache="hit") == 1
+    finally:
+        for pod in pods:
+            remove_pod(containerd.endpoint, pod)

@@ -39,6 +39,41 @@ class RuntimeServiceStub:
                 request_serializer=runtime_dot_v1_dot_api__pb2.VersionRequest.SerializeToString,
                 response_deserializer=runtime_dot_v1_dot_api__pb2.VersionResponse.FromString,
                 _registered_method=True)
+        self.ListPodSandbox = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ListPodSandbox',
+                request_serializer=runtime_dot_v1_dot_api__pb2.ListPodSandboxRequest.SerializeToString,
+                response_deserializer=runtime_dot_v1_dot_api__pb2.ListPodSandboxResponse.FromString,
+                _registered_method=True)
+        self.ListContainers = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ListContainers',
+                request_serializer=runtime_dot_v1_dot_api__pb2.ListContainersRequest.SerializeToString,
+                response_deserializer=runtime_dot_v1_dot_api__pb2.ListContainersResponse.FromString,
+                _registered_method=True)
+        self.RunPodSandbox = channel.unary_unary(
+                '/runtime.v1.RuntimeService/RunPodSandbox',
+                request_serializer=runtime_dot_v1_dot_api__pb2.RunPodSandboxRequest.SerializeToString,
+                response_deserializer=runtime_dot_v1_dot_api__pb2.RunPodSandboxResponse.FromString,
+                _registered_method=True)
+        self.StopPodSandbox = channel.unary_unary(
+                '/runtime.v1.RuntimeService/StopPodSandbox',
+                request_serializer=runtime_dot_v1_dot_api__pb2.StopPodSandboxRequest.SerializeToString,
+                response_deserializer=runtime_dot_v1_dot_api__pb2.StopPodSandboxResponse.FromString,
+                _registered_method=True)
+        self.RemovePodSandbox = channel.unary_unary(
+                '/runtime.v1.RuntimeService/RemovePodSandbox',
+                request_serializer=runtime_dot_v1_dot_api__pb2.RemovePodSandboxRequest.SerializeToString,
+                response_deserializer=runtime_dot_v1_dot_api__pb2.RemovePodSandboxResponse.FromString,
+                _registered_method=True)
+        self.CreateContainer = channel.unary_unary(
+                '/runtime.v1.RuntimeService/CreateContainer',
+                request_serializer=runtime_dot_v1_dot_api__pb2.CreateContainerRequest.SerializeToString,
+                response_deserializer=runtime_dot_v1_dot_api__pb2.CreateContainerResponse.FromString,
+                _registered_method=True)
+        self.StartContainer = channel.unary_unary(
+                '/runtime.v1.RuntimeService/StartContainer',
+                request_serializer=runtime_dot_v1_dot_api__pb2.StartContainerRequest.SerializeToString,
+                response_deserializer=runtime_dot_v1_dot_api__pb2.StartContainerResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServiceServicer:
@@ -51,6 +86,50 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPodSandbox(self, request, context):
+        """Read by the agent to tell pod starts that found their image from those that waited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListContainers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunPodSandbox(self, request, context):
+        """Used only by the tests, to start real pods the way kubelet does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopPodSandbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemovePodSandbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateContainer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartContainer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +137,41 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.Version,
                     request_deserializer=runtime_dot_v1_dot_api__pb2.VersionRequest.FromString,
                     response_serializer=runtime_dot_v1_dot_api__pb2.VersionResponse.SerializeToString,
+            ),
+            'ListPodSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPodSandbox,
+                    request_deserializer=runtime_dot_v1_dot_api__pb2.ListPodSandboxRequest.FromString,
+                    response_serializer=runtime_dot_v1_dot_api__pb2.ListPodSandboxResponse.SerializeToString,
+            ),
+            'ListContainers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContainers,
+                    request_deserializer=runtime_dot_v1_dot_api__pb2.ListContainersRequest.FromString,
+                    response_serializer=runtime_dot_v1_dot_api__pb2.ListContainersResponse.SerializeToString,
+            ),
+            'RunPodSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunPodSandbox,
+                    request_deserializer=runtime_dot_v1_dot_api__pb2.RunPodSandboxRequest.FromString,
+                    response_serializer=runtime_dot_v1_dot_api__pb2.RunPodSandboxResponse.SerializeToString,
+            ),
+            'StopPodSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopPodSandbox,
+                    request_deserializer=runtime_dot_v1_dot_api__pb2.StopPodSandboxRequest.FromString,
+                    response_serializer=runtime_dot_v1_dot_api__pb2.StopPodSandboxResponse.SerializeToString,
+            ),
+            'RemovePodSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemovePodSandbox,
+                    request_deserializer=runtime_dot_v1_dot_api__pb2.RemovePodSandboxRequest.FromString,
+                    response_serializer=runtime_dot_v1_dot_api__pb2.RemovePodSandboxResponse.SerializeToString,
+            ),
+            'CreateContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateContainer,
+                    request_deserializer=runtime_dot_v1_dot_api__pb2.CreateContainerRequest.FromString,
+                    response_serializer=runtime_dot_v1_dot_api__pb2.CreateContainerResponse.SerializeToString,
+            ),
+            'StartContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartContainer,
+                    request_deserializer=runtime_dot_v1_dot_api__pb2.StartContainerRequest.FromString,
+                    response_serializer=runtime_dot_v1_dot_api__pb2.StartContainerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +201,195 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/Version',
             runtime_dot_v1_dot_api__pb2.VersionRequest.SerializeToString,
             runtime_dot_v1_dot_api__pb2.VersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPodSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ListPodSandbox',
+            runtime_dot_v1_dot_api__pb2.ListPodSandboxRequest.SerializeToString,
+            runtime_dot_v1_dot_api__pb2.ListPodSandboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListContainers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ListContainers',
+            runtime_dot_v1_dot_api__pb2.ListContainersRequest.SerializeToString,
+            runtime_dot_v1_dot_api__pb2.ListContainersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunPodSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/RunPodSandbox',
+            runtime_dot_v1_dot_api__pb2.RunPodSandboxRequest.SerializeToString,
+            runtime_dot_v1_dot_api__pb2.RunPodSandboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopPodSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/StopPodSandbox',
+            runtime_dot_v1_dot_api__pb2.StopPodSandboxRequest.SerializeToString,
+            runtime_dot_v1_dot_api__pb2.StopPodSandboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemovePodSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/RemovePodSandbox',
+            runtime_dot_v1_dot_api__pb2.RemovePodSandboxRequest.SerializeToString,
+            runtime_dot_v1_dot_api__pb2.RemovePodSandboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/CreateContainer',
+            runtime_dot_v1_dot_api__pb2.CreateContainerRequest.SerializeToString,
+            runtime_dot_v1_dot_api__pb2.CreateContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/StartContainer',
+            runtime_dot_v1_dot_api__pb2.StartContainerRequest.SerializeToString,
+            runtime_dot_v1_dot_api__pb2.StartContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
