@@ -47,9 +47,16 @@ class NodeReport:
 
     def configure(self, entries: Iterable[ImageEntry]) -> None:
         """Adopt a (new) list: keep what is known of images still listed, forget the rest."""
-        self.images = {
-            e.written: self.images.get(e.written) or ImageReport(e.written) for e in entries
-        }
+        images = {}
+        for entry in entries:
+            known = self.images.get(entry.written)
+            if not entry.applies_to(self.node):
+                images[entry.written] = ImageReport(entry.written, state="skipped")
+            elif known is None or known.state == "skipped":
+                images[entry.written] = ImageReport(entry.written)
+            else:
+                images[entry.written] = known
+        self.images = images
 
     def pulling(self, entry: ImageEntry) -> None:
         report = self.images.get(entry.written)

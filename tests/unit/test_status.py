@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from agent.config import parse
+from agent.metrics import Metrics, observe_pass
+from agent.plan import Action
+from agent.platform import Platform
+from agent.reconcile import Outcome
+from agent.status import NodeReport
+
+D = "sha256:" + "d" * 64
+CONFIG = parse(
+    "images:\n  - r.io/a:1\n  - r.io/b:1\n  - image: r.io/c:1\n    platforms: [linux/arm64]\n"
+)
+A, B, C = CONFIG.images
+
+
+def outcomes(a: str, b: str) -> list[Outcome]:
+    def one(entry, status: str) -> Outcome:
+        action = {"hit": Action.HIT, "pulled": Action.PULL, "failed": Action.PULL}[status]
+        return Outcome(
+            entry, status, "x" if status == "failed" else "", D, "id", 10, 1.5, action=action
+        )
+
+    return [one(A, a), one(B, b), Outcome(C, "skipped", "for linux/arm64", action=Action.SKIP)]
+
+
+def test_not_ready_until_a_pass_leaves_every_desired_image_present() -> None:
+    report = NodeReport(Platform("linux", "amd64"))
+    report.configure(CONFIG.images)
+    assert not report.ready and [r.image for r in report.missing] == ["r.io/a:1", "r.io/b:1"]
+
+    report.record(outcomes("pulled", "failed"), 100.0)
+    assert not report.ready and [r.image for r in report.missing] == ["r.io/b:1"]
+    assert report.images["r.io/b:1"].last_error == "x"
+
+    report.record(outcomes("hit", "pulled"), 200.0)
+    assert report.ready and report.last_reconcile == 200.0
+    assert report.to_json()["images"][2]["state"] == "skipped"
+
+
+def test_an_image_that_was_present_and_is_pulled_again_as_absent_was_evicted() -> None:
+    report = NodeReport(Platform("linux", "amd64"))
+    report.configure(CONFIG.images)
+    first = report.record(outcomes("pulled", "pulled"), 1.0)
+    assert first.evicted == (), "the first pull of an image is no eviction"
+    again = report.record(outcomes("pulled", "hit"), 2.0)
+    assert again.evicted == ("r.io/a:1",)
+
+
+def test_reconfiguring_keeps_known_images_and_forgets_removed_ones() -> None:
+    report = NodeReport(Platform("linux", "amd64"))
+    report.configure(CONFIG.images)
+    report.record(outcomes("hit", "hit"), 1.0)
+    report.configure(parse("images:\n  - r.io/a:1\n  - r.io/new:1\n").images)
+    assert {k: v.state for k, v in report.images.items()} == {
+        "r.io/a:1": "present",
+        "r.io/new:1": "pending",
+    }
+
+
+def test_a_pass_becomes_metrics() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    report = NodeReport(Platform("linux", "amd64"))
+    report.configure(CONFIG.images)
+    passed = outcomes("hit", "failed")
+    observe_pass(metrics, passed, report, report.record(passed, 5.0), 0.5, 5.0)
+
+    value = registry.get_sample_value
+    assert value("prepull_cache_hits_total") == 1 and value("prepull_cache_misses_total") == 1
+    assert value("prepull_pulls_total", {"result": "failure"}) == 1
+    assert value("prepull_pulls_total", {"result": "success"}) == 0
+    assert value("prepull_images_desired") == 2 and value("prepull_images_ready") == 1
+    assert value("prepull_image_ready", {"image": "r.io/a:1"}) == 1
+    assert value("prepull_image_ready", {"image": "r.io/b:1"}) == 0
+    assert value("prepull_image_ready", {"image": "r.io/c:1"}) is None, "skipped: not this node's"
+    assert value("prepull_last_reconcile_success_timestamp_seconds") == 0, "the pass failed"
