@@ -37,6 +37,11 @@ RESYNC_JITTER = 0.1
 HEALTH_TIMEOUT = 2.0
 
 
+def jittered(resync: float, rng: Callable[[], float]) -> float:
+    """`resync` ± RESYNC_JITTER, uniformly."""
+    return resync * (1 + RESYNC_JITTER * (2 * rng() - 1))
+
+
 @dataclass(frozen=True)
 class DaemonSettings:
     config_path: Path
@@ -166,8 +171,7 @@ class Daemon:
                     await self._finish_in_grace(task)
                     return
                 task.result()
-                resync = self._current().resync_seconds
-                next_pass = time.monotonic() + resync * (1 + RESYNC_JITTER * (2 * self._rng() - 1))
+                next_pass = time.monotonic() + jittered(self._current().resync_seconds, self._rng)
             due = min(next_pass, next_scan) - time.monotonic()
             wait = min(self.settings.watch_interval, max(0.0, due))
             with contextlib.suppress(TimeoutError):

@@ -17,7 +17,8 @@ from tests.harness.procs import HarnessError, free_port
 
 
 class DaemonProc:
-    def __init__(self, config: Path, endpoint: str, *extra: str) -> None:
+    def __init__(self, config: Path, endpoint: str, *extra: str, healthy: bool = True) -> None:
+        """Start the daemon and wait until it serves: healthy, or (healthy=False) at all."""
         self.port = free_port()
         self.stderr_path = config.parent / f"daemon-{self.port}.log"
         self._stderr = self.stderr_path.open("w")
@@ -40,7 +41,12 @@ class DaemonProc:
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
         )
-        self.wait_for(lambda: self.get("/healthz")[0] == 200, 30, "the daemon to serve /healthz")
+        serving = (
+            (lambda: self.get("/healthz")[0] == 200)
+            if healthy
+            else (lambda: self.get("/healthz")[0] != 0)
+        )
+        self.wait_for(serving, 30, "the daemon to serve /healthz")
 
     @property
     def url(self) -> str:

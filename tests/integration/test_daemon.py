@@ -331,3 +331,23 @@ def test_pod_starts_are_counted_as_cache_hits_and_misses(
     finally:
         for pod in pods:
             remove_pod(containerd.endpoint, pod)
+
+
+def test_an_unreachable_runtime_makes_the_agent_unhealthy_and_says_why(
+    tmp_path: Path, volume: ConfigMapVolume, registry: Registry
+) -> None:
+    volume.write(listing(registry, [f"{registry.host}/x/y:1"]))
+    endpoint = f"unix://{tmp_path}/no-such.sock"
+    daemon = DaemonProc(volume.path, endpoint, healthy=False)
+    try:
+        code, text = daemon.get("/healthz")
+        assert code == 503 and endpoint in text, text
+        assert daemon.get("/readyz")[0] == 503
+        daemon.wait_for(
+            lambda: json.loads(daemon.get("/status")[1])["last_error"] is not None,
+            30,
+            "the failed pass to be reported",
+        )
+        assert endpoint in json.loads(daemon.get("/status")[1])["last_error"]
+    finally:
+        assert daemon.terminate() == 0

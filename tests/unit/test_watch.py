@@ -30,3 +30,11 @@ def test_a_file_that_disappears_and_returns_is_a_change(tmp_path: Path) -> None:
     assert watcher.changed()
     config.write_text("images: [nginx]\n")
     assert watcher.changed()
+
+
+def test_resync_is_jittered_within_ten_percent() -> None:
+    from agent.app import jittered
+
+    assert jittered(300, lambda: 0.0) == 270
+    assert jittered(300, lambda: 1.0) == 330
+    assert jittered(300, lambda: 0.5) == 300
