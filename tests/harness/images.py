@@ -11,6 +11,7 @@ import tarfile
 from dataclasses import dataclass, field
 
 from agent import manifest as mt
+from agent.platform import detect
 from tests.harness.registry import Registry
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -68,28 +69,27 @@ def _busybox_layer() -> tuple[bytes, str]:
     return gzip.compress(uncompressed, mtime=0), sha256(uncompressed)
 
 
-def push_runnable(registry: Registry, repo: str, tag: str, command: list[str]) -> PushedImage:
-    """A single-platform image for this machine whose entrypoint really runs (busybox)."""
-    import platform as host
-
-    from agent.platform import detect
-
-    node = detect()
-    blob, diff_id = _busybox_layer()
-    config = json.dumps(
-        {
-            "architecture": node.architecture,
-            "os": node.os,
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-            "config": {
-                "Entrypoint": command,
-                "Labels": {
-                    "prepull.test/nonce": os.urandom(8).hex(),
-                    "prepull.test/host": host.node(),
-                },
-            },
-        }
-    ).encode()
+def _push_single(
+    registry: Registry,
+    repo: str,
+    tag: str | None,
+    platform: str,
+    layer: tuple[bytes, str],
+    image_config: dict[str, object],
+) -> tuple[bytes, str, str, str]:
+    """Push one layer, its config and manifest: (manifest body, manifest, config, layer digest)."""
+    os_name, arch, *variant = platform.split("/")
+    blob, diff_id = layer
+    config_doc: dict[str, object] = {
+        "architecture": arch,
+        "os": os_name,
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        # A nonce label: every push is new content, even with equal layers.
+        "config": {**image_config, "Labels": {"prepull.test/nonce": os.urandom(8).hex()}},
+    }
+    if variant:
+        config_doc["variant"] = variant[0]
+    config = json.dumps(config_doc).encode()
     registry.push_blob(repo, blob, sha256(blob))
     registry.push_blob(repo, config, sha256(config))
     manifest = json.dumps(
@@ -100,16 +100,19 @@ def push_runnable(registry: Registry, repo: str, tag: str, command: list[str]) -
             "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": sha256(blob), "size": len(blob)}],
         }
     ).encode()
-    digest = registry.push_manifest(repo, tag, manifest, mt.OCI_MANIFEST)
-    platform = str(node)
+    digest = registry.push_manifest(repo, tag or sha256(manifest), manifest, mt.OCI_MANIFEST)
+    assert digest == sha256(manifest), "the registry changed the manifest"
+    return manifest, digest, sha256(config), sha256(blob)
+
+
+def push_runnable(registry: Registry, repo: str, tag: str, command: list[str]) -> PushedImage:
+    """A single-platform image for this machine whose entrypoint really runs (busybox)."""
+    platform = str(detect())
+    _, digest, config, layer = _push_single(
+        registry, repo, tag, platform, _busybox_layer(), {"Entrypoint": command}
+    )
     return PushedImage(
-        registry.host,
-        repo,
-        tag,
-        digest,
-        {platform: digest},
-        {platform: sha256(config)},
-        {platform: sha256(blob)},
+        registry.host, repo, tag, digest, {platform: digest}, {platform: config}, {platform: layer}
     )
 
 
@@ -129,30 +132,8 @@ def push_platform_manifest(
     registry: Registry, repo: str, platform: str, layer_bytes: int = 4096, tag: str | None = None
 ) -> tuple[bytes, str, str, str]:
     """Push one single-platform image: (manifest body, manifest digest, config and layer digest)."""
-    os_name, arch, *variant = platform.split("/")
-    blob, diff_id = _layer(os.urandom(layer_bytes), arch)
-    config_doc: dict[str, object] = {
-        "architecture": arch,
-        "os": os_name,
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "config": {"Labels": {"prepull.test/nonce": os.urandom(8).hex()}},
-    }
-    if variant:
-        config_doc["variant"] = variant[0]
-    config = json.dumps(config_doc).encode()
-    registry.push_blob(repo, blob, sha256(blob))
-    registry.push_blob(repo, config, sha256(config))
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
-            "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": sha256(blob), "size": len(blob)}],
-        }
-    ).encode()
-    digest = registry.push_manifest(repo, tag or sha256(manifest), manifest, mt.OCI_MANIFEST)
-    assert digest == sha256(manifest), "the registry changed the manifest"
-    return manifest, digest, sha256(config), sha256(blob)
+    layer = _layer(os.urandom(layer_bytes), platform.split("/")[1])
+    return _push_single(registry, repo, tag, platform, layer, {})
 
 
 def push_image(

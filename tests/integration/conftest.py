@@ -6,9 +6,10 @@ import asyncio
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -19,6 +20,8 @@ from tests.harness.containerd import Containerd
 from tests.harness.images import push_runnable
 from tests.harness.procs import HarnessError
 from tests.harness.registry import Registry
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -101,49 +104,28 @@ def write_config(path: Path, registry: Registry, images: list[str], extra: str =
     return path
 
 
+def with_cri(node: Containerd, use: Callable[[CriClient], Awaitable[T]]) -> T:
+    """Run one CRI conversation with `node` from a synchronous test."""
+
+    async def go() -> T:
+        channel = rpc.open_channel(node.endpoint)
+        try:
+            return await use(CriClient(channel, node.endpoint))
+        finally:
+            await channel.close()
+
+    return asyncio.run(go())
+
+
 def image_status(node: Containerd, reference: str) -> NodeImage | None:
     """What kubelet sees: CRI ImageStatus for the reference exactly as a pod spec writes it."""
-
-    async def ask() -> NodeImage | None:
-        channel = rpc.open_channel(node.endpoint)
-        try:
-            return await CriClient(channel, node.endpoint).image_status(reference)
-        finally:
-            await channel.close()
-
-    return asyncio.run(ask())
-
-
-def list_images(node: Containerd) -> list[NodeImage]:
-    async def ask() -> list[NodeImage]:
-        channel = rpc.open_channel(node.endpoint)
-        try:
-            return await CriClient(channel, node.endpoint).list_images()
-        finally:
-            await channel.close()
-
-    return asyncio.run(ask())
+    return with_cri(node, lambda cri: cri.image_status(reference))
 
 
 def remove_image(node: Containerd, reference: str) -> None:
-    async def remove() -> None:
-        channel = rpc.open_channel(node.endpoint)
-        try:
-            await CriClient(channel, node.endpoint).remove(reference)
-        finally:
-            await channel.close()
-
-    asyncio.run(remove())
+    with_cri(node, lambda cri: cri.remove(reference))
 
 
 def pull(node: Containerd, reference: str) -> None:
     """What kubelet does for an image a pod needs and the node lacks."""
-
-    async def go() -> None:
-        channel = rpc.open_channel(node.endpoint)
-        try:
-            await CriClient(channel, node.endpoint).pull(reference)
-        finally:
-            await channel.close()
-
-    asyncio.run(go())
+    with_cri(node, lambda cri: cri.pull(reference))
