@@ -102,9 +102,9 @@ class Daemon:
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; a bad config at start is ConfigError (exit 2)."""
-        config = configs.load(self.settings.config_path)
+        # Watch first: an update landing while we read the file is then seen at the next look.
         watcher = ConfigWatcher(self.settings.config_path)
-        self._adopt(config)
+        self._adopt(configs.load(self.settings.config_path))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
@@ -167,6 +167,8 @@ class Daemon:
                 stopper = asyncio.create_task(self._stop.wait())
                 await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 stopper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stopper
                 if not task.done():
                     await self._finish_in_grace(task)
                     return
