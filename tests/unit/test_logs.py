@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import json
+import logging
+
+from agent.logs import JsonFormatter, TextFormatter
+
+
+def record(**extra: object) -> logging.LogRecord:
+    entry = logging.LogRecord(
+        "prepull-agent", logging.INFO, __file__, 1, "%s pulled", ("r.io/a:1",), None
+    )
+    for key, value in extra.items():
+        setattr(entry, key, value)
+    return entry
+
+
+def test_json_lines_carry_the_pull_fields() -> None:
+    line = JsonFormatter().format(
+        record(image="r.io/a:1", digest="sha256:x", duration_seconds=1.5, outcome="pulled")
+    )
+    parsed = json.loads(line)
+    assert parsed["message"] == "r.io/a:1 pulled" and parsed["level"] == "info"
+    assert (parsed["image"], parsed["digest"], parsed["duration_seconds"], parsed["outcome"]) == (
+        "r.io/a:1",
+        "sha256:x",
+        1.5,
+        "pulled",
+    )
+    assert parsed["time"].endswith("Z")
+    assert "\n" not in line
+
+
+def test_text_lines_are_for_humans() -> None:
+    line = TextFormatter().format(record(outcome="pulled"))
+    assert line == "INFO prepull-agent: r.io/a:1 pulled outcome=pulled"
