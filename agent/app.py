@@ -21,6 +21,7 @@ from agent import config as configs
 from agent import rpc
 from agent.config import PreloadConfig
 from agent.containerd import ContainerdImages
+from agent.credentials import CredentialFiles
 from agent.cri import CriClient
 from agent.errors import AgentError, ConfigError, InputError, RuntimeUnavailable
 from agent.metrics import Metrics, observe_pass
@@ -94,6 +95,7 @@ class Daemon:
         self._rng = rng
         self._stop = asyncio.Event()
         self._config: PreloadConfig | None = None
+        self._credential_files = CredentialFiles(())
         self._seen_containers: set[str] | None = None
         """Containers already judged; None until the baseline scan at start."""
 
@@ -129,6 +131,7 @@ class Daemon:
                     session,
                     lambda host: self._current().registry(host),
                     observe=self._observe_request,
+                    credentials=lambda ref: self._credential_files.lookup(ref),
                 )
                 binder = ContainerdImages(channel, self.settings.endpoint)
                 await self._loop(watcher, cri, registry, binder)
@@ -146,6 +149,7 @@ class Daemon:
 
     def _adopt(self, config: PreloadConfig) -> None:
         self._config = config
+        self._credential_files = CredentialFiles(config.credential_paths())
         self.report.configure(config.images)
 
     async def _loop(
@@ -227,6 +231,7 @@ class Daemon:
                 self.settings.node,
                 on_start=self.report.pulling,
                 stopping=self._stop.is_set,
+                credentials=self._credential_files.lookup,
             )
             outcomes = await reconciler.converge(config)
         except RuntimeUnavailable as exc:

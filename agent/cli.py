@@ -18,6 +18,7 @@ from agent import reference as references
 from agent.app import Daemon, DaemonSettings
 from agent.config import PreloadConfig, RegistrySettings
 from agent.containerd import ContainerdImages
+from agent.credentials import CredentialFiles
 from agent.cri import CriClient
 from agent.errors import AgentError, InputError
 from agent.lock import resolve_tags
@@ -122,6 +123,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _credential_files(config: PreloadConfig) -> CredentialFiles:
+    """The config's credential files, read once now so a broken one is bad input (exit 2)."""
+    files = CredentialFiles(config.credential_paths())
+    files.keyring()
+    return files
+
+
 def _node_platform(text: str | None) -> platforms.Platform:
     return platforms.parse(text) if text else platforms.detect()
 
@@ -145,6 +153,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 async def _once(args: argparse.Namespace) -> int:
     config = configs.load(args.config)
+    files = _credential_files(config)
     node = _node_platform(args.platform)
     channel = rpc.open_channel(args.cri_endpoint)
     try:
@@ -154,8 +163,9 @@ async def _once(args: argparse.Namespace) -> int:
         # Only containerd has the Images API that binds a tag to pinned content.
         binder = ContainerdImages(channel, args.cri_endpoint) if info.name == "containerd" else None
         async with open_session() as session:
-            registry = RegistryClient(session, config.registry)
-            outcomes = await Reconciler(runtime, registry, binder, node).converge(config)
+            registry = RegistryClient(session, config.registry, credentials=files.lookup)
+            reconciler = Reconciler(runtime, registry, binder, node, credentials=files.lookup)
+            outcomes = await reconciler.converge(config)
     finally:
         await channel.close()
     for outcome in outcomes:
@@ -198,7 +208,10 @@ def format_bytes(size: int) -> str:
 async def _lock(args: argparse.Namespace) -> int:
     config = configs.load(args.config)
     async with open_session() as session:
-        results = await resolve_tags(RegistryClient(session, config.registry), config.images)
+        registry = RegistryClient(
+            session, config.registry, credentials=_credential_files(config).lookup
+        )
+        results = await resolve_tags(registry, config.images)
     tags = list(results)
     failures = {e: r for e, r in results.items() if isinstance(r, AgentError)}
     for entry, error in failures.items():
@@ -246,8 +259,10 @@ async def _resolve(args: argparse.Namespace) -> int:
             return RegistrySettings(insecure=True)
         return config.registry(host) if config else RegistrySettings()
 
+    files = _credential_files(config) if config else CredentialFiles(())
     async with open_session() as session:
-        resolution = await RegistryClient(session, settings).resolve(ref, node)
+        registry = RegistryClient(session, settings, credentials=files.lookup)
+        resolution = await registry.resolve(ref, node)
     print(f"reference  {ref}")
     print(f"digest     {resolution.digest}")
     print(f"type       {resolution.media_type}")

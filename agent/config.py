@@ -64,6 +64,9 @@ class PreloadConfig:
     """Parallel pulls on one node: pulls compete for the node's disk and network."""
     resync_seconds: float = DEFAULT_RESYNC_SECONDS
     """How often daemon mode converges again."""
+    credentials: tuple[str, ...] = ()
+    """dockerconfigjson files (imagePullSecret keys, a node's config.json); relative paths are
+    relative to this config file."""
     pin: bool = True
     """Label preloaded images io.cri-containerd.pinned so kubelet's image GC keeps them: a
     preloaded image nobody has run yet is otherwise the first one GC evicts."""
@@ -71,8 +74,12 @@ class PreloadConfig:
     def registry(self, host: str) -> RegistrySettings:
         return self.registries.get(host, RegistrySettings())
 
+    def credential_paths(self) -> tuple[Path, ...]:
+        base = Path(self.source).parent
+        return tuple(base / p for p in self.credentials)
 
-_TOP_KEYS = ("images", "registries", "concurrency", "resync", "pin")
+
+_TOP_KEYS = ("images", "registries", "credentials", "concurrency", "resync", "pin")
 _IMAGE_KEYS = ("image", "platforms")
 _REGISTRY_KEYS = ("insecure",)
 
@@ -148,7 +155,19 @@ class _Parser:
             concurrency=self.concurrency(top.get("concurrency")),
             resync_seconds=self.resync(top.get("resync")),
             pin=self.boolean(top.get("pin"), "'pin'", default=True),
+            credentials=self.paths(top.get("credentials")),
         )
+
+    def paths(self, node: yaml.Node | None) -> tuple[str, ...]:
+        if node is None:
+            return ()
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(node, "'credentials' must be a list of dockerconfigjson file paths")
+        paths = tuple(self.text(item, "a credentials file") for item in node.value)
+        for item, path in zip(node.value, paths, strict=True):
+            if not path.strip():
+                raise self.error(item, "a credentials file path is empty")
+        return paths
 
     def images(self, node: yaml.Node) -> tuple[ImageEntry, ...]:
         if not isinstance(node, yaml.SequenceNode):
@@ -280,6 +299,8 @@ def render_lock(config: PreloadConfig, digests: Mapping[ImageEntry, str]) -> str
         document["registries"] = {
             host: {"insecure": settings.insecure} for host, settings in config.registries.items()
         }
+    if config.credentials:
+        document["credentials"] = list(config.credentials)
     document["concurrency"] = config.concurrency
     document["resync"] = format_duration(config.resync_seconds)
     document["pin"] = config.pin

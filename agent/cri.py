@@ -9,6 +9,7 @@ import grpc
 
 from agent import rpc
 from agent._proto.runtime.v1 import api_pb2, api_pb2_grpc
+from agent.credentials import Credential
 from agent.errors import ImageError
 from agent.plan import NodeImage
 from agent.retry import RetryPolicy
@@ -72,9 +73,19 @@ class CriClient:
         # An absent image is no error: the response simply has no image.
         return _node_image(response.image) if response.HasField("image") else None
 
-    async def pull(self, reference: str) -> str:
+    async def pull(self, reference: str, credential: Credential | None = None) -> str:
         """Pull `reference` for the node's platform; return the image id."""
         request = api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=reference))
+        if credential is not None:
+            # server_address stays empty: containerd compares it with the host it contacts,
+            # and a wrong value silently drops the credentials (FACTS.md).
+            request.auth.CopyFrom(
+                api_pb2.AuthConfig(
+                    username=credential.username,
+                    password=credential.password,
+                    identity_token=credential.identity_token,
+                )
+            )
         try:
             response = await self._call(
                 self._images.PullImage,

@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from agent.config import ImageEntry, PreloadConfig
+from agent.credentials import Credential
 from agent.errors import AgentError, ImageError, RuntimeUnavailable, TagBindingUnsupported
 from agent.manifest import Resolution
 from agent.plan import Action, NodeImage, NodeState, Step, plan_one
@@ -29,7 +30,7 @@ class ImageRuntime(Protocol):
 
     async def list_images(self) -> list[NodeImage]: ...
     async def image_status(self, reference: str) -> NodeImage | None: ...
-    async def pull(self, reference: str) -> str: ...
+    async def pull(self, reference: str, credential: Credential | None = None) -> str: ...
 
 
 class TagBinder(Protocol):
@@ -84,6 +85,7 @@ class Reconciler:
         clock: Callable[[], float] = time.monotonic,
         on_start: Callable[[ImageEntry], None] = lambda entry: None,
         stopping: Callable[[], bool] = lambda: False,
+        credentials: Callable[[Reference], Sequence[Credential]] = lambda ref: (),
     ) -> None:
         self._runtime = runtime
         self._registry = registry
@@ -92,6 +94,7 @@ class Reconciler:
         self._clock = clock
         self._on_start = on_start
         self._stopping = stopping
+        self._credentials = credentials
 
     async def converge(self, config: PreloadConfig) -> list[Outcome]:
         """One pass over the list; RuntimeUnavailable if the runtime cannot be asked at all."""
@@ -150,7 +153,7 @@ class Reconciler:
         refusal = await self._refusal(entry.reference, step)
         if refusal:
             return Outcome(entry, "failed", refusal)
-        await self._runtime.pull(step.pull_ref)
+        await self._pull(step.pull_ref, entry.reference)
         pulled = await self._runtime.image_status(step.pull_ref)
         if pulled is None:
             return Outcome(
@@ -160,6 +163,17 @@ class Reconciler:
             await self._bind(entry, step.bind_tag, pulled.id)
         digest = _recorded_digest(pulled, entry.reference, step.digest)
         return _present(entry, "pulled", step.reason, digest, pulled)
+
+    async def _pull(self, pull_ref: str, ref: Reference) -> None:
+        """Pull with each matching credential in turn, as kubelet does; anonymously if none."""
+        candidates: list[Credential | None] = [*self._credentials(ref)] or [None]
+        for index, credential in enumerate(candidates):
+            try:
+                await self._runtime.pull(pull_ref, credential)
+                return
+            except ImageError:
+                if index == len(candidates) - 1:
+                    raise
 
     async def _refusal(self, ref: Reference, step: Step) -> str | None:
         """Check the content against this node's platform before anything is pulled."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -13,6 +14,7 @@ import aiohttp
 
 from agent import manifest as manifests
 from agent.config import RegistrySettings
+from agent.credentials import Credential
 from agent.errors import RegistryError, TransientRegistryError
 from agent.manifest import Descriptor, Manifest, ManifestError, Resolution
 from agent.platform import Platform, best_match, can_run
@@ -25,6 +27,8 @@ MAX_REMOTE_TEXT = 256
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 # distribution-spec token auth: a token without expires_in lives 60 s.
 DEFAULT_TOKEN_SECONDS = 60.0
+# A Basic header that worked is sent up front for this long, saving a 401 round trip per request.
+BASIC_REUSE_SECONDS = 300.0
 _TOKEN_EARLY_REFRESH = 0.9
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 USER_AGENT = "prepull-agent"
@@ -47,14 +51,16 @@ class RegistryClient:
         *,
         policy: RetryPolicy = RetryPolicy(),
         observe: Callable[[str, str, str, float], None] = lambda host, method, status, s: None,
+        credentials: Callable[[Reference], Sequence[Credential]] = lambda ref: (),
     ) -> None:
         self._session = session
         self._observe = observe
         """Called per request with (registry, method, status or "error", seconds)."""
         self._settings = settings
         self._policy = policy
-        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
-        """(API host, scope) → (bearer token, monotonic expiry)."""
+        self._auth: dict[tuple[str, str], tuple[str, bool, float]] = {}
+        """(API host, scope) → (Authorization value, credentials in it?, monotonic expiry)."""
+        self._credentials = credentials
         self.requests = 0
         """Requests sent to registries (token requests included): for tests and benchmarks."""
 
@@ -150,24 +156,64 @@ class RegistryClient:
         self, ref: Reference, method: str, url: str, headers: dict[str, str]
     ) -> _Response:
         scope = f"repository:{ref.path}:pull"
-        token = self._cached_token(ref.api_host, scope)
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        cached = self._cached_auth(ref.api_host, scope)
+        if cached:
+            headers["Authorization"], sent = cached
+        else:
+            sent = False
         response = await self._request(ref, method, url, headers)
-        if response.status == 401 and "Authorization" not in headers:
-            challenge = response.headers.get("WWW-Authenticate", "")
-            if challenge.lower().startswith("bearer"):
-                token = await self._fetch_token(ref, challenge, scope)
-                headers["Authorization"] = f"Bearer {token}"
-                response = await self._request(ref, method, url, headers)
+        if response.status == 401:
+            response, sent = await self._authenticate(ref, method, url, headers, response, scope)
         if 300 <= response.status < 400 and "Location" in response.headers:
             # Blob storage redirects elsewhere: follow, never forwarding our credentials.
             location = urljoin(url, response.headers["Location"])
             if urlsplit(location).netloc != urlsplit(url).netloc:
                 headers.pop("Authorization", None)
             response = await self._request(ref, method, location, headers)
-        self._check(ref, response, credentials_sent="Authorization" in headers)
+        self._check(ref, response, credentials_sent=sent)
         return response
+
+    async def _authenticate(
+        self,
+        ref: Reference,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        refused: _Response,
+        scope: str,
+    ) -> tuple[_Response, bool]:
+        """Answer a 401 challenge with each matching credential in turn (kubelet's order), or
+        anonymously when none match; returns the last response and whether credentials went."""
+        challenge = refused.headers.get("WWW-Authenticate", "")
+        scheme = challenge.split(" ", 1)[0].lower()
+        candidates: list[Credential | None] = [*self._credentials(ref)] or [None]
+        response, sent = refused, False
+        token_refusal: RegistryError | None = None
+        for credential in candidates:
+            if scheme == "bearer":
+                try:
+                    token, lifetime = await self._fetch_token(ref, challenge, scope, credential)
+                except RegistryError as exc:
+                    if exc.status not in (401, 403):
+                        raise
+                    token_refusal = exc
+                    continue
+                value = f"Bearer {token}"
+            elif scheme == "basic" and credential is not None and credential.username:
+                pair = f"{credential.username}:{credential.password}".encode()
+                value, lifetime = "Basic " + base64.b64encode(pair).decode(), BASIC_REUSE_SECONDS
+            else:
+                break
+            headers["Authorization"] = value
+            sent = credential is not None
+            response = await self._request(ref, method, url, headers)
+            if response.status not in (401, 403):
+                expires = time.monotonic() + lifetime * _TOKEN_EARLY_REFRESH
+                self._auth[(ref.api_host, scope)] = (value, sent, expires)
+                return response, sent
+        if token_refusal is not None and response is refused:
+            raise token_refusal
+        return response, sent
 
     async def _request(
         self, ref: Reference, method: str, url: str, headers: Mapping[str, str]
@@ -218,11 +264,16 @@ class RegistryClient:
 
     # -- bearer tokens (distribution token auth) --------------------------------------------
 
-    def _cached_token(self, host: str, scope: str) -> str | None:
-        token, expires = self._tokens.get((host, scope), ("", 0.0))
-        return token if token and time.monotonic() < expires else None
+    def _cached_auth(self, host: str, scope: str) -> tuple[str, bool] | None:
+        """The Authorization value that last worked here, and whether it carries credentials."""
+        value, sent, expires = self._auth.get((host, scope), ("", False, 0.0))
+        return (value, sent) if value and time.monotonic() < expires else None
 
-    async def _fetch_token(self, ref: Reference, challenge: str, scope: str) -> str:
+    async def _fetch_token(
+        self, ref: Reference, challenge: str, scope: str, credential: Credential | None
+    ) -> tuple[str, float]:
+        """A bearer token and its lifetime from the challenge's realm (distribution token auth):
+        anonymous, with Basic credentials, or an identity token as OAuth refresh token."""
         params = dict(_CHALLENGE_PARAM.findall(challenge))
         realm = params.get("realm")
         if not realm:
@@ -232,7 +283,20 @@ class RegistryClient:
             query["service"] = params["service"]
         self.requests += 1
         try:
-            async with self._session.get(realm, params=query) as resp:
+            if credential is not None and credential.identity_token:
+                form = {
+                    **query,
+                    "grant_type": "refresh_token",
+                    "refresh_token": credential.identity_token,
+                    "client_id": USER_AGENT,
+                }
+                request = self._session.post(realm, data=form)
+            else:
+                auth = None
+                if credential is not None:
+                    auth = aiohttp.BasicAuth(credential.username, credential.password)
+                request = self._session.get(realm, params=query, auth=auth)
+            async with request as resp:
                 body = await resp.read()
                 status = resp.status
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
@@ -240,8 +304,14 @@ class RegistryClient:
                 ref.domain, ref.path, f"token service {realm} unreachable: {exc}"
             ) from None
         if status != 200:
+            sent = credential is not None
+            refused = "refused the credentials" if sent else "refused an anonymous token"
             raise RegistryError(
-                ref.domain, ref.path, f"token service {realm} refused: HTTP {status}", status=status
+                ref.domain,
+                ref.path,
+                f"token service {realm} {refused} (HTTP {status})",
+                status=status,
+                credentials_sent=sent,
             )
         try:
             document = json.loads(body)
@@ -251,9 +321,7 @@ class RegistryClient:
             token = None
         if not isinstance(token, str) or not token:
             raise RegistryError(ref.domain, ref.path, f"token service {realm} sent no token")
-        expires = time.monotonic() + lifetime * _TOKEN_EARLY_REFRESH
-        self._tokens[(ref.api_host, scope)] = (token, expires)
-        return token
+        return token, lifetime
 
 
 @dataclass(frozen=True)

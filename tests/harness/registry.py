@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import urllib.error
@@ -29,10 +30,18 @@ http:
   addr: 127.0.0.1:{port}
 """
 
+HTPASSWD = """auth:
+  htpasswd:
+    realm: prepull-test
+    path: {path}
+"""
+
 
 class Registry:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, basic_auth: tuple[str, str] | None = None) -> None:
+        """`basic_auth`: (user, password) the registry demands, checked against an htpasswd."""
         self.workdir = workdir
+        self.basic_auth = basic_auth
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -49,7 +58,16 @@ class Registry:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         config = self.workdir / "config.yml"
-        config.write_text(CONFIG.format(root=self.workdir / "data", port=self.port))
+        text = CONFIG.format(root=self.workdir / "data", port=self.port)
+        if self.basic_auth is not None:
+            import bcrypt
+
+            user, password = self.basic_auth
+            hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+            htpasswd = self.workdir / "htpasswd"
+            htpasswd.write_text(f"{user}:{hashed}\n")
+            text += HTPASSWD.format(path=htpasswd)
+        config.write_text(text)
         log = self.workdir / "registry.log"
         with log.open("wb") as out:
             self._proc = subprocess.Popen(
@@ -66,6 +84,8 @@ class Registry:
         try:
             with urllib.request.urlopen(f"{self.url}/v2/", timeout=1) as resp:
                 return bool(resp.status == 200)
+        except urllib.error.HTTPError as exc:
+            return exc.code == 401 and self.basic_auth is not None
         except OSError:
             return False
 
@@ -99,6 +119,9 @@ class Registry:
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> _Reply:
         url = path if path.startswith("http") else f"{self.url}{path}"
+        if self.basic_auth is not None:
+            pair = ":".join(self.basic_auth).encode()
+            headers = {**headers, "Authorization": "Basic " + base64.b64encode(pair).decode()}
         request = urllib.request.Request(url, data=body, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as resp:

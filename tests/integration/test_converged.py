@@ -8,6 +8,7 @@ from agent import config as configs
 from agent import platform as platforms
 from agent import rpc
 from agent.containerd import ContainerdImages
+from agent.credentials import Credential
 from agent.cri import CriClient
 from agent.plan import NodeImage
 from agent.reconcile import Reconciler
@@ -38,9 +39,9 @@ class CountingCri(CriClient):
         self._count("ImageStatus")
         return await super().image_status(reference)
 
-    async def pull(self, reference: str) -> str:
+    async def pull(self, reference: str, credential: Credential | None = None) -> str:
         self._count("PullImage")
-        return await super().pull(reference)
+        return await super().pull(reference, credential)
 
 
 async def _converge(node: Containerd, config: configs.PreloadConfig):

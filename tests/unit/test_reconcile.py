@@ -26,6 +26,7 @@ class FakeRuntime:
     def __init__(self, fail_list: bool = False) -> None:
         self.images: list[NodeImage] = []
         self.pulls: list[str] = []
+        self.credentials_used: list[object] = []
         self.fail_list = fail_list
         self.in_flight = 0
         self.max_in_flight = 0
@@ -41,7 +42,8 @@ class FakeRuntime:
                 return image
         return None
 
-    async def pull(self, reference: str) -> str:
+    async def pull(self, reference: str, credential: object = None) -> str:
+        self.credentials_used.append(credential)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         await asyncio.sleep(0.01)
