@@ -200,8 +200,7 @@ class RegistryClient:
                     continue
                 value = f"Bearer {token}"
             elif scheme == "basic" and credential is not None and credential.username:
-                pair = f"{credential.username}:{credential.password}".encode()
-                value, lifetime = "Basic " + base64.b64encode(pair).decode(), BASIC_REUSE_SECONDS
+                value, lifetime = _basic(credential), BASIC_REUSE_SECONDS
             else:
                 break
             headers["Authorization"] = value
@@ -292,10 +291,8 @@ class RegistryClient:
                 }
                 request = self._session.post(realm, data=form)
             else:
-                auth = None
-                if credential is not None:
-                    auth = aiohttp.BasicAuth(credential.username, credential.password)
-                request = self._session.get(realm, params=query, auth=auth)
+                headers = {"Authorization": _basic(credential)} if credential is not None else {}
+                request = self._session.get(realm, params=query, headers=headers)
             async with request as resp:
                 body = await resp.read()
                 status = resp.status
@@ -329,6 +326,12 @@ class _Response:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+def _basic(credential: Credential) -> str:
+    """An Authorization header value: it holds the password, so it is never logged."""
+    pair = f"{credential.username}:{credential.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode()
 
 
 def _error_detail(body: bytes) -> str:

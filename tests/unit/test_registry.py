@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from agent.config import RegistrySettings
+from agent.credentials import Credential
 from agent.errors import RegistryError, TransientRegistryError
 from agent.manifest import ACCEPT, OCI_INDEX, OCI_MANIFEST, sha256_digest
 from agent.platform import Platform
@@ -48,11 +50,18 @@ class FakeRegistry:
     seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     tokens_issued: int = 0
     port: int = 0
+    basic_password: str | None = None
+    """With basic_challenge: the password the registry accepts for user "u"."""
+    token_password: str | None = None
+    """With require_token: the token service demands Basic u:<this>, or this refresh token."""
+    token_requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
     async def manifest(self, request: web.Request) -> web.StreamResponse:
         self.seen.append((request.method, request.path, dict(request.headers)))
         if self.basic_challenge:
-            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+            expected = "Basic " + base64.b64encode(f"u:{self.basic_password}".encode()).decode()
+            if self.basic_password is None or request.headers.get("Authorization") != expected:
+                return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
         if self.require_token and request.headers.get("Authorization") != "Bearer tok":
             challenge = (
                 f'Bearer realm="http://127.0.0.1:{self.port}/token",service="fake",'
@@ -72,8 +81,18 @@ class FakeRegistry:
         return web.Response(body=body if request.method == "GET" else None, headers=headers)
 
     async def token(self, request: web.Request) -> web.Response:
-        assert request.query["scope"] == "repository:acme/app:pull"
-        assert request.query["service"] == "fake"
+        form = dict(await request.post()) if request.method == "POST" else dict(request.query)
+        self.token_requests.append((request.method, {k: str(v) for k, v in form.items()}))
+        assert form["scope"] == "repository:acme/app:pull"
+        assert form["service"] == "fake"
+        if self.token_password is not None:
+            basic = "Basic " + base64.b64encode(f"u:{self.token_password}".encode()).decode()
+            refresh = (
+                form.get("grant_type") == "refresh_token"
+                and form.get("refresh_token") == self.token_password
+            )
+            if request.headers.get("Authorization") != basic and not refresh:
+                return web.Response(status=401)
         self.tokens_issued += 1
         return web.json_response({"token": "tok", "expires_in": 300})
 
@@ -83,7 +102,7 @@ async def fake() -> AsyncIterator[FakeRegistry]:
     state = FakeRegistry()
     app = web.Application()
     app.router.add_route("*", "/v2/acme/app/manifests/{ref}", state.manifest)
-    app.router.add_get("/token", state.token)
+    app.router.add_route("*", "/token", state.token)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -192,3 +211,69 @@ async def test_unreachable_registry_is_transient(client: RegistryClient) -> None
     closed = Reference("127.0.0.1:9", "acme/app", "1")
     with pytest.raises(TransientRegistryError, match="connection failed"):
         await client.head_digest(closed)
+
+
+@pytest.fixture
+async def client_with(fake: FakeRegistry) -> AsyncIterator:  # type: ignore[type-arg]
+    async with open_session() as session:
+
+        def make(*credentials: Credential) -> RegistryClient:
+            return RegistryClient(
+                session,
+                lambda host: RegistrySettings(insecure=True),
+                policy=FAST,
+                credentials=lambda ref: credentials,
+            )
+
+        yield make
+
+
+async def test_basic_challenge_is_answered_with_each_credential_in_turn(
+    fake: FakeRegistry, client_with
+) -> None:
+    fake.basic_challenge, fake.basic_password = True, "right"
+    client = client_with(Credential("u", "wrong", source="a"), Credential("u", "right", source="b"))
+
+    digest, _ = await client.head_digest(ref(fake))
+    await client.head_digest(ref(fake))
+
+    assert digest == INDEX_DIGEST
+    statuses = [h.get("Authorization", "") for _, _, h in fake.seen]
+    assert len(fake.seen) == 4, "401, wrong, right, then the working header reused at once"
+    assert statuses[0] == "" and statuses[3] == statuses[2]
+
+
+async def test_bearer_token_with_basic_credentials(fake: FakeRegistry, client_with) -> None:
+    fake.require_token, fake.token_password = True, "right"
+    client = client_with(Credential("u", "wrong", source="a"), Credential("u", "right", source="b"))
+
+    digest, _ = await client.head_digest(ref(fake))
+
+    assert digest == INDEX_DIGEST and fake.tokens_issued == 1
+    assert [m for m, _ in fake.token_requests] == ["GET", "GET"]
+
+
+async def test_identity_token_is_used_as_an_oauth_refresh_token(
+    fake: FakeRegistry, client_with
+) -> None:
+    fake.require_token, fake.token_password = True, "refresh-me"
+    client = client_with(Credential("", "", identity_token="refresh-me", source="a"))
+
+    await client.head_digest(ref(fake))
+
+    ((method, form),) = fake.token_requests
+    assert method == "POST" and form["grant_type"] == "refresh_token"
+    assert form["client_id"] == "prepull-agent"
+
+
+async def test_refused_credentials_are_reported_as_sent_and_never_shown(
+    fake: FakeRegistry, client_with
+) -> None:
+    fake.require_token, fake.token_password = True, "right"
+    client = client_with(Credential("u", "Wr0ng-secret", source="pull-secret"))
+
+    with pytest.raises(RegistryError) as info:
+        await client.head_digest(ref(fake))
+
+    assert info.value.credentials_sent and info.value.status == 401
+    assert "refused the credentials" in str(info.value) and "Wr0ng-secret" not in str(info.value)
