@@ -24,6 +24,7 @@ from agent.containerd import ContainerdImages
 from agent.credentials import CredentialFiles
 from agent.cri import CriClient
 from agent.errors import AgentError, ConfigError, InputError, RuntimeUnavailable
+from agent.hosts import HostsDirectory, resolver
 from agent.metrics import Metrics, observe_pass
 from agent.platform import Platform
 from agent.reconcile import Outcome, Reconciler
@@ -53,6 +54,8 @@ class DaemonSettings:
     """Seconds in-flight pulls get to finish after SIGTERM; keep below the pod's grace period."""
     watch_interval: float = 2.0
     """Seconds between looks at the config file (a ConfigMap update lands within a minute)."""
+    hosts_dir: Path | None = None
+    """containerd's registry hosts directory (certs.d), for the same mirrors, TLS and HTTP."""
     container_scan_interval: float = 10.0
     """Seconds between looks for new containers, to count pod starts that hit or missed. The
     verdict comes from timestamps, so a slower scan is as accurate, only later."""
@@ -127,9 +130,10 @@ class Daemon:
                 raise InputError(f"cannot serve on {host}:{port}: {exc}") from None
             log.info("serving on %s:%d", host, port, extra={"event": "start"})
             async with open_session() as session:
+                hosts = HostsDirectory(self.settings.hosts_dir)
                 registry = RegistryClient(
                     session,
-                    lambda host: self._current().registry(host),
+                    resolver(lambda host: self._current().registry(host), hosts),
                     observe=self._observe_request,
                     credentials=lambda ref: self._credential_files.lookup(ref),
                 )

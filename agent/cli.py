@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent import __version__, logs, rpc
@@ -21,6 +21,7 @@ from agent.containerd import ContainerdImages
 from agent.credentials import CredentialFiles
 from agent.cri import CriClient
 from agent.errors import AgentError, InputError
+from agent.hosts import DEFAULT_HOSTS_DIR, Endpoint, HostsDirectory, resolver
 from agent.lock import resolve_tags
 from agent.reconcile import Outcome, Reconciler
 from agent.registry import RegistryClient, open_session
@@ -120,7 +121,23 @@ def _parser() -> argparse.ArgumentParser:
         "--insecure", action="store_true", help="speak plain HTTP to the image's registry"
     )
     resolve.set_defaults(command=_resolve)
+    for command in (once, run, lock, resolve):
+        command.add_argument(
+            "--containerd-hosts-dir",
+            type=Path,
+            default=DEFAULT_HOSTS_DIR,
+            metavar="DIR",
+            help="containerd's registry hosts directory, for the same mirrors, CAs and plain-HTTP "
+            f"registries containerd uses (default {DEFAULT_HOSTS_DIR}; ignored if absent)",
+        )
     return parser
+
+
+def _endpoints(
+    args: argparse.Namespace, settings: Callable[[str], RegistrySettings]
+) -> Callable[[references.Reference], tuple[Endpoint, ...]]:
+    hosts_dir = args.containerd_hosts_dir
+    return resolver(settings, HostsDirectory(hosts_dir if hosts_dir.is_dir() else None))
 
 
 def _credential_files(config: PreloadConfig) -> CredentialFiles:
@@ -145,6 +162,7 @@ async def _run(args: argparse.Namespace) -> int:
         node=_node_platform(args.platform),
         listen=listen,
         shutdown_grace=args.shutdown_grace,
+        hosts_dir=args.containerd_hosts_dir if args.containerd_hosts_dir.is_dir() else None,
         watch_interval=args.watch_interval,
         container_scan_interval=args.container_scan_interval,
     )
@@ -163,7 +181,9 @@ async def _once(args: argparse.Namespace) -> int:
         # Only containerd has the Images API that binds a tag to pinned content.
         binder = ContainerdImages(channel, args.cri_endpoint) if info.name == "containerd" else None
         async with open_session() as session:
-            registry = RegistryClient(session, config.registry, credentials=files.lookup)
+            registry = RegistryClient(
+                session, _endpoints(args, config.registry), credentials=files.lookup
+            )
             reconciler = Reconciler(runtime, registry, binder, node, credentials=files.lookup)
             outcomes = await reconciler.converge(config)
     finally:
@@ -209,7 +229,9 @@ async def _lock(args: argparse.Namespace) -> int:
     config = configs.load(args.config)
     async with open_session() as session:
         registry = RegistryClient(
-            session, config.registry, credentials=_credential_files(config).lookup
+            session,
+            _endpoints(args, config.registry),
+            credentials=_credential_files(config).lookup,
         )
         results = await resolve_tags(registry, config.images)
     tags = list(results)
@@ -261,7 +283,7 @@ async def _resolve(args: argparse.Namespace) -> int:
 
     files = _credential_files(config) if config else CredentialFiles(())
     async with open_session() as session:
-        registry = RegistryClient(session, settings, credentials=files.lookup)
+        registry = RegistryClient(session, _endpoints(args, settings), credentials=files.lookup)
         resolution = await registry.resolve(ref, node)
     print(f"reference  {ref}")
     print(f"digest     {resolution.digest}")

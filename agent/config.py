@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Mapping
@@ -53,6 +54,10 @@ class ImageEntry:
 class RegistrySettings:
     insecure: bool = False
     """Speak plain HTTP: for in-cluster or test registries without TLS."""
+    ca: str | None = None
+    """A PEM file of CA certificates to trust for this registry."""
+    mirrors: tuple[str, ...] = ()
+    """Mirror URLs tried in order before the registry itself; a failing mirror is skipped."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,11 @@ class PreloadConfig:
     preloaded image nobody has run yet is otherwise the first one GC evicts."""
 
     def registry(self, host: str) -> RegistrySettings:
-        return self.registries.get(host, RegistrySettings())
+        settings = self.registries.get(host, RegistrySettings())
+        if settings.ca and not Path(settings.ca).is_absolute():
+            # Relative to the config file, like credentials.
+            return dataclasses.replace(settings, ca=str(Path(self.source).parent / settings.ca))
+        return settings
 
     def credential_paths(self) -> tuple[Path, ...]:
         base = Path(self.source).parent
@@ -81,7 +90,7 @@ class PreloadConfig:
 
 _TOP_KEYS = ("images", "registries", "credentials", "concurrency", "resync", "pin")
 _IMAGE_KEYS = ("image", "platforms")
-_REGISTRY_KEYS = ("insecure",)
+_REGISTRY_KEYS = ("insecure", "ca", "mirrors")
 
 
 def load(path: str | Path) -> PreloadConfig:
@@ -231,7 +240,14 @@ class _Parser:
         for host, value in self.mapping(node, "'registries'", ()).items():
             fields = self.mapping(value, f"registry {host!r}", _REGISTRY_KEYS)
             insecure = self.boolean(fields.get("insecure"), "'insecure'", default=False)
-            result[host] = RegistrySettings(insecure=insecure)
+            ca = self.text(fields["ca"], "'ca'") if "ca" in fields else None
+            mirrors: tuple[str, ...] = ()
+            if "mirrors" in fields:
+                node_ = fields["mirrors"]
+                if not isinstance(node_, yaml.SequenceNode):
+                    raise self.error(node_, "'mirrors' must be a list of URLs")
+                mirrors = tuple(self.text(m, "a mirror") for m in node_.value)
+            result[host] = RegistrySettings(insecure=insecure, ca=ca, mirrors=mirrors)
         return result
 
     def boolean(self, node: yaml.Node | None, what: str, *, default: bool) -> bool:
@@ -297,7 +313,7 @@ def render_lock(config: PreloadConfig, digests: Mapping[ImageEntry, str]) -> str
     document: dict[str, object] = {"images": images}
     if config.registries:
         document["registries"] = {
-            host: {"insecure": settings.insecure} for host, settings in config.registries.items()
+            host: _registry_document(settings) for host, settings in config.registries.items()
         }
     if config.credentials:
         document["credentials"] = list(config.credentials)
@@ -306,6 +322,15 @@ def render_lock(config: PreloadConfig, digests: Mapping[ImageEntry, str]) -> str
     document["pin"] = config.pin
     header = f"# Locked from {config.source} by prepull-agent lock: tags pinned to their digests.\n"
     return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+
+
+def _registry_document(settings: RegistrySettings) -> dict[str, object]:
+    document: dict[str, object] = {"insecure": settings.insecure}
+    if settings.ca:
+        document["ca"] = settings.ca
+    if settings.mirrors:
+        document["mirrors"] = list(settings.mirrors)
+    return document
 
 
 def _written_tag(written: str) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -13,9 +15,9 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from agent import manifest as manifests
-from agent.config import RegistrySettings
 from agent.credentials import Credential
-from agent.errors import RegistryError, TransientRegistryError
+from agent.errors import ConfigError, RegistryError, TransientRegistryError
+from agent.hosts import Endpoint
 from agent.manifest import Descriptor, Manifest, ManifestError, Resolution
 from agent.platform import Platform, best_match, can_run
 from agent.reference import Reference
@@ -32,6 +34,9 @@ BASIC_REUSE_SECONDS = 300.0
 _TOKEN_EARLY_REFRESH = 0.9
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 USER_AGENT = "prepull-agent"
+# A mirror gets one try: on any failure the registry itself is asked.
+MIRROR_POLICY = RetryPolicy(attempts=1)
+log = logging.getLogger(__name__)
 
 
 def open_session(limit: int = 32, limit_per_host: int = 8) -> aiohttp.ClientSession:
@@ -47,7 +52,9 @@ class RegistryClient:
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        settings: Callable[[str], RegistrySettings] = lambda host: RegistrySettings(),
+        endpoints: Callable[[Reference], Sequence[Endpoint]] = lambda ref: (
+            Endpoint(f"https://{ref.api_host}"),
+        ),
         *,
         policy: RetryPolicy = RetryPolicy(),
         observe: Callable[[str, str, str, float], None] = lambda host, method, status, s: None,
@@ -56,8 +63,9 @@ class RegistryClient:
         self._session = session
         self._observe = observe
         """Called per request with (registry, method, status or "error", seconds)."""
-        self._settings = settings
+        self._endpoints = endpoints
         self._policy = policy
+        self._ssl_contexts: dict[tuple[str, ...], ssl.SSLContext] = {}
         self._auth: dict[tuple[str, str], tuple[str, bool, float]] = {}
         """(API host, scope) → (Authorization value, credentials in it?, monotonic expiry)."""
         self._credentials = credentials
@@ -134,48 +142,87 @@ class RegistryClient:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _base(self, ref: Reference) -> str:
-        scheme = "http" if self._settings(ref.domain).insecure else "https"
-        return f"{scheme}://{ref.api_host}/v2/{ref.path}/"
-
     async def _call(
         self, ref: Reference, method: str, path: str, headers: Mapping[str, str]
     ) -> _Response:
+        """Mirrors first, each tried once and skipped on any failure; then the registry itself,
+        with retries. The registry's answer is the one that counts."""
+        *mirrors, upstream = self._endpoints(ref)
+        for endpoint in mirrors:
+            try:
+                return await self._call_endpoint(
+                    ref, endpoint, method, path, headers, MIRROR_POLICY
+                )
+            except RegistryError as exc:
+                log.warning("mirror %s failed for %s (%s); trying the next", endpoint.url, ref, exc)
+        return await self._call_endpoint(ref, upstream, method, path, headers, self._policy)
+
+    async def _call_endpoint(
+        self,
+        ref: Reference,
+        endpoint: Endpoint,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        policy: RetryPolicy,
+    ) -> _Response:
+        url = f"{endpoint.url}/v2/{ref.path}/{path}"
+
         async def attempt() -> _Response:
-            return await self._send(ref, method, urljoin(self._base(ref), path), dict(headers))
+            return await self._send(ref, endpoint, method, url, dict(headers))
 
         return await retry(
             attempt,
             is_transient=lambda exc: isinstance(exc, TransientRegistryError),
             server_hint=lambda exc: getattr(exc, "retry_after", None),
-            policy=self._policy,
-            what=f"{method} {ref.name} {path}",
+            policy=policy,
+            what=f"{method} {endpoint.url} {ref.path} {path}",
         )
 
+    def _ssl(self, endpoint: Endpoint) -> ssl.SSLContext | bool:
+        """TLS verification for an endpoint: default, skipped, or against its own CAs."""
+        if endpoint.skip_verify:
+            return False
+        if not endpoint.ca:
+            return True
+        context = self._ssl_contexts.get(endpoint.ca)
+        if context is None:
+            context = ssl.create_default_context()
+            for ca in endpoint.ca:
+                try:
+                    context.load_verify_locations(cafile=ca)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ConfigError(ca, None, f"cannot load CA certificates: {exc}") from None
+            self._ssl_contexts[endpoint.ca] = context
+        return context
+
     async def _send(
-        self, ref: Reference, method: str, url: str, headers: dict[str, str]
+        self, ref: Reference, endpoint: Endpoint, method: str, url: str, headers: dict[str, str]
     ) -> _Response:
         scope = f"repository:{ref.path}:pull"
-        cached = self._cached_auth(ref.api_host, scope)
+        cached = self._cached_auth(endpoint.netloc, scope)
         if cached:
             headers["Authorization"], sent = cached
         else:
             sent = False
-        response = await self._request(ref, method, url, headers)
+        response = await self._request(ref, endpoint, method, url, headers)
         if response.status == 401:
-            response, sent = await self._authenticate(ref, method, url, headers, response, scope)
+            response, sent = await self._authenticate(
+                ref, endpoint, method, url, headers, response, scope
+            )
         if 300 <= response.status < 400 and "Location" in response.headers:
             # Blob storage redirects elsewhere: follow, never forwarding our credentials.
             location = urljoin(url, response.headers["Location"])
             if urlsplit(location).netloc != urlsplit(url).netloc:
                 headers.pop("Authorization", None)
-            response = await self._request(ref, method, location, headers)
+            response = await self._request(ref, endpoint, method, location, headers)
         self._check(ref, response, credentials_sent=sent)
         return response
 
     async def _authenticate(
         self,
         ref: Reference,
+        endpoint: Endpoint,
         method: str,
         url: str,
         headers: dict[str, str],
@@ -192,7 +239,9 @@ class RegistryClient:
         for credential in candidates:
             if scheme == "bearer":
                 try:
-                    token, lifetime = await self._fetch_token(ref, challenge, scope, credential)
+                    token, lifetime = await self._fetch_token(
+                        ref, endpoint, challenge, scope, credential
+                    )
                 except RegistryError as exc:
                     if exc.status not in (401, 403):
                         raise
@@ -205,28 +254,37 @@ class RegistryClient:
                 break
             headers["Authorization"] = value
             sent = credential is not None
-            response = await self._request(ref, method, url, headers)
+            response = await self._request(ref, endpoint, method, url, headers)
             if response.status not in (401, 403):
                 expires = time.monotonic() + lifetime * _TOKEN_EARLY_REFRESH
-                self._auth[(ref.api_host, scope)] = (value, sent, expires)
+                self._auth[(endpoint.netloc, scope)] = (value, sent, expires)
                 return response, sent
         if token_refusal is not None and response is refused:
             raise token_refusal
         return response, sent
 
     async def _request(
-        self, ref: Reference, method: str, url: str, headers: Mapping[str, str]
+        self, ref: Reference, endpoint: Endpoint, method: str, url: str, headers: Mapping[str, str]
     ) -> _Response:
         self.requests += 1
         started = time.monotonic()
         status = "error"
         try:
             async with self._session.request(
-                method, url, headers=headers, allow_redirects=False
+                method, url, headers=headers, allow_redirects=False, ssl=self._ssl(endpoint)
             ) as resp:
                 body = await resp.read() if method != "HEAD" else b""
                 status = str(resp.status)
                 return _Response(resp.status, resp.headers, body)
+        except aiohttp.ClientSSLError as exc:
+            # A certificate problem does not heal by retrying: say how to fix it.
+            reason = getattr(exc, "certificate_error", None) or exc
+            raise RegistryError(
+                ref.domain,
+                ref.path,
+                f"TLS with {endpoint.netloc} failed: {reason}; trust its CA with "
+                f"registries.{ref.domain}.ca or a hosts.toml 'ca'",
+            ) from None
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             detail = str(exc) or type(exc).__name__
             raise TransientRegistryError(
@@ -235,7 +293,7 @@ class RegistryClient:
         except aiohttp.ClientError as exc:
             raise RegistryError(ref.domain, ref.path, f"request failed: {exc}") from None
         finally:
-            self._observe(ref.domain, method, status, time.monotonic() - started)
+            self._observe(endpoint.netloc, method, status, time.monotonic() - started)
 
     def _check(self, ref: Reference, response: _Response, *, credentials_sent: bool) -> None:
         status = response.status
@@ -269,7 +327,12 @@ class RegistryClient:
         return (value, sent) if value and time.monotonic() < expires else None
 
     async def _fetch_token(
-        self, ref: Reference, challenge: str, scope: str, credential: Credential | None
+        self,
+        ref: Reference,
+        endpoint: Endpoint,
+        challenge: str,
+        scope: str,
+        credential: Credential | None,
     ) -> tuple[str, float]:
         """A bearer token and its lifetime from the challenge's realm (distribution token auth):
         anonymous, with Basic credentials, or an identity token as OAuth refresh token."""
@@ -281,6 +344,8 @@ class RegistryClient:
         if "service" in params:
             query["service"] = params["service"]
         self.requests += 1
+        # The realm may live on another host; the endpoint's TLS settings are for its own host.
+        tls = self._ssl(endpoint) if urlsplit(realm).netloc == endpoint.netloc else True
         try:
             if credential is not None and credential.identity_token:
                 form = {
@@ -289,10 +354,10 @@ class RegistryClient:
                     "refresh_token": credential.identity_token,
                     "client_id": USER_AGENT,
                 }
-                request = self._session.post(realm, data=form)
+                request = self._session.post(realm, data=form, ssl=tls)
             else:
                 headers = {"Authorization": _basic(credential)} if credential is not None else {}
-                request = self._session.get(realm, params=query, headers=headers)
+                request = self._session.get(realm, params=query, headers=headers, ssl=tls)
             async with request as resp:
                 body = await resp.read()
                 status = resp.status

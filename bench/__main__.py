@@ -18,6 +18,7 @@ from agent import platform as platforms
 from agent import rpc
 from agent.containerd import ContainerdImages
 from agent.cri import CriClient
+from agent.hosts import HostsDirectory, resolver
 from agent.lock import DEFAULT_CONCURRENCY, resolve_tags
 from agent.reconcile import Reconciler
 from agent.registry import RegistryClient, open_session
@@ -46,7 +47,7 @@ async def bench_lock(registry: Registry) -> tuple[float, float, int]:
     try:
         for concurrency in (1, DEFAULT_CONCURRENCY):
             async with open_session() as session:
-                client = RegistryClient(session, config.registry)
+                client = RegistryClient(session, resolver(config.registry, HostsDirectory(None)))
                 started = time.perf_counter()
                 results = await resolve_tags(client, config.images, concurrency)
                 timings.append(time.perf_counter() - started)
@@ -61,7 +62,7 @@ async def converge_once(node: Containerd, config: configs.PreloadConfig) -> tupl
     channel = rpc.open_channel(node.endpoint)
     try:
         async with open_session() as session:
-            registry = RegistryClient(session, config.registry)
+            registry = RegistryClient(session, resolver(config.registry, HostsDirectory(None)))
             reconciler = Reconciler(
                 CriClient(channel, node.endpoint),
                 registry,

@@ -10,6 +10,7 @@ from agent import rpc
 from agent.containerd import ContainerdImages
 from agent.credentials import Credential
 from agent.cri import CriClient
+from agent.hosts import HostsDirectory, resolver
 from agent.plan import NodeImage
 from agent.reconcile import Reconciler
 from agent.registry import RegistryClient, open_session
@@ -49,7 +50,7 @@ async def _converge(node: Containerd, config: configs.PreloadConfig):
     try:
         cri = CountingCri(channel, node.endpoint)
         async with open_session() as session:
-            registry = RegistryClient(session, config.registry)
+            registry = RegistryClient(session, resolver(config.registry, HostsDirectory(None)))
             binder = ContainerdImages(channel, node.endpoint)
             outcomes = await Reconciler(cri, registry, binder, NODE).converge(config)
         return outcomes, cri.calls, registry.requests

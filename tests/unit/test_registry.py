@@ -13,6 +13,7 @@ from aiohttp import web
 from agent.config import RegistrySettings
 from agent.credentials import Credential
 from agent.errors import RegistryError, TransientRegistryError
+from agent.hosts import HostsDirectory, resolver
 from agent.manifest import ACCEPT, OCI_INDEX, OCI_MANIFEST, sha256_digest
 from agent.platform import Platform
 from agent.reference import Reference
@@ -34,6 +35,7 @@ INDEX = json.dumps(
     }
 ).encode()
 INDEX_DIGEST = sha256_digest(INDEX)
+PLAIN_HTTP = resolver(lambda host: RegistrySettings(insecure=True), HostsDirectory(None))
 FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.001, max_server_delay=0.01)
 
 
@@ -117,7 +119,7 @@ async def fake() -> AsyncIterator[FakeRegistry]:
 @pytest.fixture
 async def client(fake: FakeRegistry) -> AsyncIterator[RegistryClient]:
     async with open_session() as session:
-        yield RegistryClient(session, lambda host: RegistrySettings(insecure=True), policy=FAST)
+        yield RegistryClient(session, PLAIN_HTTP, policy=FAST)
 
 
 def ref(fake: FakeRegistry, tag: str = "1") -> Reference:
@@ -220,7 +222,7 @@ async def client_with(fake: FakeRegistry) -> AsyncIterator:  # type: ignore[type
         def make(*credentials: Credential) -> RegistryClient:
             return RegistryClient(
                 session,
-                lambda host: RegistrySettings(insecure=True),
+                PLAIN_HTTP,
                 policy=FAST,
                 credentials=lambda ref: credentials,
             )
