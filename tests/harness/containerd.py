@@ -72,6 +72,17 @@ class Containerd:
             '  capabilities = ["pull", "resolve"]\n'
         )
 
+    def trust_tls_registry(self, host: str, ca: Path) -> None:
+        """Tell containerd to reach `host` over HTTPS, trusting `ca` (containerd docs/hosts.md)."""
+        folder = self.certs_d / host
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "hosts.toml").write_text(
+            f'server = "https://{host}"\n\n'
+            f'[host."https://{host}"]\n'
+            '  capabilities = ["pull", "resolve"]\n'
+            f'  ca = "{ca}"\n'
+        )
+
     def start(self) -> Containerd:
         if os.geteuid() != 0:
             raise HarnessError("containerd needs root: run the tests as root (sudo make test)")

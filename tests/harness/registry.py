@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import subprocess
 import urllib.error
 import urllib.parse
@@ -11,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.harness.procs import HarnessError, free_port, require_binary, stop, wait_until
+from tests.harness.tls import ServerCert
 
 CONFIG = """\
 version: 0.1
@@ -30,6 +32,11 @@ http:
   addr: 127.0.0.1:{port}
 """
 
+TLS = """  tls:
+    certificate: {cert}
+    key: {key}
+"""
+
 HTPASSWD = """auth:
   htpasswd:
     realm: prepull-test
@@ -38,10 +45,18 @@ HTPASSWD = """auth:
 
 
 class Registry:
-    def __init__(self, workdir: Path, basic_auth: tuple[str, str] | None = None) -> None:
-        """`basic_auth`: (user, password) the registry demands, checked against an htpasswd."""
+    def __init__(
+        self,
+        workdir: Path,
+        basic_auth: tuple[str, str] | None = None,
+        tls: ServerCert | None = None,
+    ) -> None:
+        """`basic_auth`: (user, password) the registry demands, checked against an htpasswd.
+        `tls`: serve HTTPS with this certificate (from a test CA)."""
         self.workdir = workdir
         self.basic_auth = basic_auth
+        self.tls = tls
+        self._context = ssl.create_default_context(cafile=str(tls.ca)) if tls else None
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -51,7 +66,7 @@ class Registry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def start(self) -> Registry:
         binary = require_binary("docker-registry", "docker-registry")
@@ -59,6 +74,8 @@ class Registry:
         self.port = free_port()
         config = self.workdir / "config.yml"
         text = CONFIG.format(root=self.workdir / "data", port=self.port)
+        if self.tls is not None:
+            text += TLS.format(cert=self.tls.cert, key=self.tls.key)
         if self.basic_auth is not None:
             import bcrypt
 
@@ -82,7 +99,9 @@ class Registry:
 
     def _answers(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/v2/", timeout=1) as resp:
+            with urllib.request.urlopen(
+                f"{self.url}/v2/", timeout=1, context=self._context
+            ) as resp:
                 return bool(resp.status == 200)
         except urllib.error.HTTPError as exc:
             return exc.code == 401 and self.basic_auth is not None
@@ -124,7 +143,7 @@ class Registry:
             headers = {**headers, "Authorization": "Basic " + base64.b64encode(pair).decode()}
         request = urllib.request.Request(url, data=body, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
+            with urllib.request.urlopen(request, timeout=30, context=self._context) as resp:
                 return _Reply(resp.status, dict(resp.headers), resp.read())
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:500]
