@@ -136,6 +136,10 @@ class Daemon:
                     resolver(lambda host: self._current().registry(host), hosts),
                     observe=self._observe_request,
                     credentials=lambda ref: self._credential_files.lookup(ref),
+                    concurrency=lambda domain: self._current().registry(domain).concurrency,
+                    on_rate_limit=lambda host, left: (
+                        self.metrics.registry_ratelimit_remaining.labels(host).set(left)
+                    ),
                 )
                 binder = ContainerdImages(channel, self.settings.endpoint)
                 await self._loop(watcher, cri, registry, binder)

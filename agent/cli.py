@@ -182,7 +182,10 @@ async def _once(args: argparse.Namespace) -> int:
         binder = ContainerdImages(channel, args.cri_endpoint) if info.name == "containerd" else None
         async with open_session() as session:
             registry = RegistryClient(
-                session, _endpoints(args, config.registry), credentials=files.lookup
+                session,
+                _endpoints(args, config.registry),
+                credentials=files.lookup,
+                concurrency=lambda domain: config.registry(domain).concurrency,
             )
             reconciler = Reconciler(runtime, registry, binder, node, credentials=files.lookup)
             outcomes = await reconciler.converge(config)
@@ -232,6 +235,7 @@ async def _lock(args: argparse.Namespace) -> int:
             session,
             _endpoints(args, config.registry),
             credentials=_credential_files(config).lookup,
+            concurrency=lambda domain: config.registry(domain).concurrency,
         )
         results = await resolve_tags(registry, config.images)
     tags = list(results)

@@ -58,6 +58,8 @@ class RegistrySettings:
     """A PEM file of CA certificates to trust for this registry."""
     mirrors: tuple[str, ...] = ()
     """Mirror URLs tried in order before the registry itself; a failing mirror is skipped."""
+    concurrency: int | None = None
+    """Requests in flight to this registry at once, on top of the node's pull concurrency."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class PreloadConfig:
 
 _TOP_KEYS = ("images", "registries", "credentials", "concurrency", "resync", "pin")
 _IMAGE_KEYS = ("image", "platforms")
-_REGISTRY_KEYS = ("insecure", "ca", "mirrors")
+_REGISTRY_KEYS = ("insecure", "ca", "mirrors", "concurrency")
 
 
 def load(path: str | Path) -> PreloadConfig:
@@ -247,7 +249,8 @@ class _Parser:
                 if not isinstance(node_, yaml.SequenceNode):
                     raise self.error(node_, "'mirrors' must be a list of URLs")
                 mirrors = tuple(self.text(m, "a mirror") for m in node_.value)
-            result[host] = RegistrySettings(insecure=insecure, ca=ca, mirrors=mirrors)
+            limit = self.concurrency(fields["concurrency"]) if "concurrency" in fields else None
+            result[host] = RegistrySettings(insecure, ca, mirrors, limit)
         return result
 
     def boolean(self, node: yaml.Node | None, what: str, *, default: bool) -> bool:
@@ -330,6 +333,8 @@ def _registry_document(settings: RegistrySettings) -> dict[str, object]:
         document["ca"] = settings.ca
     if settings.mirrors:
         document["mirrors"] = list(settings.mirrors)
+    if settings.concurrency:
+        document["concurrency"] = settings.concurrency
     return document
 
 

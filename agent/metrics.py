@@ -89,6 +89,12 @@ class Metrics:
             buckets=REGISTRY_BUCKETS,
             registry=registry,
         )
+        self.registry_ratelimit_remaining = Gauge(
+            "prepull_registry_ratelimit_remaining",
+            "Pulls left in the registry's rate-limit window, from its RateLimit-Remaining header.",
+            ["registry"],
+            registry=registry,
+        )
         self.reconcile_duration = Histogram(
             "prepull_reconcile_duration_seconds",
             "Time of one pass over the preload list.",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import logging
 import re
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -34,6 +36,8 @@ BASIC_REUSE_SECONDS = 300.0
 _TOKEN_EARLY_REFRESH = 0.9
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 USER_AGENT = "prepull-agent"
+# A 429 without Retry-After still pauses that registry this long (seconds).
+DEFAULT_429_PAUSE = 5.0
 # A mirror gets one try: on any failure the registry itself is asked.
 MIRROR_POLICY = RetryPolicy(attempts=1)
 log = logging.getLogger(__name__)
@@ -59,6 +63,8 @@ class RegistryClient:
         policy: RetryPolicy = RetryPolicy(),
         observe: Callable[[str, str, str, float], None] = lambda host, method, status, s: None,
         credentials: Callable[[Reference], Sequence[Credential]] = lambda ref: (),
+        concurrency: Callable[[str], int | None] = lambda domain: None,
+        on_rate_limit: Callable[[str, float], None] = lambda netloc, remaining: None,
     ) -> None:
         self._session = session
         self._observe = observe
@@ -69,6 +75,11 @@ class RegistryClient:
         self._auth: dict[tuple[str, str], tuple[str, bool, float]] = {}
         """(API host, scope) → (Authorization value, credentials in it?, monotonic expiry)."""
         self._credentials = credentials
+        self._limit_for = concurrency
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self._paused_until: dict[str, float] = {}
+        """Registry host → monotonic time before which it gets no request (after a 429)."""
+        self._on_rate_limit = on_rate_limit
         self.requests = 0
         """Requests sent to registries (token requests included): for tests and benchmarks."""
 
@@ -266,6 +277,25 @@ class RegistryClient:
     async def _request(
         self, ref: Reference, endpoint: Endpoint, method: str, url: str, headers: Mapping[str, str]
     ) -> _Response:
+        async with self._registry_slot(ref.domain, endpoint.netloc):
+            return await self._send_once(ref, endpoint, method, url, headers)
+
+    @contextlib.asynccontextmanager
+    async def _registry_slot(self, domain: str, netloc: str) -> AsyncIterator[None]:
+        """Per-registry politeness: the registry's concurrency limit, and a pause of the host
+        that answered 429 (every request to it waits, not just the one refused)."""
+        limit = self._limits.get(domain)
+        if limit is None:
+            limit = self._limits[domain] = asyncio.Semaphore(self._limit_for(domain) or 10**6)
+        async with limit:
+            pause = self._paused_until.get(netloc, 0.0) - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            yield
+
+    async def _send_once(
+        self, ref: Reference, endpoint: Endpoint, method: str, url: str, headers: Mapping[str, str]
+    ) -> _Response:
         self.requests += 1
         started = time.monotonic()
         status = "error"
@@ -275,6 +305,7 @@ class RegistryClient:
             ) as resp:
                 body = await resp.read() if method != "HEAD" else b""
                 status = str(resp.status)
+                self._note_rate_limit(endpoint.netloc, resp.status, resp.headers)
                 return _Response(resp.status, resp.headers, body)
         except aiohttp.ClientSSLError as exc:
             # A certificate problem does not heal by retrying: say how to fix it.
@@ -294,6 +325,15 @@ class RegistryClient:
             raise RegistryError(ref.domain, ref.path, f"request failed: {exc}") from None
         finally:
             self._observe(endpoint.netloc, method, status, time.monotonic() - started)
+
+    def _note_rate_limit(self, netloc: str, status: int, headers: Mapping[str, str]) -> None:
+        remaining = _leading_number(headers.get("RateLimit-Remaining"))
+        if remaining is not None:
+            self._on_rate_limit(netloc, remaining)
+        if status == 429:
+            wait = _retry_after(headers.get("Retry-After"))
+            wait = DEFAULT_429_PAUSE if wait is None else wait
+            self._paused_until[netloc] = time.monotonic() + min(wait, self._policy.max_server_delay)
 
     def _check(self, ref: Reference, response: _Response, *, credentials_sent: bool) -> None:
         status = response.status
@@ -407,6 +447,16 @@ def _error_detail(body: bytes) -> str:
     except (ValueError, AttributeError, TypeError):
         text = body.decode("utf-8", "replace").strip()
     return text[:MAX_REMOTE_TEXT]
+
+
+def _leading_number(value: str | None) -> float | None:
+    """`76;w=21600` (Docker Hub's RateLimit-Remaining) → 76."""
+    if not value:
+        return None
+    try:
+        return float(value.split(";", 1)[0].strip())
+    except ValueError:
+        return None
 
 
 def _retry_after(value: str | None) -> float | None:

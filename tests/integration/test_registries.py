@@ -10,6 +10,8 @@ import pytest
 
 from agent import platform as platforms
 from tests.harness.containerd import Containerd
+from tests.harness.daemon import DaemonProc
+from tests.harness.faults import RateLimitingProxy
 from tests.harness.images import push_image
 from tests.harness.procs import HarnessError, free_port
 from tests.harness.registry import Registry
@@ -155,3 +157,37 @@ def test_a_mirror_is_asked_before_the_registry(
 
     assert result.code == 0, result
     assert f"{upstream_name}@{image.digest}" in result.stdout
+
+
+def test_429_with_retry_after_is_honoured_and_the_quota_is_exported(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    push_image(registry, repo, "1", (NODE,))
+    proxy = RateLimitingProxy(registry.url, refuse_first=2, remaining=42).start()
+    try:
+        name = f"{proxy.host}/{repo}:1"
+        config = plain_list(
+            tmp_path / "preload.yaml", [name], f"registries:\n  {proxy.host}:\n    insecure: true\n"
+        )
+        started = time.monotonic()
+        result = run_agent("lock", "--config", str(config))
+        took = time.monotonic() - started
+
+        assert result.code == 0, result
+        assert proxy.answers[:3] == [429, 429, 200], proxy.answers
+        assert took >= 2, f"Retry-After: 1 twice, yet done in {took:.1f}s"
+
+        containerd.trust_http_registry(proxy.host)
+        daemon = DaemonProc(config, containerd.endpoint)
+        try:
+            daemon.wait_for(
+                lambda: (
+                    daemon.metric("prepull_registry_ratelimit_remaining", registry=proxy.host) == 42
+                ),
+                30,
+                "the registry's remaining quota",
+            )
+        finally:
+            daemon.terminate()
+    finally:
+        proxy.stop()

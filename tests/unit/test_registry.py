@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -57,9 +58,24 @@ class FakeRegistry:
     token_password: str | None = None
     """With require_token: the token service demands Basic u:<this>, or this refresh token."""
     token_requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    delay: float = 0.0
+    retry_after: str = "0"
+    arrivals: list[float] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
 
     async def manifest(self, request: web.Request) -> web.StreamResponse:
         self.seen.append((request.method, request.path, dict(request.headers)))
+        self.arrivals.append(asyncio.get_running_loop().time())
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+            return await self._manifest(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _manifest(self, request: web.Request) -> web.StreamResponse:
         if self.basic_challenge:
             expected = "Basic " + base64.b64encode(f"u:{self.basic_password}".encode()).decode()
             if self.basic_password is None or request.headers.get("Authorization") != expected:
@@ -72,7 +88,7 @@ class FakeRegistry:
             return web.Response(status=401, headers={"WWW-Authenticate": challenge})
         if self.failures:
             status = self.failures.pop(0)
-            return web.Response(status=status, headers={"Retry-After": "0"})
+            return web.Response(status=status, headers={"Retry-After": self.retry_after})
         if request.match_info["ref"] not in ("1", INDEX_DIGEST):
             body = {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}
             return web.json_response(body, status=404)
@@ -279,3 +295,23 @@ async def test_refused_credentials_are_reported_as_sent_and_never_shown(
 
     assert info.value.credentials_sent and info.value.status == 401
     assert "refused the credentials" in str(info.value) and "Wr0ng-secret" not in str(info.value)
+
+
+async def test_a_registry_concurrency_limit_holds(fake: FakeRegistry) -> None:
+    fake.delay = 0.02
+    async with open_session() as session:
+        client = RegistryClient(session, PLAIN_HTTP, policy=FAST, concurrency=lambda domain: 2)
+        await asyncio.gather(*(client.head_digest(ref(fake)) for _ in range(6)))
+    assert fake.max_in_flight == 2
+
+
+async def test_a_429_pauses_every_request_to_that_registry(fake: FakeRegistry) -> None:
+    fake.failures, fake.retry_after = [429], "0.3"
+    async with open_session() as session:
+        client = RegistryClient(session, PLAIN_HTTP, policy=RetryPolicy(base_delay=0.001))
+        refused = asyncio.create_task(client.head_digest(ref(fake)))
+        await asyncio.sleep(0.05)  # the 429 has arrived; now an unrelated request comes
+        await client.head_digest(ref(fake))
+        await refused
+    first, *later = fake.arrivals
+    assert len(later) == 2 and all(t - first >= 0.3 for t in later), [t - first for t in later]
