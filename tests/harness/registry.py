@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import ssl
 import subprocess
 import urllib.error
@@ -50,9 +51,13 @@ class Registry:
         workdir: Path,
         basic_auth: tuple[str, str] | None = None,
         tls: ServerCert | None = None,
+        token_auth: str | None = None,
     ) -> None:
         """`basic_auth`: (user, password) the registry demands, checked against an htpasswd.
-        `tls`: serve HTTPS with this certificate (from a test CA)."""
+        `tls`: serve HTTPS with this certificate (from a test CA).
+        `token_auth`: the registry's `auth:` section for token auth (TokenServer.registry_config);
+        pushes then fetch a token with `basic_auth` as the credentials."""
+        self.token_auth = token_auth
         self.workdir = workdir
         self.basic_auth = basic_auth
         self.tls = tls
@@ -76,7 +81,9 @@ class Registry:
         text = CONFIG.format(root=self.workdir / "data", port=self.port)
         if self.tls is not None:
             text += TLS.format(cert=self.tls.cert, key=self.tls.key)
-        if self.basic_auth is not None:
+        if self.token_auth is not None:
+            text += self.token_auth
+        elif self.basic_auth is not None:
             import bcrypt
 
             user, password = self.basic_auth
@@ -138,16 +145,36 @@ class Registry:
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> _Reply:
         url = path if path.startswith("http") else f"{self.url}{path}"
+        basic = None
         if self.basic_auth is not None:
-            pair = ":".join(self.basic_auth).encode()
-            headers = {**headers, "Authorization": "Basic " + base64.b64encode(pair).decode()}
-        request = urllib.request.Request(url, data=body, method=method, headers=headers)
+            basic = "Basic " + base64.b64encode(":".join(self.basic_auth).encode()).decode()
+            if self.token_auth is None:
+                headers = {**headers, "Authorization": basic}
         try:
-            with urllib.request.urlopen(request, timeout=30, context=self._context) as resp:
-                return _Reply(resp.status, dict(resp.headers), resp.read())
+            return self._open(method, url, body, headers)
+        except urllib.error.HTTPError as exc:
+            challenge = exc.headers.get("WWW-Authenticate", "")
+            if exc.code != 401 or not challenge.startswith("Bearer") or basic is None:
+                detail = exc.read().decode(errors="replace")[:500]
+                raise HarnessError(f"{method} {url}: HTTP {exc.code}: {detail}") from None
+        # Token auth: ask the realm for a token for the challenged scope, as a client would.
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        query = urllib.parse.urlencode({"service": params["service"], "scope": params["scope"]})
+        token = json.loads(
+            self._open("GET", f"{params['realm']}?{query}", None, {"Authorization": basic}).body
+        )
+        try:
+            return self._open(
+                method, url, body, {**headers, "Authorization": f"Bearer {token['token']}"}
+            )
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:500]
             raise HarnessError(f"{method} {url}: HTTP {exc.code}: {detail}") from None
+
+    def _open(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> _Reply:
+        request = urllib.request.Request(url, data=body, method=method, headers=headers)
+        with urllib.request.urlopen(request, timeout=30, context=self._context) as resp:
+            return _Reply(resp.status, dict(resp.headers), resp.read())
 
 
 class _Reply:

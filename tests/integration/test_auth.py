@@ -16,6 +16,7 @@ from tests.harness.daemon import DaemonProc
 from tests.harness.images import push_image
 from tests.harness.procs import HarnessError
 from tests.harness.registry import Registry
+from tests.harness.tokens import TokenServer
 from tests.integration.conftest import image_status, run_agent
 
 NODE = str(platforms.detect())
@@ -135,3 +136,57 @@ def test_no_secret_in_any_output_of_a_run_that_used_it(
     for text in outputs:
         for leak in LEAKS:
             assert leak not in text, f"a secret leaked into:\n{text[:2000]}"
+
+
+@pytest.fixture(scope="module")
+def token_registry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Registry, TokenServer]]:
+    folder = tmp_path_factory.mktemp("token-auth")
+    tokens = TokenServer(folder / "tokens", USER, PASSWORD).start()
+    try:
+        registry = Registry(
+            folder / "registry", basic_auth=(USER, PASSWORD), token_auth=tokens.registry_config()
+        ).start()
+    except HarnessError as exc:
+        tokens.stop()
+        pytest.fail(f"cannot start the token-auth registry: {exc}", pytrace=False)
+    yield registry, tokens
+    registry.stop()
+    tokens.stop()
+
+
+def test_token_auth_with_jwts_the_registry_verifies(
+    tmp_path: Path, token_registry: tuple[Registry, TokenServer], containerd: Containerd, repo: str
+) -> None:
+    registry, tokens = token_registry
+    containerd.trust_http_registry(registry.host)
+    image = push_image(registry, repo, "1", (NODE,))
+    secret = write_secret(tmp_path / "secrets", registry.host)
+    config = write_config(tmp_path / "preload.yaml", registry, [image.tagged], str(secret))
+    issued_before = len(tokens.issued)
+
+    result = run_agent("once", "--config", str(config), "--cri-endpoint", containerd.endpoint)
+
+    assert result.code == 0, result
+    assert image_status(containerd, image.tagged) is not None
+    pulls = [c for c in tokens.issued[issued_before:] if c["access"][0]["name"] == repo]  # type: ignore[index]
+    assert len(pulls) >= 2, "both the agent and containerd should have fetched tokens"
+
+
+def test_token_service_refusing_the_credentials_is_reported(
+    tmp_path: Path, token_registry: tuple[Registry, TokenServer], containerd: Containerd, repo: str
+) -> None:
+    registry, tokens = token_registry
+    image = push_image(registry, repo, "1", (NODE,))
+    secret = write_secret(tmp_path / "secrets", registry.host, "not-the-password")
+    config = write_config(tmp_path / "preload.yaml", registry, [image.tagged], str(secret))
+    refused_before = tokens.refused
+
+    result = run_agent("once", "--config", str(config), "--cri-endpoint", containerd.endpoint)
+
+    assert result.code == 1, result
+    assert tokens.refused > refused_before
+    line = result.line_for(image.tagged)
+    assert "token service" in line and "refused the credentials" in line, line
+    assert "not-the-password" not in result.stdout + result.stderr
