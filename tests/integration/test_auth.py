@@ -190,3 +190,26 @@ def test_token_service_refusing_the_credentials_is_reported(
     line = result.line_for(image.tagged)
     assert "token service" in line and "refused the credentials" in line, line
     assert "not-the-password" not in result.stdout + result.stderr
+
+
+def test_a_rotated_pull_secret_is_used_without_a_restart(
+    tmp_path: Path, private_registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    containerd.trust_http_registry(private_registry.host)
+    image = push_image(private_registry, repo, "1", (NODE,))
+    secret = write_secret(tmp_path / "secrets", private_registry.host, "expired-password")
+    config = write_config(tmp_path / "preload.yaml", private_registry, [image.tagged], str(secret))
+    config.write_text(config.read_text() + "resync: 1s\n")
+    daemon = DaemonProc(config, containerd.endpoint)
+    try:
+        daemon.wait_for(
+            lambda: daemon.metric("prepull_image_ready", image=image.tagged) == 0,
+            30,
+            "a failed pass",
+        )
+        write_secret(tmp_path / "secrets", private_registry.host)  # the Secret is rotated
+
+        daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 30, "the new password to be used")
+    finally:
+        daemon.terminate()
+    assert image_status(containerd, image.tagged) is not None

@@ -167,3 +167,20 @@ def test_dockerfile_runs_the_console_script_with_valid_arguments() -> None:
     assert entrypoint == ["prepull-agent"] and "prepull-agent" in scripts
     assert cli._parser().parse_args(command).command is cli._run
     assert re.search(r"^USER 65532", text, re.M), "the image should not run as root by default"
+
+
+def test_containerds_hosts_directory_is_mounted_where_the_agent_looks() -> None:
+    from agent.hosts import DEFAULT_HOSTS_DIR
+
+    mounts = {m["mountPath"]: m for m in container()["volumeMounts"]}
+    assert str(DEFAULT_HOSTS_DIR) in mounts and mounts[str(DEFAULT_HOSTS_DIR)]["readOnly"]
+    volumes = {v["name"]: v for v in one("DaemonSet")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts[str(DEFAULT_HOSTS_DIR)]["name"]]["hostPath"]["path"] == str(
+        DEFAULT_HOSTS_DIR
+    )
+
+
+def test_the_commented_credentials_path_is_the_secret_mount() -> None:
+    text = one("ConfigMap")["data"]["preload.yaml"]
+    mounts = {m["name"]: m["mountPath"] for m in container()["volumeMounts"]}
+    assert f"{mounts['pull-secret']}/.dockerconfigjson" in text
