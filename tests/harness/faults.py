@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-
 import aiohttp
 from aiohttp import web
+
+from tests.harness.loopthread import LoopThread
 
 
 class RateLimitingProxy:
@@ -17,8 +16,7 @@ class RateLimitingProxy:
         self.remaining = remaining
         self.answers: list[int] = []
         self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread: LoopThread | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -69,12 +67,11 @@ class RateLimitingProxy:
         await self._session.close()
 
     def start(self) -> RateLimitingProxy:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        self._thread = LoopThread()
+        self._thread.run(self._start())
         return self
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        assert self._thread is not None
+        self._thread.run(self._stop())
+        self._thread.close()

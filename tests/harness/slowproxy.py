@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+
+from tests.harness.loopthread import LoopThread
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
@@ -26,8 +27,7 @@ class SlowProxy:
         self.upstream_port = upstream_port
         self.delay = delay
         self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread: LoopThread | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -60,12 +60,11 @@ class SlowProxy:
             await asyncio.wait(self._connections, timeout=5)
 
     def start(self) -> SlowProxy:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        self._thread = LoopThread()
+        self._thread.run(self._start())
         return self
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        assert self._thread is not None
+        self._thread.run(self._stop())
+        self._thread.close()

@@ -4,12 +4,10 @@ credentials and issues RS256 JWTs whose signing certificate the registry trusts
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime
 import json
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
+
+from tests.harness.loopthread import LoopThread
 
 ISSUER = "prepull-test-issuer"
 SERVICE = "prepull-test-registry"
@@ -50,8 +50,7 @@ class TokenServer:
         self.bundle = folder / "token-signer.pem"
         self.bundle.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
         self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread: LoopThread | None = None
         self._runner: web.AppRunner | None = None
 
     @property
@@ -105,13 +104,11 @@ class TokenServer:
         self.port = self._runner.addresses[0][1]
 
     def start(self) -> TokenServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        self._thread = LoopThread()
+        self._thread.run(self._start())
         return self
 
     def stop(self) -> None:
-        assert self._runner is not None
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        assert self._thread is not None and self._runner is not None
+        self._thread.run(self._runner.cleanup())
+        self._thread.close()
