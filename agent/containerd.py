@@ -58,31 +58,29 @@ class ContainerdImages:
     async def unpinned(self, names: Sequence[str]) -> list[str]:
         """Which of `names` exist in containerd without our pinned label (one List call)."""
         wanted = set(names)
-        try:
-            listing = await self._call(
-                self._stub.List, images_pb2.ListImagesRequest(), "Images.List"
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise AgentError(f"listing containerd images failed: {rpc.details_of(exc)}") from None
         key, value = PINNED_LABEL
         return [
             image.name
-            for image in listing.images
+            for image in await self._list()
             if image.name in wanted and image.labels.get(key) != value
         ]
 
     async def created_ns(self) -> dict[str, int]:
         """Image name → when containerd created that record, in ns since the epoch."""
+        return {
+            image.name: image.created_at.seconds * 1_000_000_000 + image.created_at.nanos
+            for image in await self._list()
+        }
+
+    async def _list(self) -> list[images_pb2.Image]:
+        """Every image record in our namespace, in one call."""
         try:
             listing = await self._call(
                 self._stub.List, images_pb2.ListImagesRequest(), "Images.List"
             )
         except grpc.aio.AioRpcError as exc:
             raise AgentError(f"listing containerd images failed: {rpc.details_of(exc)}") from None
-        return {
-            image.name: image.created_at.seconds * 1_000_000_000 + image.created_at.nanos
-            for image in listing.images
-        }
+        return list(listing.images)
 
     async def pin(self, name: str) -> None:
         key, value = PINNED_LABEL

@@ -126,11 +126,8 @@ class RegistryClient:
             raise RegistryError(ref.domain, ref.path, f"blob {digest}: {exc}") from None
         return response.body
 
-    async def resolve(self, ref: Reference, platform: Platform | None) -> Resolution:
-        """Resolve `ref`; with a platform, also find the manifest that platform would run."""
-        if platform is None:
-            digest, media_type = await self.head_digest(ref)
-            return Resolution(ref.pinned(digest), digest, media_type)
+    async def resolve(self, ref: Reference, platform: Platform) -> Resolution:
+        """Resolve `ref` and find the manifest `platform` would run (tags alone: head_digest)."""
         document = await self.fetch_manifest(ref)
         pinned = ref.pinned(document.digest)
         if document.is_index:
