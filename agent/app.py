@@ -10,7 +10,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from agent import config as configs
 from agent import rpc
 from agent.config import PreloadConfig
-from agent.containerd import ContainerdImages
+from agent.containerd import ContainerdImages, node_platform
 from agent.credentials import CredentialFiles
 from agent.cri import CriClient
 from agent.errors import AgentError, ConfigError, InputError, RuntimeUnavailable
@@ -48,7 +48,8 @@ def jittered(resync: float, rng: Callable[[], float]) -> float:
 class DaemonSettings:
     config_path: Path
     endpoint: str
-    node: Platform
+    node: Platform | None
+    """None: the platform containerd's CRI plugin pulls for (uname if it does not say)."""
     listen: tuple[str, int]
     shutdown_grace: float = 20.0
     """Seconds in-flight pulls get to finish after SIGTERM; keep below the pod's grace period."""
@@ -99,6 +100,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._config: PreloadConfig | None = None
         self._credential_files = CredentialFiles(())
+        self._node: Platform | None = settings.node
+        self._runtime_seen: tuple[str, str] | None = None
         self._seen_containers: set[str] | None = None
         """Containers already judged; None until the baseline scan at start."""
 
@@ -142,7 +145,7 @@ class Daemon:
                     ),
                 )
                 binder = ContainerdImages(channel, self.settings.endpoint)
-                await self._loop(watcher, cri, registry, binder)
+                await self._loop(watcher, cri, registry, binder, lambda: node_platform(channel))
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
@@ -166,6 +169,7 @@ class Daemon:
         cri: CriClient,
         registry: RegistryClient,
         binder: ContainerdImages,
+        locate: Callable[[], Awaitable[Platform]],
     ) -> None:
         next_pass = next_scan = time.monotonic()
         while not self._stop.is_set():
@@ -175,7 +179,7 @@ class Daemon:
                 await self._scan_starts(cri, binder)
                 next_scan = time.monotonic() + self.settings.container_scan_interval
             if time.monotonic() >= next_pass:
-                task = asyncio.create_task(self._pass(cri, registry, binder))
+                task = asyncio.create_task(self._pass(cri, registry, binder, locate))
                 stopper = asyncio.create_task(self._stop.wait())
                 await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 stopper.cancel()
@@ -220,23 +224,54 @@ class Daemon:
         )
         return True
 
+    async def _meet_runtime(
+        self, cri: CriClient, locate: Callable[[], Awaitable[Platform]]
+    ) -> Platform:
+        """Learn the runtime behind the socket (again: it may have been upgraded) and, once,
+        the platform it pulls for; say once what it cannot do."""
+        info = await cri.version()
+        assert cri.features is not None
+        if self._node is None:
+            self._node = await locate()
+            self.report.located(self._node)
+            log.info("node platform %s", self._node, extra={"event": "platform"})
+        if self._runtime_seen != (info.name, info.version):
+            self._runtime_seen = (info.name, info.version)
+            self.metrics.runtime_is(info.name, info.version)
+            limitations = cri.features.limitations()
+            log.info(
+                "runtime %s %s (CRI %s)",
+                info.name,
+                info.version,
+                info.api_version,
+                extra={"event": "runtime"},
+            )
+            for note in limitations:
+                log.warning("%s", note, extra={"event": "runtime_limitation"})
+            self.report.runtime = {
+                **cri.features.as_dict,
+                "cri_version": info.api_version,
+                "limitations": limitations,
+            }
+        return self._node
+
     async def _pass(
-        self, cri: CriClient, registry: RegistryClient, binder: ContainerdImages
+        self,
+        cri: CriClient,
+        registry: RegistryClient,
+        binder: ContainerdImages,
+        locate: Callable[[], Awaitable[Platform]],
     ) -> None:
         config = self._current()
         started = time.monotonic()
         try:
-            info = await cri.version()
-            self.report.runtime = {
-                "name": info.name,
-                "version": info.version,
-                "cri_version": info.api_version,
-            }
+            node = await self._meet_runtime(cri, locate)
+            assert cri.features is not None
             reconciler = Reconciler(
                 cri,
                 registry,
-                binder if info.name == "containerd" else None,
-                self.settings.node,
+                binder if cri.features.tag_binding else None,
+                node,
                 on_start=self.report.pulling,
                 stopping=self._stop.is_set,
                 credentials=self._credential_files.lookup,

@@ -17,7 +17,7 @@ from agent import platform as platforms
 from agent import reference as references
 from agent.app import Daemon, DaemonSettings
 from agent.config import PreloadConfig, RegistrySettings
-from agent.containerd import ContainerdImages
+from agent.containerd import ContainerdImages, node_platform
 from agent.credentials import CredentialFiles
 from agent.cri import CriClient
 from agent.errors import AgentError, InputError
@@ -74,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
             help=f"CRI socket (default: ${ENDPOINT_ENV} or {rpc.DEFAULT_ENDPOINT})",
         )
         sub.add_argument(
-            "--platform", help="this node's platform, e.g. linux/arm64 (default: uname)"
+            "--platform",
+            help="this node's platform, e.g. linux/arm64 (default: the one containerd pulls "
+            "for; uname if it does not say)",
         )
     once.set_defaults(command=_once)
     run.add_argument(
@@ -159,7 +161,7 @@ async def _run(args: argparse.Namespace) -> int:
     settings = DaemonSettings(
         config_path=args.config,
         endpoint=args.cri_endpoint,
-        node=_node_platform(args.platform),
+        node=platforms.parse(args.platform) if args.platform else None,
         listen=listen,
         shutdown_grace=args.shutdown_grace,
         hosts_dir=args.containerd_hosts_dir if args.containerd_hosts_dir.is_dir() else None,
@@ -172,14 +174,19 @@ async def _run(args: argparse.Namespace) -> int:
 async def _once(args: argparse.Namespace) -> int:
     config = configs.load(args.config)
     files = _credential_files(config)
-    node = _node_platform(args.platform)
     channel = rpc.open_channel(args.cri_endpoint)
     try:
         runtime = CriClient(channel, args.cri_endpoint)
         info = await runtime.version()
+        assert runtime.features is not None
+        node = platforms.parse(args.platform) if args.platform else await node_platform(channel)
         log.info("runtime %s %s (CRI %s), node %s", info.name, info.version, info.api_version, node)
+        for note in runtime.features.limitations():
+            log.warning("%s", note)
         # Only containerd has the Images API that binds a tag to pinned content.
-        binder = ContainerdImages(channel, args.cri_endpoint) if info.name == "containerd" else None
+        binder = (
+            ContainerdImages(channel, args.cri_endpoint) if runtime.features.tag_binding else None
+        )
         async with open_session() as session:
             registry = RegistryClient(
                 session,

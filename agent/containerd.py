@@ -1,15 +1,22 @@
-"""containerd's Images API: bind a tag to pinned content. The only module for those stubs."""
+"""containerd's own APIs: Images (bind a tag to pinned content, pin labels) and Introspection
+(the platform the CRI plugin pulls for). The only module for those stubs."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import grpc
 from google.protobuf import field_mask_pb2
 
+from agent import platform as platforms
 from agent import rpc
 from agent._proto.containerd.services.images.v1 import images_pb2, images_pb2_grpc
+from agent._proto.containerd.services.introspection.v1 import (
+    introspection_pb2,
+    introspection_pb2_grpc,
+)
 from agent.errors import AgentError, ImageError, TagBindingUnsupported
 from agent.retry import RetryPolicy
 
@@ -22,6 +29,36 @@ MANAGED_LABEL = ("io.cri-containerd.image", "managed")
 # (containerd 1.6.22+, 1.7.3+, 2.x; older versions keep the label but ignore it).
 PINNED_LABEL = ("io.cri-containerd.pinned", "pinned")
 CALL_TIMEOUT = 30.0
+log = logging.getLogger(__name__)
+# The CRI plugin, which reports the platform it pulls for: (type, id) in 1.6/1.7, then in 2.x.
+CRI_PLUGINS = (("io.containerd.grpc.v1", "cri"), ("io.containerd.cri.v1", "runtime"))
+
+
+async def cri_platform(channel: grpc.aio.Channel) -> platforms.Platform | None:
+    """The platform containerd's CRI plugin pulls for, or None if containerd does not say.
+
+    This, not the agent's own uname, is the node's platform: an agent image running under
+    emulation (amd64 on an arm64 node through binfmt) must still preload the node's content."""
+    stub = introspection_pb2_grpc.IntrospectionStub(channel)
+    try:
+        reply = await stub.Plugins(introspection_pb2.PluginsRequest(), timeout=CALL_TIMEOUT)
+    except grpc.aio.AioRpcError:
+        return None
+    for plugin in reply.plugins:
+        if (plugin.type, plugin.id) in CRI_PLUGINS and plugin.platforms:
+            first = plugin.platforms[0]
+            return platforms.normalize(first.os, first.architecture, first.variant)
+    return None
+
+
+async def node_platform(channel: grpc.aio.Channel) -> platforms.Platform:
+    """The node's platform: containerd's answer, else this machine's uname."""
+    reported = await cri_platform(channel)
+    if reported is not None:
+        return reported
+    detected = platforms.detect()
+    log.warning("the runtime does not report its platform; using this machine's: %s", detected)
+    return detected
 
 
 class ContainerdImages:
@@ -40,12 +77,23 @@ class ContainerdImages:
     async def bind_tag(self, tag_name: str, content_name: str) -> None:
         """Make `tag_name` (name:tag) name the same content as `content_name` (name@digest)."""
         try:
-            get = images_pb2.GetImageRequest(name=content_name)
-            source = await self._call(self._stub.Get, get, f"Images.Get {content_name}")
-            image = images_pb2.Image(
-                name=tag_name, target=source.image.target, labels=dict([MANAGED_LABEL])
-            )
-            await self._create_or_update(image)
+            source = await self._get(content_name)
+            if source is None:
+                raise ImageError(tag_name, f"binding the tag failed: {content_name} is not present")
+            existing = await self._get(tag_name)
+            if existing is None:
+                image = images_pb2.Image(
+                    name=tag_name, target=source.target, labels=dict([MANAGED_LABEL])
+                )
+                create = images_pb2.CreateImageRequest(image=image)
+                await self._call(self._stub.Create, create, f"Images.Create {tag_name}")
+                return
+            # The whole record goes back, as containerd's own clients send it (1.7 and 2.x
+            # dereference `target` unconditionally); the mask names only what changes, so
+            # other labels (our pin) stay as they are.
+            existing.target.CopyFrom(source.target)
+            existing.labels[MANAGED_LABEL[0]] = MANAGED_LABEL[1]
+            await self._update(existing, ["target", f"labels.{MANAGED_LABEL[0]}"])
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 raise TagBindingUnsupported(
@@ -55,15 +103,26 @@ class ContainerdImages:
                 ) from None
             raise ImageError(tag_name, f"binding the tag failed: {rpc.details_of(exc)}") from None
 
-    async def unpinned(self, names: Sequence[str]) -> list[str]:
-        """Which of `names` exist in containerd without our pinned label (one List call)."""
+    async def pin(self, names: Sequence[str]) -> list[str]:
+        """Label each of `names` present without our pin label as pinned; return those labelled.
+
+        One List call finds them; each update sends the full record as listed, with a mask of
+        the pin label only."""
         wanted = set(names)
         key, value = PINNED_LABEL
-        return [
-            image.name
-            for image in await self._list()
-            if image.name in wanted and image.labels.get(key) != value
-        ]
+        pinned = []
+        for image in await self._list():
+            if image.name not in wanted or image.labels.get(key) == value:
+                continue
+            image.labels[key] = value
+            try:
+                await self._update(image, [f"labels.{key}"])
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    continue  # removed since the listing (kubelet GC, an operator): nothing to pin
+                raise ImageError(image.name, f"pinning failed: {rpc.details_of(exc)}") from None
+            pinned.append(image.name)
+        return pinned
 
     async def created_ns(self) -> dict[str, int]:
         """Image name → when containerd created that record, in ns since the epoch."""
@@ -71,6 +130,18 @@ class ContainerdImages:
             image.name: image.created_at.seconds * 1_000_000_000 + image.created_at.nanos
             for image in await self._list()
         }
+
+    async def _get(self, name: str) -> images_pb2.Image | None:
+        """The full record of `name`, or None if containerd has none by that name."""
+        try:
+            reply = await self._call(
+                self._stub.Get, images_pb2.GetImageRequest(name=name), f"Images.Get {name}"
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return reply.image if reply.HasField("image") else None
 
     async def _list(self) -> list[images_pb2.Image]:
         """Every image record in our namespace, in one call."""
@@ -82,27 +153,15 @@ class ContainerdImages:
             raise AgentError(f"listing containerd images failed: {rpc.details_of(exc)}") from None
         return list(listing.images)
 
-    async def pin(self, name: str) -> None:
-        key, value = PINNED_LABEL
-        image = images_pb2.Image(name=name, labels={key: value})
-        mask = field_mask_pb2.FieldMask(paths=[f"labels.{key}"])
+    async def _update(self, image: images_pb2.Image, paths: list[str]) -> None:
+        """Update with the full record `image`; never send one without its target."""
+        if not image.HasField("target") or not image.target.digest:
+            # containerd 1.7/2.x panic on an Update without target (services/images
+            # imageFromProto, containerd/containerd); refuse rather than crash the runtime.
+            raise AgentError(f"refusing to update {image.name}: the record has no target")
+        mask = field_mask_pb2.FieldMask(paths=paths)
         update = images_pb2.UpdateImageRequest(image=image, update_mask=mask)
-        try:
-            await self._call(self._stub.Update, update, f"Images.Update {name}")
-        except grpc.aio.AioRpcError as exc:
-            raise ImageError(name, f"pinning failed: {rpc.details_of(exc)}") from None
-
-    async def _create_or_update(self, image: images_pb2.Image) -> None:
-        try:
-            create = images_pb2.CreateImageRequest(image=image)
-            await self._call(self._stub.Create, create, f"Images.Create {image.name}")
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
-                raise
-            # Update only the target and our label, leaving other labels (pins) alone.
-            mask = field_mask_pb2.FieldMask(paths=["target", f"labels.{MANAGED_LABEL[0]}"])
-            update = images_pb2.UpdateImageRequest(image=image, update_mask=mask)
-            await self._call(self._stub.Update, update, f"Images.Update {image.name}")
+        await self._call(self._stub.Update, update, f"Images.Update {image.name}")
 
     async def _call(self, method: Any, request: Any, what: str) -> Any:
         """One call in our namespace; every error reaches the caller, which maps it."""

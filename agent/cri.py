@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from agent.credentials import Credential
 from agent.errors import ImageError
 from agent.plan import NodeImage
 from agent.retry import RetryPolicy
+from agent.runtimes import RuntimeFeatures, features_of
 from agent.starts import ContainerInfo
 
 # Short calls answer in milliseconds; a pull takes as long as the image needs.
@@ -35,6 +37,9 @@ class CriClient:
         self._images = api_pb2_grpc.ImageServiceStub(channel)
         self._runtime = api_pb2_grpc.RuntimeServiceStub(channel)
         self._policy = policy
+        self.features: RuntimeFeatures | None = None
+        """What the runtime can do, known after the first `version()`."""
+        self._one_pull_at_a_time = asyncio.Lock()
 
     async def _call(
         self,
@@ -56,6 +61,8 @@ class CriClient:
     async def version(self) -> RuntimeInfo:
         request = api_pb2.VersionRequest(version="v1")
         response = await self._call(self._runtime.Version, request, "Version")
+        # The runtime may have been upgraded behind the same socket: learn it again each time.
+        self.features = features_of(response.runtime_name, response.runtime_version)
         return RuntimeInfo(
             response.runtime_name, response.runtime_version, response.runtime_api_version
         )
@@ -74,7 +81,19 @@ class CriClient:
         return _node_image(response.image) if response.HasField("image") else None
 
     async def pull(self, reference: str, credential: Credential | None = None) -> str:
-        """Pull `reference` for the node's platform; return the image id."""
+        """Pull `reference` for the node's platform; return the image id.
+
+        On a runtime that crashes on concurrent pulls, pulls wait for each other here, whoever
+        the caller is: the guard cannot be forgotten."""
+        if self.features is None:
+            await self.version()
+        assert self.features is not None
+        if self.features.parallel_pulls:
+            return await self._pull(reference, credential)
+        async with self._one_pull_at_a_time:
+            return await self._pull(reference, credential)
+
+    async def _pull(self, reference: str, credential: Credential | None) -> str:
         request = api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=reference))
         if credential is not None:
             # server_address stays empty: containerd compares it with the host it contacts,

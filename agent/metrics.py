@@ -122,8 +122,19 @@ class Metrics:
             registry=registry,
         )
         self.build_info.labels(__version__, _host.python_version()).set(1)
+        self.runtime_info = Gauge(
+            "prepull_runtime_info",
+            "Always 1; labels name the container runtime the agent last spoke to.",
+            ["runtime_name", "runtime_version"],
+            registry=registry,
+        )
         for result in ("success", "failure"):
             self.pulls.labels(result)
+
+    def runtime_is(self, name: str, version: str) -> None:
+        """One series: the runtime now behind the socket (an upgrade replaces it)."""
+        self.runtime_info.clear()
+        self.runtime_info.labels(name, version).set(1)
 
     def forget_images(self, keep: Iterable[str]) -> None:
         """Drop per-image series of images no longer configured (bounded by the list)."""

@@ -37,8 +37,7 @@ class TagBinder(Protocol):
     """Points a tag at present content, and labels images (agent.containerd.ContainerdImages)."""
 
     async def bind_tag(self, tag_name: str, content_name: str) -> None: ...
-    async def unpinned(self, names: Sequence[str]) -> list[str]: ...
-    async def pin(self, name: str) -> None: ...
+    async def pin(self, names: Sequence[str]) -> list[str]: ...
 
 
 class Resolver(Protocol):
@@ -106,8 +105,8 @@ class Reconciler:
                 return await self._converge_one(entry, state)
 
         outcomes = await _gather_in_order([one(e) for e in config.images])
-        if config.pin and self._binder is not None:
-            await self._pin(self._binder, outcomes)
+        if config.pin and self._binder is not None and await self._pin(self._binder, outcomes):
+            outcomes = await self._with_pins(outcomes)
         return outcomes
 
     async def _converge_one(self, entry: ImageEntry, state: NodeState) -> Outcome:
@@ -206,15 +205,24 @@ class Reconciler:
                 )
             await asyncio.sleep(BIND_POLL_INTERVAL)
 
-    async def _pin(self, binder: TagBinder, outcomes: Sequence[Outcome]) -> None:
-        """Label what we preloaded so kubelet's image GC keeps it (containerd 1.6.22+, 1.7.3+)."""
+    async def _pin(self, binder: TagBinder, outcomes: Sequence[Outcome]) -> bool:
+        """Label what we preloaded so kubelet's image GC keeps it (containerd 1.6.22+, 1.7.3+);
+        True if any label was added."""
         names = [name for o in outcomes if o.status != "skipped" for name in _names(o)]
         try:
-            for name in await binder.unpinned(names):
-                await binder.pin(name)
+            return bool(await binder.pin(names))
         except AgentError as exc:
             # Pinning protects against GC; failing to pin does not make the node wrong.
             log.warning("could not label images as pinned: %s", exc)
+            return False
+
+    async def _with_pins(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """The outcomes with `pinned` as CRI reports it now that the labels are on (one call)."""
+        pinned = {image.id for image in await self._runtime.list_images() if image.pinned}
+        return [
+            dataclasses.replace(o, pinned=o.image_id in pinned) if o.image_id else o
+            for o in outcomes
+        ]
 
 
 def _names(outcome: Outcome) -> list[str]:

@@ -35,28 +35,37 @@ class PassSummary:
 
 
 class NodeReport:
-    def __init__(self, node: Platform) -> None:
+    def __init__(self, node: Platform | None) -> None:
         self.node = node
-        self.runtime: dict[str, str] = {}
+        """None until the runtime has said which platform it pulls for."""
+        self.runtime: dict[str, object] = {}
         self.images: dict[str, ImageReport] = {}
         self.last_reconcile: float | None = None
         """Unix time the last pass finished."""
         self.last_error: str | None = None
         """Why the last pass could not run at all (runtime unreachable), if it could not."""
         self.passes = 0
+        self._entries: list[ImageEntry] = []
 
     def configure(self, entries: Iterable[ImageEntry]) -> None:
         """Adopt a (new) list: keep what is known of images still listed, forget the rest."""
+        self._entries = list(entries)
         images = {}
-        for entry in entries:
+        for entry in self._entries:
             known = self.images.get(entry.written)
-            if not entry.applies_to(self.node):
+            if self.node is not None and not entry.applies_to(self.node):
                 images[entry.written] = ImageReport(entry.written, state="skipped")
             elif known is None or known.state == "skipped":
                 images[entry.written] = ImageReport(entry.written)
             else:
                 images[entry.written] = known
         self.images = images
+
+    def located(self, node: Platform) -> None:
+        """The node's platform is known now: entries for other platforms become skipped."""
+        if node != self.node:
+            self.node = node
+            self.configure(self._entries)
 
     def pulling(self, entry: ImageEntry) -> None:
         report = self.images.get(entry.written)
@@ -101,7 +110,7 @@ class NodeReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "node_platform": str(self.node),
+            "node_platform": str(self.node) if self.node else None,
             "runtime": self.runtime,
             "ready": self.ready,
             "last_reconcile": self.last_reconcile,

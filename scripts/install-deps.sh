@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a Debian/Ubuntu machine:
-# containerd, docker-registry, runc, prometheus and busybox-static from apt, and this package
-# with its test extras in .venv.
+# containerd (1.6, bookworm's), docker-registry, runc, prometheus, busybox-static and
+# qemu-user-static from apt; containerd 1.7, 2.x and an arm64 build into .cache/ (never
+# installed: scripts/fetch-containerd.sh); and this package with its test extras in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -21,12 +22,16 @@ command -v runc >/dev/null || apt_packages+=(runc)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || apt_packages+=(prometheus)
 # A static busybox makes the test images (and the pods' pause image) really runnable.
 if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then apt_packages+=(busybox-static); fi
+# qemu-aarch64-static runs Debian's arm64 containerd: a real arm64 node for image work.
+command -v qemu-aarch64-static >/dev/null || apt_packages+=(qemu-user-static)
 "$PYTHON" -c 'import ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing ${apt_packages[*]} from apt"
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
+
+scripts/fetch-containerd.sh
 
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

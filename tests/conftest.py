@@ -19,6 +19,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def pytest_report_header() -> str:
+    from tests.harness.containerd import LINE_VARIABLE, LINES
+
+    return f"containerd line for integration tests: {os.environ.get(LINE_VARIABLE, LINES[0])}"
+
+
 @pytest.fixture(autouse=True)
 async def _no_leftover_tasks() -> AsyncIterator[None]:
     """Every task an async test starts must be awaited or cancelled by its owner."""

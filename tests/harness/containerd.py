@@ -1,4 +1,9 @@
-"""A real containerd (Debian 1.6, CRI v1) run as root in a temp dir, trusting the test registry."""
+"""A real containerd run as root in a temp dir, trusting the test registry.
+
+Every release line nodes run is here (scripts/fetch-containerd.sh): 1.6 is Debian bookworm's
+system package, 1.7 (trixie) and 2.x (unstable) are unpacked into .cache/containerd, and an arm64
+build runs under qemu-aarch64-static. PREPULL_CONTAINERD picks the line the tests use.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,77 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness.procs import HarnessError, require_binary, stop, wait_until
+from tests.harness.procs import HarnessError, require_binary, stop, tail, wait_until
 
-# Own root/state/sockets so several instances (the demo's two "nodes") coexist with
-# each other and with a system containerd; the native snapshotter works on any filesystem.
+CACHE = Path(__file__).resolve().parents[2] / ".cache" / "containerd"
+LINE_VARIABLE = "PREPULL_CONTAINERD"
+LINES = ("1.6", "1.7", "2")
+
+
+@dataclass(frozen=True)
+class Release:
+    """One containerd build: where its binaries are, and how to run them."""
+
+    line: str
+    bin_dir: Path | None
+    """None: the system package on PATH (bookworm's 1.6)."""
+    sysroot: Path | None = None
+    """Set for the arm64 build: run under qemu-aarch64-static with this sysroot."""
+
+    @property
+    def honours_pins(self) -> bool:
+        """Seen: Debian's 1.6.20 ignores the pin label; 1.7.24 and 2.1.x report pinned."""
+        return self.line not in ("1.6", "arm64")
+
+    @property
+    def races_on_parallel_pulls(self) -> bool:
+        """containerd#8742: Debian's 1.6.20 (amd64 and arm64) predates the fix in 1.6.22."""
+        return self.line in ("1.6", "arm64")
+
+    def binary(self, name: str) -> str:
+        if self.bin_dir is None:
+            return require_binary(name, "containerd")
+        path = self.bin_dir / name
+        if not path.exists():
+            raise HarnessError(f"{path} is missing: run scripts/fetch-containerd.sh (make deps)")
+        return str(path)
+
+    def command(self) -> list[str]:
+        if self.sysroot is None:
+            return [self.binary("containerd")]
+        qemu = require_binary("qemu-aarch64-static", "qemu-user-static")
+        return [qemu, "-L", str(self.sysroot), self.binary("containerd")]
+
+    def ctr(self) -> str:
+        """An x86 ctr for this node; any line's ctr speaks to any (the API is stable)."""
+        return release_of(LINES[0]).binary("ctr") if self.sysroot else self.binary("ctr")
+
+
+def release_of(line: str) -> Release:
+    if line == "1.6":
+        return Release(line, None)
+    if line in ("1.7", "2"):
+        return Release(line, CACHE / line / "usr" / "bin")
+    if line == "arm64":
+        return Release(line, CACHE / "arm64" / "usr" / "bin", sysroot=CACHE / "arm64")
+    raise HarnessError(f"{LINE_VARIABLE}={line!r}: choose one of {', '.join(LINES)} or arm64")
+
+
+def selected_release() -> Release:
+    """The line the test run uses: $PREPULL_CONTAINERD, 1.6 (the system package) if unset."""
+    return release_of(os.environ.get(LINE_VARIABLE, LINES[0]))
+
+
+RUNNING: set[Containerd] = set()
+"""Every containerd started and not yet stopped: the tests check after each that all still run."""
+
+
+# Own root/state/sockets so several instances (the demo's two "nodes") coexist with each other
+# and with a system containerd. overlayfs is what real nodes use; every line reads version 2
+# (2.x migrates it at start).
 CONFIG = """\
 version = 2
 root = "{root}"
@@ -41,17 +111,25 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   # child's PID from pipe". Clamping to containerd's own score lets real pods start.
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
+    snapshotter = "{snapshotter}"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "{certs_d}"
 """
 
 
 class Containerd:
-    def __init__(self, workdir: Path, sandbox_image: str = "registry.k8s.io/pause:3.6") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        sandbox_image: str = "registry.k8s.io/pause:3.6",
+        release: Release | None = None,
+        snapshotter: str = "overlayfs",
+    ) -> None:
         self.workdir = workdir
         self.sandbox_image = sandbox_image
         """The pause image pods need; the tests push a runnable one to their registry."""
+        self.release = release or selected_release()
+        self.snapshotter = snapshotter
         # Unix socket paths must stay under ~100 characters: keep them in a short /tmp dir.
         self._sockdir = Path(tempfile.mkdtemp(prefix="pp-", dir="/tmp"))
         self.socket = self._sockdir / "c.sock"
@@ -86,7 +164,7 @@ class Containerd:
     def start(self) -> Containerd:
         if os.geteuid() != 0:
             raise HarnessError("containerd needs root: run the tests as root (sudo make test)")
-        binary = require_binary("containerd", "containerd")
+        command = self.release.command()
         require_binary("runc", "runc")
         self.certs_d.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "config.toml"
@@ -97,25 +175,56 @@ class Containerd:
                 socket=self.socket,
                 certs_d=self.certs_d,
                 sandbox_image=self.sandbox_image,
+                snapshotter=self.snapshotter,
             )
         )
+        # containerd finds its shim on PATH: this line's own, next to its binary.
+        env = dict(os.environ)
+        if self.release.bin_dir is not None:
+            env["PATH"] = f"{self.release.bin_dir}:{env.get('PATH', '')}"
         log = self.workdir / "containerd.log"
         with log.open("wb") as out:
             self._proc = subprocess.Popen(
-                [binary, "--config", str(config), "--log-level", "warn"],
+                [*command, "--config", str(config), "--log-level", "warn"],
+                env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_until(self._cri_answers, 60, "containerd", self._proc, log)
+        # Under qemu an arm64 containerd takes several seconds to start.
+        wait_until(self._cri_answers, 120, f"containerd {self.release.line}", self._proc, log)
+        RUNNING.add(self)
         return self
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "containerd.log"
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def check_alive(self) -> None:
+        """Fail loudly if containerd died (a panic or fatal error is the worst agent defect)."""
+        if self._proc is not None and not self.alive():
+            raise HarnessError(
+                f"containerd {self.release.line} exited with {self._proc.returncode}:\n"
+                f"{crash_report(self.log)}"
+            )
 
     def _cri_answers(self) -> bool:
         if not self.socket.exists():
             return False
-        ctr = shutil.which("ctr") or "ctr"
         probe = subprocess.run(
-            [ctr, "--address", str(self.socket), "-n", "k8s.io", "images", "ls", "-q"],
+            [
+                self.release.ctr(),
+                "--address",
+                str(self.socket),
+                "-n",
+                "k8s.io",
+                "images",
+                "ls",
+                "-q",
+            ],
             capture_output=True,
             timeout=10,
         )
@@ -124,7 +233,7 @@ class Containerd:
     def ctr(self, *args: str) -> str:
         """Run containerd's own CLI against this instance, in the CRI namespace."""
         result = subprocess.run(
-            ["ctr", "--address", str(self.socket), "-n", "k8s.io", *args],
+            [self.release.ctr(), "--address", str(self.socket), "-n", "k8s.io", *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -134,6 +243,7 @@ class Containerd:
         return result.stdout
 
     def stop(self) -> None:
+        RUNNING.discard(self)
         if self._proc is not None and self._proc.poll() is None:
             from tests.harness.pods import remove_all_pods
 
@@ -144,3 +254,15 @@ class Containerd:
         if self._proc is not None:
             stop(self._proc)
         shutil.rmtree(self._sockdir, ignore_errors=True)
+
+
+def crash_report(log: Path) -> str:
+    """The panic or fatal error in a containerd log, with the goroutine that raised it."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    for index, line in enumerate(lines):
+        if line.startswith(("panic:", "fatal error:")):
+            return "\n".join(lines[index : index + 40])
+    return tail(log)

@@ -16,12 +16,25 @@ import pytest
 from agent import rpc
 from agent.cri import CriClient
 from agent.plan import NodeImage
-from tests.harness.containerd import Containerd
+from tests.harness.containerd import RUNNING, Containerd
 from tests.harness.images import push_runnable
 from tests.harness.procs import HarnessError
 from tests.harness.registry import Registry
 
 T = TypeVar("T")
+
+
+@pytest.fixture(autouse=True)
+def _containerd_survives() -> Iterator[None]:
+    """After every test, every containerd it could have touched must still be running: an
+    agent that crashes the runtime it serves fails the test that did it."""
+    yield
+    for node in list(RUNNING):
+        try:
+            node.check_alive()
+        except HarnessError as exc:
+            RUNNING.discard(node)
+            pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")

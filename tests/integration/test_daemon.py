@@ -86,7 +86,9 @@ def test_cold_node_pulls_then_reports_ready_with_status_and_metrics(
     (reported,) = status["images"]
     assert reported["image"] == image.tagged and reported["state"] == "present"
     assert reported["digest"] == image.digest and reported["bytes"] > 0
-    assert reported["pinned"] is False, "containerd 1.6.20 ignores the pin label (FACTS.md)"
+    assert reported["pinned"] is containerd.release.honours_pins, "1.6.20 ignores the pin label"
+    assert status["runtime"]["pins_honoured"] is containerd.release.honours_pins
+    assert status["runtime"]["parallel_pulls"] is not containerd.release.races_on_parallel_pulls
     assert daemon.metric("prepull_cache_misses_total") == 1
     assert daemon.metric("prepull_cache_hits_total") == 0
     assert daemon.metric("prepull_pulls_total", result="success") == 1

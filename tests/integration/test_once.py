@@ -236,6 +236,10 @@ def test_preloaded_images_carry_the_pinned_label(
     for name in (image.tagged, image.by_digest()):
         line = next((row for row in listing.splitlines() if row.startswith(name + " ")), "")
         assert "io.cri-containerd.pinned=pinned" in line, f"{name} not labelled:\n{listing}"
+        seen = image_status(containerd, name)
+        assert seen is not None
+        # What kubelet's image GC asks: honoured from 1.6.22/1.7.3, ignored by Debian's 1.6.20.
+        assert seen.pinned is containerd.release.honours_pins, name
 
 
 def test_pin_false_leaves_images_unlabelled(

@@ -65,12 +65,11 @@ class FakeBinder:
         self.runtime = runtime
         self.pinned: list[str] = []
 
-    async def unpinned(self, names: list[str]) -> list[str]:
+    async def pin(self, names: list[str]) -> list[str]:
         known = {n for i in self.runtime.images for n in (*i.repo_tags, *i.repo_digests)}
-        return [n for n in names if n in known and n not in self.pinned]
-
-    async def pin(self, name: str) -> None:
-        self.pinned.append(name)
+        new = [n for n in names if n in known and n not in self.pinned]
+        self.pinned.extend(new)
+        return new
 
     async def bind_tag(self, tag_name: str, content_name: str) -> None:
         content = await self.runtime.image_status(content_name)

@@ -3,6 +3,7 @@ for faults the real containerd cannot be made to produce on demand."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -24,9 +25,16 @@ class FlakyImages(api_pb2_grpc.ImageServiceServicer):
     def __init__(self, resets: int) -> None:
         self.resets = resets
         self.pull_calls = 0
+        self.pull_seconds = 0.0
+        self.in_flight = 0
+        self.most_in_flight = 0
 
     async def PullImage(self, request, context):
         self.pull_calls += 1
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(self.pull_seconds)
+        self.in_flight -= 1
         if self.pull_calls <= self.resets:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "read: connection reset by peer")
         if request.image.image.endswith(":missing"):
@@ -37,11 +45,30 @@ class FlakyImages(api_pb2_grpc.ImageServiceServicer):
         return api_pb2.ImageStatusResponse()
 
 
+class FakeRuntime(api_pb2_grpc.RuntimeServiceServicer):
+    """Answers Version as the configured runtime; None: a runtime without CRI v1."""
+
+    def __init__(self) -> None:
+        self.version: str | None = "2.1.9"
+
+    async def Version(self, request, context):
+        if self.version is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        return api_pb2.VersionResponse(
+            runtime_name="containerd", runtime_version=self.version, runtime_api_version="v1"
+        )
+
+
+RUNTIME = FakeRuntime()
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[str, FlakyImages]]:
     images = FlakyImages(resets=2)
     srv = grpc.aio.server()
     api_pb2_grpc.add_ImageServiceServicer_to_server(images, srv)
+    RUNTIME.version = "2.1.9"
+    api_pb2_grpc.add_RuntimeServiceServicer_to_server(RUNTIME, srv)
     port = srv.add_insecure_port("127.0.0.1:0")
     await srv.start()
     try:
@@ -88,6 +115,7 @@ async def test_a_runtime_without_cri_v1_is_reported_with_its_endpoint(
     server: tuple[str, FlakyImages],
 ) -> None:
     endpoint, _ = server
+    RUNTIME.version = None
     channel = rpc.open_channel(endpoint)
     try:
         with pytest.raises(RuntimeUnavailable, match=f"{endpoint}.*Version: UNIMPLEMENTED"):
@@ -118,3 +146,19 @@ async def test_a_closed_socket_is_unavailable_after_retries(tmp_path) -> None:
             await CriClient(channel, endpoint, FAST).list_images()
     finally:
         await channel.close()
+
+
+@pytest.mark.parametrize(("version", "most"), [("1.6.20~ds1", 1), ("1.7.2", 1), ("1.7.24", 4)])
+async def test_pulls_run_one_at_a_time_only_on_runtimes_that_crash_otherwise(
+    server: tuple[str, FlakyImages], version: str, most: int
+) -> None:
+    endpoint, images = server
+    images.resets, images.pull_seconds = 0, 0.05
+    RUNTIME.version = version
+    channel = rpc.open_channel(endpoint)
+    try:
+        client = CriClient(channel, endpoint, FAST)
+        await asyncio.gather(*(client.pull(f"r.io/a/b:{i}") for i in range(4)))
+    finally:
+        await channel.close()
+    assert images.most_in_flight == most

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Fetch the containerd release lines nodes run, from Debian's own package registry, without
+# installing anything over the system's packages:
+#   1.6  Debian bookworm's containerd: the system package (apt, by install-deps.sh)
+#   1.7  Debian trixie's containerd   -> .cache/containerd/1.7/usr/bin
+#   2    Debian unstable's containerd -> .cache/containerd/2/usr/bin
+#   arm64  bookworm's containerd:arm64 + libc6:arm64 in one sysroot -> .cache/containerd/arm64
+#          (run under qemu-aarch64-static -L <sysroot>: a real arm64 node for image work)
+# `apt-get download` runs with a private sources list and private lists/cache, so the system's apt
+# state is untouched; `dpkg -x` unpacks. A line that cannot be had fails the script (never a skip).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE=.cache/containerd
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+
+# The machine's own Debian mirror, from its apt sources (deb822 or one-line format).
+mirror=$(grep -hoE 'https?://[^ ]*/debian/?( |$)' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+  grep -v security | head -n1 | tr -d ' ' || true)
+mirror=${mirror:-http://deb.debian.org/debian}
+
+# fetch <name> <suite> <arch> <packages...>: download and unpack into $CACHE/<name>.
+fetch() {
+  local name=$1 suite=$2 arch=$3
+  shift 3
+  local dest=$CACHE/$name
+  local stamp="$dest/.fetched-$suite-$arch-$*"
+  stamp=${stamp// /_}
+  [ -e "$stamp" ] && return 0
+  local apt
+  apt=$(mktemp -d)
+  mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial"
+  echo "deb [arch=$arch signed-by=$KEYRING] $mirror $suite main" >"$apt/sources.list"
+  local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o Dir::State::Status=/dev/null
+    -o "APT::Architecture=$arch" -o "APT::Architectures=$arch" -o APT::Sandbox::User=root -qq)
+  echo "fetching containerd $name ($suite, $arch) from $mirror"
+  apt-get "${opts[@]}" update
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  (cd "$apt" && apt-get "${opts[@]}" download "$@")
+  for deb in "$apt"/*.deb; do dpkg -x "$deb" "$dest"; done
+  for deb in "$apt"/*.deb; do basename "$deb"; done >"$dest/PACKAGES"
+  rm -rf "$apt"
+  touch "$stamp"
+}
+
+fetch 1.7 trixie amd64 containerd
+fetch 2 sid amd64 containerd
+fetch arm64 bookworm arm64 containerd libc6
+
+for line in 1.7 2; do
+  "$CACHE/$line/usr/bin/containerd" --version
+done
+command -v qemu-aarch64-static >/dev/null
+qemu-aarch64-static -L "$CACHE/arm64" "$CACHE/arm64/usr/bin/containerd" --version
