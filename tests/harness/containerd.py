@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.platform import detect
 from tests.harness.procs import HarnessError, require_binary, stop, tail, wait_until
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "containerd"
@@ -80,10 +81,8 @@ RUNNING: set[Containerd] = set()
 
 
 # Own root/state/sockets so several instances (the demo's two "nodes") coexist with each other
-# and with a system containerd. overlayfs is what real nodes use; every line reads version 2
-# (2.x migrates it at start).
-CONFIG = """\
-version = 2
+# and with a system containerd. overlayfs is what real nodes use.
+COMMON = """\
 root = "{root}"
 state = "{state}"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
@@ -100,21 +99,75 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
 [metrics]
   address = ""
-
+"""
+# The CRI plugin gives pause containers oom_score_adj -998; lowering a score needs
+# CAP_SYS_RESOURCE, which root lacks in these VMs, and runc then dies with "can't get final
+# child's PID from pipe". restrict_oom_score_adj clamps to containerd's own score.
+# With registry headers set, containerd before 1.6.22/1.7.3 shares one headers map between
+# concurrent pulls (containerd#8742): the tests can ask for that setup.
+CONFIG_V2 = """\
+version = 2
+{common}
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   disable_apparmor = true
   sandbox_image = "{sandbox_image}"
-  # The CRI plugin gives pause containers oom_score_adj -998; lowering a score needs
-  # CAP_SYS_RESOURCE, which root lacks in these VMs, and runc then dies with "can't get final
-  # child's PID from pipe". Clamping to containerd's own score lets real pods start.
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "{snapshotter}"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "{certs_d}"
+{headers}"""
+HEADERS_V2 = """\
+    [plugins."io.containerd.grpc.v1.cri".registry.headers]
+      X-Prepull-Test = ["1"]
 """
+# containerd 2.x's own format: the CRI plugin is split into images and runtime plugins. (2.x
+# migrates a version 2 file, but drops its CRI snapshotter setting: overlayfs whatever it said.)
+CONFIG_V3 = """\
+version = 3
+{common}
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "{snapshotter}"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{sandbox_image}"
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "{certs_d}"
+{headers}{unpack}"""
+HEADERS_V3 = """\
+    [plugins."io.containerd.cri.v1.images".registry.headers]
+      X-Prepull-Test = ["1"]
+"""
+# 2.x pulls for CRI through its transfer service, whose default unpack configuration names only
+# overlayfs (containerd plugins/transfer/plugin.go): with another CRI snapshotter, pulls fail
+# with "unable to initialize unpacker: no unpack platforms defined". Name the snapshotter.
+UNPACK = """\
+[[plugins."io.containerd.transfer.v1.local".unpack_config]]
+  platform = "{platform}"
+  snapshotter = "{snapshotter}"
+"""
+
+
+def render_config(release: Release, **values: object) -> str:
+    """The config file for `release`: version 3 for 2.x, version 2 before."""
+    common = COMMON.format(**values)
+    if release.line == "2":
+        unpack = "" if values["snapshotter"] == "overlayfs" else UNPACK.format(**values)
+        headers = HEADERS_V3 if values["headers"] else ""
+        return CONFIG_V3.format(
+            **{**values, "common": common, "headers": headers, "unpack": unpack}
+        )
+    headers = HEADERS_V2 if values["headers"] else ""
+    return CONFIG_V2.format(**{**values, "common": common, "headers": headers})
 
 
 class Containerd:
@@ -124,12 +177,14 @@ class Containerd:
         sandbox_image: str = "registry.k8s.io/pause:3.6",
         release: Release | None = None,
         snapshotter: str = "overlayfs",
+        registry_headers: bool = False,
     ) -> None:
         self.workdir = workdir
         self.sandbox_image = sandbox_image
         """The pause image pods need; the tests push a runnable one to their registry."""
         self.release = release or selected_release()
         self.snapshotter = snapshotter
+        self.registry_headers = registry_headers
         # Unix socket paths must stay under ~100 characters: keep them in a short /tmp dir.
         self._sockdir = Path(tempfile.mkdtemp(prefix="pp-", dir="/tmp"))
         self.socket = self._sockdir / "c.sock"
@@ -169,13 +224,16 @@ class Containerd:
         self.certs_d.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "config.toml"
         config.write_text(
-            CONFIG.format(
+            render_config(
+                self.release,
                 root=self.workdir / "root",
                 state=self._sockdir / "state",
                 socket=self.socket,
                 certs_d=self.certs_d,
                 sandbox_image=self.sandbox_image,
                 snapshotter=self.snapshotter,
+                headers=self.registry_headers,
+                platform=detect(),
             )
         )
         # containerd finds its shim on PATH: this line's own, next to its binary.
