@@ -80,20 +80,16 @@ class ContainerdImages:
             source = await self._get(content_name)
             if source is None:
                 raise ImageError(tag_name, f"binding the tag failed: {content_name} is not present")
-            existing = await self._get(tag_name)
-            if existing is None:
-                image = images_pb2.Image(
-                    name=tag_name, target=source.target, labels=dict([MANAGED_LABEL])
-                )
-                create = images_pb2.CreateImageRequest(image=image)
-                await self._call(self._stub.Create, create, f"Images.Create {tag_name}")
-                return
-            # The whole record goes back, as containerd's own clients send it (1.7 and 2.x
-            # dereference `target` unconditionally); the mask names only what changes, so
-            # other labels (our pin) stay as they are.
-            existing.target.CopyFrom(source.target)
-            existing.labels[MANAGED_LABEL[0]] = MANAGED_LABEL[1]
-            await self._update(existing, ["target", f"labels.{MANAGED_LABEL[0]}"])
+            if not await self._create(tag_name, source.target):
+                existing = await self._get(tag_name)
+                if existing is None:
+                    raise ImageError(tag_name, "binding the tag failed: removed while binding")
+                # The whole record goes back, as containerd's own clients send it (1.7 and 2.x
+                # dereference `target` unconditionally); the mask names only what changes, so
+                # other labels (our pin) stay as they are.
+                existing.target.CopyFrom(source.target)
+                existing.labels[MANAGED_LABEL[0]] = MANAGED_LABEL[1]
+                await self._update(existing, ["target", f"labels.{MANAGED_LABEL[0]}"])
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 raise TagBindingUnsupported(
@@ -102,6 +98,21 @@ class ContainerdImages:
                     "the pinned digest; pods must reference the digest",
                 ) from None
             raise ImageError(tag_name, f"binding the tag failed: {rpc.details_of(exc)}") from None
+
+    async def _create(self, name: str, target: Any) -> bool:
+        """Create the record `name` → `target`; False if a record by that name exists."""
+        image = images_pb2.Image(name=name, target=target, labels=dict([MANAGED_LABEL]))
+        try:
+            await self._call(
+                self._stub.Create,
+                images_pb2.CreateImageRequest(image=image),
+                f"Images.Create {name}",
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
+                return False
+            raise
+        return True
 
     async def pin(self, names: Sequence[str]) -> list[str]:
         """Label each of `names` present without our pin label as pinned; return those labelled.

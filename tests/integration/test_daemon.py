@@ -89,6 +89,13 @@ def test_cold_node_pulls_then_reports_ready_with_status_and_metrics(
     assert reported["pinned"] is containerd.release.honours_pins, "1.6.20 ignores the pin label"
     assert status["runtime"]["pins_honoured"] is containerd.release.honours_pins
     assert status["runtime"]["parallel_pulls"] is not containerd.release.races_on_parallel_pulls
+    assert bool(status["runtime"]["limitations"]) is (containerd.release.line == "1.6")
+    version = status["runtime"]["version"]
+    assert version.startswith({"1.6": "1.6.", "1.7": "1.7.", "2": "2."}[containerd.release.line])
+    assert (
+        daemon.metric("prepull_runtime_info", runtime_name="containerd", runtime_version=version)
+        == 1
+    )
     assert daemon.metric("prepull_cache_misses_total") == 1
     assert daemon.metric("prepull_cache_hits_total") == 0
     assert daemon.metric("prepull_pulls_total", result="success") == 1
