@@ -76,7 +76,7 @@ def main() -> int:
         for label, node in nodes.items():
             node.trust_http_registry(registry.host)
             node.start()
-            print(f"    node {label}: containerd on {node.endpoint}")
+            print(f"    node {label}: containerd {node.release.line} on {node.endpoint}")
         print(f"    registry: {registry.url}")
 
         step("Push a multi-arch nginx:1.25.3 (synthesized layers for linux/amd64 and linux/arm64)")
