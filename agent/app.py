@@ -98,6 +98,7 @@ class Daemon:
         self.report = NodeReport(settings.node)
         self._rng = rng
         self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
         self._config: PreloadConfig | None = None
         self._credential_files = CredentialFiles(())
         self._node: Platform | None = settings.node
@@ -116,6 +117,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+        # SIGHUP (a terminal closing, `kill -HUP`) means "read the config again", not "die".
+        loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
         channel = rpc.open_channel(self.settings.endpoint)
         cri = CriClient(channel, self.settings.endpoint)
         runner = web.AppRunner(
@@ -147,7 +150,7 @@ class Daemon:
                 binder = ContainerdImages(channel, self.settings.endpoint)
                 await self._loop(watcher, cri, registry, binder, lambda: node_platform(channel))
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await runner.cleanup()
             await channel.close()
@@ -173,7 +176,9 @@ class Daemon:
     ) -> None:
         next_pass = next_scan = time.monotonic()
         while not self._stop.is_set():
-            if watcher.changed() and self._reload():
+            hangup = self._reload_requested.is_set()
+            self._reload_requested.clear()
+            if (watcher.changed() or hangup) and self._reload():
                 next_pass = time.monotonic()
             if time.monotonic() >= next_scan:
                 await self._scan_starts(cri, binder)
@@ -275,6 +280,7 @@ class Daemon:
                 on_start=self.report.pulling,
                 stopping=self._stop.is_set,
                 credentials=self._credential_files.lookup,
+                pins_honoured=cri.features.pins_honoured,
             )
             outcomes = await reconciler.converge(config)
         except RuntimeUnavailable as exc:

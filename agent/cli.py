@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -33,6 +34,7 @@ EXIT_BAD_INPUT = 2
 ENDPOINT_ENV = "PREPULL_CRI_ENDPOINT"
 
 log = logging.getLogger("prepull-agent")
+MAX_INTERVAL_SECONDS = 24 * 3600.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,21 +89,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=("json", "text"), default="json")
     run.add_argument(
         "--shutdown-grace",
-        type=float,
+        type=_seconds(0.0),
         default=20.0,
         metavar="SECONDS",
         help="after SIGTERM, how long pulls in flight may finish (default 20)",
     )
     run.add_argument(
         "--watch-interval",
-        type=float,
+        type=_seconds(0.1),
         default=2.0,
         metavar="SECONDS",
         help="how often to look for a changed config file (default 2)",
     )
     run.add_argument(
         "--container-scan-interval",
-        type=float,
+        type=_seconds(0.1),
         default=10.0,
         metavar="SECONDS",
         help="how often to count new containers as cache hits or misses (default 10)",
@@ -149,6 +151,23 @@ def _credential_files(config: PreloadConfig) -> CredentialFiles:
     return files
 
 
+def _seconds(minimum: float) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, at least `minimum`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < minimum or value > MAX_INTERVAL_SECONDS:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} must be a number of seconds from {minimum:g} to {MAX_INTERVAL_SECONDS:g}"
+            )
+        return value
+
+    return parse
+
+
 def _node_platform(text: str | None) -> platforms.Platform:
     return platforms.parse(text) if text else platforms.detect()
 
@@ -194,7 +213,14 @@ async def _once(args: argparse.Namespace) -> int:
                 credentials=files.lookup,
                 concurrency=lambda domain: config.registry(domain).concurrency,
             )
-            reconciler = Reconciler(runtime, registry, binder, node, credentials=files.lookup)
+            reconciler = Reconciler(
+                runtime,
+                registry,
+                binder,
+                node,
+                credentials=files.lookup,
+                pins_honoured=runtime.features.pins_honoured,
+            )
             outcomes = await reconciler.converge(config)
     finally:
         await channel.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from agent import files
 from agent import platform as platforms
 from agent import reference as references
 from agent.errors import ConfigError, InvalidPlatform, InvalidReference
@@ -22,6 +24,7 @@ from agent.reference import Reference
 DEFAULT_CONCURRENCY = 3
 MAX_CONCURRENCY = 64
 DEFAULT_RESYNC_SECONDS = 300.0
+MAX_RESYNC_SECONDS = 7 * 24 * 3600.0
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -96,24 +99,32 @@ _REGISTRY_KEYS = ("insecure", "ca", "mirrors", "concurrency")
 
 
 def load(path: str | Path) -> PreloadConfig:
-    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = files.read_text(path)
+    except files.UnreadableFile as exc:
         raise ConfigError(str(path), None, f"cannot read the preload list: {exc}") from None
     return parse(text, str(path))
 
 
 def parse(text: str, source: str = "<config>") -> PreloadConfig:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise ConfigError(source, line, f"invalid YAML: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, None, f"invalid YAML: {exc}") from None
-    return _Parser(source).config(root)
+    except RecursionError:
+        raise ConfigError(source, None, "invalid YAML: nested too deeply") from None
+    try:
+        return _Parser(source).config(root)
+    except RecursionError:
+        raise ConfigError(source, None, "nested too deeply") from None
+
+
+# libyaml's C parser when PyYAML has it (same nodes and line numbers, much faster).
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Parser:
@@ -143,9 +154,17 @@ class _Parser:
         return result
 
     def scalar(self, node: yaml.Node, what: str) -> Any:
+        """The value YAML gives a scalar; a value YAML cannot build (`2024-02-30`, `!!int x`)
+        is this line's error."""
         if not isinstance(node, yaml.ScalarNode):
             raise self.error(node, f"{what} must be a single value")
-        return yaml.SafeLoader(yaml.serialize(node)).get_single_data()
+        try:
+            return yaml.SafeLoader(yaml.serialize(node)).get_single_data()
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+            reason = getattr(exc, "problem", None) or str(exc)
+            raise self.error(
+                node, f"{what}: {node.value!r} is not a valid value ({reason})"
+            ) from None
 
     def text(self, node: yaml.Node, what: str) -> str:
         """A scalar exactly as written: `- 0` or `- 1.25` name images, not numbers."""
@@ -280,9 +299,10 @@ class _Parser:
             return DEFAULT_RESYNC_SECONDS
         value = self.scalar(node, "'resync'")
         seconds = parse_duration(value)
-        if seconds is None or seconds < 1:
+        if seconds is None or not 1 <= seconds <= MAX_RESYNC_SECONDS:
             raise self.error(
-                node, f"'resync' must be a duration of at least 1s, like 5m or 90s, not {value!r}"
+                node,
+                f"'resync' must be a duration from 1s to 7 days, like 5m or 90s, not {value!r}",
             )
         return seconds
 
@@ -292,7 +312,8 @@ def parse_duration(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) else None
     if not isinstance(value, str) or not value:
         return None
     parts = _DURATION_PART.findall(value)

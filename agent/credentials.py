@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import files
 from agent.errors import ConfigError
 from agent.reference import DOCKER_HUB, Reference
 
@@ -40,6 +41,8 @@ def parse(text: str, source: str) -> list[tuple[str, Credential]]:
     except json.JSONDecodeError as exc:
         # Position only: the text around the error may be a secret.
         raise ConfigError(source, exc.lineno, f"not JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ConfigError(source, None, "not JSON (nested too deeply)") from None
     auths = document.get("auths") if isinstance(document, dict) else None
     if not isinstance(auths, dict):
         raise ConfigError(
@@ -49,6 +52,13 @@ def parse(text: str, source: str) -> list[tuple[str, Credential]]:
     for key, entry in auths.items():
         if not isinstance(entry, dict):
             raise ConfigError(source, None, f"auths[{key!r}] is not an object")
+        for name in ("auth", "username", "password", "identitytoken"):
+            if entry.get(name) is not None and not isinstance(entry[name], str):
+                # Name the field and its type, never its value.
+                kind = type(entry[name]).__name__
+                raise ConfigError(
+                    source, None, f"auths[{key!r}].{name} must be a string, not {kind}"
+                )
         username, password = entry.get("username") or "", entry.get("password") or ""
         if entry.get("auth"):
             try:
@@ -143,12 +153,9 @@ class CredentialFiles:
             pairs = []
             for path in self.paths:
                 try:
-                    text = path.read_text(encoding="utf-8")
-                except OSError as exc:
-                    message = f"cannot read credentials: {exc.strerror}"
-                    raise ConfigError(str(path), None, message) from None
-                except UnicodeDecodeError:
-                    raise ConfigError(str(path), None, "credentials are not UTF-8") from None
+                    text = files.read_text(path)
+                except files.UnreadableFile as exc:
+                    raise ConfigError(str(path), None, f"cannot read credentials: {exc}") from None
                 pairs += parse(text, str(path))
             self._keyring = Keyring(pairs)
             self._seen = signature

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from agent import reference as references
 from agent import rpc
 from agent._proto.runtime.v1 import api_pb2, api_pb2_grpc
 from agent.credentials import Credential
@@ -49,6 +51,7 @@ class CriClient:
         *,
         deadline: float = CALL_TIMEOUT,
         handled: frozenset[grpc.StatusCode] = frozenset(),
+        transient: Callable[[BaseException], bool] = rpc.is_transient,
     ) -> Any:
         return await rpc.call(
             self.endpoint,
@@ -56,6 +59,7 @@ class CriClient:
             what=what,
             policy=self._policy,
             handled=handled,
+            transient=transient,
         )
 
     async def version(self) -> RuntimeInfo:
@@ -96,13 +100,15 @@ class CriClient:
     async def _pull(self, reference: str, credential: Credential | None) -> str:
         request = api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=reference))
         if credential is not None:
-            # server_address stays empty: containerd compares it with the host it contacts,
-            # and a wrong value silently drops the credentials (FACTS.md).
+            # containerd sends credentials only to the host server_address names (ParseAuth in
+            # its CRI plugin; empty means every host, mirrors included). Name the registry's
+            # API host, the host containerd contacts (registry-1.docker.io for docker.io).
             request.auth.CopyFrom(
                 api_pb2.AuthConfig(
                     username=credential.username,
                     password=credential.password,
                     identity_token=credential.identity_token,
+                    server_address=f"https://{api_host_of(reference)}",
                 )
             )
         try:
@@ -113,6 +119,7 @@ class CriClient:
                 deadline=PULL_TIMEOUT,
                 # A failed pull, even after retries, is this image's failure, not the node's.
                 handled=rpc.ALL_CODES,
+                transient=rpc.is_transient_pull,
             )
         except grpc.aio.AioRpcError as exc:
             raise ImageError(reference, f"pull failed: {rpc.details_of(exc)}") from None
@@ -137,6 +144,11 @@ class CriClient:
     async def remove(self, reference: str) -> None:
         request = api_pb2.RemoveImageRequest(image=api_pb2.ImageSpec(image=reference))
         await self._call(self._images.RemoveImage, request, f"RemoveImage {reference}")
+
+
+def api_host_of(reference: str) -> str:
+    """The registry API host of an image reference the agent built (always parseable)."""
+    return references.parse(reference).api_host
 
 
 def _node_image(image: api_pb2.Image) -> NodeImage:

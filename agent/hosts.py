@@ -9,7 +9,9 @@ import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from agent import files
 from agent.config import RegistrySettings
 from agent.errors import ConfigError
 from agent.reference import DOCKER_HUB, DOCKER_HUB_API_HOST, Reference
@@ -38,39 +40,56 @@ def _url(text: str) -> str:
     return url.removesuffix("/v2")
 
 
-def _cas(value: object, base: Path) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
-    return tuple(str(base / str(p)) for p in items)
-
-
 def parse_hosts_toml(text: str, source: str, upstream: str) -> tuple[Endpoint, ...]:
     """Endpoints in the order containerd tries them: each [host] able to resolve, then server."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, None, f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(source, None, "invalid TOML: nested too deeply") from None
     base = Path(source).parent
     endpoints = []
     hosts = document.get("host") or {}
     if not isinstance(hosts, dict):
         raise ConfigError(source, None, "[host] must be a table of host URLs")
     for url, options in hosts.items():
+        where = f'[host."{url}"]'
         if not isinstance(options, dict):
-            raise ConfigError(source, None, f'[host."{url}"] must be a table')
-        if "resolve" not in options.get("capabilities", ["pull", "resolve", "push"]):
+            raise ConfigError(source, None, f"{where} must be a table")
+        capabilities = options.get("capabilities", ["pull", "resolve", "push"])
+        if not isinstance(capabilities, list) or not all(isinstance(c, str) for c in capabilities):
+            raise ConfigError(source, None, f"{where} capabilities must be a list of strings")
+        if "resolve" not in capabilities:
             continue  # pull-only mirrors serve blobs by digest, never tags
-        endpoints.append(
-            Endpoint(
-                _url(url), _cas(options.get("ca"), base), bool(options.get("skip_verify")), True
-            )
-        )
-    server = document.get("server") or upstream
-    endpoints.append(
-        Endpoint(
-            _url(str(server)), _cas(document.get("ca"), base), bool(document.get("skip_verify"))
-        )
-    )
+        endpoints.append(_endpoint(url, options, base, source, where, mirror=True))
+    server = document.get("server", upstream)
+    if not isinstance(server, str):
+        raise ConfigError(source, None, "server must be a URL string")
+    endpoints.append(_endpoint(server, document, base, source, "server", mirror=False))
     return tuple(endpoints)
+
+
+def _endpoint(
+    url: str, options: dict[str, object], base: Path, source: str, where: str, *, mirror: bool
+) -> Endpoint:
+    """One endpoint, its values checked: they come from a file anyone with node access edits."""
+    try:
+        parsed = urlsplit(_url(url))
+        valid = parsed.scheme in ("http", "https") and bool(parsed.netloc) and not parsed.query
+        _ = parsed.port  # raises on a port that is not a number
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(source, None, f"{where}: {url!r} is not an http(s) URL")
+    skip_verify = options.get("skip_verify", False)
+    if not isinstance(skip_verify, bool):
+        raise ConfigError(source, None, f"{where} skip_verify must be true or false")
+    ca = options.get("ca", [])
+    cas = [ca] if isinstance(ca, str) else ca
+    if not isinstance(cas, list) or not all(isinstance(c, str) for c in cas):
+        raise ConfigError(source, None, f"{where} ca must be a path or a list of paths")
+    return Endpoint(_url(url), tuple(str(base / c) for c in cas), skip_verify, mirror)
 
 
 class HostsDirectory:
@@ -100,8 +119,8 @@ class HostsDirectory:
             cached = self._cache.get(file)
             if cached is None or cached[0] != signature:
                 try:
-                    text = file.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError) as exc:
+                    text = files.read_text(file)
+                except files.UnreadableFile as exc:
                     raise ConfigError(str(file), None, f"cannot read: {exc}") from None
                 cached = (signature, parse_hosts_toml(text, str(file), upstream))
                 self._cache[file] = cached

@@ -6,8 +6,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Protocol, TypeVar
 
 from agent.config import ImageEntry, PreloadConfig
 from agent.credentials import Credential
@@ -20,7 +20,12 @@ from agent.reference import Reference
 # After a bind, CRI learns of the new tag from containerd's event stream, a moment later.
 BIND_VISIBLE_TIMEOUT = 10.0
 BIND_POLL_INTERVAL = 0.05
+# All registry work for one image (tag lookup, platform check) must end within this; a registry
+# that accepts connections and never answers then costs its own images a minute, not a pass.
+LOOKUP_DEADLINE = 60.0
+PIN_VISIBLE_TIMEOUT = 2.0
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ImageRuntime(Protocol):
@@ -85,6 +90,7 @@ class Reconciler:
         on_start: Callable[[ImageEntry], None] = lambda entry: None,
         stopping: Callable[[], bool] = lambda: False,
         credentials: Callable[[Reference], Sequence[Credential]] = lambda ref: (),
+        pins_honoured: bool = True,
     ) -> None:
         self._runtime = runtime
         self._registry = registry
@@ -94,22 +100,25 @@ class Reconciler:
         self._on_start = on_start
         self._stopping = stopping
         self._credentials = credentials
+        self._pins_honoured = pins_honoured
+        """The runtime reports our pin label (agent.runtimes): worth reading back."""
 
     async def converge(self, config: PreloadConfig) -> list[Outcome]:
         """One pass over the list; RuntimeUnavailable if the runtime cannot be asked at all."""
         state = NodeState(await self._runtime.list_images())
-        limit = asyncio.Semaphore(config.concurrency)
-
-        async def one(entry: ImageEntry) -> Outcome:
-            async with limit:
-                return await self._converge_one(entry, state)
-
-        outcomes = await _gather_in_order([one(e) for e in config.images])
+        # `concurrency` bounds pulls only: registry lookups wait on their own registry's limit
+        # (RegistryClient), so images queued behind a dead registry do not hold pull slots.
+        pull_slots = asyncio.Semaphore(config.concurrency)
+        outcomes = await _gather_in_order(
+            [self._converge_one(e, state, pull_slots) for e in config.images]
+        )
         if config.pin and self._binder is not None and await self._pin(self._binder, outcomes):
-            outcomes = await self._with_pins(outcomes)
+            outcomes = await self._with_pins(outcomes) if self._pins_honoured else outcomes
         return outcomes
 
-    async def _converge_one(self, entry: ImageEntry, state: NodeState) -> Outcome:
+    async def _converge_one(
+        self, entry: ImageEntry, state: NodeState, pull_slots: asyncio.Semaphore
+    ) -> Outcome:
         started = self._clock()
         step: Step | None = None
         if self._stopping():
@@ -117,11 +126,11 @@ class Reconciler:
         try:
             digest = None
             if entry.kind == "tag" and entry.applies_to(self._node):
-                digest, _ = await self._registry.head_digest(entry.reference)
+                digest, _ = await _within_deadline(self._registry.head_digest(entry.reference))
             step = plan_one(entry, self._node, state, digest)
             if step.action in (Action.PULL, Action.BIND):
                 self._on_start(entry)
-            outcome = await self._carry_out(step)
+            outcome = await self._carry_out(step, pull_slots)
         except RuntimeUnavailable:
             raise
         except ImageError as exc:
@@ -137,7 +146,7 @@ class Reconciler:
             digest=outcome.digest or (step.digest if step else None),
         )
 
-    async def _carry_out(self, step: Step) -> Outcome:
+    async def _carry_out(self, step: Step, pull_slots: asyncio.Semaphore) -> Outcome:
         entry = step.entry
         if step.action is Action.SKIP:
             return Outcome(entry, "skipped", step.reason)
@@ -149,10 +158,13 @@ class Reconciler:
             await self._bind(entry, step.bind_tag, step.present.id)
             return _present(entry, "bound", step.reason, step.digest, step.present)
         assert step.pull_ref is not None
-        refusal = await self._refusal(entry.reference, step)
+        refusal = await _within_deadline(self._refusal(entry.reference, step))
         if refusal:
             return Outcome(entry, "failed", refusal)
-        await self._pull(step.pull_ref, entry.reference)
+        async with pull_slots:
+            if self._stopping():
+                return Outcome(entry, "failed", "not started: the agent is shutting down")
+            await self._pull(step.pull_ref, entry.reference)
         pulled = await self._runtime.image_status(step.pull_ref)
         if pulled is None:
             return Outcome(
@@ -217,8 +229,16 @@ class Reconciler:
             return False
 
     async def _with_pins(self, outcomes: list[Outcome]) -> list[Outcome]:
-        """The outcomes with `pinned` as CRI reports it now that the labels are on (one call)."""
-        pinned = {image.id for image in await self._runtime.list_images() if image.pinned}
+        """The outcomes with `pinned` as CRI reports it now that the labels are on. CRI learns
+        of the label from containerd's event stream, a moment after the update: look again
+        briefly until every preloaded image shows it."""
+        wanted = {o.image_id for o in outcomes if o.converged and o.image_id}
+        deadline = self._clock() + PIN_VISIBLE_TIMEOUT
+        while True:
+            pinned = {image.id for image in await self._runtime.list_images() if image.pinned}
+            if wanted <= pinned or self._clock() > deadline:
+                break
+            await asyncio.sleep(BIND_POLL_INTERVAL)
         return [
             dataclasses.replace(o, pinned=o.image_id in pinned) if o.image_id else o
             for o in outcomes
@@ -248,6 +268,17 @@ def _recorded_digest(image: NodeImage, ref: Reference, expected: str | None) -> 
     if expected in recorded or not recorded:
         return expected
     return recorded[0]
+
+
+async def _within_deadline(work: Awaitable[T]) -> T:
+    """Registry work for one image, cut at LOOKUP_DEADLINE with an error that says so."""
+    try:
+        async with asyncio.timeout(LOOKUP_DEADLINE):
+            return await work
+    except TimeoutError:
+        raise AgentError(
+            f"the registry did not answer within {LOOKUP_DEADLINE:.0f}s (lookup abandoned)"
+        ) from None
 
 
 async def _gather_in_order(jobs: Sequence[Coroutine[Any, Any, Outcome]]) -> list[Outcome]:

@@ -19,7 +19,8 @@ _DOMAIN = re.compile(
     r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
     r"(?::[0-9]+)?"
 )
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
+# ASCII only, as the grammar says: Python's \w would also take "vü١".
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _DIGEST_HEX = {"sha256": 64, "sha512": 128}
 _MAX_NAME = 255
 
@@ -101,7 +102,7 @@ def parse(text: str) -> Reference:
         remainder, tag = remainder[:colon], remainder[colon + 1 :]
         if not _TAG.fullmatch(tag):
             raise InvalidReference(
-                text, f"tag {tag!r} must be 1-128 of letters, digits, '_', '.', '-'"
+                text, f"tag {tag!r} must be 1-128 ASCII letters, digits, '_', '.', '-'"
             )
 
     domain, path = _split_domain(text, remainder)

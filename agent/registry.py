@@ -29,6 +29,19 @@ from agent.retry import RetryPolicy, retry
 MAX_REMOTE_TEXT = 256
 # Image configs are small JSON documents; anything bigger is not one.
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
+# Every body is read with a bound (manifests and configs: 4 MiB), stopping as soon as it is
+# crossed: a hostile or broken registry cannot make the agent hold gigabytes.
+MAX_BODY_BYTES = max(MAX_CONFIG_BYTES, manifests.MAX_MANIFEST_BYTES)
+# Token responses carry one JWT: a few kB.
+MAX_TOKEN_BYTES = 1024 * 1024
+# A registry that accepts connections and then says nothing must cost seconds, not minutes:
+# every read waits at most this long for the next bytes.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 30.0
+# Requests in flight to one registry when the list does not say (`registries.<host>.concurrency`):
+# a dead registry then holds only its own images, never the others'.
+DEFAULT_REGISTRY_CONCURRENCY = 8
 # distribution-spec token auth: a token without expires_in lives 60 s.
 DEFAULT_TOKEN_SECONDS = 60.0
 # A Basic header that worked is sent up front for this long, saving a 401 round trip per request.
@@ -46,7 +59,9 @@ log = logging.getLogger(__name__)
 def open_session(limit: int = 32, limit_per_host: int = 8) -> aiohttp.ClientSession:
     """One keep-alive session per process, owned and closed by the caller."""
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host)
-    timeout = aiohttp.ClientTimeout(total=60, sock_connect=10)
+    timeout = aiohttp.ClientTimeout(
+        total=REQUEST_TIMEOUT, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT
+    )
     return aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT}
     )
@@ -241,7 +256,7 @@ class RegistryClient:
         anonymously when none match; returns the last response and whether credentials went."""
         challenge = refused.headers.get("WWW-Authenticate", "")
         scheme = challenge.split(" ", 1)[0].lower()
-        candidates: list[Credential | None] = [*self._credentials(ref)] or [None]
+        candidates: list[Credential | None] = [*self._credentials_for(ref, endpoint)] or [None]
         response, sent = refused, False
         token_refusal: RegistryError | None = None
         for credential in candidates:
@@ -271,6 +286,13 @@ class RegistryClient:
             raise token_refusal
         return response, sent
 
+    def _credentials_for(self, ref: Reference, endpoint: Endpoint) -> Sequence[Credential]:
+        """Credentials go only to the registry they were issued for: a mirror is another host
+        and gets the credentials written for it (its own `auths` key), or none."""
+        if endpoint.mirror:
+            return self._credentials(Reference(endpoint.netloc, ref.path, ref.tag, ref.digest))
+        return self._credentials(ref)
+
     async def _request(
         self, ref: Reference, endpoint: Endpoint, method: str, url: str, headers: Mapping[str, str]
     ) -> _Response:
@@ -283,7 +305,8 @@ class RegistryClient:
         that answered 429 (every request to it waits, not just the one refused)."""
         limit = self._limits.get(domain)
         if limit is None:
-            limit = self._limits[domain] = asyncio.Semaphore(self._limit_for(domain) or 10**6)
+            allowed = self._limit_for(domain) or DEFAULT_REGISTRY_CONCURRENCY
+            limit = self._limits[domain] = asyncio.Semaphore(allowed)
         async with limit:
             pause = self._paused_until.get(netloc, 0.0) - time.monotonic()
             if pause > 0:
@@ -300,10 +323,14 @@ class RegistryClient:
             async with self._session.request(
                 method, url, headers=headers, allow_redirects=False, ssl=self._ssl(endpoint)
             ) as resp:
-                body = await resp.read() if method != "HEAD" else b""
+                body = await _read_bounded(resp, MAX_BODY_BYTES) if method != "HEAD" else b""
                 status = str(resp.status)
                 self._note_rate_limit(endpoint.netloc, resp.status, resp.headers)
                 return _Response(resp.status, resp.headers, body)
+        except BodyTooLarge as exc:
+            raise RegistryError(
+                ref.domain, ref.path, f"{endpoint.netloc} sent {exc}: refused"
+            ) from None
         except aiohttp.ClientSSLError as exc:
             # A certificate problem does not heal by retrying: say how to fix it.
             reason = getattr(exc, "certificate_error", None) or exc
@@ -396,8 +423,10 @@ class RegistryClient:
                 headers = {"Authorization": _basic(credential)} if credential is not None else {}
                 request = self._session.get(realm, params=query, headers=headers, ssl=tls)
             async with request as resp:
-                body = await resp.read()
+                body = await _read_bounded(resp, MAX_TOKEN_BYTES)
                 status = resp.status
+        except BodyTooLarge as exc:
+            raise RegistryError(ref.domain, ref.path, f"token service {realm} sent {exc}") from None
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise TransientRegistryError(
                 ref.domain, ref.path, f"token service {realm} unreachable: {exc}"
@@ -421,6 +450,23 @@ class RegistryClient:
         if not isinstance(token, str) or not token:
             raise RegistryError(ref.domain, ref.path, f"token service {realm} sent no token")
         return token, lifetime
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or BodyTooLarge as soon as it passes `limit` (declared or streamed)."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise BodyTooLarge(f"a body of {resp.content_length} bytes (limit {limit})")
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"a body of more than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @dataclass(frozen=True)

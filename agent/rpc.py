@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -51,6 +52,23 @@ def is_transient(exc: BaseException) -> bool:
     return code_of(exc) in TRANSIENT_CODES
 
 
+# containerd reports a registry's answer during its own pull as text inside gRPC UNKNOWN, e.g.
+# "unexpected status from GET request to http://…: 503 Service Unavailable" or "unexpected
+# status code …: 500 Internal Server Error" (containerd remotes/docker). Conservative: only
+# these statuses, only in that phrase, followed by their reason text (not a port like :5000).
+_REGISTRY_TRANSIENT = re.compile(r"unexpected status\b.*?: (?:429|50[0-4]) [A-Z]")
+
+
+def is_transient_pull(exc: BaseException) -> bool:
+    """A pull failure worth retrying: the runtime was unavailable, or the registry answered
+    containerd with 5xx or 429."""
+    if is_transient(exc):
+        return True
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return bool(_REGISTRY_TRANSIENT.search(exc.details() or ""))
+    return False
+
+
 async def call(
     endpoint: str,
     operation: Callable[[], Awaitable[T]],
@@ -58,11 +76,12 @@ async def call(
     what: str,
     policy: RetryPolicy,
     handled: frozenset[grpc.StatusCode] = frozenset(),
+    transient: Callable[[BaseException], bool] = is_transient,
 ) -> T:
     """Run one RPC with retries. Errors with a code in `handled` reach the caller as they are;
     any other means the runtime cannot serve us, reported as RuntimeUnavailable."""
     try:
-        return await retry(operation, is_transient=is_transient, policy=policy, what=what)
+        return await retry(operation, is_transient=transient, policy=policy, what=what)
     except grpc.aio.AioRpcError as exc:
         if exc.code() in handled:
             raise

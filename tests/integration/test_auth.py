@@ -13,6 +13,7 @@ import pytest
 from agent import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import DaemonProc
+from tests.harness.faults import FaultProxy
 from tests.harness.images import push_image
 from tests.harness.procs import HarnessError
 from tests.harness.registry import Registry
@@ -213,3 +214,48 @@ def test_a_rotated_pull_secret_is_used_without_a_restart(
     finally:
         daemon.terminate()
     assert image_status(containerd, image.tagged) is not None
+
+
+def test_credentials_never_go_to_a_mirror_they_were_not_issued_for(
+    tmp_path: Path, private_registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    """A sniffing mirror in front of the authenticated registry, configured both for the agent
+    (registries.mirrors) and for containerd (hosts.toml): the secret is for the registry only,
+    so neither the agent nor containerd may show it to the mirror."""
+    mirror = FaultProxy(private_registry.url).start()
+    try:
+        image = push_image(private_registry, repo, "1", (NODE,))
+        folder = containerd.certs_d / private_registry.host
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "hosts.toml").write_text(
+            f'server = "http://{private_registry.host}"\n\n'
+            f'[host."{mirror.url}"]\n  capabilities = ["pull", "resolve"]\n'
+        )
+        secret = write_secret(tmp_path / "secrets", private_registry.host)
+        config = tmp_path / "preload.yaml"
+        config.write_text(
+            f"images:\n  - {image.tagged}\ncredentials: [{secret}]\n"
+            f"registries:\n  {private_registry.host}:\n    insecure: true\n"
+            f"    mirrors: [{mirror.url}]\n"
+        )
+
+        result = run_agent(
+            "once",
+            "--config",
+            str(config),
+            "--cri-endpoint",
+            containerd.endpoint,
+            "--containerd-hosts-dir",
+            str(containerd.certs_d),
+        )
+    finally:
+        mirror.stop()
+        containerd.trust_http_registry(private_registry.host)
+
+    assert result.code == 0, result  # through the registry itself, after the mirror refused
+    assert image_status(containerd, image.tagged) is not None
+    agents = [h for _, _, h in mirror.seen if not h.get("User-Agent", "").startswith("containerd")]
+    runtimes = [h for _, _, h in mirror.seen if h.get("User-Agent", "").startswith("containerd")]
+    assert agents and runtimes, "both the agent and containerd should have asked the mirror"
+    for headers in agents + runtimes:
+        assert "Authorization" not in headers, headers.get("User-Agent")

@@ -1,0 +1,225 @@
+"""An operator's worst day: bad ConfigMap updates and pull secrets, a registry that never
+answers, one that answers containerd with 5xx, one that sends endless bodies. The agent keeps
+running, keeps serving its last good list, and costs each fault only its own images."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent import platform as platforms
+from tests.harness.containerd import Containerd
+from tests.harness.daemon import DaemonProc
+from tests.harness.faults import ContainerdServerErrors, EndlessManifests, SilentRegistry
+from tests.harness.images import push_image, push_single
+from tests.harness.registry import Registry
+from tests.integration.conftest import image_status, run_agent, write_config
+from tests.integration.test_daemon import ConfigMapVolume, listing
+
+NODE = str(platforms.detect())
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> ConfigMapVolume:
+    return ConfigMapVolume(tmp_path / "config")
+
+
+@pytest.fixture
+def daemon_on(containerd: Containerd) -> Iterator:  # type: ignore[type-arg]
+    started: list[DaemonProc] = []
+
+    def start(config: Path, *extra: str) -> DaemonProc:
+        daemon = DaemonProc(config, containerd.endpoint, *extra)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.terminate()
+
+
+# Each was seen to kill the daemon (or, at start, print a traceback).
+BAD_UPDATES = {
+    "impossible date": "images:\n  - nginx\nresync: 2024-02-30\n",
+    "explicit tag": "images:\n  - nginx\nconcurrency: !!int abc\n",
+    "deep nesting": "images:\n  - " + "[" * 3000 + "]" * 3000 + "\n",
+    "nan resync": "images:\n  - nginx\nresync: .nan\n",
+    "infinite resync": "images:\n  - nginx\nresync: .inf\n",
+    "binary junk": "images:\n  - nginx\npin: !!binary '@@@'\n",
+    "unicode tag": "images:\n  - nginx:vü١\n",
+}
+
+
+def test_every_kind_of_bad_update_is_rejected_and_the_last_good_list_keeps_serving(
+    volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, daemon_on
+) -> None:
+    good = push_image(registry, repo, "1", (NODE,))
+    volume.write(listing(registry, [good.tagged], "resync: 1h\n"))
+    daemon = daemon_on(volume.path, "--watch-interval", "0.2")
+    daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 30, "readiness")
+
+    for count, (kind, text) in enumerate(BAD_UPDATES.items(), start=1):
+        volume.write(text)
+        daemon.wait_for(
+            lambda n=count: daemon.metric("prepull_config_reload_errors_total") == n,
+            15,
+            f"the {kind} update to be rejected",
+        )
+        assert daemon.get("/healthz")[0] == 200, kind
+        assert daemon.get("/readyz")[0] == 200, kind
+        images = [i["image"] for i in json.loads(daemon.get("/status")[1])["images"]]
+        assert images == [good.tagged], kind
+
+    log = daemon.log()
+    assert "Traceback" not in log, log
+    assert "day is out of range for month" in log and "nesting depth" in log, log
+
+    # SIGHUP reloads instead of killing: the next good list is taken at once.
+    second = push_image(registry, repo, "2", (NODE,))
+    volume.write(listing(registry, [second.tagged], "resync: 1h\n"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_for(lambda: image_status(containerd, second.tagged) is not None, 30, "reload")
+    assert daemon.proc.poll() is None, "SIGHUP must not end the daemon"
+
+
+def test_a_bad_list_at_start_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    for kind, text in BAD_UPDATES.items():
+        config = tmp_path / "preload.yaml"
+        config.write_text(text)
+        result = run_agent("once", "--config", str(config), "--cri-endpoint", "unix:///none")
+        assert result.code == 2, (kind, result)
+        assert result.stderr.count("\n") == 1 and "preload.yaml" in result.stderr, (kind, result)
+
+
+def test_a_fifo_or_device_as_the_list_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        started = time.monotonic()
+        result = run_agent("once", "--config", str(path))
+        assert result.code == 2 and "not a regular file" in result.stderr, result
+        assert time.monotonic() - started < 10
+
+
+def test_intervals_that_would_spin_the_daemon_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "preload.yaml"
+    config.write_text("images: [nginx]\n")
+    for flag, value in (
+        ("--watch-interval", "0"),
+        ("--watch-interval", "nan"),
+        ("--shutdown-grace", "inf"),
+    ):
+        result = run_agent("run", "--config", str(config), flag, value)
+        assert result.code == 2 and flag in result.stderr, result
+
+
+def test_a_pull_secret_with_non_string_fields_fails_its_images_not_the_daemon(
+    volume: ConfigMapVolume,
+    tmp_path: Path,
+    registry: Registry,
+    containerd: Containerd,
+    repo: str,
+    daemon_on,
+) -> None:
+    image = push_image(registry, repo, "1", (NODE,))
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"auths": {registry.host: {"username": 5, "password": 123456}}}))
+    volume.write(listing(registry, [image.tagged], f"credentials: [{secret}]\nresync: 1h\n"))
+
+    daemon = daemon_on(volume.path)
+    daemon.wait_for(
+        lambda: daemon.metric("prepull_reconcile_duration_seconds_count") == 1, 30, "a pass"
+    )
+
+    assert daemon.proc.poll() is None and daemon.get("/healthz")[0] == 200
+    (reported,) = json.loads(daemon.get("/status")[1])["images"]
+    assert reported["state"] == "failed"
+    assert "username must be a string, not int" in reported["last_error"], reported
+    assert "123456" not in daemon.log()
+
+    once_config = write_config(
+        tmp_path / "once.yaml", registry, [image.tagged], f"credentials: [{secret}]\n"
+    )
+    result = run_agent("once", "--config", str(once_config), "--cri-endpoint", containerd.endpoint)
+    # `once` reads its credentials before it starts: a bad file is bad input, named.
+    assert result.code == 2 and "username must be a string, not int" in result.stderr, result
+    assert "123456" not in result.stderr
+
+
+def test_registry_5xx_during_containerds_pull_are_retried(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    proxy = ContainerdServerErrors(registry.url).start()
+    try:
+        containerd.trust_http_registry(proxy.host)
+        image = push_single(registry, repo, "1", NODE)
+        name = f"{proxy.host}/{repo}:1@{image.digest}"
+        config = tmp_path / "preload.yaml"
+        config.write_text(
+            f"images:\n  - {name}\nregistries:\n  {proxy.host}:\n    insecure: true\n"
+        )
+        result = run_agent("once", "--config", str(config), "--cri-endpoint", containerd.endpoint)
+    finally:
+        proxy.stop()
+
+    assert 500 in proxy.answers, "containerd should have met a 500"
+    assert result.code == 0, result.stdout + result.stderr
+    seen = image_status(containerd, f"{proxy.host}/{repo}:1")
+    assert seen is not None and seen.id == image.configs[NODE]
+
+
+def test_a_registry_that_never_answers_costs_only_its_own_images(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    silent = SilentRegistry(registry.url).start()
+    try:
+        healthy = push_single(registry, repo, "1", NODE)
+        dead = [f"{silent.host}/{repo}/dead{i}:1" for i in range(3)]
+        text = "images:\n" + "".join(f"  - {d}\n" for d in dead) + f"  - {healthy.tagged}\n"
+        text += f"concurrency: 1\nregistries:\n  {registry.host}:\n    insecure: true\n"
+        text += f"  {silent.host}:\n    insecure: true\n"
+        config = tmp_path / "preload.yaml"
+        config.write_text(text)
+        started = time.monotonic()
+        result = run_agent("once", "--config", str(config), "--cri-endpoint", containerd.endpoint)
+        elapsed = time.monotonic() - started
+    finally:
+        silent.stop()
+
+    assert result.code == 1, result
+    line = result.line_for(healthy.tagged)
+    assert line.startswith("pulled"), line
+    seconds = float(line.rsplit(" in ", 1)[1].split("s")[0])
+    assert seconds < 10, f"the healthy image waited behind the dead registry: {line}"
+    for name in dead:
+        assert result.line_for(name).startswith("failed"), result.stdout
+    assert elapsed < 90, f"a silent registry cost {elapsed:.0f}s (was 5 min per tag)"
+
+
+def test_an_endless_manifest_is_cut_at_4_mib(tmp_path: Path, registry: Registry, repo: str) -> None:
+    proxy = EndlessManifests(registry.url).start()
+    try:
+        push_single(registry, repo, "1", NODE)
+        result = run_agent("resolve", f"{proxy.host}/{repo}:1", "--insecure")
+    finally:
+        proxy.stop()
+
+    assert result.code == 1, result
+    assert "more than 4194304 bytes" in result.stderr and "refused" in result.stderr, result
+    assert proxy.sent < 64 * 1024 * 1024, f"the agent read {proxy.sent} bytes"
+
+
+def test_unicode_tags_are_refused_before_anything_reaches_containerd(
+    tmp_path: Path, registry: Registry, fresh_containerd: Containerd
+) -> None:
+    config = tmp_path / "preload.yaml"
+    config.write_text(f"images:\n  - {registry.host}/app:vü١\n")
+    result = run_agent("once", "--config", str(config), "--cri-endpoint", fresh_containerd.endpoint)
+    assert result.code == 2 and "ASCII" in result.stderr, result
+    assert fresh_containerd.ctr("images", "ls", "-q").split() == []
