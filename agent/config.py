@@ -160,8 +160,9 @@ class _Parser:
             raise self.error(node, f"{what} must be a single value")
         try:
             return yaml.SafeLoader(yaml.serialize(node)).get_single_data()
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
-            reason = getattr(exc, "problem", None) or str(exc)
+        except Exception as exc:  # PyYAML's constructors raise many kinds (fuzzing found
+            # ValueError, TypeError, AttributeError): any of them means "not a valid value".
+            reason = getattr(exc, "problem", None) or str(exc) or type(exc).__name__
             raise self.error(
                 node, f"{what}: {node.value!r} is not a valid value ({reason})"
             ) from None

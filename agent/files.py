@@ -22,16 +22,17 @@ def read_text(path: str | Path, limit: int = MAX_FILE_BYTES) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise UnreadableFile(exc.strerror or str(exc)) from None
-    with os.fdopen(fd, "rb") as handle:
-        try:
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):
-                raise UnreadableFile("not a regular file")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnreadableFile("not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
             data = handle.read(limit + 1)
-        except UnreadableFile:
-            raise
-        except OSError as exc:
-            raise UnreadableFile(exc.strerror or str(exc)) from None
+    except UnreadableFile:
+        raise
+    except OSError as exc:
+        raise UnreadableFile(exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise UnreadableFile(f"larger than {limit // (1024 * 1024)} MiB")
     try:

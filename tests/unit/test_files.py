@@ -1,0 +1,75 @@
+"""Reading files that come from outside: regular files only, bounded, never blocking."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agent import files
+from agent.rpc import is_transient_pull
+
+
+def test_a_regular_file_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("images: [nginx]\n")
+    assert files.read_text(path) == "images: [nginx]\n"
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: os.mkfifo(p), "not a regular file"),  # would block forever on open
+        (lambda p: p.mkdir(), "not a regular file"),
+        (lambda p: p.write_bytes(b"\xff\xfe"), "not UTF-8"),
+        (lambda p: p.write_bytes(b"x" * 2049), "larger than"),
+        (lambda p: None, "No such file"),
+    ],
+)
+def test_what_cannot_be_a_list_is_refused_with_a_reason(tmp_path: Path, make, reason: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "thing"
+    make(path)
+    with pytest.raises(files.UnreadableFile, match=reason):
+        files.read_text(path, limit=2048)
+
+
+def test_a_device_that_never_ends_is_refused() -> None:
+    with pytest.raises(files.UnreadableFile, match="not a regular file"):
+        files.read_text("/dev/zero")
+
+
+@pytest.mark.parametrize(
+    ("message", "transient"),
+    [
+        (
+            "failed to copy: httpReadSeeker: failed open: unexpected status code "
+            "http://r:5000/v2/a/blobs/sha256:1: 500 Internal Server Error",
+            True,
+        ),
+        (
+            "unexpected status from HEAD request to https://r/v2/a/manifests/1: "
+            "503 Service Unavailable",
+            True,
+        ),
+        (
+            "unexpected status from GET request to https://r/v2/a/manifests/1: "
+            "429 Too Many Requests",
+            True,
+        ),
+        ("content at http://r:5000/v2/a/manifests/sha256:1 not found: not found", False),
+        (
+            "unexpected status from GET request to http://r:5000/v2/a/manifests/1: "
+            "401 Unauthorized",
+            False,
+        ),
+        ('failed to resolve reference "r:5000/a:1": r:5000/a:1: not found', False),
+    ],
+)
+def test_registry_answers_in_containerds_pull_errors(message: str, transient: bool) -> None:
+    import grpc
+
+    error = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNKNOWN, grpc.aio.Metadata(), grpc.aio.Metadata(), message
+    )
+    assert is_transient_pull(error) is transient
