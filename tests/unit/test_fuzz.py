@@ -140,7 +140,9 @@ def test_preload_list_from_any_json_document(value: object) -> None:
 
 
 # The fields a dockerconfigjson entry has, each holding anything.
-secret_fields = json_values | st.sampled_from(["dXNlcjpwYXNz", "bm9jb2xvbg==", "!!", "", "\x80", "/w=="])
+secret_fields = json_values | st.sampled_from(
+    ["dXNlcjpwYXNz", "bm9jb2xvbg==", "!!", "", "\x80", "/w=="]
+)
 secret_entries = st.fixed_dictionaries(
     {},
     optional={k: secret_fields for k in ("auth", "username", "password", "identitytoken")},
