@@ -57,6 +57,8 @@ class DaemonSettings:
     """Seconds between looks at the config file (a ConfigMap update lands within a minute)."""
     hosts_dir: Path | None = None
     """containerd's registry hosts directory (certs.d), for the same mirrors, TLS and HTTP."""
+    strict_readiness: bool = False
+    """/readyz waits for permanently failed images too (a broken entry then blocks rollouts)."""
     container_scan_interval: float = 10.0
     """Seconds between looks for new containers, to count pod starts that hit or missed. The
     verdict comes from timestamps, so a slower scan is as accurate, only later."""
@@ -95,7 +97,8 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.metrics = Metrics(registry or CollectorRegistry())
-        self.report = NodeReport(settings.node)
+        self.metrics.start_time.set(time.time())
+        self.report = NodeReport(settings.node, strict=settings.strict_readiness)
         self._rng = rng
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
@@ -165,6 +168,8 @@ class Daemon:
         self._config = config
         self._credential_files = CredentialFiles(config.credential_paths())
         self.report.configure(config.images)
+        self.report.config_loaded(config.source, len(config.images), time.time())
+        self.metrics.config_last_reload_successful.set(1)
 
     async def _loop(
         self,
@@ -217,6 +222,8 @@ class Daemon:
         except ConfigError as exc:
             # The last good list keeps running; the agent stays healthy.
             self.metrics.config_reload_errors.inc()
+            self.metrics.config_last_reload_successful.set(0)
+            self.report.config_rejected(str(exc), time.time())
             log.error(
                 "config update rejected, keeping the last good list: %s",
                 exc,
@@ -335,10 +342,9 @@ class Daemon:
 
     async def _health(self, cri: CriClient) -> str | None:
         try:
-            async with asyncio.timeout(HEALTH_TIMEOUT):
-                await cri.version()
-        except (RuntimeUnavailable, TimeoutError) as exc:
-            return f"CRI endpoint {self.settings.endpoint} does not answer: {exc}"
+            await cri.ping(HEALTH_TIMEOUT)
+        except RuntimeUnavailable as exc:
+            return str(exc)
         return None
 
 

@@ -45,7 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = asyncio.run(args.command(args))
         return code
     except AgentError as exc:
-        print(f"prepull-agent: {exc}", file=sys.stderr)
+        if getattr(args, "log_format", "text") == "json":
+            # The daemon's log collector reads JSON lines: a start-up error is one of them.
+            log.error("%s", exc, extra={"event": "fatal", "error": str(exc)})
+        else:
+            print(f"prepull-agent: {exc}", file=sys.stderr)
         return exit_code(exc)
     except KeyboardInterrupt:
         return 130
@@ -107,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="SECONDS",
         help="how often to count new containers as cache hits or misses (default 10)",
+    )
+    run.add_argument(
+        "--strict-readiness",
+        action="store_true",
+        help="/readyz waits for every image, even those that failed permanently (404, denied, "
+        "wrong platform); by default those are reported but not waited for",
     )
     run.set_defaults(command=_run)
 
@@ -186,6 +196,7 @@ async def _run(args: argparse.Namespace) -> int:
         hosts_dir=args.containerd_hosts_dir if args.containerd_hosts_dir.is_dir() else None,
         watch_interval=args.watch_interval,
         container_scan_interval=args.container_scan_interval,
+        strict_readiness=args.strict_readiness,
     )
     return await Daemon(settings).run()
 

@@ -71,6 +71,17 @@ class CriClient:
             response.runtime_name, response.runtime_version, response.runtime_api_version
         )
 
+    async def ping(self, deadline: float) -> None:
+        """One Version call, unretried, within `deadline` seconds: a health check must answer
+        quickly and say why when it fails (RuntimeUnavailable carries gRPC's reason)."""
+        request = api_pb2.VersionRequest(version="v1")
+        await rpc.call(
+            self.endpoint,
+            lambda: self._runtime.Version(request, timeout=deadline),
+            what="Version",
+            policy=RetryPolicy(attempts=1),
+        )
+
     async def list_images(self) -> list[NodeImage]:
         # containerd ignores the filter and returns everything: one call is the node's state.
         response = await self._call(
@@ -122,7 +133,11 @@ class CriClient:
                 transient=rpc.is_transient_pull,
             )
         except grpc.aio.AioRpcError as exc:
-            raise ImageError(reference, f"pull failed: {rpc.details_of(exc)}") from None
+            raise ImageError(
+                reference,
+                f"pull failed: {rpc.details_of(exc)}",
+                permanent=rpc.is_permanent_pull(exc),
+            ) from None
         return str(response.image_ref)
 
     async def sandbox_created(self) -> dict[str, int]:

@@ -88,11 +88,16 @@ class RuntimeUnavailable(AgentError):
 class ImageError(AgentError):
     """One image cannot be preloaded on this node; the others go on."""
 
-    def __init__(self, reference: str, message: str) -> None:
+    def __init__(self, reference: str, message: str, *, permanent: bool = False) -> None:
         self.reference = reference
         self.reason = message
+        self.permanent = permanent
+        """Retrying will not help (not found, access denied, unsupported): an operator must."""
         super().__init__(f"{reference}: {message}")
 
 
 class TagBindingUnsupported(ImageError):
     """The runtime has no containerd Images API (CRI-O, for one): tags cannot be bound."""
+
+    def __init__(self, reference: str, message: str) -> None:
+        super().__init__(reference, message, permanent=True)

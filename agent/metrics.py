@@ -8,7 +8,6 @@ from collections.abc import Iterable, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from agent import __version__
-from agent.plan import Action
 from agent.reconcile import Outcome
 from agent.status import NodeReport, PassSummary
 
@@ -55,9 +54,32 @@ class Metrics:
             "Desired images present and correct on this node.",
             registry=registry,
         )
+        self.node_ready = Gauge(
+            "prepull_node_ready",
+            "1 if /readyz says ready: every image meant for this node is present, except those "
+            "failed permanently (unless strict readiness).",
+            registry=registry,
+        )
+        self.images_failed_permanently = Gauge(
+            "prepull_images_failed_permanently",
+            "Desired images that failed in a way no retry fixes (not found, denied, refused for "
+            "this platform): an operator must act.",
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "prepull_refusals",
+            "Images refused before any pull: the content is not for this node's platform.",
+            registry=registry,
+        )
+        self.start_time = Gauge(
+            "prepull_start_time_seconds",
+            "Unix time the agent started (alerts tell 'never converged' from 'stale' with it).",
+            registry=registry,
+        )
         self.image_ready = Gauge(
             "prepull_image_ready",
-            "1 if the configured image is present and correct, else 0.",
+            "1 if the configured image is present and correct, else 0 (entries meant for this "
+            "node's platform; entries for other platforms have no series).",
             ["image"],
             registry=registry,
         )
@@ -80,6 +102,12 @@ class Metrics:
         self.config_reload_errors = Counter(
             "prepull_config_reload_errors",
             "Config updates rejected; the last good list keeps running.",
+            registry=registry,
+        )
+        self.config_last_reload_successful = Gauge(
+            "prepull_config_last_reload_successful",
+            "1 if the preload list file as it is now was accepted, 0 if it is rejected (the "
+            "last good list keeps running).",
             registry=registry,
         )
         self.registry_request_duration = Histogram(
@@ -163,9 +191,12 @@ def observe_pass(
     for outcome in outcomes:
         if outcome.status == "hit":
             metrics.cache_hits.inc()
-        elif outcome.action in (Action.PULL, Action.BIND):
+        elif outcome.pull_attempted or outcome.status == "bound":
             metrics.cache_misses.inc()
-        if outcome.action is Action.PULL:
+        if outcome.status == "refused":
+            metrics.refusals.inc()
+        if outcome.pull_attempted:
+            # Only pulls that happened: a refusal or a failed lookup pulled nothing.
             result = "success" if outcome.status == "pulled" else "failure"
             metrics.pulls.labels(result).inc()
             metrics.pull_duration.observe(outcome.seconds)
@@ -177,6 +208,8 @@ def observe_pass(
     desired = report.desired
     metrics.images_desired.set(len(desired))
     metrics.images_ready.set(sum(r.state == "present" for r in desired))
+    metrics.images_failed_permanently.set(sum(r.permanent for r in report.missing))
+    metrics.node_ready.set(report.ready)
     for image in desired:
         metrics.image_ready.labels(image.image).set(image.state == "present")
         metrics.image_pinned.labels(image.image).set(image.pinned)

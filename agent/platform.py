@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import platform as _host
 import re
 from collections.abc import Iterable, Sequence
@@ -64,12 +65,71 @@ def normalize(os: str, architecture: str, variant: str = "") -> Platform:
     return Platform(os, architecture, variant)
 
 
+# GOOS and GOARCH values images are built for (go tool dist list; the OCI image-index spec
+# defers to them), and the variants containerd knows. Anything else is a typo that would
+# otherwise skip the image everywhere in silence.
+KNOWN_OS = (
+    "linux",
+    "windows",
+    "darwin",
+    "freebsd",
+    "netbsd",
+    "openbsd",
+    "dragonfly",
+    "solaris",
+    "illumos",
+    "aix",
+    "plan9",
+    "android",
+    "ios",
+    "js",
+    "wasip1",
+)
+KNOWN_ARCHITECTURES = (
+    "amd64",
+    "arm64",
+    "arm",
+    "386",
+    "ppc64le",
+    "ppc64",
+    "s390x",
+    "riscv64",
+    "mips64le",
+    "mips64",
+    "mipsle",
+    "mips",
+    "loong64",
+    "wasm",
+)
+KNOWN_VARIANTS = {
+    "arm": ("v5", "v6", "v7", "v8"),
+    "arm64": ("", "v8", "v8.0", "v8.1", "v8.2", "v8.3", "v8.4", "v8.5", "v9", "v9.0"),
+    "amd64": ("", "v2", "v3", "v4"),
+}
+
+
 def parse(text: str) -> Platform:
-    """Parse `os/arch[/variant]`, e.g. `linux/arm64` or `linux/arm/v7`."""
+    """Parse `os/arch[/variant]`, e.g. `linux/arm64` or `linux/arm/v7`; unknown values are
+    errors with a suggestion."""
     parts = text.strip().split("/")
     if not 2 <= len(parts) <= 3 or not all(_WORD.fullmatch(p.lower()) for p in parts):
         raise InvalidPlatform(text, "expected os/architecture[/variant], e.g. linux/arm64")
-    return normalize(*parts)
+    platform = normalize(*parts)
+    _known(text, platform.os, KNOWN_OS, "operating system")
+    _known(text, platform.architecture, KNOWN_ARCHITECTURES, "architecture")
+    if platform.architecture in KNOWN_VARIANTS:
+        variants = KNOWN_VARIANTS[platform.architecture]
+        _known(text, platform.variant, variants, f"{platform.architecture} variant")
+    return platform
+
+
+def _known(text: str, value: str, known: Sequence[str], what: str) -> None:
+    if value in known:
+        return
+    close = difflib.get_close_matches(value, known, n=1)
+    listed = ", ".join(k for k in known if k)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {listed}"
+    raise InvalidPlatform(text, f"unknown {what} {value!r}{hint}")
 
 
 def detect() -> Platform:

@@ -11,7 +11,15 @@ from typing import Any, Protocol, TypeVar
 
 from agent.config import ImageEntry, PreloadConfig
 from agent.credentials import Credential
-from agent.errors import AgentError, ImageError, RuntimeUnavailable, TagBindingUnsupported
+from agent.errors import (
+    AgentError,
+    ImageError,
+    InputError,
+    RegistryError,
+    RuntimeUnavailable,
+    TagBindingUnsupported,
+    TransientRegistryError,
+)
 from agent.manifest import Resolution
 from agent.plan import Action, NodeImage, NodeState, Step, plan_one
 from agent.platform import Platform
@@ -56,7 +64,8 @@ class Resolver(Protocol):
 class Outcome:
     entry: ImageEntry
     status: str
-    """hit, pulled, bound, skipped or failed."""
+    """hit, pulled, bound, skipped, refused (the content is not for this node; nothing was
+    pulled) or failed."""
     detail: str = ""
     digest: str | None = None
     image_id: str | None = None
@@ -67,10 +76,14 @@ class Outcome:
     """What the plan said to do; None when the image failed before it could be planned."""
     pinned: bool = False
     """The runtime reports the image pinned against kubelet's image GC."""
+    pull_attempted: bool = False
+    """A PullImage call was made for it in this pass (what pull metrics count)."""
+    permanent: bool = False
+    """Failed or refused in a way no retry fixes (not found, denied, wrong platform)."""
 
     @property
     def converged(self) -> bool:
-        return self.status != "failed"
+        return self.status not in ("failed", "refused")
 
     @property
     def was_absent(self) -> bool:
@@ -135,7 +148,11 @@ class Reconciler:
             raise
         except ImageError as exc:
             # The output line already names the image: say only what went wrong.
-            outcome = Outcome(entry, "failed", exc.reason)
+            outcome = Outcome(entry, "failed", exc.reason, permanent=exc.permanent)
+        except (RegistryError, InputError) as exc:
+            # A registry's 4xx, a TLS or content error, a bad pull secret: an operator must act.
+            permanent = not isinstance(exc, TransientRegistryError)
+            outcome = Outcome(entry, "failed", str(exc), permanent=permanent)
         except AgentError as exc:
             outcome = Outcome(entry, "failed", str(exc))
         return dataclasses.replace(
@@ -160,20 +177,31 @@ class Reconciler:
         assert step.pull_ref is not None
         refusal = await _within_deadline(self._refusal(entry.reference, step))
         if refusal:
-            return Outcome(entry, "failed", refusal)
+            return Outcome(entry, "refused", refusal, permanent=True)
         async with pull_slots:
             if self._stopping():
                 return Outcome(entry, "failed", "not started: the agent is shutting down")
-            await self._pull(step.pull_ref, entry.reference)
+            try:
+                await self._pull(step.pull_ref, entry.reference)
+            except ImageError as exc:
+                return _failed_after_pull(entry, exc)
         pulled = await self._runtime.image_status(step.pull_ref)
         if pulled is None:
             return Outcome(
-                entry, "failed", f"pulled, but the runtime does not list {step.pull_ref}"
+                entry,
+                "failed",
+                f"pulled, but the runtime does not list {step.pull_ref}",
+                pull_attempted=True,
             )
         if step.bind_tag is not None:
-            await self._bind(entry, step.bind_tag, pulled.id)
+            try:
+                await self._bind(entry, step.bind_tag, pulled.id)
+            except ImageError as exc:
+                return _failed_after_pull(entry, exc)
         digest = _recorded_digest(pulled, entry.reference, step.digest)
-        return _present(entry, "pulled", step.reason, digest, pulled)
+        return dataclasses.replace(
+            _present(entry, "pulled", step.reason, digest, pulled), pull_attempted=True
+        )
 
     async def _pull(self, pull_ref: str, ref: Reference) -> None:
         """Pull with each matching credential in turn, as kubelet does; anonymously if none."""
@@ -253,6 +281,10 @@ def _names(outcome: Outcome) -> list[str]:
     kind = outcome.entry.kind
     names = [ref.tagged] if kind in ("tag", "pinned") else []
     return names + ([ref.by_digest()] if kind in ("digest", "pinned") else [])
+
+
+def _failed_after_pull(entry: ImageEntry, exc: ImageError) -> Outcome:
+    return Outcome(entry, "failed", exc.reason, pull_attempted=True, permanent=exc.permanent)
 
 
 def _present(

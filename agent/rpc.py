@@ -59,6 +59,18 @@ def is_transient(exc: BaseException) -> bool:
 _REGISTRY_TRANSIENT = re.compile(r"unexpected status\b.*?: (?:429|50[0-4]) [A-Z]")
 
 
+_REGISTRY_REFUSAL = re.compile(r"unexpected status\b.*?: (?:401|403|404) [A-Z]")
+
+
+def is_permanent_pull(exc: BaseException) -> bool:
+    """A pull failure no retry will fix: the runtime or the registry says not found or denied."""
+    if code_of(exc) in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+        return True
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return bool(_REGISTRY_REFUSAL.search(exc.details() or ""))
+    return False
+
+
 def is_transient_pull(exc: BaseException) -> bool:
     """A pull failure worth retrying: the runtime was unavailable, or the registry answered
     containerd with 5xx or 429."""

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from agent.status import NodeReport
+from agent.status import ImageReport, NodeReport
 
 DEFAULT_LISTEN = "0.0.0.0:9410"
 
@@ -35,15 +35,18 @@ def make_app(
             return web.Response(status=503, text="shutting down\n")
         if report.passes == 0:
             return web.Response(status=503, text="not ready: first pass not finished\n")
-        missing = report.missing
-        if missing:
-            lines = "".join(
-                f"{r.image} ({r.state}{': ' + r.last_error if r.last_error else ''})\n"
-                for r in missing
-            )
-            return web.Response(status=503, text=f"not ready: {len(missing)} missing\n{lines}")
-        count = len(report.desired)
-        return web.Response(text=f"ready: {count} image{'' if count == 1 else 's'} present\n")
+        waiting = report.waiting_for
+        if waiting:
+            lines = "".join(_line(r) for r in waiting)
+            return web.Response(status=503, text=f"not ready: {len(waiting)} missing\n{lines}")
+        present = len(report.desired) - len(report.missing)
+        text = f"ready: {present} image{'' if present == 1 else 's'} present\n"
+        given_up = report.missing
+        if given_up:
+            # Reported, not waited for: a broken entry must not stall a DaemonSet rollout.
+            text += f"{len(given_up)} failed permanently (not waited for):\n"
+            text += "".join(_line(r) for r in given_up)
+        return web.Response(text=text)
 
     async def status(request: web.Request) -> web.Response:
         return web.json_response(report.to_json())
@@ -54,6 +57,11 @@ def make_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
     return app
+
+
+def _line(report: ImageReport) -> str:
+    reason = f": {report.last_error}" if report.last_error else ""
+    return f"{report.image} ({report.state}{reason})\n"
 
 
 def parse_listen(text: str) -> tuple[str, int]:

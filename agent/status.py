@@ -18,13 +18,19 @@ class ImageReport:
     image: str
     """As written in the config: the name dashboards and operators know it by."""
     state: str = "pending"
-    """pending (not checked yet), pulling, present, failed or skipped."""
+    """pending (not checked yet), pulling, present, failed, refused (not for this node's
+    platform; nothing pulled) or skipped (listed for other platforms)."""
     digest: str | None = None
     bytes: int = 0
     last_pull_seconds: float | None = None
     last_error: str | None = None
     pinned: bool = False
     """The runtime reports the image pinned: kubelet's image GC will not evict it."""
+    permanent: bool = False
+    """Failed in a way no retry fixes (not found, denied, wrong platform): readiness reports
+    it but does not wait for it (unless strict)."""
+    held: bool = dataclasses.field(default=False, repr=False)
+    """The last pass left it present and correct: if it is absent later, it was evicted."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +41,10 @@ class PassSummary:
 
 
 class NodeReport:
-    def __init__(self, node: Platform | None) -> None:
+    def __init__(self, node: Platform | None, *, strict: bool = False) -> None:
         self.node = node
+        self.strict = strict
+        """Readiness waits for permanently failed images too."""
         """None until the runtime has said which platform it pulls for."""
         self.runtime: dict[str, object] = {}
         self.images: dict[str, ImageReport] = {}
@@ -46,6 +54,9 @@ class NodeReport:
         """Why the last pass could not run at all (runtime unreachable), if it could not."""
         self.passes = 0
         self._entries: list[ImageEntry] = []
+        self.config: dict[str, Any] = {}
+        """The list in force (file, images, loaded_at) and, if the file now on disk was
+        rejected, why and since when."""
 
     def configure(self, entries: Iterable[ImageEntry]) -> None:
         """Adopt a (new) list: keep what is known of images still listed, forget the rest."""
@@ -60,6 +71,14 @@ class NodeReport:
             else:
                 images[entry.written] = known
         self.images = images
+
+    def config_loaded(self, source: str, images: int, when: float) -> None:
+        self.config = {"file": source, "images": images, "loaded_at": when, "rejected": None}
+
+    def config_rejected(self, error: str, when: float) -> None:
+        previous = self.config.get("rejected")
+        since = previous["since"] if previous and previous["error"] == error else when
+        self.config["rejected"] = {"error": error, "since": since}
 
     def located(self, node: Platform) -> None:
         """The node's platform is known now: entries for other platforms become skipped."""
@@ -78,9 +97,13 @@ class NodeReport:
             report = self.images.setdefault(
                 outcome.entry.written, ImageReport(outcome.entry.written)
             )
-            if outcome.was_absent and report.state in ("present", "pulling") and self.passes:
+            # Evicted: this agent saw it present and correct, and now it is gone. (A moved tag
+            # is drift; an image that never arrived, or is new to the list, was never held.)
+            if outcome.was_absent and report.held:
                 evicted.append(report.image)
             report.state = _STATE_OF.get(outcome.status, outcome.status)
+            report.held = report.state == "present"
+            report.permanent = outcome.permanent
             report.pinned = outcome.pinned
             if outcome.converged:
                 report.digest = outcome.digest or report.digest
@@ -88,7 +111,7 @@ class NodeReport:
                 report.last_error = None
             else:
                 report.last_error = outcome.detail
-            if outcome.status == "pulled" or (outcome.status == "failed" and outcome.was_absent):
+            if outcome.pull_attempted:
                 report.last_pull_seconds = outcome.seconds
         self.passes += 1
         self.last_reconcile = finished_at
@@ -104,15 +127,24 @@ class NodeReport:
         return [r for r in self.desired if r.state != "present"]
 
     @property
+    def waiting_for(self) -> list[ImageReport]:
+        """What readiness waits for: every missing image that can still arrive (with `strict`,
+        the permanently failed ones too)."""
+        return [r for r in self.missing if self.strict or not r.permanent]
+
+    @property
     def ready(self) -> bool:
-        """Every image meant for this node is present, as of a completed pass."""
-        return self.passes > 0 and not self.missing
+        """A pass has completed and every image meant for this node is present, except those
+        that failed permanently (reported, not waited for) unless readiness is strict."""
+        return self.passes > 0 and not self.waiting_for
 
     def to_json(self) -> dict[str, Any]:
         return {
             "node_platform": str(self.node) if self.node else None,
             "runtime": self.runtime,
             "ready": self.ready,
+            "strict_readiness": self.strict,
+            "config": self.config,
             "last_reconcile": self.last_reconcile,
             "last_error": self.last_error,
             "images": [dataclasses.asdict(r) for r in self.images.values()],

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agent import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import DaemonProc
-from tests.harness.images import push_image, push_runnable
+from tests.harness.images import push_image, push_runnable, push_single
 from tests.harness.pods import remove_pod, run_pod, sandbox_config, start_container
 from tests.harness.procs import HarnessError
 from tests.harness.prometheus import Prometheus
@@ -23,6 +25,7 @@ from tests.harness.slowproxy import SlowProxy
 from tests.integration.conftest import image_status, pull, remove_image
 
 NODE = str(platforms.detect())
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 class ConfigMapVolume:
@@ -184,6 +187,9 @@ def test_configmap_update_is_applied_and_a_broken_one_is_ignored(
     ]
     log = daemon.log()
     assert "config update rejected" in log and "preload.yaml:3: 'concurrency'" in log, log
+    rejected = json.loads(daemon.get("/status")[1])["config"]["rejected"]
+    assert "preload.yaml:3: 'concurrency'" in rejected["error"] and rejected["since"] > 0
+    assert daemon.metric("prepull_config_last_reload_successful") == 0
 
     volume.write(listing(registry, [third.tagged], "resync: 1h\n"))
     daemon.wait_for(
@@ -191,6 +197,8 @@ def test_configmap_update_is_applied_and_a_broken_one_is_ignored(
         30,
         "the next good update to apply",
     )
+    assert json.loads(daemon.get("/status")[1])["config"]["rejected"] is None
+    assert daemon.metric("prepull_config_last_reload_successful") == 1
     daemon.wait_for(
         lambda: daemon.metric("prepull_image_ready", image=first.tagged) is None,
         10,
@@ -275,6 +283,21 @@ def test_a_real_prometheus_scrapes_the_agent_and_answers_promql(
         assert misses["value"][1] == "1"  # type: ignore[index]
         (up,) = prometheus.query('up{job="prepull"}')
         assert up["value"][1] == "1"  # type: ignore[index]
+        # Every dashboard panel and every alert rule is valid PromQL over the agent's real
+        # series; the panels that summarize the fleet answer with data (0, never "No data").
+        dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"].replace("$instance", ".*")
+                expr = expr.replace("$__rate_interval", "1m").replace("$__range", "5m")
+                answer = prometheus.query(expr)
+                if panel["type"] == "stat":
+                    assert answer, f"{panel['title']}: no data from {expr}"
+        (ready,) = prometheus.query("sum(prepull_node_ready) or vector(0)")
+        assert ready["value"][1] == "1"  # type: ignore[index]
+        rules = yaml.safe_load((DEPLOY / "prometheus-rules.yaml").read_text())
+        for rule in rules["groups"][0]["rules"]:
+            assert prometheus.query(rule["expr"]) == [], f"{rule['alert']} fires on a good node"
     finally:
         prometheus.stop()
 
@@ -349,8 +372,13 @@ def test_an_unreachable_runtime_makes_the_agent_unhealthy_and_says_why(
     endpoint = f"unix://{tmp_path}/no-such.sock"
     daemon = DaemonProc(volume.path, endpoint, healthy=False)
     try:
+        started = time.monotonic()
         code, text = daemon.get("/healthz")
         assert code == 503 and endpoint in text, text
+        # One short, unretried call, and the reason is never empty.
+        assert time.monotonic() - started < 3
+        reason = text.split("is unavailable: ", 1)[1].strip()
+        assert "Version: UNAVAILABLE" in reason and "no-such.sock" in reason, text
         assert daemon.get("/readyz")[0] == 503
         daemon.wait_for(
             lambda: json.loads(daemon.get("/status")[1])["last_error"] is not None,
@@ -360,3 +388,74 @@ def test_an_unreachable_runtime_makes_the_agent_unhealthy_and_says_why(
         assert endpoint in json.loads(daemon.get("/status")[1])["last_error"]
     finally:
         assert daemon.terminate() == 0
+
+
+def test_every_counter_moves_exactly_as_the_situation_says(
+    volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
+) -> None:
+    """Passes are driven one at a time (SIGHUP reloads and converges; resync is an hour), so
+    every counter's delta is exact: a pull, hits, a refusal, a permanent 404, a real eviction,
+    and a tag someone moved (drift, not an eviction)."""
+    other = "linux/arm64" if NODE != "linux/arm64" else "linux/amd64"
+    good = push_image(registry, repo, "1", (NODE,))
+    foreign = push_single(registry, f"{repo}/foreign", "1", other)
+    missing = f"{registry.host}/{repo}/missing:1"
+    volume.write(listing(registry, [good.tagged, foreign.tagged, missing], "resync: 1h\n"))
+    daemon = start_daemon(volume.path)
+    passes = 1
+
+    def next_pass() -> None:
+        nonlocal passes
+        passes += 1
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_for(
+            lambda: daemon.metric("prepull_reconcile_duration_seconds_count") == passes,
+            30,
+            f"pass {passes}",
+        )
+
+    def counters() -> dict[str, float | None]:
+        return {
+            "pulled": daemon.metric("prepull_pulls_total", result="success"),
+            "pull_failed": daemon.metric("prepull_pulls_total", result="failure"),
+            "pull_seconds": daemon.metric("prepull_pull_duration_seconds_count"),
+            "hits": daemon.metric("prepull_cache_hits_total"),
+            "misses": daemon.metric("prepull_cache_misses_total"),
+            "refusals": daemon.metric("prepull_refusals_total"),
+            "evictions": daemon.metric("prepull_evictions_total"),
+            "drift": daemon.metric("prepull_tag_drift_total"),
+            "failed_permanently": daemon.metric("prepull_images_failed_permanently"),
+            "node_ready": daemon.metric("prepull_node_ready"),
+        }
+
+    daemon.wait_for(
+        lambda: daemon.metric("prepull_reconcile_duration_seconds_count") == 1, 30, "pass 1"
+    )
+    assert counters() == {
+        "pulled": 1, "pull_failed": 0, "pull_seconds": 1, "hits": 0, "misses": 1,
+        "refusals": 1, "evictions": 0, "drift": 0, "failed_permanently": 2, "node_ready": 1,
+    }  # fmt: skip
+    code, text = daemon.get("/readyz")
+    assert code == 200 and "2 failed permanently" in text and missing in text, text
+
+    next_pass()  # nothing changed: a hit, the same refusal, no pulls, no eviction
+    assert counters() == {
+        "pulled": 1, "pull_failed": 0, "pull_seconds": 1, "hits": 1, "misses": 1,
+        "refusals": 2, "evictions": 0, "drift": 0, "failed_permanently": 2, "node_ready": 1,
+    }  # fmt: skip
+
+    remove_image(containerd, good.tagged)  # kubelet's image GC, or `crictl rmi`
+    next_pass()
+    assert counters() == {
+        "pulled": 2, "pull_failed": 0, "pull_seconds": 2, "hits": 1, "misses": 2,
+        "refusals": 3, "evictions": 1, "drift": 0, "failed_permanently": 2, "node_ready": 1,
+    }  # fmt: skip
+
+    # Someone points the tag at other content on the node: drift, not an eviction.
+    moved = push_image(registry, f"{repo}/moved", "1", (NODE,))
+    pull(containerd, moved.tagged)
+    containerd.ctr("images", "tag", "--force", moved.tagged, good.tagged)
+    next_pass()
+    after = counters()
+    assert after["drift"] == 1 and after["evictions"] == 1, after
+    assert image_status(containerd, good.tagged).id == good.configs[NODE]  # type: ignore[union-attr]

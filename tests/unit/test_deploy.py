@@ -155,8 +155,32 @@ def test_dashboard_queries_use_real_metrics() -> None:
     used = set().union(*(metric_names_in(e) for e in exprs))
     assert used and used <= exported_metric_names(), used - exported_metric_names()
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
-    for topic in ("ready", "hit ratio", "latency", "drift", "evictions"):
+    for topic in (
+        "ready",
+        "found their image preloaded",
+        "latency",
+        "drift",
+        "evictions",
+        "pinned",
+        "rate-limit",
+        "since each node was last ready",
+        "failed permanently",
+    ):
         assert topic in titles, f"no panel about {topic}"
+    variables = [v["name"] for v in dashboard["templating"]["list"]]
+    assert "instance" in variables and all("$instance" in e for e in exprs)
+
+
+def test_alert_rules_fire_and_stay_quiet_as_their_tests_say() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: install the Debian package 'prometheus' (make deps)"
+    tests = DEPLOY / "prometheus-rules.test.yaml"
+    run = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rules = yaml.safe_load((DEPLOY / "prometheus-rules.yaml").read_text())["groups"][0]["rules"]
+    tested = set(re.findall(r"alertname: (\w+)", tests.read_text()))
+    assert {r["alert"] for r in rules} <= tested, "every alert has a promtool test"
+    assert all("for" in r for r in rules), "every alert has a for:"
 
 
 def test_dockerfile_runs_the_console_script_with_valid_arguments() -> None:

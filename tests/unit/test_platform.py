@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from agent.errors import InvalidPlatform
@@ -80,3 +82,17 @@ def test_can_run(node: str, image: str, runs: bool) -> None:
 
 def test_no_match_is_none() -> None:
     assert best_match(parse("linux/s390x"), [(parse("linux/amd64"), 1)]) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("linux/amd65", "did you mean 'amd64'"),
+        ("linx/arm64", "did you mean 'linux'"),
+        ("linux/arm/v9", "unknown arm variant 'v9'"),
+        ("linux/amd64/v9", "known: v2, v3, v4"),
+    ],
+)
+def test_a_platform_nobody_builds_for_is_an_error_not_a_silent_skip(text: str, hint: str) -> None:
+    with pytest.raises(InvalidPlatform, match=re.escape(hint)):
+        parse(text)

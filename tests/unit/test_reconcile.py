@@ -160,7 +160,8 @@ async def test_content_for_another_platform_is_never_pulled() -> None:
         runtime, FakeRegistry(), None, Platform("linux", "s390x")
     ).converge(config)
 
-    assert outcome.status == "failed" and "no linux/s390x manifest" in outcome.detail
+    assert outcome.status == "refused" and "no linux/s390x manifest" in outcome.detail
+    assert outcome.permanent and not outcome.pull_attempted
     assert runtime.pulls == []
 
 

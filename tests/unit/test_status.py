@@ -20,7 +20,15 @@ def outcomes(a: str, b: str) -> list[Outcome]:
     def one(entry, status: str) -> Outcome:
         action = {"hit": Action.HIT, "pulled": Action.PULL, "failed": Action.PULL}[status]
         return Outcome(
-            entry, status, "x" if status == "failed" else "", D, "id", 10, 1.5, action=action
+            entry,
+            status,
+            "x" if status == "failed" else "",
+            D,
+            "id",
+            10,
+            1.5,
+            action=action,
+            pull_attempted=status in ("pulled", "failed"),
         )
 
     return [one(A, a), one(B, b), Outcome(C, "skipped", "for linux/arm64", action=Action.SKIP)]
@@ -77,3 +85,56 @@ def test_a_pass_becomes_metrics() -> None:
     assert value("prepull_image_ready", {"image": "r.io/b:1"}) == 0
     assert value("prepull_image_ready", {"image": "r.io/c:1"}) is None, "skipped: not this node's"
     assert value("prepull_last_reconcile_success_timestamp_seconds") == 0, "the pass failed"
+
+
+def test_only_an_image_seen_present_and_later_absent_is_an_eviction() -> None:
+    report = NodeReport(Platform("linux", "amd64"))
+    report.configure(CONFIG.images)
+    report.record(outcomes("failed", "pulled"), 1.0)
+    for when in (2.0, 3.0):
+        # What the daemon does before each pull: mark it pulling.
+        report.pulling(A)
+        summary = report.record(outcomes("failed", "hit"), when)
+        assert summary.evicted == (), "an image that keeps failing was never held"
+    # A newly listed image, pulled for the first time, was never held either.
+    report.configure(parse("images:\n  - r.io/a:1\n  - r.io/b:1\n  - r.io/new:1\n").images)
+    (new,) = [e for e in parse("images:\n  - r.io/new:1\n").images]
+    report.pulling(new)
+    fresh = Outcome(new, "pulled", "", D, "id", 10, 1.0, action=Action.PULL, pull_attempted=True)
+    assert report.record([*outcomes("failed", "hit")[:2], fresh], 4.0).evicted == ()
+    # B was held since the pass at 1.0: gone now, pulled again as absent, that is an eviction.
+    report.pulling(B)
+    assert report.record(outcomes("failed", "pulled"), 5.0).evicted == ("r.io/b:1",)
+
+
+def test_a_refusal_is_its_own_outcome_not_a_pull() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    report = NodeReport(Platform("linux", "amd64"))
+    report.configure(CONFIG.images)
+    refused = Outcome(A, "refused", "no linux/amd64 manifest", action=Action.PULL, permanent=True)
+    passed = [refused, *outcomes("hit", "hit")[1:]]
+    observe_pass(metrics, passed, report, report.record(passed, 5.0), 0.5, 5.0)
+
+    value = registry.get_sample_value
+    assert value("prepull_refusals_total") == 1
+    assert value("prepull_cache_misses_total") == 0 and value("prepull_cache_hits_total") == 1
+    assert value("prepull_pulls_total", {"result": "failure"}) == 0
+    assert value("prepull_pull_duration_seconds_count") == 0
+    assert value("prepull_images_failed_permanently") == 1
+    assert value("prepull_node_ready") == 1, "a permanent failure is reported, not waited for"
+
+
+def test_readiness_waits_for_what_can_converge_and_strict_waits_for_everything() -> None:
+    transient = Outcome(A, "failed", "registry 503", action=Action.PULL, pull_attempted=True)
+    permanent = Outcome(A, "failed", "HTTP 404", action=Action.PULL, permanent=True)
+    for failure, strict, ready in (
+        (transient, False, False),
+        (permanent, False, True),
+        (permanent, True, False),
+    ):
+        report = NodeReport(Platform("linux", "amd64"), strict=strict)
+        report.configure(CONFIG.images)
+        report.record([failure, *outcomes("hit", "hit")[1:]], 1.0)
+        assert report.ready is ready, (failure.detail, strict)
+        assert [r.image for r in report.missing] == ["r.io/a:1"], "always reported"
