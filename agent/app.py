@@ -11,25 +11,23 @@ import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from agent import config as configs
-from agent import rpc
+from agent import wiring
 from agent.config import PreloadConfig
-from agent.containerd import ContainerdImages, node_platform
 from agent.credentials import CredentialFiles
-from agent.cri import CriClient
 from agent.errors import AgentError, ConfigError, InputError, RuntimeUnavailable
-from agent.hosts import HostsDirectory, resolver
 from agent.metrics import Metrics, observe_pass
 from agent.platform import Platform
-from agent.reconcile import Outcome, Reconciler
-from agent.registry import RegistryClient, open_session
+from agent.reconcile import Outcome, Status
+from agent.reference import Reference
+from agent.registry import RegistryClient
 from agent.server import make_app
+from agent.settings import DaemonSettings
 from agent.starts import arrivals, classify
 from agent.status import NodeReport
 
@@ -42,26 +40,6 @@ HEALTH_TIMEOUT = 2.0
 def jittered(resync: float, rng: Callable[[], float]) -> float:
     """`resync` ± RESYNC_JITTER, uniformly."""
     return resync * (1 + RESYNC_JITTER * (2 * rng() - 1))
-
-
-@dataclass(frozen=True)
-class DaemonSettings:
-    config_path: Path
-    endpoint: str
-    node: Platform | None
-    """None: the platform containerd's CRI plugin pulls for (uname if it does not say)."""
-    listen: tuple[str, int]
-    shutdown_grace: float = 20.0
-    """Seconds in-flight pulls get to finish after SIGTERM; keep below the pod's grace period."""
-    watch_interval: float = 2.0
-    """Seconds between looks at the config file (a ConfigMap update lands within a minute)."""
-    hosts_dir: Path | None = None
-    """containerd's registry hosts directory (certs.d), for the same mirrors, TLS and HTTP."""
-    strict_readiness: bool = False
-    """/readyz waits for permanently failed images too (a broken entry then blocks rollouts)."""
-    container_scan_interval: float = 10.0
-    """Seconds between looks for new containers, to count pod starts that hit or missed. The
-    verdict comes from timestamps, so a slower scan is as accurate, only later."""
 
 
 class ConfigWatcher:
@@ -88,6 +66,11 @@ class ConfigWatcher:
 
 
 class Daemon:
+    """The composition root of daemon mode: a few independent tasks in one TaskGroup, talking
+    through small explicit state — the HTTP server (started first, stopped last), the config
+    watcher (adopts a new list), the reconcile loop (passes; a new list takes effect within
+    `--watch-interval`, even mid-pull) and the container-start scanner."""
+
     def __init__(
         self,
         settings: DaemonSettings,
@@ -102,6 +85,8 @@ class Daemon:
         self._rng = rng
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
+        self._list_changed = asyncio.Event()
+        """Set by the config watcher when it adopts a new list; the reconcile loop clears it."""
         self._config: PreloadConfig | None = None
         self._credential_files = CredentialFiles(())
         self._node: Platform | None = settings.node
@@ -122,43 +107,53 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop)
         # SIGHUP (a terminal closing, `kill -HUP`) means "read the config again", not "die".
         loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
-        channel = rpc.open_channel(self.settings.endpoint)
-        cri = CriClient(channel, self.settings.endpoint)
-        runner = web.AppRunner(
-            make_app(
-                self.report, self.metrics.registry, lambda: self._health(cri), self._stop.is_set
-            ),
-            handle_signals=False,
-        )
         try:
-            await runner.setup()
-            host, port = self.settings.listen
-            try:
-                await web.TCPSite(runner, host, port).start()
-            except OSError as exc:
-                raise InputError(f"cannot serve on {host}:{port}: {exc}") from None
-            log.info("serving on %s:%d", host, port, extra={"event": "start"})
-            async with open_session() as session:
-                hosts = HostsDirectory(self.settings.hosts_dir)
-                registry = RegistryClient(
-                    session,
-                    resolver(lambda host: self._current().registry(host), hosts),
-                    observe=self._observe_request,
-                    credentials=lambda ref: self._credential_files.lookup(ref),
-                    concurrency=lambda domain: self._current().registry(domain).concurrency,
-                    on_rate_limit=lambda host, left: (
-                        self.metrics.registry_ratelimit_remaining.labels(host).set(left)
-                    ),
-                )
-                binder = ContainerdImages(channel, self.settings.endpoint)
-                await self._loop(watcher, cri, registry, binder, lambda: node_platform(channel))
+            async with wiring.runtime(self.settings.endpoint) as runtime:
+                server = await self._serve(runtime)
+                try:
+                    async with wiring.registry_client(
+                        lambda host: self._current().registry(host),
+                        self.settings.hosts_dir,
+                        lambda ref: self._credential_files.lookup(ref),
+                        observer=self.metrics,
+                    ) as registry:
+                        await self._run_tasks(watcher, runtime, registry)
+                finally:
+                    await server.cleanup()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            await runner.cleanup()
-            await channel.close()
         log.info("stopped", extra={"event": "stop"})
         return 0
+
+    async def _serve(self, runtime: wiring.Runtime) -> web.AppRunner:
+        app = make_app(
+            self.report, self.metrics.registry, lambda: self._health(runtime), self._stop.is_set
+        )
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        host, port = self.settings.listen
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise InputError(f"cannot serve on {host}:{port}: {exc}") from None
+        log.info("serving on %s:%d", host, port, extra={"event": "start"})
+        return runner
+
+    async def _run_tasks(
+        self, watcher: ConfigWatcher, runtime: wiring.Runtime, registry: RegistryClient
+    ) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            helpers = [
+                tasks.create_task(self._watch_config(watcher)),
+                tasks.create_task(self._scan_loop(runtime)),
+            ]
+            tasks.create_task(self._reconcile_loop(runtime, registry))
+            await self._stop.wait()
+            # The reconcile loop finishes its pass within the grace period by itself.
+            for helper in helpers:
+                helper.cancel()
 
     def _current(self) -> PreloadConfig:
         assert self._config is not None
@@ -171,54 +166,24 @@ class Daemon:
         self.report.config_loaded(config.source, len(config.images), time.time())
         self.metrics.config_last_reload_successful.set(1)
 
-    async def _loop(
-        self,
-        watcher: ConfigWatcher,
-        cri: CriClient,
-        registry: RegistryClient,
-        binder: ContainerdImages,
-        locate: Callable[[], Awaitable[Platform]],
-    ) -> None:
-        next_pass = next_scan = time.monotonic()
-        while not self._stop.is_set():
+    # -- config watcher ----------------------------------------------------------------------
+
+    async def _watch_config(self, watcher: ConfigWatcher) -> None:
+        while True:
             hangup = self._reload_requested.is_set()
             self._reload_requested.clear()
-            if (watcher.changed() or hangup) and self._reload():
-                next_pass = time.monotonic()
-            if time.monotonic() >= next_scan:
-                await self._scan_starts(cri, binder)
-                next_scan = time.monotonic() + self.settings.container_scan_interval
-            if time.monotonic() >= next_pass:
-                task = asyncio.create_task(self._pass(cri, registry, binder, locate))
-                stopper = asyncio.create_task(self._stop.wait())
-                await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await stopper
-                if not task.done():
-                    await self._finish_in_grace(task)
-                    return
-                task.result()
-                next_pass = time.monotonic() + jittered(self._current().resync_seconds, self._rng)
-            due = min(next_pass, next_scan) - time.monotonic()
-            wait = min(self.settings.watch_interval, max(0.0, due))
+            if watcher.changed() or hangup:
+                await self._reload()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=wait)
+                await asyncio.wait_for(
+                    self._reload_requested.wait(), timeout=self.settings.watch_interval
+                )
 
-    async def _finish_in_grace(self, task: asyncio.Task[None]) -> None:
-        """Shutdown: no new pulls start; in-flight ones get the grace period, then are cancelled."""
-        grace = self.settings.shutdown_grace
-        log.info("shutting down; waiting up to %.0fs for pulls in flight", grace)
-        done, _ = await asyncio.wait({task}, timeout=grace)
-        if not done:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    def _reload(self) -> bool:
+    async def _reload(self) -> bool:
         path = self.settings.config_path
         try:
-            config = configs.load(path)
+            # Parsing thousands of entries takes a while: off the loop that answers probes.
+            config = await asyncio.to_thread(configs.load, path)
         except ConfigError as exc:
             # The last good list keeps running; the agent stays healthy.
             self.metrics.config_reload_errors.inc()
@@ -231,65 +196,63 @@ class Daemon:
             )
             return False
         self._adopt(config)
+        self._list_changed.set()
         log.info(
             "config reloaded: %d images", len(config.images), extra={"event": "config_reloaded"}
         )
         return True
 
-    async def _meet_runtime(
-        self, cri: CriClient, locate: Callable[[], Awaitable[Platform]]
-    ) -> Platform:
-        """Learn the runtime behind the socket (again: it may have been upgraded) and, once,
-        the platform it pulls for; say once what it cannot do."""
-        info = await cri.version()
-        assert cri.features is not None
-        if self._node is None:
-            self._node = await locate()
-            self.report.located(self._node)
-            log.info("node platform %s", self._node, extra={"event": "platform"})
-        if self._runtime_seen != (info.name, info.version):
-            self._runtime_seen = (info.name, info.version)
-            self.metrics.runtime_is(info.name, info.version)
-            limitations = cri.features.limitations()
-            log.info(
-                "runtime %s %s (CRI %s)",
-                info.name,
-                info.version,
-                info.api_version,
-                extra={"event": "runtime"},
-            )
-            for note in limitations:
-                log.warning("%s", note, extra={"event": "runtime_limitation"})
-            self.report.runtime = {
-                **cri.features.as_dict,
-                "cri_version": info.api_version,
-                "limitations": limitations,
-            }
-        return self._node
+    # -- reconcile loop ------------------------------------------------------------------------
 
-    async def _pass(
-        self,
-        cri: CriClient,
-        registry: RegistryClient,
-        binder: ContainerdImages,
-        locate: Callable[[], Awaitable[Platform]],
-    ) -> None:
-        config = self._current()
+    async def _reconcile_loop(self, runtime: wiring.Runtime, registry: RegistryClient) -> None:
+        while not self._stop.is_set():
+            self._list_changed.clear()
+            await self._pass(runtime, registry)
+            if self._stop.is_set():
+                return
+            resync = jittered(self._current().resync_seconds, self._rng)
+            await _first_of(self._stop.wait(), self._list_changed.wait(), seconds=resync)
+
+    async def _pass(self, runtime: wiring.Runtime, registry: RegistryClient) -> None:
+        """One pass. A new list adopted meanwhile takes effect at once: images no longer listed
+        are cancelled (their pulls too), new ones start, the rest go on undisturbed."""
         started = time.monotonic()
         try:
-            node = await self._meet_runtime(cri, locate)
-            assert cri.features is not None
-            reconciler = Reconciler(
-                cri,
+            node = await self._meet_runtime(runtime)
+            reconciler = runtime.reconciler(
                 registry,
-                binder if cri.features.tag_binding else None,
                 node,
+                lambda ref: self._credential_files.lookup(ref),
                 on_start=self.report.pulling,
                 stopping=self._stop.is_set,
-                credentials=self._credential_files.lookup,
-                pins_honoured=cri.features.pins_honoured,
             )
-            outcomes = await reconciler.converge(config)
+            state = await reconciler.snapshot()
+            config = self._current()
+            slots = asyncio.Semaphore(config.concurrency)
+            running: dict[Reference, asyncio.Task[Outcome]] = {}
+            try:
+                while True:
+                    wanted = {e.reference: e for e in config.images}
+                    for ref, task in list(running.items()):
+                        if ref not in wanted:
+                            task.cancel()
+                            del running[ref]
+                    for ref, entry in wanted.items():
+                        if ref not in running:
+                            work = reconciler.converge_entry(entry, state, slots)
+                            running[ref] = asyncio.create_task(work)
+                    if await self._until_done_or_new_list(set(running.values())):
+                        break
+                    config = self._current()
+                    self._list_changed.clear()
+                    state = await reconciler.snapshot()
+                    log.info("new list adopted mid-pass", extra={"event": "config_applied"})
+                outcomes = [running[e.reference].result() for e in config.images]
+            finally:
+                for task in running.values():
+                    task.cancel()
+                await asyncio.gather(*running.values(), return_exceptions=True)
+            outcomes = await reconciler.finish(config, outcomes)
         except RuntimeUnavailable as exc:
             self.report.last_error = str(exc)
             log.error("pass skipped: %s", exc, extra={"event": "runtime_unavailable"})
@@ -307,10 +270,77 @@ class Daemon:
                 extra={"event": "eviction", "image": image},
             )
 
-    async def _scan_starts(self, cri: CriClient, binder: ContainerdImages) -> None:
+    async def _until_done_or_new_list(self, tasks: set[asyncio.Task[Outcome]]) -> bool:
+        """Wait for the images: True when all are done; False at once when a new list is
+        adopted. On shutdown, the images in flight get the grace period, then are cancelled."""
+        stop = asyncio.ensure_future(self._stop.wait())
+        changed = asyncio.ensure_future(self._list_changed.wait())
+        try:
+            everything = asyncio.ensure_future(asyncio.wait(tasks))
+            await asyncio.wait({everything, stop, changed}, return_when=asyncio.FIRST_COMPLETED)
+            everything.cancel()
+            if all(t.done() for t in tasks):
+                _raise_runtime_unavailable(tasks)
+                return True
+            if stop.done():
+                await self._finish_in_grace(tasks)
+                _raise_runtime_unavailable(tasks)
+                return True
+            return False
+        finally:
+            for waiter in (stop, changed):
+                waiter.cancel()
+            await asyncio.gather(stop, changed, return_exceptions=True)
+
+    async def _finish_in_grace(self, tasks: set[asyncio.Task[Outcome]]) -> None:
+        """Shutdown: no new pulls start; in-flight ones get the grace period, then are cancelled."""
+        grace = self.settings.shutdown_grace
+        log.info("shutting down; waiting up to %.0fs for pulls in flight", grace)
+        await asyncio.wait(tasks, timeout=grace)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _meet_runtime(self, runtime: wiring.Runtime) -> Platform:
+        """Learn the runtime behind the socket (again: it may have been upgraded) and, once,
+        the platform it pulls for; say once what it cannot do."""
+        info = await runtime.meet()
+        if self._node is None:
+            self._node = await runtime.node(None)
+            self.report.located(self._node)
+            log.info("node platform %s", self._node, extra={"event": "platform"})
+        if self._runtime_seen != (info.name, info.version):
+            self._runtime_seen = (info.name, info.version)
+            self.metrics.runtime_is(info.name, info.version)
+            limitations = runtime.features.limitations()
+            log.info(
+                "runtime %s %s (CRI %s)",
+                info.name,
+                info.version,
+                info.api_version,
+                extra={"event": "runtime"},
+            )
+            for note in limitations:
+                log.warning("%s", note, extra={"event": "runtime_limitation"})
+            self.report.runtime = {
+                **runtime.features.as_dict,
+                "cri_version": info.api_version,
+                "limitations": limitations,
+            }
+        return self._node
+
+    # -- container-start scanner -------------------------------------------------------------
+
+    async def _scan_loop(self, runtime: wiring.Runtime) -> None:
+        while True:
+            await self._scan_starts(runtime)
+            await asyncio.sleep(self.settings.container_scan_interval)
+
+    async def _scan_starts(self, runtime: wiring.Runtime) -> None:
         """Count new containers as hits or misses (needs containerd's image creation times)."""
         if self.report.runtime.get("name", "containerd") != "containerd":
             return
+        cri = runtime.cri
         try:
             containers = await cri.list_containers()
             if self._seen_containers is None:
@@ -320,7 +350,7 @@ class Daemon:
             if all(c.id in self._seen_containers for c in containers):
                 self._seen_containers = {c.id for c in containers}
                 return
-            arrived = arrivals(await cri.list_images(), await binder.created_ns())
+            arrived = arrivals(await cri.list_images(), await runtime.images.created_ns())
             started = classify(
                 containers, await cri.sandbox_created(), arrived, self._seen_containers
             )
@@ -337,15 +367,32 @@ class Daemon:
                 extra={"event": "container_start", "outcome": verdict, "image": container.image_id},
             )
 
-    def _observe_request(self, host: str, method: str, status: str, seconds: float) -> None:
-        self.metrics.registry_request_duration.labels(host, method, status).observe(seconds)
-
-    async def _health(self, cri: CriClient) -> str | None:
+    async def _health(self, runtime: wiring.Runtime) -> str | None:
         try:
-            await cri.ping(HEALTH_TIMEOUT)
+            await runtime.cri.ping(HEALTH_TIMEOUT)
         except RuntimeUnavailable as exc:
             return str(exc)
         return None
+
+
+async def _first_of(*waits: Awaitable[object], seconds: float) -> None:
+    """Return when the first of `waits` completes or `seconds` pass; cancel the rest."""
+    futures = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(futures, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in futures:
+            future.cancel()
+        await asyncio.gather(*futures, return_exceptions=True)
+
+
+def _raise_runtime_unavailable(tasks: set[asyncio.Task[Outcome]]) -> None:
+    """A pass cannot go on without the runtime: surface the first such failure."""
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            error = task.exception()
+            if isinstance(error, RuntimeUnavailable):
+                raise error
 
 
 def _log_outcome(outcome: Outcome) -> None:
@@ -356,12 +403,12 @@ def _log_outcome(outcome: Outcome) -> None:
         "outcome": outcome.status,
         "bytes": outcome.size,
     }
-    if outcome.status == "failed":
+    if outcome.status == Status.FAILED:
         log.warning(
             "%s failed: %s",
             outcome.entry.written,
             outcome.detail,
             extra={**fields, "error": outcome.detail},
         )
-    elif outcome.status in ("pulled", "bound"):
+    elif outcome.status in (Status.PULLED, Status.BOUND):
         log.info("%s %s", outcome.entry.written, outcome.status, extra=fields)

@@ -12,21 +12,17 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agent import __version__, logs, rpc
+from agent import __version__, logs, rpc, wiring
 from agent import config as configs
 from agent import platform as platforms
 from agent import reference as references
-from agent.app import Daemon, DaemonSettings
 from agent.config import PreloadConfig, RegistrySettings
-from agent.containerd import ContainerdImages, node_platform
 from agent.credentials import CredentialFiles
-from agent.cri import CriClient
 from agent.errors import AgentError, InputError
-from agent.hosts import DEFAULT_HOSTS_DIR, Endpoint, HostsDirectory, resolver
+from agent.hosts import DEFAULT_HOSTS_DIR
 from agent.lock import resolve_tags
-from agent.reconcile import Outcome, Reconciler
-from agent.registry import RegistryClient, open_session
-from agent.server import DEFAULT_LISTEN, parse_listen
+from agent.reconcile import Outcome, Status
+from agent.settings import DEFAULT_LISTEN, DaemonSettings, parse_listen
 
 EXIT_CONVERGED = 0
 EXIT_NOT_CONVERGED = 1
@@ -147,11 +143,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _endpoints(
-    args: argparse.Namespace, settings: Callable[[str], RegistrySettings]
-) -> Callable[[references.Reference], tuple[Endpoint, ...]]:
-    hosts_dir = args.containerd_hosts_dir
-    return resolver(settings, HostsDirectory(hosts_dir if hosts_dir.is_dir() else None))
+def _hosts_dir(args: argparse.Namespace) -> Path | None:
+    """containerd's registry hosts directory, if this node has one."""
+    hosts_dir: Path = args.containerd_hosts_dir
+    return hosts_dir if hosts_dir.is_dir() else None
 
 
 def _credential_files(config: PreloadConfig) -> CredentialFiles:
@@ -193,53 +188,39 @@ async def _run(args: argparse.Namespace) -> int:
         node=platforms.parse(args.platform) if args.platform else None,
         listen=listen,
         shutdown_grace=args.shutdown_grace,
-        hosts_dir=args.containerd_hosts_dir if args.containerd_hosts_dir.is_dir() else None,
+        hosts_dir=_hosts_dir(args),
         watch_interval=args.watch_interval,
         container_scan_interval=args.container_scan_interval,
         strict_readiness=args.strict_readiness,
     )
+    # The daemon's web server and Prometheus code load only for `run`.
+
+    # The daemon's web server and Prometheus code load only for `run`.
+    from agent.app import Daemon
+
     return await Daemon(settings).run()
 
 
 async def _once(args: argparse.Namespace) -> int:
     config = configs.load(args.config)
     files = _credential_files(config)
-    channel = rpc.open_channel(args.cri_endpoint)
-    try:
-        runtime = CriClient(channel, args.cri_endpoint)
-        info = await runtime.version()
-        assert runtime.features is not None
-        node = platforms.parse(args.platform) if args.platform else await node_platform(channel)
+    async with wiring.runtime(args.cri_endpoint) as runtime:
+        info = await runtime.meet()
+        node = await runtime.node(platforms.parse(args.platform) if args.platform else None)
         log.info("runtime %s %s (CRI %s), node %s", info.name, info.version, info.api_version, node)
         for note in runtime.features.limitations():
             log.warning("%s", note)
-        # Only containerd has the Images API that binds a tag to pinned content.
-        binder = (
-            ContainerdImages(channel, args.cri_endpoint) if runtime.features.tag_binding else None
-        )
-        async with open_session() as session:
-            registry = RegistryClient(
-                session,
-                _endpoints(args, config.registry),
-                credentials=files.lookup,
-                concurrency=lambda domain: config.registry(domain).concurrency,
-            )
-            reconciler = Reconciler(
-                runtime,
-                registry,
-                binder,
-                node,
-                credentials=files.lookup,
-                pins_honoured=runtime.features.pins_honoured,
-            )
+        async with wiring.registry_client(
+            config.registry, _hosts_dir(args), files.lookup
+        ) as registry:
+            reconciler = runtime.reconciler(registry, node, files.lookup)
             outcomes = await reconciler.converge(config)
-    finally:
-        await channel.close()
     for outcome in outcomes:
         print(format_outcome(outcome))
     failed = [o for o in outcomes if not o.converged]
     counts = {
-        s: sum(o.status == s for o in outcomes) for s in ("hit", "pulled", "bound", "skipped")
+        s: sum(o.status == s for o in outcomes)
+        for s in (Status.HIT, Status.PULLED, Status.BOUND, Status.SKIPPED)
     }
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     if failed:
@@ -254,12 +235,12 @@ async def _once(args: argparse.Namespace) -> int:
 def format_outcome(outcome: Outcome) -> str:
     entry = outcome.entry
     parts = [f"{outcome.status:<8}", entry.written]
-    if outcome.status == "pulled":
+    if outcome.status == Status.PULLED:
         parts.append(f"{outcome.digest}  {format_bytes(outcome.size)} in {outcome.seconds:.1f}s")
-    elif outcome.status in ("hit", "bound"):
+    elif outcome.status in (Status.HIT, Status.BOUND):
         parts.append(str(outcome.digest))
-    if outcome.status != "hit" and outcome.detail:
-        parts.append(f"({outcome.detail})" if outcome.status != "failed" else outcome.detail)
+    if outcome.status != Status.HIT and outcome.detail:
+        parts.append(f"({outcome.detail})" if outcome.status != Status.FAILED else outcome.detail)
     return "  ".join(parts)
 
 
@@ -274,13 +255,8 @@ def format_bytes(size: int) -> str:
 
 async def _lock(args: argparse.Namespace) -> int:
     config = configs.load(args.config)
-    async with open_session() as session:
-        registry = RegistryClient(
-            session,
-            _endpoints(args, config.registry),
-            credentials=_credential_files(config).lookup,
-            concurrency=lambda domain: config.registry(domain).concurrency,
-        )
+    credentials = _credential_files(config).lookup
+    async with wiring.registry_client(config.registry, _hosts_dir(args), credentials) as registry:
         results = await resolve_tags(registry, config.images)
     tags = list(results)
     failures = {e: r for e, r in results.items() if isinstance(r, AgentError)}
@@ -330,8 +306,7 @@ async def _resolve(args: argparse.Namespace) -> int:
         return config.registry(host) if config else RegistrySettings()
 
     files = _credential_files(config) if config else CredentialFiles(())
-    async with open_session() as session:
-        registry = RegistryClient(session, _endpoints(args, settings), credentials=files.lookup)
+    async with wiring.registry_client(settings, _hosts_dir(args), files.lookup) as registry:
         resolution = await registry.resolve(ref, node)
     print(f"reference  {ref}")
     print(f"digest     {resolution.digest}")

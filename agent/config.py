@@ -8,6 +8,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -29,6 +30,15 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+class Kind(StrEnum):
+    TAG = "tag"
+    """`name:tag`: follows the tag."""
+    PINNED = "pinned"
+    """`name:tag@digest`: the digest, with the tag bound to it on the node."""
+    DIGEST = "digest"
+    """`name@digest`: the digest only."""
+
+
 @dataclass(frozen=True)
 class ImageEntry:
     reference: Reference
@@ -39,10 +49,10 @@ class ImageEntry:
     """Only nodes of these platforms preload the image; empty means every node."""
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> Kind:
         if self.reference.digest is None:
-            return "tag"
-        return "pinned" if self.has_tag else "digest"
+            return Kind.TAG
+        return Kind.PINNED if self.has_tag else Kind.DIGEST
 
     @property
     def has_tag(self) -> bool:

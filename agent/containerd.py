@@ -70,9 +70,14 @@ class ContainerdImages:
         policy: RetryPolicy = RetryPolicy(),
     ) -> None:
         self.endpoint = endpoint
+        self._channel = channel
         self._stub = images_pb2_grpc.ImagesStub(channel)
         self._metadata = ((NAMESPACE_HEADER, namespace),)
         self._policy = policy
+
+    async def node_platform(self) -> platforms.Platform:
+        """The platform containerd pulls for (its Introspection API), else this machine's."""
+        return await node_platform(self._channel)
 
     async def bind_tag(self, tag_name: str, content_name: str) -> None:
         """Make `tag_name` (name:tag) name the same content as `content_name` (name@digest)."""

@@ -16,7 +16,7 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 # Without every one of these in Accept, Docker-style registries serve schema1 or an
-# amd64-only rewrite (FACTS.md, distribution-spec).
+# amd64-only rewrite (opencontainers/distribution-spec spec.md, "Pulling manifests": Accept).
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
 # distribution-spec: registries SHOULD accept manifests up to 4 MiB; refuse bigger bodies.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024

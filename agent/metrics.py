@@ -8,8 +8,8 @@ from collections.abc import Iterable, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from agent import __version__
-from agent.reconcile import Outcome
-from agent.status import NodeReport, PassSummary
+from agent.reconcile import Outcome, Status
+from agent.status import NodeReport, PassSummary, State
 
 # 0.1 s to 30 min: a cached small image up to a multi-GB pull on a slow link.
 PULL_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800)
@@ -159,6 +159,12 @@ class Metrics:
         for result in ("success", "failure"):
             self.pulls.labels(result)
 
+    def registry_request(self, host: str, method: str, status: str, seconds: float) -> None:
+        self.registry_request_duration.labels(host, method, status).observe(seconds)
+
+    def registry_rate_limit(self, host: str, remaining: float) -> None:
+        self.registry_ratelimit_remaining.labels(host).set(remaining)
+
     def runtime_is(self, name: str, version: str) -> None:
         """One series: the runtime now behind the socket (an upgrade replaces it)."""
         self.runtime_info.clear()
@@ -189,29 +195,29 @@ def observe_pass(
 ) -> None:
     """Turn one pass into counters and gauges (the loop stays free of metric calls)."""
     for outcome in outcomes:
-        if outcome.status == "hit":
+        if outcome.status == Status.HIT:
             metrics.cache_hits.inc()
-        elif outcome.pull_attempted or outcome.status == "bound":
+        elif outcome.pull_attempted or outcome.status == Status.BOUND:
             metrics.cache_misses.inc()
-        if outcome.status == "refused":
+        if outcome.status == Status.REFUSED:
             metrics.refusals.inc()
         if outcome.pull_attempted:
             # Only pulls that happened: a refusal or a failed lookup pulled nothing.
-            result = "success" if outcome.status == "pulled" else "failure"
+            result = "success" if outcome.status == Status.PULLED else "failure"
             metrics.pulls.labels(result).inc()
             metrics.pull_duration.observe(outcome.seconds)
-            if outcome.status == "pulled":
+            if outcome.status == Status.PULLED:
                 metrics.pulled_bytes.inc(outcome.size)
         if outcome.drift:
             metrics.tag_drift.inc()
     metrics.evictions.inc(len(summary.evicted))
     desired = report.desired
     metrics.images_desired.set(len(desired))
-    metrics.images_ready.set(sum(r.state == "present" for r in desired))
+    metrics.images_ready.set(sum(r.state == State.PRESENT for r in desired))
     metrics.images_failed_permanently.set(sum(r.permanent for r in report.missing))
     metrics.node_ready.set(report.ready)
     for image in desired:
-        metrics.image_ready.labels(image.image).set(image.state == "present")
+        metrics.image_ready.labels(image.image).set(image.state == State.PRESENT)
         metrics.image_pinned.labels(image.image).set(image.pinned)
     metrics.forget_images(r.image for r in desired)
     metrics.reconcile_duration.observe(seconds)

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from agent.config import ImageEntry
+from agent.config import ImageEntry, Kind
 from agent.platform import Platform, describe
 
 
@@ -70,13 +70,13 @@ def plan_one(entry: ImageEntry, node: Platform, state: NodeState, tag_digest: st
     ref = entry.reference
     if not entry.applies_to(node):
         return Step(entry, Action.SKIP, f"for {describe(entry.platforms)}, not {node}")
-    if entry.kind == "digest":
+    if entry.kind == Kind.DIGEST:
         assert ref.digest is not None
         image = state.by_digest.get(ref.by_digest())
         if image is not None:
             return Step(entry, Action.HIT, "present", ref.digest, present=image)
         return Step(entry, Action.PULL, "absent", ref.digest, pull_ref=ref.by_digest())
-    if entry.kind == "pinned":
+    if entry.kind == Kind.PINNED:
         assert ref.digest is not None
         content = state.by_digest.get(ref.by_digest())
         tagged = state.by_tag.get(ref.tagged)

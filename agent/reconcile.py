@@ -7,9 +7,10 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-from agent.config import ImageEntry, PreloadConfig
+from agent.config import ImageEntry, Kind, PreloadConfig
 from agent.credentials import Credential
 from agent.errors import (
     AgentError,
@@ -60,12 +61,24 @@ class Resolver(Protocol):
     async def resolve(self, ref: Reference, platform: Platform) -> Resolution: ...
 
 
+class Status(StrEnum):
+    """What became of one image in a pass."""
+
+    HIT = "hit"
+    PULLED = "pulled"
+    BOUND = "bound"
+    """The content was present; the tag was pointed at it."""
+    SKIPPED = "skipped"
+    """Listed for other platforms."""
+    REFUSED = "refused"
+    """The content is not for this node's platform; nothing was pulled."""
+    FAILED = "failed"
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     entry: ImageEntry
-    status: str
-    """hit, pulled, bound, skipped, refused (the content is not for this node; nothing was
-    pulled) or failed."""
+    status: Status
     detail: str = ""
     digest: str | None = None
     image_id: str | None = None
@@ -83,7 +96,7 @@ class Outcome:
 
     @property
     def converged(self) -> bool:
-        return self.status not in ("failed", "refused")
+        return self.status not in (Status.FAILED, Status.REFUSED)
 
     @property
     def was_absent(self) -> bool:
@@ -118,27 +131,35 @@ class Reconciler:
 
     async def converge(self, config: PreloadConfig) -> list[Outcome]:
         """One pass over the list; RuntimeUnavailable if the runtime cannot be asked at all."""
-        state = NodeState(await self._runtime.list_images())
+        state = await self.snapshot()
         # `concurrency` bounds pulls only: registry lookups wait on their own registry's limit
         # (RegistryClient), so images queued behind a dead registry do not hold pull slots.
         pull_slots = asyncio.Semaphore(config.concurrency)
         outcomes = await _gather_in_order(
-            [self._converge_one(e, state, pull_slots) for e in config.images]
+            [self.converge_entry(e, state, pull_slots) for e in config.images]
         )
+        return await self.finish(config, outcomes)
+
+    async def snapshot(self) -> NodeState:
+        """What the node holds now (one ListImages call)."""
+        return NodeState(await self._runtime.list_images())
+
+    async def finish(self, config: PreloadConfig, outcomes: list[Outcome]) -> list[Outcome]:
+        """After the images: pin what was preloaded, and report pins as CRI now sees them."""
         if config.pin and self._binder is not None and await self._pin(self._binder, outcomes):
             outcomes = await self._with_pins(outcomes) if self._pins_honoured else outcomes
         return outcomes
 
-    async def _converge_one(
+    async def converge_entry(
         self, entry: ImageEntry, state: NodeState, pull_slots: asyncio.Semaphore
     ) -> Outcome:
         started = self._clock()
         step: Step | None = None
         if self._stopping():
-            return Outcome(entry, "failed", "not started: the agent is shutting down")
+            return Outcome(entry, Status.FAILED, "not started: the agent is shutting down")
         try:
             digest = None
-            if entry.kind == "tag" and entry.applies_to(self._node):
+            if entry.kind == Kind.TAG and entry.applies_to(self._node):
                 digest, _ = await _within_deadline(self._registry.head_digest(entry.reference))
             step = plan_one(entry, self._node, state, digest)
             if step.action in (Action.PULL, Action.BIND):
@@ -148,13 +169,13 @@ class Reconciler:
             raise
         except ImageError as exc:
             # The output line already names the image: say only what went wrong.
-            outcome = Outcome(entry, "failed", exc.reason, permanent=exc.permanent)
+            outcome = Outcome(entry, Status.FAILED, exc.reason, permanent=exc.permanent)
         except (RegistryError, InputError) as exc:
             # A registry's 4xx, a TLS or content error, a bad pull secret: an operator must act.
             permanent = not isinstance(exc, TransientRegistryError)
-            outcome = Outcome(entry, "failed", str(exc), permanent=permanent)
+            outcome = Outcome(entry, Status.FAILED, str(exc), permanent=permanent)
         except AgentError as exc:
-            outcome = Outcome(entry, "failed", str(exc))
+            outcome = Outcome(entry, Status.FAILED, str(exc))
         return dataclasses.replace(
             outcome,
             seconds=self._clock() - started,
@@ -166,21 +187,21 @@ class Reconciler:
     async def _carry_out(self, step: Step, pull_slots: asyncio.Semaphore) -> Outcome:
         entry = step.entry
         if step.action is Action.SKIP:
-            return Outcome(entry, "skipped", step.reason)
+            return Outcome(entry, Status.SKIPPED, step.reason)
         if step.action is Action.HIT:
             assert step.present is not None
-            return _present(entry, "hit", step.reason, step.digest, step.present)
+            return _present(entry, Status.HIT, step.reason, step.digest, step.present)
         if step.action is Action.BIND:
             assert step.bind_tag is not None and step.present is not None
             await self._bind(entry, step.bind_tag, step.present.id)
-            return _present(entry, "bound", step.reason, step.digest, step.present)
+            return _present(entry, Status.BOUND, step.reason, step.digest, step.present)
         assert step.pull_ref is not None
         refusal = await _within_deadline(self._refusal(entry.reference, step))
         if refusal:
-            return Outcome(entry, "refused", refusal, permanent=True)
+            return Outcome(entry, Status.REFUSED, refusal, permanent=True)
         async with pull_slots:
             if self._stopping():
-                return Outcome(entry, "failed", "not started: the agent is shutting down")
+                return Outcome(entry, Status.FAILED, "not started: the agent is shutting down")
             try:
                 await self._pull(step.pull_ref, entry.reference)
             except ImageError as exc:
@@ -189,7 +210,7 @@ class Reconciler:
         if pulled is None:
             return Outcome(
                 entry,
-                "failed",
+                Status.FAILED,
                 f"pulled, but the runtime does not list {step.pull_ref}",
                 pull_attempted=True,
             )
@@ -200,7 +221,7 @@ class Reconciler:
                 return _failed_after_pull(entry, exc)
         digest = _recorded_digest(pulled, entry.reference, step.digest)
         return dataclasses.replace(
-            _present(entry, "pulled", step.reason, digest, pulled), pull_attempted=True
+            _present(entry, Status.PULLED, step.reason, digest, pulled), pull_attempted=True
         )
 
     async def _pull(self, pull_ref: str, ref: Reference) -> None:
@@ -248,7 +269,7 @@ class Reconciler:
     async def _pin(self, binder: TagBinder, outcomes: Sequence[Outcome]) -> bool:
         """Label what we preloaded so kubelet's image GC keeps it (containerd 1.6.22+, 1.7.3+);
         True if any label was added."""
-        names = [name for o in outcomes if o.status != "skipped" for name in _names(o)]
+        names = [name for o in outcomes if o.status != Status.SKIPPED for name in _names(o)]
         try:
             return bool(await binder.pin(names))
         except AgentError as exc:
@@ -279,16 +300,16 @@ def _names(outcome: Outcome) -> list[str]:
         return []
     ref = outcome.entry.reference
     kind = outcome.entry.kind
-    names = [ref.tagged] if kind in ("tag", "pinned") else []
-    return names + ([ref.by_digest()] if kind in ("digest", "pinned") else [])
+    names = [ref.tagged] if kind in (Kind.TAG, Kind.PINNED) else []
+    return names + ([ref.by_digest()] if kind in (Kind.DIGEST, Kind.PINNED) else [])
 
 
 def _failed_after_pull(entry: ImageEntry, exc: ImageError) -> Outcome:
-    return Outcome(entry, "failed", exc.reason, pull_attempted=True, permanent=exc.permanent)
+    return Outcome(entry, Status.FAILED, exc.reason, pull_attempted=True, permanent=exc.permanent)
 
 
 def _present(
-    entry: ImageEntry, status: str, reason: str, digest: str | None, image: NodeImage
+    entry: ImageEntry, status: Status, reason: str, digest: str | None, image: NodeImage
 ) -> Outcome:
     return Outcome(entry, status, reason, digest, image.id, image.size, pinned=image.pinned)
 

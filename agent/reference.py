@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from agent.errors import InvalidReference
 
 DOCKER_HUB = "docker.io"
-# The Docker Hub registry API is not served on the name people write (FACTS.md).
+# The Docker Hub registry API is not served on the name people write (containerd
+# remotes/docker/config/hosts.go maps docker.io to registry-1.docker.io).
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
 _DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 

@@ -12,6 +12,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -67,6 +68,24 @@ def open_session(limit: int = 32, limit_per_host: int = 8) -> aiohttp.ClientSess
     )
 
 
+class RegistryObserver(Protocol):
+    """What the registry client reports as it works (agent.metrics.Metrics implements it)."""
+
+    def registry_request(self, host: str, method: str, status: str, seconds: float) -> None:
+        """One request: its host, method, status (or "error") and duration."""
+
+    def registry_rate_limit(self, host: str, remaining: float) -> None:
+        """The host's RateLimit-Remaining, whenever it sends one."""
+
+
+class _Unobserved:
+    def registry_request(self, host: str, method: str, status: str, seconds: float) -> None:
+        pass
+
+    def registry_rate_limit(self, host: str, remaining: float) -> None:
+        pass
+
+
 class RegistryClient:
     def __init__(
         self,
@@ -76,14 +95,12 @@ class RegistryClient:
         ),
         *,
         policy: RetryPolicy = RetryPolicy(),
-        observe: Callable[[str, str, str, float], None] = lambda host, method, status, s: None,
+        observer: RegistryObserver | None = None,
         credentials: Callable[[Reference], Sequence[Credential]] = lambda ref: (),
         concurrency: Callable[[str], int | None] = lambda domain: None,
-        on_rate_limit: Callable[[str, float], None] = lambda netloc, remaining: None,
     ) -> None:
         self._session = session
-        self._observe = observe
-        """Called per request with (registry, method, status or "error", seconds)."""
+        self._observer = observer or _Unobserved()
         self._endpoints = endpoints
         self._policy = policy
         self._ssl_contexts: dict[tuple[str, ...], ssl.SSLContext] = {}
@@ -94,7 +111,6 @@ class RegistryClient:
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._paused_until: dict[str, float] = {}
         """Registry host → monotonic time before which it gets no request (after a 429)."""
-        self._on_rate_limit = on_rate_limit
         self.requests = 0
         """Requests sent to registries (token requests included): for tests and benchmarks."""
 
@@ -348,12 +364,14 @@ class RegistryClient:
         except aiohttp.ClientError as exc:
             raise RegistryError(ref.domain, ref.path, f"request failed: {exc}") from None
         finally:
-            self._observe(endpoint.netloc, method, status, time.monotonic() - started)
+            self._observer.registry_request(
+                endpoint.netloc, method, status, time.monotonic() - started
+            )
 
     def _note_rate_limit(self, netloc: str, status: int, headers: Mapping[str, str]) -> None:
         remaining = _leading_number(headers.get("RateLimit-Remaining"))
         if remaining is not None:
-            self._on_rate_limit(netloc, remaining)
+            self._observer.registry_rate_limit(netloc, remaining)
         if status == 429:
             wait = _retry_after(headers.get("Retry-After"))
             wait = DEFAULT_429_PAUSE if wait is None else wait

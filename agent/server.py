@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agent.status import ImageReport, NodeReport
-
-DEFAULT_LISTEN = "0.0.0.0:9410"
 
 
 def make_app(
@@ -21,7 +21,9 @@ def make_app(
     """`healthy` returns None when healthy, else why not."""
 
     async def metrics(request: web.Request) -> web.Response:
-        body = generate_latest(registry)
+        # Rendering thousands of series takes a while: off the loop that answers probes
+        # (prometheus_client's collectors are thread-safe).
+        body = await asyncio.to_thread(generate_latest, registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(request: web.Request) -> web.Response:
@@ -49,7 +51,9 @@ def make_app(
         return web.Response(text=text)
 
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(report.to_json())
+        # The snapshot is taken on the loop (the report changes there); encoding is not.
+        body = await asyncio.to_thread(json.dumps, report.to_json())
+        return web.Response(text=body, content_type="application/json")
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
@@ -62,10 +66,3 @@ def make_app(
 def _line(report: ImageReport) -> str:
     reason = f": {report.last_error}" if report.last_error else ""
     return f"{report.image} ({report.state}{reason})\n"
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"--listen must be host:port, e.g. {DEFAULT_LISTEN}, not {text!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)

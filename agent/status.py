@@ -4,22 +4,43 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from enum import StrEnum
 from typing import Any
 
 from agent.config import ImageEntry
 from agent.platform import Platform
-from agent.reconcile import Outcome
+from agent.reconcile import Outcome, Status
 
-_STATE_OF = {"hit": "present", "pulled": "present", "bound": "present"}
+
+class State(StrEnum):
+    """Where one listed image stands on this node, across passes."""
+
+    PENDING = "pending"
+    """Not checked yet."""
+    PULLING = "pulling"
+    PRESENT = "present"
+    FAILED = "failed"
+    REFUSED = "refused"
+    """Not for this node's platform; nothing was pulled."""
+    SKIPPED = "skipped"
+    """Listed for other platforms."""
+
+
+_STATE_OF = {
+    Status.HIT: State.PRESENT,
+    Status.PULLED: State.PRESENT,
+    Status.BOUND: State.PRESENT,
+    Status.FAILED: State.FAILED,
+    Status.REFUSED: State.REFUSED,
+    Status.SKIPPED: State.SKIPPED,
+}
 
 
 @dataclasses.dataclass
 class ImageReport:
     image: str
     """As written in the config: the name dashboards and operators know it by."""
-    state: str = "pending"
-    """pending (not checked yet), pulling, present, failed, refused (not for this node's
-    platform; nothing pulled) or skipped (listed for other platforms)."""
+    state: State = State.PENDING
     digest: str | None = None
     bytes: int = 0
     last_pull_seconds: float | None = None
@@ -65,8 +86,8 @@ class NodeReport:
         for entry in self._entries:
             known = self.images.get(entry.written)
             if self.node is not None and not entry.applies_to(self.node):
-                images[entry.written] = ImageReport(entry.written, state="skipped")
-            elif known is None or known.state == "skipped":
+                images[entry.written] = ImageReport(entry.written, state=State.SKIPPED)
+            elif known is None or known.state == State.SKIPPED:
                 images[entry.written] = ImageReport(entry.written)
             else:
                 images[entry.written] = known
@@ -89,7 +110,7 @@ class NodeReport:
     def pulling(self, entry: ImageEntry) -> None:
         report = self.images.get(entry.written)
         if report is not None:
-            report.state = "pulling"
+            report.state = State.PULLING
 
     def record(self, outcomes: Sequence[Outcome], finished_at: float) -> PassSummary:
         evicted = []
@@ -101,8 +122,8 @@ class NodeReport:
             # is drift; an image that never arrived, or is new to the list, was never held.)
             if outcome.was_absent and report.held:
                 evicted.append(report.image)
-            report.state = _STATE_OF.get(outcome.status, outcome.status)
-            report.held = report.state == "present"
+            report.state = _STATE_OF[outcome.status]
+            report.held = report.state == State.PRESENT
             report.permanent = outcome.permanent
             report.pinned = outcome.pinned
             if outcome.converged:
@@ -120,11 +141,11 @@ class NodeReport:
 
     @property
     def desired(self) -> list[ImageReport]:
-        return [r for r in self.images.values() if r.state != "skipped"]
+        return [r for r in self.images.values() if r.state != State.SKIPPED]
 
     @property
     def missing(self) -> list[ImageReport]:
-        return [r for r in self.desired if r.state != "present"]
+        return [r for r in self.desired if r.state != State.PRESENT]
 
     @property
     def waiting_for(self) -> list[ImageReport]:
@@ -141,10 +162,10 @@ class NodeReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "node_platform": str(self.node) if self.node else None,
-            "runtime": self.runtime,
+            "runtime": dict(self.runtime),
             "ready": self.ready,
             "strict_readiness": self.strict,
-            "config": self.config,
+            "config": dict(self.config),
             "last_reconcile": self.last_reconcile,
             "last_error": self.last_error,
             "images": [dataclasses.asdict(r) for r in self.images.values()],

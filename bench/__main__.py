@@ -15,13 +15,8 @@ from pathlib import Path
 
 from agent import config as configs
 from agent import platform as platforms
-from agent import rpc
-from agent.containerd import ContainerdImages
-from agent.cri import CriClient
-from agent.hosts import HostsDirectory, resolver
+from agent import wiring
 from agent.lock import DEFAULT_CONCURRENCY, resolve_tags
-from agent.reconcile import Reconciler
-from agent.registry import RegistryClient, open_session
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_single
 from tests.harness.registry import Registry
@@ -46,8 +41,7 @@ async def bench_lock(registry: Registry) -> tuple[float, float, int]:
     requests = 0
     try:
         for concurrency in (1, DEFAULT_CONCURRENCY):
-            async with open_session() as session:
-                client = RegistryClient(session, resolver(config.registry, HostsDirectory(None)))
+            async with wiring.registry_client(config.registry, None) as client:
                 started = time.perf_counter()
                 results = await resolve_tags(client, config.images, concurrency)
                 timings.append(time.perf_counter() - started)
@@ -59,23 +53,17 @@ async def bench_lock(registry: Registry) -> tuple[float, float, int]:
 
 
 async def converge_once(node: Containerd, config: configs.PreloadConfig) -> tuple[float, int]:
-    channel = rpc.open_channel(node.endpoint)
-    try:
-        async with open_session() as session:
-            registry = RegistryClient(session, resolver(config.registry, HostsDirectory(None)))
-            reconciler = Reconciler(
-                CriClient(channel, node.endpoint),
-                registry,
-                ContainerdImages(channel, node.endpoint),
-                platforms.detect(),
-            )
-            started = time.perf_counter()
-            outcomes = await reconciler.converge(config)
-            elapsed = time.perf_counter() - started
-        assert all(o.converged for o in outcomes), [o.detail for o in outcomes if not o.converged]
-        return elapsed, registry.requests
-    finally:
-        await channel.close()
+    async with (
+        wiring.runtime(node.endpoint) as runtime,
+        wiring.registry_client(config.registry, None) as registry,
+    ):
+        await runtime.meet()
+        reconciler = runtime.reconciler(registry, await runtime.node(), lambda ref: ())
+        started = time.perf_counter()
+        outcomes = await reconciler.converge(config)
+        elapsed = time.perf_counter() - started
+    assert all(o.converged for o in outcomes), [o.detail for o in outcomes if not o.converged]
+    return elapsed, registry.requests
 
 
 def main() -> int:

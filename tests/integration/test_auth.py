@@ -210,7 +210,12 @@ def test_a_rotated_pull_secret_is_used_without_a_restart(
         )
         write_secret(tmp_path / "secrets", private_registry.host)  # the Secret is rotated
 
-        daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 30, "the new password to be used")
+        # (A refused password is a permanent failure: /readyz does not wait for it.)
+        daemon.wait_for(
+            lambda: daemon.metric("prepull_image_ready", image=image.tagged) == 1,
+            30,
+            "the new password to be used",
+        )
     finally:
         daemon.terminate()
     assert image_status(containerd, image.tagged) is not None

@@ -120,7 +120,7 @@ def test_missing_platform_is_reported_and_the_others_still_preload(
 
     assert result.code == 1, result
     line = result.line_for(foreign.tagged)
-    assert line.startswith("failed") and f"no {NODE} manifest in" in line, line
+    assert line.startswith("refused") and f"no {NODE} manifest in" in line, line
     assert OTHER in line
     assert image_status(containerd, foreign.tagged) is None
     assert image_status(containerd, good.tagged) is not None, "one failure stopped the others"

@@ -20,7 +20,8 @@ from agent import cli, rpc
 from agent import config as configs
 from agent.metrics import Metrics
 from agent.platform import Platform
-from agent.server import DEFAULT_LISTEN, make_app, parse_listen
+from agent.server import make_app
+from agent.settings import DEFAULT_LISTEN, parse_listen
 from agent.status import NodeReport
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -64,7 +64,9 @@ def test_pinned_entry_pulls_by_digest_then_binds() -> None:
     e = entry(f"{NAME}:2.4.1@{D1}")
     step = plan_one(e, AMD64, NodeState([]), None)
     assert step.action is Action.PULL
-    assert step.pull_ref == f"{NAME}@{D1}", "a tag+digest pull would drop the tag (FACTS.md)"
+    assert step.pull_ref == f"{NAME}@{D1}", (
+        "tag+digest pulls drop the tag (containerd CRI, ParseDockerRef)"
+    )
     assert step.bind_tag == f"{NAME}:2.4.1"
 
 

@@ -1,0 +1,102 @@
+"""The one place adapters are built from a config and settings: the registry client, the
+runtime clients (CRI and containerd's own APIs on one channel) and the reconciler. Every command,
+the daemon and the bench use it, so they cannot drift apart."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent import rpc
+from agent.config import ImageEntry, RegistrySettings
+from agent.containerd import ContainerdImages
+from agent.credentials import Credential
+from agent.cri import CriClient, RuntimeInfo
+from agent.hosts import HostsDirectory, resolver
+from agent.platform import Platform
+from agent.reconcile import Reconciler
+from agent.reference import Reference
+from agent.registry import RegistryClient, RegistryObserver, open_session
+from agent.runtimes import RuntimeFeatures
+
+log = logging.getLogger("prepull-agent")
+
+
+@contextlib.asynccontextmanager
+async def registry_client(
+    settings: Callable[[str], RegistrySettings],
+    hosts_dir: Path | None,
+    credentials: Callable[[Reference], Sequence[Credential]] = lambda ref: (),
+    observer: RegistryObserver | None = None,
+) -> AsyncIterator[RegistryClient]:
+    """A registry client that reaches registries as containerd does (its hosts directory, then
+    the list's `registries:`), with each registry's own concurrency limit; its HTTP session is
+    closed on exit."""
+    async with open_session() as session:
+        yield RegistryClient(
+            session,
+            resolver(settings, HostsDirectory(hosts_dir)),
+            credentials=credentials,
+            concurrency=lambda domain: settings(domain).concurrency,
+            observer=observer,
+        )
+
+
+@dataclass
+class Runtime:
+    """The container runtime behind one socket: CRI, and containerd's own APIs if it has them."""
+
+    endpoint: str
+    cri: CriClient
+    images: ContainerdImages
+
+    @property
+    def features(self) -> RuntimeFeatures:
+        assert self.cri.features is not None, "meet() the runtime first"
+        return self.cri.features
+
+    async def meet(self) -> RuntimeInfo:
+        """Ask the runtime who it is (again: it may have been upgraded behind the socket)."""
+        return await self.cri.version()
+
+    async def node(self, override: Platform | None = None) -> Platform:
+        """`--platform` if given, else the platform containerd pulls for (uname fallback)."""
+        return override if override is not None else await self.images.node_platform()
+
+    @property
+    def binder(self) -> ContainerdImages | None:
+        """containerd's Images API binds tags to pinned content; other runtimes have none."""
+        return self.images if self.features.tag_binding else None
+
+    def reconciler(
+        self,
+        registry: RegistryClient,
+        node: Platform,
+        credentials: Callable[[Reference], Sequence[Credential]],
+        *,
+        on_start: Callable[[ImageEntry], None] = lambda entry: None,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> Reconciler:
+        return Reconciler(
+            self.cri,
+            registry,
+            self.binder,
+            node,
+            on_start=on_start,
+            stopping=stopping,
+            credentials=credentials,
+            pins_honoured=self.features.pins_honoured,
+        )
+
+
+@contextlib.asynccontextmanager
+async def runtime(endpoint: str) -> AsyncIterator[Runtime]:
+    """The runtime clients, sharing one channel, closed on exit."""
+    channel = rpc.open_channel(endpoint)
+    try:
+        yield Runtime(endpoint, CriClient(channel, endpoint), ContainerdImages(channel, endpoint))
+    finally:
+        await channel.close()

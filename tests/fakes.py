@@ -1,0 +1,113 @@
+"""In-memory fakes of the runtime (CRI), containerd's Images API and a registry, for pure
+logic tests. tests/conformance.py holds them to the behaviour of the real clients on real
+containerd, so they cannot drift from it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent.errors import RegistryError, RuntimeUnavailable
+from agent.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Resolution
+from agent.plan import NodeImage
+from agent.platform import Platform
+from agent.reference import Reference
+
+NODE = Platform("linux", "amd64")
+D1 = "sha256:" + "1" * 64
+
+
+class FakeRuntime:
+    """Pulls succeed instantly and are recorded the way containerd records them."""
+
+    endpoint = "fake://runtime"
+
+    def __init__(self, fail_list: bool = False) -> None:
+        self.images: list[NodeImage] = []
+        self.pulls: list[str] = []
+        self.credentials_used: list[object] = []
+        self.fail_list = fail_list
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def list_images(self) -> list[NodeImage]:
+        if self.fail_list:
+            raise RuntimeUnavailable(self.endpoint, "socket missing")
+        return list(self.images)
+
+    async def image_status(self, reference: str) -> NodeImage | None:
+        for image in self.images:
+            if reference in image.repo_tags or reference in image.repo_digests:
+                return image
+        return None
+
+    async def pull(self, reference: str, credential: object = None) -> str:
+        self.credentials_used.append(credential)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        await asyncio.sleep(0.01)
+        self.in_flight -= 1
+        self.pulls.append(reference)
+        name, sep, digest = reference.partition("@")
+        if sep:
+            # containerd drops the tag of name:tag@digest and records name@digest only.
+            repository = name.rpartition(":")[0] if name.rfind(":") > name.rfind("/") else name
+            tags: tuple[str, ...] = ()
+            by_digest = f"{repository}@{digest}"
+        else:
+            # A tag names content D1 here.
+            tags, by_digest = (reference,), f"{name.rpartition(':')[0]}@{D1}"
+        # One record per content (the id is the content's), as containerd keeps it.
+        image_id = f"id-{by_digest}"
+        known = next((i for i in self.images if i.id == image_id), None)
+        if known is not None:
+            self.images.remove(known)
+            tags = tuple(dict.fromkeys((*known.repo_tags, *tags)))
+        record = NodeImage(image_id, tags, (by_digest,), 10)
+        self.images.append(record)
+        return record.id
+
+
+class FakeBinder:
+    def __init__(self, runtime: FakeRuntime) -> None:
+        self.runtime = runtime
+        self.pinned: list[str] = []
+
+    async def pin(self, names: list[str]) -> list[str]:
+        known = {n for i in self.runtime.images for n in (*i.repo_tags, *i.repo_digests)}
+        new = [n for n in names if n in known and n not in self.pinned]
+        self.pinned.extend(new)
+        return new
+
+    async def bind_tag(self, tag_name: str, content_name: str) -> None:
+        content = await self.runtime.image_status(content_name)
+        assert content is not None
+        self.runtime.images = [
+            NodeImage(i.id, tuple(t for t in i.repo_tags if t != tag_name), i.repo_digests, i.size)
+            for i in self.runtime.images
+        ]
+        self.runtime.images.append(
+            NodeImage(
+                content.id, (*content.repo_tags, tag_name), content.repo_digests, content.size
+            )
+        )
+        self.runtime.images.remove(content)
+
+
+class FakeRegistry:
+    def __init__(self, missing: frozenset[str] = frozenset()) -> None:
+        self.missing = missing
+        self.requests = 0
+
+    async def head_digest(self, ref: Reference) -> tuple[str, str]:
+        self.requests += 1
+        if ref.path in self.missing:
+            raise RegistryError(ref.domain, ref.path, "not found", status=404)
+        return D1, OCI_INDEX
+
+    async def resolve(self, ref: Reference, platform: Platform | None) -> Resolution:
+        self.requests += 1
+        chosen = Descriptor(OCI_MANIFEST, "sha256:" + "9" * 64, 1, NODE)
+        offered = (NODE,)
+        return Resolution(
+            ref, D1, OCI_INDEX, platform, offered, chosen if platform == NODE else None
+        )
