@@ -17,7 +17,7 @@ from agent._proto.containerd.services.introspection.v1 import (
     introspection_pb2,
     introspection_pb2_grpc,
 )
-from agent.errors import AgentError, ImageError, TagBindingUnsupported
+from agent.errors import AgentError, ImageError, RuntimeUnavailable, TagBindingUnsupported
 from agent.retry import RetryPolicy
 
 # CRI keeps its images in this namespace and sees changes there through its event stream.
@@ -96,13 +96,7 @@ class ContainerdImages:
                 existing.labels[MANAGED_LABEL[0]] = MANAGED_LABEL[1]
                 await self._update(existing, ["target", f"labels.{MANAGED_LABEL[0]}"])
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                raise TagBindingUnsupported(
-                    tag_name,
-                    "the runtime has no containerd Images API, so the tag cannot be bound to "
-                    "the pinned digest; pods must reference the digest",
-                ) from None
-            raise ImageError(tag_name, f"binding the tag failed: {rpc.details_of(exc)}") from None
+            raise _image_error(tag_name, "binding the tag", exc) from exc
 
     async def _create(self, name: str, target: Any) -> bool:
         """Create the record `name` → `target`; False if a record by that name exists."""
@@ -136,7 +130,7 @@ class ContainerdImages:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     continue  # removed since the listing (kubelet GC, an operator): nothing to pin
-                raise ImageError(image.name, f"pinning failed: {rpc.details_of(exc)}") from None
+                raise _image_error(image.name, "pinning", exc) from exc
             pinned.append(image.name)
         return pinned
 
@@ -166,7 +160,7 @@ class ContainerdImages:
                 self._stub.List, images_pb2.ListImagesRequest(), "Images.List"
             )
         except grpc.aio.AioRpcError as exc:
-            raise AgentError(f"listing containerd images failed: {rpc.details_of(exc)}") from None
+            raise RuntimeUnavailable(self.endpoint, f"Images.List: {rpc.details_of(exc)}") from exc
         return list(listing.images)
 
     async def _update(self, image: images_pb2.Image, paths: list[str]) -> None:
@@ -188,3 +182,15 @@ class ContainerdImages:
             policy=self._policy,
             handled=rpc.ALL_CODES,
         )
+
+
+def _image_error(name: str, doing: str, exc: grpc.aio.AioRpcError) -> ImageError:
+    """The one table from containerd's Images API errors to the project's, for one image."""
+    if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+        return TagBindingUnsupported(
+            name,
+            "the runtime has no containerd Images API, so the tag cannot be bound to the "
+            "pinned digest; pods must reference the digest",
+        )
+    permanent = exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
+    return ImageError(name, f"{doing} failed: {rpc.details_of(exc)}", permanent=permanent)

@@ -137,7 +137,7 @@ class CriClient:
                 reference,
                 f"pull failed: {rpc.details_of(exc)}",
                 permanent=rpc.is_permanent_pull(exc),
-            ) from None
+            ) from None  # the request carried credentials: keep it out of tracebacks
         return str(response.image_ref)
 
     async def sandbox_created(self) -> dict[str, int]:

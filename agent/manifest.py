@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from agent.platform import Platform, describe, normalize
+from agent.platform import Platform, best_match, can_run, describe, normalize
 from agent.reference import Reference
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -164,3 +164,21 @@ def config_platform(body: bytes) -> Platform:
     if platform is None:
         raise ManifestError("image config names no os/architecture")
     return platform
+
+
+def choose(
+    ref: Reference, document: Manifest, platform: Platform, declared: Platform | None = None
+) -> Resolution:
+    """The manifest `platform` would run from `document` (containerd's platform matching).
+    A single-platform manifest says its platform only in its image config: `declared`."""
+    pinned = ref.pinned(document.digest)
+    if document.is_index:
+        offered = document.platforms
+        candidates = ((d.platform, d) for d in document.manifests if d.platform)
+        chosen = best_match(platform, candidates)
+    else:
+        assert declared is not None, "a single-platform manifest needs its config's platform"
+        offered = (declared,)
+        this = Descriptor(document.media_type, document.digest, document.size, declared)
+        chosen = this if can_run(platform, declared) else None
+    return Resolution(pinned, document.digest, document.media_type, platform, offered, chosen)

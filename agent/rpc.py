@@ -97,4 +97,4 @@ async def call(
     except grpc.aio.AioRpcError as exc:
         if exc.code() in handled:
             raise
-        raise RuntimeUnavailable(endpoint, f"{what}: {details_of(exc)}") from None
+        raise RuntimeUnavailable(endpoint, f"{what}: {details_of(exc)}") from exc
