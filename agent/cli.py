@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agent import __version__, logs, rpc, wiring
+from agent import __version__, logs
 from agent import config as configs
 from agent import platform as platforms
 from agent import reference as references
@@ -22,7 +22,7 @@ from agent.errors import AgentError, InputError
 from agent.hosts import DEFAULT_HOSTS_DIR
 from agent.lock import resolve_tags
 from agent.reconcile import Outcome, Status
-from agent.settings import DEFAULT_LISTEN, DaemonSettings, parse_listen
+from agent.settings import DEFAULT_ENDPOINT, DEFAULT_LISTEN, DaemonSettings, parse_listen
 
 EXIT_CONVERGED = 0
 EXIT_NOT_CONVERGED = 1
@@ -72,8 +72,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--config", required=True, type=Path, help="the preload list (YAML)")
         sub.add_argument(
             "--cri-endpoint",
-            default=os.environ.get(ENDPOINT_ENV, rpc.DEFAULT_ENDPOINT),
-            help=f"CRI socket (default: ${ENDPOINT_ENV} or {rpc.DEFAULT_ENDPOINT})",
+            default=os.environ.get(ENDPOINT_ENV, DEFAULT_ENDPOINT),
+            help=f"CRI socket (default: ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})",
         )
         sub.add_argument(
             "--platform",
@@ -202,6 +202,8 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _once(args: argparse.Namespace) -> int:
+    from agent import wiring  # gRPC and aiohttp load only for the commands that use them
+
     config = configs.load(args.config)
     files = _credential_files(config)
     async with wiring.runtime(args.cri_endpoint) as runtime:
@@ -254,6 +256,8 @@ def format_bytes(size: int) -> str:
 
 
 async def _lock(args: argparse.Namespace) -> int:
+    from agent import wiring  # gRPC and aiohttp load only for the commands that use them
+
     config = configs.load(args.config)
     credentials = _credential_files(config).lookup
     async with wiring.registry_client(config.registry, _hosts_dir(args), credentials) as registry:
@@ -296,6 +300,8 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 async def _resolve(args: argparse.Namespace) -> int:
+    from agent import wiring  # gRPC and aiohttp load only for the commands that use them
+
     ref = references.parse(args.image)
     node = _node_platform(args.platform)
     config: PreloadConfig | None = configs.load(args.config) if args.config else None

@@ -10,9 +10,11 @@ import grpc
 
 from agent.errors import RuntimeUnavailable
 from agent.retry import RetryPolicy, retry
+from agent.settings import DEFAULT_ENDPOINT
+
+__all__ = ["DEFAULT_ENDPOINT", "call", "open_channel"]
 
 T = TypeVar("T")
-DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"
 # A node with thousands of images answers ListImages with several MiB.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Seen: parallel pulls on containerd 1.6 fail with UNAVAILABLE "connection reset by peer".

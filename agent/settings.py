@@ -8,6 +8,8 @@ from pathlib import Path
 from agent.platform import Platform
 
 DEFAULT_LISTEN = "0.0.0.0:9410"
+# containerd's own default socket (CRI is served on it).
+DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"
 
 
 @dataclass(frozen=True)
