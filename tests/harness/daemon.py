@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.procs import HarnessError, free_port
+from tests.harness.registry import Registry
 
 
 class DaemonProc:
@@ -97,3 +99,30 @@ class DaemonProc:
                 self.proc.wait()
         self._stderr.close()
         return self.proc.returncode
+
+
+class ConfigMapVolume:
+    """A directory laid out as kubelet lays out a ConfigMap volume, updated the way kubelet does:
+    files in a timestamped dir, `..data` pointing at it, and the key a symlink through `..data`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir()
+        self.version = 0
+        self.path = root / "preload.yaml"
+
+    def write(self, text: str) -> None:
+        self.version += 1
+        folder = self.root / f"..2026_11_24_00_00_{self.version:02d}"
+        folder.mkdir()
+        (folder / "preload.yaml").write_text(text)
+        temp = self.root / "..data_tmp"
+        temp.symlink_to(folder.name)
+        os.replace(temp, self.root / "..data")  # the atomic swap
+        if not self.path.is_symlink():
+            self.path.symlink_to("..data/preload.yaml")
+
+
+def listing(registry: Registry, images: list[str], extra: str = "") -> str:
+    body = "images:\n" + "".join(f"  - {i}\n" for i in images)
+    return body + f"registries:\n  {registry.host}:\n    insecure: true\n" + extra

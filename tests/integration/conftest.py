@@ -17,6 +17,7 @@ from agent import rpc
 from agent.cri import CriClient
 from agent.plan import NodeImage
 from tests.harness.containerd import RUNNING, Containerd
+from tests.harness.daemon import ConfigMapVolume, DaemonProc
 from tests.harness.images import push_runnable
 from tests.harness.procs import HarnessError
 from tests.harness.registry import Registry
@@ -142,3 +143,23 @@ def remove_image(node: Containerd, reference: str) -> None:
 def pull(node: Containerd, reference: str) -> None:
     """What kubelet does for an image a pod needs and the node lacks."""
     with_cri(node, lambda cri: cri.pull(reference))
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> ConfigMapVolume:
+    return ConfigMapVolume(tmp_path / "config")
+
+
+@pytest.fixture
+def start_daemon(containerd: Containerd) -> Iterator:  # type: ignore[type-arg]
+    """Start `prepull-agent run` processes on the session containerd; all end with the test."""
+    started: list[DaemonProc] = []
+
+    def start(config: Path, *extra: str) -> DaemonProc:
+        daemon = DaemonProc(config, containerd.endpoint, *extra)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.terminate()

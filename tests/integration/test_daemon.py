@@ -4,10 +4,8 @@ eviction restore, shutdown."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ import yaml
 
 from agent import platform as platforms
 from tests.harness.containerd import Containerd
-from tests.harness.daemon import DaemonProc
+from tests.harness.daemon import ConfigMapVolume, DaemonProc, listing
 from tests.harness.images import push_image, push_runnable, push_single
 from tests.harness.pods import remove_pod, run_pod, sandbox_config, start_container
 from tests.harness.procs import HarnessError
@@ -26,52 +24,6 @@ from tests.integration.conftest import image_status, pull, remove_image
 
 NODE = str(platforms.detect())
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-
-
-class ConfigMapVolume:
-    """A directory laid out as kubelet lays out a ConfigMap volume, updated the way kubelet does:
-    files in a timestamped dir, `..data` pointing at it, and the key a symlink through `..data`."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.root.mkdir()
-        self.version = 0
-        self.path = root / "preload.yaml"
-
-    def write(self, text: str) -> None:
-        self.version += 1
-        folder = self.root / f"..2026_11_24_00_00_{self.version:02d}"
-        folder.mkdir()
-        (folder / "preload.yaml").write_text(text)
-        temp = self.root / "..data_tmp"
-        temp.symlink_to(folder.name)
-        os.replace(temp, self.root / "..data")  # the atomic swap
-        if not self.path.is_symlink():
-            self.path.symlink_to("..data/preload.yaml")
-
-
-def listing(registry: Registry, images: list[str], extra: str = "") -> str:
-    body = "images:\n" + "".join(f"  - {i}\n" for i in images)
-    return body + f"registries:\n  {registry.host}:\n    insecure: true\n" + extra
-
-
-@pytest.fixture
-def volume(tmp_path: Path) -> ConfigMapVolume:
-    return ConfigMapVolume(tmp_path / "config")
-
-
-@pytest.fixture
-def start_daemon(containerd: Containerd) -> Iterator:  # type: ignore[type-arg]
-    started: list[DaemonProc] = []
-
-    def start(config: Path, *extra: str) -> DaemonProc:
-        daemon = DaemonProc(config, containerd.endpoint, *extra)
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.terminate()
 
 
 def test_cold_node_pulls_then_reports_ready_with_status_and_metrics(

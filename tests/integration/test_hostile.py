@@ -8,40 +8,17 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from agent import platform as platforms
 from tests.harness.containerd import Containerd
-from tests.harness.daemon import DaemonProc
+from tests.harness.daemon import ConfigMapVolume, listing
 from tests.harness.faults import ContainerdServerErrors, EndlessManifests, SilentRegistry
 from tests.harness.images import push_image, push_single
 from tests.harness.registry import Registry
 from tests.integration.conftest import image_status, run_agent, write_config
-from tests.integration.test_daemon import ConfigMapVolume, listing
 
 NODE = str(platforms.detect())
-
-
-@pytest.fixture
-def volume(tmp_path: Path) -> ConfigMapVolume:
-    return ConfigMapVolume(tmp_path / "config")
-
-
-@pytest.fixture
-def daemon_on(containerd: Containerd) -> Iterator:  # type: ignore[type-arg]
-    started: list[DaemonProc] = []
-
-    def start(config: Path, *extra: str) -> DaemonProc:
-        daemon = DaemonProc(config, containerd.endpoint, *extra)
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.terminate()
 
 
 # Each was seen to kill the daemon (or, at start, print a traceback).
@@ -57,11 +34,11 @@ BAD_UPDATES = {
 
 
 def test_every_kind_of_bad_update_is_rejected_and_the_last_good_list_keeps_serving(
-    volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, daemon_on
+    volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
 ) -> None:
     good = push_image(registry, repo, "1", (NODE,))
     volume.write(listing(registry, [good.tagged], "resync: 1h\n"))
-    daemon = daemon_on(volume.path, "--watch-interval", "0.2")
+    daemon = start_daemon(volume.path, "--watch-interval", "0.2")
     daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 30, "readiness")
 
     for count, (kind, text) in enumerate(BAD_UPDATES.items(), start=1):
@@ -125,14 +102,14 @@ def test_a_pull_secret_with_non_string_fields_fails_its_images_not_the_daemon(
     registry: Registry,
     containerd: Containerd,
     repo: str,
-    daemon_on,
+    start_daemon,
 ) -> None:
     image = push_image(registry, repo, "1", (NODE,))
     secret = tmp_path / "secret.json"
     secret.write_text(json.dumps({"auths": {registry.host: {"username": 5, "password": 123456}}}))
     volume.write(listing(registry, [image.tagged], f"credentials: [{secret}]\nresync: 1h\n"))
 
-    daemon = daemon_on(volume.path)
+    daemon = start_daemon(volume.path)
     daemon.wait_for(
         lambda: daemon.metric("prepull_reconcile_duration_seconds_count") == 1, 30, "a pass"
     )

@@ -140,12 +140,17 @@ def metric_names_in(text: str) -> set[str]:
     return set(re.findall(r"\bprepull_[a-z_]+\b", text))
 
 
+def promtool(*args: str) -> None:
+    """Run promtool (Debian's prometheus package); fail with its output if it does."""
+    binary = shutil.which("promtool")
+    assert binary, "promtool missing: install the Debian package 'prometheus' (make deps)"
+    run = subprocess.run([binary, *args], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
 def test_alert_rules_pass_promtool_and_use_real_metrics() -> None:
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool missing: install the Debian package 'prometheus' (make deps)"
     rules = DEPLOY / "prometheus-rules.yaml"
-    check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
+    promtool("check", "rules", str(rules))
     used = metric_names_in(rules.read_text())
     assert used and used <= exported_metric_names(), used - exported_metric_names()
 
@@ -173,11 +178,8 @@ def test_dashboard_queries_use_real_metrics() -> None:
 
 
 def test_alert_rules_fire_and_stay_quiet_as_their_tests_say() -> None:
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool missing: install the Debian package 'prometheus' (make deps)"
     tests = DEPLOY / "prometheus-rules.test.yaml"
-    run = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True, text=True)
-    assert run.returncode == 0, run.stdout + run.stderr
+    promtool("test", "rules", str(tests))
     rules = yaml.safe_load((DEPLOY / "prometheus-rules.yaml").read_text())["groups"][0]["rules"]
     tested = set(re.findall(r"alertname: (\w+)", tests.read_text()))
     assert {r["alert"] for r in rules} <= tested, "every alert has a promtool test"
