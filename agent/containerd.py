@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +30,8 @@ MANAGED_LABEL = ("io.cri-containerd.image", "managed")
 # (containerd 1.6.22+, 1.7.3+, 2.x; older versions keep the label but ignore it).
 PINNED_LABEL = ("io.cri-containerd.pinned", "pinned")
 CALL_TIMEOUT = 30.0
+# Pin updates in flight at once: a takeover of a node with 1000 images pins them together.
+PIN_CONCURRENCY = 16
 log = logging.getLogger(__name__)
 # The CRI plugin, which reports the platform it pulls for: (type, id) in 1.6/1.7, then in 2.x.
 CRI_PLUGINS = (("io.containerd.grpc.v1", "cri"), ("io.containerd.cri.v1", "runtime"))
@@ -116,23 +119,30 @@ class ContainerdImages:
     async def pin(self, names: Sequence[str]) -> list[str]:
         """Label each of `names` present without our pin label as pinned; return those labelled.
 
-        One List call finds them; each update sends the full record as listed, with a mask of
-        the pin label only."""
+        One List call finds them; the updates go out together (PIN_CONCURRENCY at a time), each
+        with the full record as listed and a mask of the pin label only."""
         wanted = set(names)
         key, value = PINNED_LABEL
-        pinned = []
-        for image in await self._list():
-            if image.name not in wanted or image.labels.get(key) == value:
-                continue
+        todo = [
+            image
+            for image in await self._list()
+            if image.name in wanted and image.labels.get(key) != value
+        ]
+        slots = asyncio.Semaphore(PIN_CONCURRENCY)
+
+        async def one(image: images_pb2.Image) -> str | None:
             image.labels[key] = value
-            try:
-                await self._update(image, [f"labels.{key}"])
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.NOT_FOUND:
-                    continue  # removed since the listing (kubelet GC, an operator): nothing to pin
-                raise _image_error(image.name, "pinning", exc) from exc
-            pinned.append(image.name)
-        return pinned
+            async with slots:
+                try:
+                    await self._update(image, [f"labels.{key}"])
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.NOT_FOUND:
+                        return None  # removed since the listing (kubelet GC, an operator)
+                    raise _image_error(image.name, "pinning", exc) from exc
+            return image.name
+
+        done = await asyncio.gather(*(one(image) for image in todo))
+        return [name for name in done if name is not None]
 
     async def created_ns(self) -> dict[str, int]:
         """Image name → when containerd created that record, in ns since the epoch."""
