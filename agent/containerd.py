@@ -54,16 +54,6 @@ async def cri_platform(channel: grpc.aio.Channel) -> platforms.Platform | None:
     return None
 
 
-async def node_platform(channel: grpc.aio.Channel) -> platforms.Platform:
-    """The node's platform: containerd's answer, else this machine's uname."""
-    reported = await cri_platform(channel)
-    if reported is not None:
-        return reported
-    detected = platforms.detect()
-    log.warning("the runtime does not report its platform; using this machine's: %s", detected)
-    return detected
-
-
 class ContainerdImages:
     def __init__(
         self,
@@ -80,7 +70,12 @@ class ContainerdImages:
 
     async def node_platform(self) -> platforms.Platform:
         """The platform containerd pulls for (its Introspection API), else this machine's."""
-        return await node_platform(self._channel)
+        reported = await cri_platform(self._channel)
+        if reported is not None:
+            return reported
+        detected = platforms.detect()
+        log.warning("the runtime does not report its platform; using this machine's: %s", detected)
+        return detected
 
     async def bind_tag(self, tag_name: str, content_name: str) -> None:
         """Make `tag_name` (name:tag) name the same content as `content_name` (name@digest)."""

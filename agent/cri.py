@@ -52,12 +52,13 @@ class CriClient:
         deadline: float = CALL_TIMEOUT,
         handled: frozenset[grpc.StatusCode] = frozenset(),
         transient: Callable[[BaseException], bool] = rpc.is_transient,
+        policy: RetryPolicy | None = None,
     ) -> Any:
         return await rpc.call(
             self.endpoint,
             lambda: method(request, timeout=deadline),
             what=what,
-            policy=self._policy,
+            policy=policy or self._policy,
             handled=handled,
             transient=transient,
         )
@@ -75,10 +76,11 @@ class CriClient:
         """One Version call, unretried, within `deadline` seconds: a health check must answer
         quickly and say why when it fails (RuntimeUnavailable carries gRPC's reason)."""
         request = api_pb2.VersionRequest(version="v1")
-        await rpc.call(
-            self.endpoint,
-            lambda: self._runtime.Version(request, timeout=deadline),
-            what="Version",
+        await self._call(
+            self._runtime.Version,
+            request,
+            "Version",
+            deadline=deadline,
             policy=RetryPolicy(attempts=1),
         )
 

@@ -74,8 +74,9 @@ def _endpoint(
     url: str, options: dict[str, object], base: Path, source: str, where: str, *, mirror: bool
 ) -> Endpoint:
     """One endpoint, its values checked: they come from a file anyone with node access edits."""
+    normalized = _url(url)
     try:
-        parsed = urlsplit(_url(url))
+        parsed = urlsplit(normalized)
         valid = parsed.scheme in ("http", "https") and bool(parsed.netloc) and not parsed.query
         _ = parsed.port  # raises on a port that is not a number
     except ValueError:
@@ -89,7 +90,7 @@ def _endpoint(
     cas = [ca] if isinstance(ca, str) else ca
     if not isinstance(cas, list) or not all(isinstance(c, str) for c in cas):
         raise ConfigError(source, None, f"{where} ca must be a path or a list of paths")
-    return Endpoint(_url(url), tuple(str(base / c) for c in cas), skip_verify, mirror)
+    return Endpoint(normalized, tuple(str(base / c) for c in cas), skip_verify, mirror)
 
 
 class HostsDirectory:

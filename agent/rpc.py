@@ -59,28 +59,25 @@ def is_transient(exc: BaseException) -> bool:
 # status code …: 500 Internal Server Error" (containerd remotes/docker). Conservative: only
 # these statuses, only in that phrase, followed by their reason text (not a port like :5000).
 _REGISTRY_TRANSIENT = re.compile(r"unexpected status\b.*?: (?:429|50[0-4]) [A-Z]")
-
-
 _REGISTRY_REFUSAL = re.compile(r"unexpected status\b.*?: (?:401|403|404) [A-Z]")
+
+
+def _registry_said(exc: BaseException, statuses: re.Pattern[str]) -> bool:
+    """Whether containerd's error text reports one of `statuses` from the registry."""
+    return isinstance(exc, grpc.aio.AioRpcError) and bool(statuses.search(exc.details() or ""))
 
 
 def is_permanent_pull(exc: BaseException) -> bool:
     """A pull failure no retry will fix: the runtime or the registry says not found or denied."""
     if code_of(exc) in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
         return True
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return bool(_REGISTRY_REFUSAL.search(exc.details() or ""))
-    return False
+    return _registry_said(exc, _REGISTRY_REFUSAL)
 
 
 def is_transient_pull(exc: BaseException) -> bool:
     """A pull failure worth retrying: the runtime was unavailable, or the registry answered
     containerd with 5xx or 429."""
-    if is_transient(exc):
-        return True
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return bool(_REGISTRY_TRANSIENT.search(exc.details() or ""))
-    return False
+    return is_transient(exc) or _registry_said(exc, _REGISTRY_TRANSIENT)
 
 
 async def call(

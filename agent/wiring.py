@@ -5,7 +5,6 @@ the daemon and the bench use it, so they cannot drift apart."""
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,6 @@ from agent.reconcile import Reconciler
 from agent.reference import Reference
 from agent.registry import RegistryClient, RegistryObserver, open_session
 from agent.runtimes import RuntimeFeatures
-
-log = logging.getLogger("prepull-agent")
 
 
 @contextlib.asynccontextmanager
