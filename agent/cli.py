@@ -173,8 +173,9 @@ def _seconds(minimum: float) -> Callable[[str], float]:
     return parse
 
 
-def _node_platform(text: str | None) -> platforms.Platform:
-    return platforms.parse(text) if text else platforms.detect()
+def _platform_arg(text: str | None) -> platforms.Platform | None:
+    """`--platform` as given, or None to ask the runtime."""
+    return platforms.parse(text) if text else None
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -185,7 +186,7 @@ async def _run(args: argparse.Namespace) -> int:
     settings = DaemonSettings(
         config_path=args.config,
         endpoint=args.cri_endpoint,
-        node=platforms.parse(args.platform) if args.platform else None,
+        node=_platform_arg(args.platform),
         listen=listen,
         shutdown_grace=args.shutdown_grace,
         hosts_dir=_hosts_dir(args),
@@ -193,8 +194,6 @@ async def _run(args: argparse.Namespace) -> int:
         container_scan_interval=args.container_scan_interval,
         strict_readiness=args.strict_readiness,
     )
-    # The daemon's web server and Prometheus code load only for `run`.
-
     # The daemon's web server and Prometheus code load only for `run`.
     from agent.app import Daemon
 
@@ -206,9 +205,10 @@ async def _once(args: argparse.Namespace) -> int:
 
     config = configs.load(args.config)
     files = _credential_files(config)
+    override = _platform_arg(args.platform)  # bad input is exit 2 before the runtime is asked
     async with wiring.runtime(args.cri_endpoint) as runtime:
         info = await runtime.meet()
-        node = await runtime.node(platforms.parse(args.platform) if args.platform else None)
+        node = await runtime.node(override)
         log.info("runtime %s %s (CRI %s), node %s", info.name, info.version, info.api_version, node)
         for note in runtime.features.limitations():
             log.warning("%s", note)
@@ -303,7 +303,7 @@ async def _resolve(args: argparse.Namespace) -> int:
     from agent import wiring  # gRPC and aiohttp load only for the commands that use them
 
     ref = references.parse(args.image)
-    node = _node_platform(args.platform)
+    node = _platform_arg(args.platform) or platforms.detect()  # no runtime to ask here
     config: PreloadConfig | None = configs.load(args.config) if args.config else None
 
     def settings(host: str) -> RegistrySettings:

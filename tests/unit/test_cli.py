@@ -50,6 +50,25 @@ def test_bad_platform_flag_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "invalid platform 'arm64'" in capsys.readouterr().err
 
 
+def test_a_platform_typo_is_bad_input_before_the_runtime_is_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "preload.yaml"
+    config.write_text("images: [nginx]\n")
+    endpoint = f"unix://{tmp_path}/none.sock"  # nothing listens: asking it would be exit 1
+    args = [
+        "once",
+        "--config",
+        str(config),
+        "--cri-endpoint",
+        endpoint,
+        "--platform",
+        "linux/amd65",
+    ]
+    assert main(args) == 2
+    assert "did you mean 'amd64'" in capsys.readouterr().err
+
+
 def test_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as info:
         main(["once"])
