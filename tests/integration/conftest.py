@@ -111,6 +111,16 @@ def run_agent(*args: str, cwd: Path | None = None) -> Result:
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def once(node: Containerd, config: Path, *extra: str) -> Result:
+    """`prepull-agent once` with `config` against `node`."""
+    return run_agent("once", "--config", str(config), "--cri-endpoint", node.endpoint, *extra)
+
+
+def once_with_hosts_dir(node: Containerd, config: Path) -> Result:
+    """`once` resolving through `node`'s own registry hosts directory, as containerd does."""
+    return once(node, config, "--containerd-hosts-dir", str(node.certs_d))
+
+
 def write_config(path: Path, registry: Registry, images: list[str], extra: str = "") -> Path:
     lines = ["images:"] + [f"  - {image}" for image in images]
     lines += ["registries:", f"  {registry.host}:", "    insecure: true"]

@@ -18,7 +18,7 @@ from tests.harness.images import push_image
 from tests.harness.procs import HarnessError
 from tests.harness.registry import Registry
 from tests.harness.tokens import TokenServer
-from tests.integration.conftest import image_status, run_agent
+from tests.integration.conftest import image_status, once, once_with_hosts_dir, run_agent
 
 NODE = str(platforms.detect())
 USER, PASSWORD = "preloader", "Pa55-w0rd-that-must-never-leak"
@@ -63,7 +63,7 @@ def test_basic_auth_registry_preloads_with_a_pull_secret(
         tmp_path / "preload.yaml", private_registry, [image.tagged], "secrets/.dockerconfigjson"
     )
 
-    result = run_agent("once", "--config", str(config), "--cri-endpoint", containerd.endpoint)
+    result = once(containerd, config)
 
     assert result.code == 0, result
     assert result.line_for(image.tagged).startswith("pulled")
@@ -78,7 +78,7 @@ def test_without_credentials_the_refusal_says_none_were_sent(
     image = push_image(private_registry, repo, "1", (NODE,))
     config = write_config(tmp_path / "preload.yaml", private_registry, [image.tagged], None)
 
-    result = run_agent("once", "--config", str(config), "--cri-endpoint", containerd.endpoint)
+    result = once(containerd, config)
 
     assert result.code == 1, result
     line = result.line_for(image.tagged)
@@ -94,7 +94,7 @@ def test_a_wrong_password_is_refused_by_name_and_never_printed(
     secret = write_secret(tmp_path / "secrets", private_registry.host, wrong)
     config = write_config(tmp_path / "preload.yaml", private_registry, [image.tagged], str(secret))
 
-    result = run_agent("once", "--config", str(config), "--cri-endpoint", containerd.endpoint)
+    result = once(containerd, config)
 
     assert result.code == 1, result
     line = result.line_for(image.tagged)
@@ -167,7 +167,7 @@ def test_token_auth_with_jwts_the_registry_verifies(
     config = write_config(tmp_path / "preload.yaml", registry, [image.tagged], str(secret))
     issued_before = len(tokens.issued)
 
-    result = run_agent("once", "--config", str(config), "--cri-endpoint", containerd.endpoint)
+    result = once(containerd, config)
 
     assert result.code == 0, result
     assert image_status(containerd, image.tagged) is not None
@@ -184,7 +184,7 @@ def test_token_service_refusing_the_credentials_is_reported(
     config = write_config(tmp_path / "preload.yaml", registry, [image.tagged], str(secret))
     refused_before = tokens.refused
 
-    result = run_agent("once", "--config", str(config), "--cri-endpoint", containerd.endpoint)
+    result = once(containerd, config)
 
     assert result.code == 1, result
     assert tokens.refused > refused_before
@@ -244,15 +244,7 @@ def test_credentials_never_go_to_a_mirror_they_were_not_issued_for(
             f"    mirrors: [{mirror.url}]\n"
         )
 
-        result = run_agent(
-            "once",
-            "--config",
-            str(config),
-            "--cri-endpoint",
-            containerd.endpoint,
-            "--containerd-hosts-dir",
-            str(containerd.certs_d),
-        )
+        result = once_with_hosts_dir(containerd, config)
     finally:
         mirror.stop()
         containerd.trust_http_registry(private_registry.host)

@@ -13,7 +13,7 @@ from tests.harness.containerd import Containerd, release_of
 from tests.harness.images import push_image
 from tests.harness.procs import HarnessError
 from tests.harness.registry import Registry
-from tests.integration.conftest import image_status, run_agent, write_config
+from tests.integration.conftest import image_status, once, run_agent, write_config
 
 AMD64, ARM64 = "linux/amd64", "linux/arm64"
 
@@ -39,7 +39,7 @@ def test_one_lock_gives_each_node_its_own_platforms_content_under_the_same_tag(
     assert run_agent("lock", "--config", str(listing), "-o", str(lock)).code == 0
 
     for node in (containerd, arm64_node):
-        result = run_agent("once", "--config", str(lock), "--cri-endpoint", node.endpoint)
+        result = once(node, lock)
         assert result.code == 0, result
 
     on_amd64 = image_status(containerd, image.tagged)
@@ -56,7 +56,7 @@ def test_the_arm64_node_refuses_a_digest_pinned_to_the_amd64_manifest_before_pul
     amd64_only = image.by_digest(image.manifests[AMD64])
     listing = write_config(tmp_path / "preload.yaml", registry, [amd64_only])
 
-    result = run_agent("once", "--config", str(listing), "--cri-endpoint", arm64_node.endpoint)
+    result = once(arm64_node, listing)
 
     assert result.code == 1, result
     line = result.line_for(amd64_only)

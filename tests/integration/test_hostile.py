@@ -16,7 +16,7 @@ from tests.harness.daemon import ConfigMapVolume, listing
 from tests.harness.faults import ContainerdServerErrors, EndlessManifests, SilentRegistry
 from tests.harness.images import push_image, push_single
 from tests.harness.registry import Registry
-from tests.integration.conftest import image_status, run_agent, write_config
+from tests.integration.conftest import image_status, once, run_agent, write_config
 
 NODE = str(platforms.detect())
 
@@ -123,7 +123,7 @@ def test_a_pull_secret_with_non_string_fields_fails_its_images_not_the_daemon(
     once_config = write_config(
         tmp_path / "once.yaml", registry, [image.tagged], f"credentials: [{secret}]\n"
     )
-    result = run_agent("once", "--config", str(once_config), "--cri-endpoint", containerd.endpoint)
+    result = once(containerd, once_config)
     # `once` reads its credentials before it starts: a bad file is bad input, named.
     assert result.code == 2 and "username must be a string, not int" in result.stderr, result
     assert "123456" not in result.stderr
@@ -141,7 +141,7 @@ def test_registry_5xx_during_containerds_pull_are_retried(
         config.write_text(
             f"images:\n  - {name}\nregistries:\n  {proxy.host}:\n    insecure: true\n"
         )
-        result = run_agent("once", "--config", str(config), "--cri-endpoint", containerd.endpoint)
+        result = once(containerd, config)
     finally:
         proxy.stop()
 
@@ -164,7 +164,7 @@ def test_a_registry_that_never_answers_costs_only_its_own_images(
         config = tmp_path / "preload.yaml"
         config.write_text(text)
         started = time.monotonic()
-        result = run_agent("once", "--config", str(config), "--cri-endpoint", containerd.endpoint)
+        result = once(containerd, config)
         elapsed = time.monotonic() - started
     finally:
         silent.stop()
@@ -197,6 +197,6 @@ def test_unicode_tags_are_refused_before_anything_reaches_containerd(
 ) -> None:
     config = tmp_path / "preload.yaml"
     config.write_text(f"images:\n  - {registry.host}/app:vü١\n")
-    result = run_agent("once", "--config", str(config), "--cri-endpoint", fresh_containerd.endpoint)
+    result = once(fresh_containerd, config)
     assert result.code == 2 and "ASCII" in result.stderr, result
     assert fresh_containerd.ctr("images", "ls", "-q").split() == []

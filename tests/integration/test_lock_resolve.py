@@ -9,7 +9,7 @@ from agent import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image
 from tests.harness.registry import Registry
-from tests.integration.conftest import image_status, run_agent, write_config
+from tests.integration.conftest import image_status, once, run_agent, write_config
 
 NODE = str(platforms.detect())
 
@@ -69,7 +69,7 @@ def test_lock_taken_before_a_retag_keeps_nodes_on_the_locked_content(
     assert run_agent("lock", "--config", str(config), "-o", str(lock)).code == 0
     after = push_image(registry, repo, "1.25.3")
 
-    result = run_agent("once", "--config", str(lock), "--cri-endpoint", fresh_containerd.endpoint)
+    result = once(fresh_containerd, lock)
 
     assert result.code == 0, result
     present = image_status(fresh_containerd, before.tagged)

@@ -8,14 +8,10 @@ from agent import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image, push_single
 from tests.harness.registry import Registry
-from tests.integration.conftest import image_status, run_agent, write_config
+from tests.integration.conftest import image_status, once, run_agent, write_config
 
 NODE = str(platforms.detect())
 OTHER = "linux/arm64" if NODE != "linux/arm64" else "linux/amd64"
-
-
-def once(node: Containerd, config: Path, *extra: str):
-    return run_agent("once", "--config", str(config), "--cri-endpoint", node.endpoint, *extra)
 
 
 def test_tag_entry_is_found_by_imagestatus_as_written(

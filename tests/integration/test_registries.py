@@ -16,7 +16,7 @@ from tests.harness.images import push_image
 from tests.harness.procs import HarnessError, free_port
 from tests.harness.registry import Registry
 from tests.harness.tls import ServerCert, make_ca_and_server
-from tests.integration.conftest import image_status, run_agent
+from tests.integration.conftest import image_status, once_with_hosts_dir, run_agent
 
 NODE = str(platforms.detect())
 
@@ -44,15 +44,7 @@ def test_plain_http_registry_configured_only_in_hosts_toml(
     image = push_image(registry, repo, "1", (NODE,))
     config = plain_list(tmp_path / "preload.yaml", [image.tagged])  # no registries: at all
 
-    result = run_agent(
-        "once",
-        "--config",
-        str(config),
-        "--cri-endpoint",
-        containerd.endpoint,
-        "--containerd-hosts-dir",
-        str(containerd.certs_d),
-    )
+    result = once_with_hosts_dir(containerd, config)
 
     assert result.code == 0, result
     assert image_status(containerd, image.tagged) is not None
@@ -66,15 +58,7 @@ def test_custom_ca_registry_through_containerds_hosts_toml(
     image = push_image(registry, repo, "1", (NODE,))
     config = plain_list(tmp_path / "preload.yaml", [image.tagged])
 
-    result = run_agent(
-        "once",
-        "--config",
-        str(config),
-        "--cri-endpoint",
-        containerd.endpoint,
-        "--containerd-hosts-dir",
-        str(containerd.certs_d),
-    )
+    result = once_with_hosts_dir(containerd, config)
 
     assert result.code == 0, result
     assert image_status(containerd, image.tagged) is not None

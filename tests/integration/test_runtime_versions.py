@@ -17,7 +17,14 @@ from tests.harness.containerd import RUNNING, Containerd, crash_report
 from tests.harness.images import push_image, push_single
 from tests.harness.procs import free_port
 from tests.harness.registry import Registry
-from tests.integration.conftest import image_status, pull, run_agent, with_cri, write_config
+from tests.integration.conftest import (
+    image_status,
+    once,
+    once_with_hosts_dir,
+    pull,
+    with_cri,
+    write_config,
+)
 
 NODE = str(platforms.detect())
 
@@ -76,11 +83,11 @@ def test_pinning_and_rebinding_send_whole_records_and_keep_containerd_running(
     node = fresh_containerd
     first = push_single(registry, repo, "1", NODE)
     config = write_config(tmp_path / "a.yaml", registry, [first.pinned()])
-    assert run_agent("once", "--config", str(config), "--cri-endpoint", node.endpoint).code == 0
+    assert once(node, config).code == 0
     # The tag moves: the lock names new content, so the existing tag record is updated.
     second = push_single(registry, repo, "1", NODE)
     config = write_config(tmp_path / "b.yaml", registry, [second.pinned()])
-    result = run_agent("once", "--config", str(config), "--cri-endpoint", node.endpoint)
+    result = once(node, config)
 
     assert result.code == 0, result
     assert node.alive(), crash_report(node.log)
@@ -145,15 +152,7 @@ def test_containerd_and_the_agent_agree_on_a_hosts_toml_mirror(
     config = tmp_path / "preload.yaml"
     config.write_text(f"images:\n  - {name}\n")
 
-    result = run_agent(
-        "once",
-        "--config",
-        str(config),
-        "--cri-endpoint",
-        node.endpoint,
-        "--containerd-hosts-dir",
-        str(node.certs_d),
-    )
+    result = once_with_hosts_dir(node, config)
 
     assert result.code == 0, result
     seen = image_status(node, name)
@@ -174,7 +173,7 @@ def test_parallel_preloads_leave_containerd_running(
         images = [push_single(registry, f"{repo}/{i}", "1", NODE).pinned() for i in range(24)]
         config = write_config(tmp_path / "many.yaml", registry, images, "concurrency: 8\n")
         for _ in range(2):
-            result = run_agent("once", "--config", str(config), "--cri-endpoint", node.endpoint)
+            result = once(node, config)
             assert result.code == 0, result
             assert node.alive(), crash_report(node.log)
             node.ctr("images", "rm", *node.ctr("images", "ls", "-q").split())
@@ -195,7 +194,7 @@ def test_a_node_on_the_native_snapshotter_preloads_too(
     try:
         image = push_image(registry, repo, "1", (NODE, "linux/arm64"))
         config = write_config(tmp_path / "preload.yaml", registry, [image.pinned()])
-        result = run_agent("once", "--config", str(config), "--cri-endpoint", node.endpoint)
+        result = once(node, config)
         assert result.code == 0, result
         seen = image_status(node, image.tagged)
         assert seen is not None and seen.id == image.configs[NODE]
