@@ -23,7 +23,7 @@ from agent.credentials import CredentialFiles
 from agent.errors import AgentError, ConfigError, InputError, RuntimeUnavailable
 from agent.metrics import Metrics, observe_pass
 from agent.platform import Platform
-from agent.reconcile import Outcome, Status
+from agent.reconcile import Outcome, PullSlots, Status
 from agent.reference import Reference
 from agent.registry import RegistryClient
 from agent.server import make_app
@@ -228,7 +228,7 @@ class Daemon:
             )
             state = await reconciler.snapshot()
             config = self._current()
-            slots = asyncio.Semaphore(config.concurrency)
+            slots = PullSlots(config.concurrency)
             running: dict[Reference, asyncio.Task[Outcome]] = {}
             try:
                 while True:
@@ -239,7 +239,7 @@ class Daemon:
                             del running[ref]
                     for ref, entry in wanted.items():
                         if ref not in running:
-                            work = reconciler.converge_entry(entry, state, slots)
+                            work = reconciler.converge_entry(entry, state, slots, pin=config.pin)
                             running[ref] = asyncio.create_task(work)
                     if await self._until_done_or_new_list(set(running.values())):
                         break

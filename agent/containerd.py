@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import grpc
@@ -77,13 +77,23 @@ class ContainerdImages:
         log.warning("the runtime does not report its platform; using this machine's: %s", detected)
         return detected
 
-    async def bind_tag(self, tag_name: str, content_name: str) -> None:
-        """Make `tag_name` (name:tag) name the same content as `content_name` (name@digest)."""
+    async def bind_tag(
+        self, tag_name: str, content_name: str, *, pin: Collection[str] = ()
+    ) -> None:
+        """Make `tag_name` (name:tag) name the same content as `content_name` (name@digest).
+
+        `pin` names which of the two records to label pinned on the way, so a cold preload
+        needs no second update per record at the end of the pass."""
+        key, value = PINNED_LABEL
         try:
             source = await self._get(content_name)
             if source is None:
                 raise ImageError(tag_name, f"binding the tag failed: {content_name} is not present")
-            if not await self._create(tag_name, source.target):
+            if content_name in pin and source.labels.get(key) != value:
+                source.labels[key] = value
+                await self._update(source, [f"labels.{key}"])
+            labels = dict([MANAGED_LABEL, PINNED_LABEL] if tag_name in pin else [MANAGED_LABEL])
+            if not await self._create(tag_name, source.target, labels):
                 existing = await self._get(tag_name)
                 if existing is None:
                     raise ImageError(tag_name, "binding the tag failed: removed while binding")
@@ -91,14 +101,14 @@ class ContainerdImages:
                 # dereference `target` unconditionally); the mask names only what changes, so
                 # other labels (our pin) stay as they are.
                 existing.target.CopyFrom(source.target)
-                existing.labels[MANAGED_LABEL[0]] = MANAGED_LABEL[1]
-                await self._update(existing, ["target", f"labels.{MANAGED_LABEL[0]}"])
+                existing.labels.update(labels)
+                await self._update(existing, ["target", *(f"labels.{k}" for k in labels)])
         except grpc.aio.AioRpcError as exc:
             raise _image_error(tag_name, "binding the tag", exc) from exc
 
-    async def _create(self, name: str, target: Any) -> bool:
+    async def _create(self, name: str, target: Any, labels: dict[str, str]) -> bool:
         """Create the record `name` → `target`; False if a record by that name exists."""
-        image = images_pb2.Image(name=name, target=target, labels=dict([MANAGED_LABEL]))
+        image = images_pb2.Image(name=name, target=target, labels=labels)
         try:
             await self._call(
                 self._stub.Create,

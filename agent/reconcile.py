@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
@@ -50,7 +50,9 @@ class ImageRuntime(Protocol):
 class TagBinder(Protocol):
     """Points a tag at present content, and labels images (agent.containerd.ContainerdImages)."""
 
-    async def bind_tag(self, tag_name: str, content_name: str) -> None: ...
+    async def bind_tag(
+        self, tag_name: str, content_name: str, *, pin: Collection[str] = ()
+    ) -> None: ...
     async def pin(self, names: Sequence[str]) -> list[str]: ...
 
 
@@ -104,6 +106,26 @@ class Outcome:
         return self.action is Action.PULL and not self.drift
 
 
+class PullSlots:
+    """The pull concurrency of one pass, and how far platform checks may run ahead of it.
+
+    Checks go in list order, a few ahead of the pulls (per registry, so a registry that never
+    answers holds back only its own images): the first pull starts after one check, not after
+    every image's, and checks do not compete with the pulls for the registry all at once."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.pulls = asyncio.Semaphore(concurrency)
+        self._ahead = 2 * concurrency
+        self._checks: dict[str, asyncio.Semaphore] = {}
+
+    def checking(self, registry: str) -> asyncio.Semaphore:
+        """The slot a platform check for an image of `registry` holds until its pull starts."""
+        slot = self._checks.get(registry)
+        if slot is None:
+            slot = self._checks[registry] = asyncio.Semaphore(self._ahead)
+        return slot
+
+
 class Reconciler:
     def __init__(
         self,
@@ -132,11 +154,9 @@ class Reconciler:
     async def converge(self, config: PreloadConfig) -> list[Outcome]:
         """One pass over the list; RuntimeUnavailable if the runtime cannot be asked at all."""
         state = await self.snapshot()
-        # `concurrency` bounds pulls only: registry lookups wait on their own registry's limit
-        # (RegistryClient), so images queued behind a dead registry do not hold pull slots.
-        pull_slots = asyncio.Semaphore(config.concurrency)
+        slots = PullSlots(config.concurrency)
         outcomes = await _gather_in_order(
-            [self.converge_entry(e, state, pull_slots) for e in config.images]
+            [self.converge_entry(e, state, slots, pin=config.pin) for e in config.images]
         )
         return await self.finish(config, outcomes)
 
@@ -145,14 +165,20 @@ class Reconciler:
         return NodeState(await self._runtime.list_images())
 
     async def finish(self, config: PreloadConfig, outcomes: list[Outcome]) -> list[Outcome]:
-        """After the images: pin what was preloaded, and report pins as CRI now sees them."""
-        if config.pin and self._binder is not None and await self._pin(self._binder, outcomes):
-            outcomes = await self._with_pins(outcomes) if self._pins_honoured else outcomes
-        return outcomes
+        """After the images: pin what is not pinned yet (what was present before the pass, and
+        digest pulls; binds pin as they go), and report pins as CRI now sees them. A converged
+        node whose runtime reports every pin costs no call here."""
+        if not config.pin or self._binder is None:
+            return outcomes
+        if self._pins_honoured and all(o.pinned for o in outcomes if _names(o)):
+            return outcomes
+        await self._pin(self._binder, outcomes)
+        return await self._with_pins(outcomes) if self._pins_honoured else outcomes
 
     async def converge_entry(
-        self, entry: ImageEntry, state: NodeState, pull_slots: asyncio.Semaphore
+        self, entry: ImageEntry, state: NodeState, slots: PullSlots, *, pin: bool
     ) -> Outcome:
+        """One image: plan, check, pull, bind (and, with `pin`, label what it binds)."""
         started = self._clock()
         step: Step | None = None
         if self._stopping():
@@ -164,7 +190,7 @@ class Reconciler:
             step = plan_one(entry, self._node, state, digest)
             if step.action in (Action.PULL, Action.BIND):
                 self._on_start(entry)
-            outcome = await self._carry_out(step, pull_slots)
+            outcome = await self._carry_out(step, slots, _pin_names(entry) if pin else ())
         except RuntimeUnavailable:
             raise
         except ImageError as exc:
@@ -184,7 +210,7 @@ class Reconciler:
             digest=outcome.digest or (step.digest if step else None),
         )
 
-    async def _carry_out(self, step: Step, pull_slots: asyncio.Semaphore) -> Outcome:
+    async def _carry_out(self, step: Step, slots: PullSlots, pin: Collection[str]) -> Outcome:
         entry = step.entry
         if step.action is Action.SKIP:
             return Outcome(entry, Status.SKIPPED, step.reason)
@@ -193,20 +219,32 @@ class Reconciler:
             return _present(entry, Status.HIT, step.reason, step.digest, step.present)
         if step.action is Action.BIND:
             assert step.bind_tag is not None and step.present is not None
-            await self._bind(entry, step.bind_tag, step.present.id)
-            return _present(entry, Status.BOUND, step.reason, step.digest, step.present)
+            bound = await self._bind(entry, step.bind_tag, step.present.id, pin)
+            return _present(entry, Status.BOUND, step.reason, step.digest, bound)
         assert step.pull_ref is not None
-        refusal = await _within_deadline(self._refusal(entry.reference, step))
-        if refusal:
-            return Outcome(entry, Status.REFUSED, refusal, permanent=True)
-        async with pull_slots:
+        async with slots.checking(entry.reference.domain):
+            refusal = await _within_deadline(self._refusal(entry.reference, step))
+            if refusal:
+                return Outcome(entry, Status.REFUSED, refusal, permanent=True)
+            await slots.pulls.acquire()
+        try:
             if self._stopping():
                 return Outcome(entry, Status.FAILED, "not started: the agent is shutting down")
             try:
-                await self._pull(step.pull_ref, entry.reference)
+                image_id = await self._pull(step.pull_ref, entry.reference)
             except ImageError as exc:
                 return _failed_after_pull(entry, exc)
-        pulled = await self._runtime.image_status(step.pull_ref)
+        finally:
+            slots.pulls.release()
+        pulled: NodeImage | None
+        if step.bind_tag is not None:
+            # The bind reads the image back through CRI anyway: no status call of its own.
+            try:
+                pulled = await self._bind(entry, step.bind_tag, image_id, pin)
+            except ImageError as exc:
+                return _failed_after_pull(entry, exc)
+        else:
+            pulled = await self._runtime.image_status(step.pull_ref)
         if pulled is None:
             return Outcome(
                 entry,
@@ -214,26 +252,21 @@ class Reconciler:
                 f"pulled, but the runtime does not list {step.pull_ref}",
                 pull_attempted=True,
             )
-        if step.bind_tag is not None:
-            try:
-                await self._bind(entry, step.bind_tag, pulled.id)
-            except ImageError as exc:
-                return _failed_after_pull(entry, exc)
         digest = _recorded_digest(pulled, entry.reference, step.digest)
         return dataclasses.replace(
             _present(entry, Status.PULLED, step.reason, digest, pulled), pull_attempted=True
         )
 
-    async def _pull(self, pull_ref: str, ref: Reference) -> None:
-        """Pull with each matching credential in turn, as kubelet does; anonymously if none."""
+    async def _pull(self, pull_ref: str, ref: Reference) -> str:
+        """Pull with each matching credential in turn, as kubelet does; anonymously if none.
+        Returns the image id."""
         candidates: list[Credential | None] = [*self._credentials(ref)] or [None]
-        for index, credential in enumerate(candidates):
+        for credential in candidates[:-1]:
             try:
-                await self._runtime.pull(pull_ref, credential)
-                return
+                return await self._runtime.pull(pull_ref, credential)
             except ImageError:
-                if index == len(candidates) - 1:
-                    raise
+                pass
+        return await self._runtime.pull(pull_ref, candidates[-1])
 
     async def _refusal(self, ref: Reference, step: Step) -> str | None:
         """Check the content against this node's platform before anything is pulled."""
@@ -241,7 +274,10 @@ class Reconciler:
         resolution = await self._registry.resolve(target, self._node)
         return resolution.refusal()
 
-    async def _bind(self, entry: ImageEntry, tag: str, image_id: str) -> None:
+    async def _bind(
+        self, entry: ImageEntry, tag: str, image_id: str, pin: Collection[str]
+    ) -> NodeImage:
+        """Point `tag` at the present image `image_id`; return the image as CRI now sees it."""
         ref = entry.reference
         if self._binder is None:
             raise TagBindingUnsupported(
@@ -249,15 +285,15 @@ class Reconciler:
                 "this runtime is not containerd, so the tag cannot be bound to the pinned "
                 f"digest; {ref.by_digest()} is preloaded, pods must reference the digest",
             )
-        await self._binder.bind_tag(tag, ref.by_digest())
-        await self._until_visible(tag, image_id)
+        await self._binder.bind_tag(tag, ref.by_digest(), pin=pin)
+        return await self._until_visible(tag, image_id)
 
-    async def _until_visible(self, tag: str, image_id: str) -> None:
+    async def _until_visible(self, tag: str, image_id: str) -> NodeImage:
         deadline = self._clock() + BIND_VISIBLE_TIMEOUT
         while True:
             seen = await self._runtime.image_status(tag)
             if seen is not None and seen.id == image_id:
-                return
+                return seen
             if self._clock() > deadline:
                 raise ImageError(
                     tag,
@@ -266,16 +302,14 @@ class Reconciler:
                 )
             await asyncio.sleep(BIND_POLL_INTERVAL)
 
-    async def _pin(self, binder: TagBinder, outcomes: Sequence[Outcome]) -> bool:
-        """Label what we preloaded so kubelet's image GC keeps it (containerd 1.6.22+, 1.7.3+);
-        True if any label was added."""
-        names = [name for o in outcomes if o.status != Status.SKIPPED for name in _names(o)]
+    async def _pin(self, binder: TagBinder, outcomes: Sequence[Outcome]) -> None:
+        """Label what we preloaded so kubelet's image GC keeps it (containerd 1.6.22+, 1.7.3+)."""
+        names = [name for o in outcomes for name in _names(o)]
         try:
-            return bool(await binder.pin(names))
+            await binder.pin(names)
         except AgentError as exc:
             # Pinning protects against GC; failing to pin does not make the node wrong.
             log.warning("could not label images as pinned: %s", exc)
-            return False
 
     async def _with_pins(self, outcomes: list[Outcome]) -> list[Outcome]:
         """The outcomes with `pinned` as CRI reports it now that the labels are on. CRI learns
@@ -295,13 +329,21 @@ class Reconciler:
 
 
 def _names(outcome: Outcome) -> list[str]:
-    """The containerd image records an entry owns: its tag and/or its digest reference."""
-    if not outcome.converged:
+    """The records a converged, preloaded entry owns (what pinning labels)."""
+    if not outcome.converged or outcome.status is Status.SKIPPED:
         return []
-    ref = outcome.entry.reference
-    kind = outcome.entry.kind
-    names = [ref.tagged] if kind in (Kind.TAG, Kind.PINNED) else []
-    return names + ([ref.by_digest()] if kind in (Kind.DIGEST, Kind.PINNED) else [])
+    return _pin_names(outcome.entry)
+
+
+def _pin_names(entry: ImageEntry) -> list[str]:
+    """The containerd image record an entry owns: its tag if it has one, else its digest.
+
+    CRI reports an image pinned while any of its records is labelled (containerd
+    internal/cri/store/image), so one label is enough; and labelling only the tag means that
+    when the tag moves to new content, the old content is no longer pinned and kubelet's image
+    GC may reclaim it."""
+    ref = entry.reference
+    return [ref.tagged] if entry.kind in (Kind.TAG, Kind.PINNED) else [ref.by_digest()]
 
 
 def _failed_after_pull(entry: ImageEntry, exc: ImageError) -> Outcome:

@@ -24,6 +24,8 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null || apt_packag
 if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then apt_packages+=(busybox-static); fi
 # qemu-aarch64-static runs Debian's arm64 containerd: a real arm64 node for image work.
 command -v qemu-aarch64-static >/dev/null || apt_packages+=(qemu-user-static)
+# skopeo: `make bench` times a `skopeo inspect` loop against `lock`.
+command -v skopeo >/dev/null || apt_packages+=(skopeo)
 "$PYTHON" -c 'import ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing ${apt_packages[*]} from apt"

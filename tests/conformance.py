@@ -75,10 +75,20 @@ async def pinning_labels_each_name_once(
     assert await binder.pin(names) == [], "already pinned: nothing to do"
 
 
+async def a_bind_labels_only_the_records_it_is_told_to(
+    runtime: ImageRuntime, binder: TagBinder, image: Sample
+) -> None:
+    await runtime.pull(image.by_digest)
+    await binder.bind_tag(image.tagged, image.by_digest, pin=[image.tagged])
+    names = [image.tagged, image.by_digest]
+    assert await binder.pin(names) == [image.by_digest], "the tag was labelled by the bind"
+
+
 CASES: list[Callable[[ImageRuntime, TagBinder, Sample], Awaitable[None]]] = [
     an_absent_image_has_no_status,
     a_tag_and_digest_pull_records_only_the_digest,
     a_bound_tag_names_the_content_at_once,
     a_tag_pull_and_a_digest_pull_are_one_image,
     pinning_labels_each_name_once,
+    a_bind_labels_only_the_records_it_is_told_to,
 ]

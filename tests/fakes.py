@@ -5,6 +5,8 @@ containerd, so they cannot drift from it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Collection
 
 from agent.errors import RegistryError, RuntimeUnavailable
 from agent.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Resolution
@@ -28,16 +30,22 @@ class FakeRuntime:
         self.fail_list = fail_list
         self.in_flight = 0
         self.max_in_flight = 0
+        self.pinned_names: set[str] = set()
+        """Records labelled pinned (FakeBinder): CRI reports an image pinned if one of its is."""
+
+    def _as_reported(self, image: NodeImage) -> NodeImage:
+        pinned = not self.pinned_names.isdisjoint((*image.repo_tags, *image.repo_digests))
+        return dataclasses.replace(image, pinned=pinned)
 
     async def list_images(self) -> list[NodeImage]:
         if self.fail_list:
             raise RuntimeUnavailable(self.endpoint, "socket missing")
-        return list(self.images)
+        return [self._as_reported(image) for image in self.images]
 
     async def image_status(self, reference: str) -> NodeImage | None:
         for image in self.images:
             if reference in image.repo_tags or reference in image.repo_digests:
-                return image
+                return self._as_reported(image)
         return None
 
     async def pull(self, reference: str, credential: object = None) -> str:
@@ -71,16 +79,25 @@ class FakeBinder:
     def __init__(self, runtime: FakeRuntime) -> None:
         self.runtime = runtime
         self.pinned: list[str] = []
+        self.pin_calls = 0
 
     async def pin(self, names: list[str]) -> list[str]:
+        self.pin_calls += 1
         known = {n for i in self.runtime.images for n in (*i.repo_tags, *i.repo_digests)}
         new = [n for n in names if n in known and n not in self.pinned]
         self.pinned.extend(new)
+        self.runtime.pinned_names.update(new)
         return new
 
-    async def bind_tag(self, tag_name: str, content_name: str) -> None:
-        content = await self.runtime.image_status(content_name)
+    async def bind_tag(
+        self, tag_name: str, content_name: str, *, pin: Collection[str] = ()
+    ) -> None:
+        content = next((i for i in self.runtime.images if content_name in i.repo_digests), None)
         assert content is not None
+        for name in (content_name, tag_name):
+            if name in pin and name not in self.pinned:
+                self.pinned.append(name)
+                self.runtime.pinned_names.add(name)
         self.runtime.images = [
             NodeImage(i.id, tuple(t for t in i.repo_tags if t != tag_name), i.repo_digests, i.size)
             for i in self.runtime.images

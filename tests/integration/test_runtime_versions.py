@@ -94,6 +94,8 @@ def test_pinning_and_rebinding_send_whole_records_and_keep_containerd_running(
     seen = image_status(node, second.tagged)
     assert seen is not None and seen.id == second.configs[NODE]
     assert seen.pinned is node.release.honours_pins
+    old = image_status(node, first.by_digest())
+    assert old is not None and not old.pinned, "content the tag left must be free for image GC"
 
 
 def test_a_tag_and_digest_pull_records_only_the_digest_and_a_bind_shows_at_once(

@@ -88,9 +88,37 @@ async def test_preloaded_images_are_labelled_pinned_once() -> None:
     reconciler = Reconciler(runtime, FakeRegistry(), binder, NODE)
 
     await reconciler.converge(config)
-    await reconciler.converge(config)
+    outcomes = await reconciler.converge(config)
 
-    assert binder.pinned == ["r.io/a/app:1", f"r.io/a/app@{D1}", "r.io/a/tag:2"]
+    assert sorted(binder.pinned) == ["r.io/a/app:1", "r.io/a/tag:2"]
+    assert all(o.pinned for o in outcomes if o.status != "skipped"), outcomes
+
+
+async def test_a_converged_node_whose_runtime_reports_pins_costs_no_pin_call() -> None:
+    config = parse(f"images:\n  - r.io/a/app:1@{D1}\n  - r.io/a/tag:2\n")
+    runtime = FakeRuntime()
+    binder = FakeBinder(runtime)
+    reconciler = Reconciler(runtime, FakeRegistry(), binder, NODE)
+    await reconciler.converge(config)
+    calls = binder.pin_calls
+
+    outcomes = await reconciler.converge(config)
+
+    assert binder.pin_calls == calls and all(o.pinned for o in outcomes)
+    blind = Reconciler(runtime, FakeRegistry(), binder, NODE, pins_honoured=False)
+    await blind.converge(config)
+    assert binder.pin_calls == calls + 1, "unreported pins must be looked up"
+
+
+async def test_a_bind_labels_as_it_goes() -> None:
+    config = parse(f"images:\n  - r.io/a/app:1@{D1}\n")
+    runtime = FakeRuntime()
+    binder = FakeBinder(runtime)
+
+    (outcome,) = await Reconciler(runtime, FakeRegistry(), binder, NODE).converge(config)
+
+    assert outcome.status == "pulled" and outcome.pinned
+    assert binder.pinned == ["r.io/a/app:1"], "the tag alone: its content is pinned through it"
 
 
 async def test_pinning_can_be_turned_off() -> None:
