@@ -229,6 +229,7 @@ class Daemon:
             state = await reconciler.snapshot()
             config = self._current()
             slots = PullSlots(config.concurrency)
+            settled: dict[Reference, Outcome] = {}
             running: dict[Reference, asyncio.Task[Outcome]] = {}
             try:
                 while True:
@@ -238,16 +239,24 @@ class Daemon:
                             task.cancel()
                             del running[ref]
                     for ref, entry in wanted.items():
-                        if ref not in running:
-                            work = reconciler.converge_entry(entry, state, slots, pin=config.pin)
-                            running[ref] = asyncio.create_task(work)
-                    if await self._until_done_or_new_list(set(running.values())):
+                        if ref in running or ref in settled:
+                            continue
+                        # Present images are decided on the spot: no task per image.
+                        quick = reconciler.settled(entry, state)
+                        if quick is not None:
+                            settled[ref] = quick
+                            continue
+                        work = reconciler.converge_entry(entry, state, slots, pin=config.pin)
+                        running[ref] = asyncio.create_task(work)
+                    if not running or await self._until_done_or_new_list(set(running.values())):
                         break
                     config = self._current()
                     self._list_changed.clear()
                     state = await reconciler.snapshot()
                     log.info("new list adopted mid-pass", extra={"event": "config_applied"})
-                outcomes = [running[e.reference].result() for e in config.images]
+                outcomes = [
+                    settled.get(e.reference) or running[e.reference].result() for e in config.images
+                ]
             finally:
                 for task in running.values():
                     task.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import math
 import os
@@ -11,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 from agent import __version__, logs
 from agent import config as configs
@@ -20,6 +22,8 @@ from agent.config import PreloadConfig, RegistrySettings
 from agent.credentials import CredentialFiles
 from agent.errors import AgentError, InputError
 from agent.hosts import DEFAULT_HOSTS_DIR
+from agent.lock import DEFAULT_CONCURRENCY as LOCK_CONCURRENCY
+from agent.lock import MAX_CONCURRENCY as MAX_LOCK_CONCURRENCY
 from agent.lock import resolve_tags
 from agent.reconcile import Outcome, Status
 from agent.settings import DEFAULT_ENDPOINT, DEFAULT_LISTEN, DaemonSettings, parse_listen
@@ -49,6 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code(exc)
     except KeyboardInterrupt:
         return 130
+
+
+def _load_wiring() -> ModuleType:
+    """gRPC and aiohttp load only for the commands that use them. What is loaded by then is
+    frozen out of the cyclic GC (gc.freeze), so a pass over thousands of images does not scan
+    the libraries' objects again at every collection."""
+    from agent import wiring
+
+    gc.freeze()
+    return wiring
 
 
 def exit_code(exc: AgentError) -> int:
@@ -119,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     lock = commands.add_parser("lock", help="pin every tag of a preload list to its current digest")
     lock.add_argument("--config", required=True, type=Path, help="the preload list (YAML)")
     lock.add_argument("-o", "--output", type=Path, help="where to write the lock (default: stdout)")
+    lock.add_argument(
+        "--concurrency",
+        type=_count(1, MAX_LOCK_CONCURRENCY),
+        default=LOCK_CONCURRENCY,
+        help=f"HEAD requests in flight to one registry (default {LOCK_CONCURRENCY}; a "
+        "registry's own `concurrency:` in the list wins)",
+    )
     lock.set_defaults(command=_lock)
 
     resolve = commands.add_parser("resolve", help="print the digest an image reference names now")
@@ -154,6 +175,19 @@ def _credential_files(config: PreloadConfig) -> CredentialFiles:
     files = CredentialFiles(config.credential_paths())
     files.keyring()
     return files
+
+
+def _count(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `minimum` to `maximum`."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit() or not minimum <= int(text) <= maximum:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} must be a whole number from {minimum} to {maximum}"
+            )
+        return int(text)
+
+    return parse
 
 
 def _seconds(minimum: float) -> Callable[[str], float]:
@@ -197,11 +231,12 @@ async def _run(args: argparse.Namespace) -> int:
     # The daemon's web server and Prometheus code load only for `run`.
     from agent.app import Daemon
 
+    gc.freeze()  # as _load_wiring: the daemon's passes need not rescan what start-up loaded
     return await Daemon(settings).run()
 
 
 async def _once(args: argparse.Namespace) -> int:
-    from agent import wiring  # gRPC and aiohttp load only for the commands that use them
+    wiring = _load_wiring()
 
     config = configs.load(args.config)
     files = _credential_files(config)
@@ -256,12 +291,14 @@ def format_bytes(size: int) -> str:
 
 
 async def _lock(args: argparse.Namespace) -> int:
-    from agent import wiring  # gRPC and aiohttp load only for the commands that use them
+    wiring = _load_wiring()
 
     config = configs.load(args.config)
     credentials = _credential_files(config).lookup
-    async with wiring.registry_client(config.registry, _hosts_dir(args), credentials) as registry:
-        results = await resolve_tags(registry, config.images)
+    async with wiring.registry_client(
+        config.registry, _hosts_dir(args), credentials, concurrency=args.concurrency
+    ) as registry:
+        results = await resolve_tags(registry, config.images, args.concurrency)
     tags = list(results)
     failures = {e: r for e, r in results.items() if isinstance(r, AgentError)}
     for entry, error in failures.items():
@@ -300,7 +337,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 async def _resolve(args: argparse.Namespace) -> int:
-    from agent import wiring  # gRPC and aiohttp load only for the commands that use them
+    wiring = _load_wiring()
 
     ref = references.parse(args.image)
     node = _platform_arg(args.platform) or platforms.detect()  # no runtime to ask here

@@ -47,12 +47,15 @@ class ImageEntry:
     line: int
     platforms: tuple[Platform, ...] = ()
     """Only nodes of these platforms preload the image; empty means every node."""
+    kind: Kind = field(init=False, repr=False, compare=False)
+    """Computed once: a pass asks every entry its kind, and lists run to thousands."""
 
-    @property
-    def kind(self) -> Kind:
+    def __post_init__(self) -> None:
         if self.reference.digest is None:
-            return Kind.TAG
-        return Kind.PINNED if self.has_tag else Kind.DIGEST
+            kind = Kind.TAG
+        else:
+            kind = Kind.PINNED if self.has_tag else Kind.DIGEST
+        object.__setattr__(self, "kind", kind)
 
     @property
     def has_tag(self) -> bool:

@@ -11,7 +11,8 @@ from agent.errors import AgentError
 from agent.reference import Reference
 
 DEFAULT_CONCURRENCY = 16
-"""Parallel HEADs: cheap for a registry, and hundreds of tags lock in seconds."""
+"""HEADs in flight to one registry: cheap for a registry, and hundreds of tags lock in seconds."""
+MAX_CONCURRENCY = 256
 
 
 class TagResolver(Protocol):

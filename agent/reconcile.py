@@ -155,10 +155,28 @@ class Reconciler:
         """One pass over the list; RuntimeUnavailable if the runtime cannot be asked at all."""
         state = await self.snapshot()
         slots = PullSlots(config.concurrency)
-        outcomes = await _gather_in_order(
-            [self.converge_entry(e, state, slots, pin=config.pin) for e in config.images]
+        outcomes = [self.settled(e, state) for e in config.images]
+        todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        done = await _gather_in_order(
+            [self.converge_entry(config.images[i], state, slots, pin=config.pin) for i in todo]
         )
-        return await self.finish(config, outcomes)
+        for i, outcome in zip(todo, done, strict=True):
+            outcomes[i] = outcome
+        return await self.finish(config, [o for o in outcomes if o is not None])
+
+    def settled(self, entry: ImageEntry, state: NodeState) -> Outcome | None:
+        """The outcome of an entry decided by the node's state alone, with no call (present
+        pinned or digest entries, entries for other platforms); None if it needs work. A
+        converged pass over thousands of images then costs no task or call per image."""
+        if entry.kind is Kind.TAG and entry.applies_to(self._node):
+            return None
+        step = plan_one(entry, self._node, state, None)
+        if step.action is Action.SKIP:
+            return Outcome(entry, Status.SKIPPED, step.reason, action=step.action)
+        if step.action is Action.HIT:
+            assert step.present is not None
+            return _present(entry, Status.HIT, step.reason, step.digest, step.present, step.action)
+        return None
 
     async def snapshot(self) -> NodeState:
         """What the node holds now (one ListImages call)."""
@@ -170,7 +188,7 @@ class Reconciler:
         node whose runtime reports every pin costs no call here."""
         if not config.pin or self._binder is None:
             return outcomes
-        if self._pins_honoured and all(o.pinned for o in outcomes if _names(o)):
+        if self._pins_honoured and all(o.pinned for o in outcomes if _owns_records(o)):
             return outcomes
         await self._pin(self._binder, outcomes)
         return await self._with_pins(outcomes) if self._pins_honoured else outcomes
@@ -179,6 +197,9 @@ class Reconciler:
         self, entry: ImageEntry, state: NodeState, slots: PullSlots, *, pin: bool
     ) -> Outcome:
         """One image: plan, check, pull, bind (and, with `pin`, label what it binds)."""
+        quick = self.settled(entry, state)
+        if quick is not None:
+            return quick
         started = self._clock()
         step: Step | None = None
         if self._stopping():
@@ -328,11 +349,14 @@ class Reconciler:
         ]
 
 
+def _owns_records(outcome: Outcome) -> bool:
+    """Whether the entry was preloaded, so its record is ours to pin."""
+    return outcome.converged and outcome.status is not Status.SKIPPED
+
+
 def _names(outcome: Outcome) -> list[str]:
     """The records a converged, preloaded entry owns (what pinning labels)."""
-    if not outcome.converged or outcome.status is Status.SKIPPED:
-        return []
-    return _pin_names(outcome.entry)
+    return _pin_names(outcome.entry) if _owns_records(outcome) else []
 
 
 def _pin_names(entry: ImageEntry) -> list[str]:
@@ -351,9 +375,16 @@ def _failed_after_pull(entry: ImageEntry, exc: ImageError) -> Outcome:
 
 
 def _present(
-    entry: ImageEntry, status: Status, reason: str, digest: str | None, image: NodeImage
+    entry: ImageEntry,
+    status: Status,
+    reason: str,
+    digest: str | None,
+    image: NodeImage,
+    action: Action | None = None,
 ) -> Outcome:
-    return Outcome(entry, status, reason, digest, image.id, image.size, pinned=image.pinned)
+    return Outcome(
+        entry, status, reason, digest, image.id, image.size, action=action, pinned=image.pinned
+    )
 
 
 def _recorded_digest(image: NodeImage, ref: Reference, expected: str | None) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent.errors import InvalidReference
 
@@ -22,6 +22,7 @@ _DOMAIN = re.compile(
 )
 # ASCII only, as the grammar says: Python's \w would also take "vü١".
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_HEX = re.compile(r"[0-9a-f]+")
 _DIGEST_HEX = {"sha256": 64, "sha512": 128}
 _MAX_NAME = 255
 
@@ -34,11 +35,12 @@ class Reference:
     path: str
     tag: str | None = None
     digest: str | None = None
+    name: str = field(init=False, repr=False, compare=False)
+    """The repository with its registry, as containerd records it (computed once: a pass over
+    thousands of images asks for it many times)."""
 
-    @property
-    def name(self) -> str:
-        """The repository with its registry, as containerd records it."""
-        return f"{self.domain}/{self.path}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", f"{self.domain}/{self.path}")
 
     @property
     def api_host(self) -> str:
@@ -76,7 +78,7 @@ def validate_digest(digest: str) -> str:
     algorithm, sep, hex_part = digest.partition(":")
     if not sep or algorithm not in _DIGEST_HEX:
         raise ValueError(f"digest {digest!r} must be sha256:<64 hex> (or sha512:<128 hex>)")
-    if len(hex_part) != _DIGEST_HEX[algorithm] or not re.fullmatch(r"[0-9a-f]+", hex_part):
+    if len(hex_part) != _DIGEST_HEX[algorithm] or not _HEX.fullmatch(hex_part):
         raise ValueError(
             f"digest {digest!r} must have {_DIGEST_HEX[algorithm]} lower-case hex characters"
         )

@@ -40,9 +40,11 @@ USER_AGENT = "prepull-agent"
 Session = aiohttp.ClientSession
 
 
-def open_session(limit: int = 32, limit_per_host: int = 8) -> aiohttp.ClientSession:
-    """One keep-alive session per process, owned and closed by the caller."""
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host)
+def open_session() -> aiohttp.ClientSession:
+    """One keep-alive session per process, owned and closed by the caller. The connection pool
+    has no limit of its own: each registry's slots (Transport) are the one limit, so the
+    concurrency a list or a command states is what a registry sees."""
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(
         total=REQUEST_TIMEOUT, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT
     )

@@ -28,16 +28,17 @@ async def registry_client(
     hosts_dir: Path | None,
     credentials: Callable[[Reference], Sequence[Credential]] = lambda ref: (),
     observer: RegistryObserver | None = None,
+    concurrency: int | None = None,
 ) -> AsyncIterator[RegistryClient]:
     """A registry client that reaches registries as containerd does (its hosts directory, then
-    the list's `registries:`), with each registry's own concurrency limit; its HTTP session is
-    closed on exit."""
+    the list's `registries:`), with each registry's own concurrency limit (else `concurrency`,
+    else the transport's default); its HTTP session is closed on exit."""
     async with open_session() as session:
         yield RegistryClient(
             session,
             resolver(settings, HostsDirectory(hosts_dir)),
             credentials=credentials,
-            concurrency=lambda domain: settings(domain).concurrency,
+            concurrency=lambda domain: settings(domain).concurrency or concurrency,
             observer=observer,
         )
 

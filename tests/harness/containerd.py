@@ -288,13 +288,13 @@ class Containerd:
         )
         return probe.returncode == 0
 
-    def ctr(self, *args: str) -> str:
+    def ctr(self, *args: str, timeout: float = 60) -> str:
         """Run containerd's own CLI against this instance, in the CRI namespace."""
         result = subprocess.run(
             [self.release.ctr(), "--address", str(self.socket), "-n", "k8s.io", *args],
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout,
         )
         if result.returncode != 0:
             raise HarnessError(f"ctr {' '.join(args)}: {result.stderr.strip()}")

@@ -57,16 +57,21 @@ class PushedImage:
 BUSYBOX = "/bin/busybox"  # Debian's busybox-static: one static binary that runs anywhere
 
 
-def _busybox_layer() -> tuple[bytes, str]:
-    """A layer holding /bin/busybox and /bin/sh, for images that must really run."""
+def _busybox_layer(filler_bytes: int = 0) -> tuple[bytes, str]:
+    """A layer holding /bin/busybox and /bin/sh, for images that must really run, and
+    `filler_bytes` of random data (the weight of a real application image)."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         tar.add(BUSYBOX, arcname="bin/busybox")
         link = tarfile.TarInfo("bin/sh")
         link.type, link.linkname = tarfile.SYMTYPE, "busybox"
         tar.addfile(link)
+        if filler_bytes:
+            filler = tarfile.TarInfo("filler.bin")
+            filler.size = filler_bytes
+            tar.addfile(filler, io.BytesIO(os.urandom(filler_bytes)))
     uncompressed = raw.getvalue()
-    return gzip.compress(uncompressed, mtime=0), sha256(uncompressed)
+    return gzip.compress(uncompressed, compresslevel=1, mtime=0), sha256(uncompressed)
 
 
 def _push_single(
@@ -105,14 +110,23 @@ def _push_single(
     return manifest, digest, sha256(config), sha256(blob)
 
 
-def push_runnable(registry: Registry, repo: str, tag: str, command: list[str]) -> PushedImage:
+def push_runnable(
+    registry: Registry, repo: str, tag: str, command: list[str], filler_bytes: int = 0
+) -> PushedImage:
     """A single-platform image for this machine whose entrypoint really runs (busybox)."""
     platform = str(detect())
-    _, digest, config, layer = _push_single(
-        registry, repo, tag, platform, _busybox_layer(), {"Entrypoint": command}
+    layer = _busybox_layer(filler_bytes)
+    _, digest, config, layer_digest = _push_single(
+        registry, repo, tag, platform, layer, {"Entrypoint": command}
     )
     return PushedImage(
-        registry.host, repo, tag, digest, {platform: digest}, {platform: config}, {platform: layer}
+        registry.host,
+        repo,
+        tag,
+        digest,
+        {platform: digest},
+        {platform: config},
+        {platform: layer_digest},
     )
 
 
@@ -125,7 +139,8 @@ def _layer(payload: bytes, label: str) -> tuple[bytes, str]:
         info.mtime = 0
         tar.addfile(info, io.BytesIO(payload))
     uncompressed = raw.getvalue()
-    return gzip.compress(uncompressed, mtime=0), sha256(uncompressed)
+    # Level 1: the payload is random, no level compresses it, and 9 takes seconds per 100 MB.
+    return gzip.compress(uncompressed, compresslevel=1, mtime=0), sha256(uncompressed)
 
 
 def push_platform_manifest(

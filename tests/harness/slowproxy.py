@@ -48,7 +48,8 @@ class SlowProxy:
             self._connections.discard(task)  # type: ignore[arg-type]
 
     async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        # A backlog for hundreds of simultaneous connects (asyncio's default 100 drops SYNs: +1s).
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _stop(self) -> None:

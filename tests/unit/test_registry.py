@@ -305,6 +305,17 @@ async def test_a_registry_concurrency_limit_holds(fake: FakeRegistry) -> None:
     assert fake.max_in_flight == 2
 
 
+async def test_a_stated_concurrency_above_eight_is_what_the_registry_sees(
+    fake: FakeRegistry,
+) -> None:
+    """The connection pool has no cap of its own (it once held every registry to 8)."""
+    fake.delay = 0.05
+    async with open_session() as session:
+        client = RegistryClient(session, PLAIN_HTTP, policy=FAST, concurrency=lambda domain: 16)
+        await asyncio.gather(*(client.head_digest(ref(fake)) for _ in range(32)))
+    assert fake.max_in_flight == 16
+
+
 async def test_a_429_pauses_every_request_to_that_registry(fake: FakeRegistry) -> None:
     fake.failures, fake.retry_after = [429], "0.3"
     async with open_session() as session:
