@@ -23,7 +23,7 @@ from agent.credentials import CredentialFiles
 from agent.errors import AgentError, ConfigError, InputError, RuntimeUnavailable
 from agent.metrics import Metrics, observe_pass
 from agent.platform import Platform
-from agent.reconcile import Outcome, PullSlots, Status
+from agent.reconcile import Outcome, PullSlots, Reconciler, Status
 from agent.reference import Reference
 from agent.registry import RegistryClient
 from agent.server import make_app
@@ -89,6 +89,7 @@ class Daemon:
         """Set by the config watcher when it adopts a new list; the reconcile loop clears it."""
         self._config: PreloadConfig | None = None
         self._credential_files = CredentialFiles(())
+        self._reconciler: tuple[tuple[object, ...], Reconciler] | None = None
         self._node: Platform | None = settings.node
         self._runtime_seen: tuple[str, str] | None = None
         self._seen_containers: set[str] | None = None
@@ -219,13 +220,7 @@ class Daemon:
         started = time.monotonic()
         try:
             node = await self._meet_runtime(runtime)
-            reconciler = runtime.reconciler(
-                registry,
-                node,
-                lambda ref: self._credential_files.lookup(ref),
-                on_start=self.report.pulling,
-                stopping=self._stop.is_set,
-            )
+            reconciler = self._reconciler_for(runtime, registry, node)
             state = await reconciler.snapshot()
             config = self._current()
             slots = PullSlots(config.concurrency)
@@ -309,6 +304,24 @@ class Daemon:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _reconciler_for(
+        self, runtime: wiring.Runtime, registry: RegistryClient, node: Platform
+    ) -> Reconciler:
+        """One reconciler while the node, the runtime's features and the registry client stay
+        the same: it keeps what it settled last pass, so a steady pass over thousands of images
+        re-decides none."""
+        key = (node, runtime.features, registry)
+        if self._reconciler is None or self._reconciler[0] != key:
+            reconciler = runtime.reconciler(
+                registry,
+                node,
+                lambda ref: self._credential_files.lookup(ref),
+                on_start=self.report.pulling,
+                stopping=self._stop.is_set,
+            )
+            self._reconciler = (key, reconciler)
+        return self._reconciler[1]
 
     async def _meet_runtime(self, runtime: wiring.Runtime) -> Platform:
         """Learn the runtime behind the socket (again: it may have been upgraded) and, once,
@@ -405,6 +418,8 @@ def _raise_runtime_unavailable(tasks: set[asyncio.Task[Outcome]]) -> None:
 
 
 def _log_outcome(outcome: Outcome) -> None:
+    if outcome.status not in (Status.FAILED, Status.PULLED, Status.BOUND):
+        return  # a steady pass over thousands of hits logs (and builds) nothing per image
     fields = {
         "image": outcome.entry.written,
         "digest": outcome.digest,

@@ -42,6 +42,9 @@ class CriClient:
         self.features: RuntimeFeatures | None = None
         """What the runtime can do, known after the first `version()`."""
         self._one_pull_at_a_time = asyncio.Lock()
+        self._converted: dict[bytes, NodeImage] = {}
+        """The images of the last ListImages answer, by their encoding: a steady node answers
+        the same images (in another order: containerd lists a map)."""
 
     async def _call(
         self,
@@ -89,7 +92,13 @@ class CriClient:
         response = await self._call(
             self._images.ListImages, api_pb2.ListImagesRequest(), "ListImages"
         )
-        return [_node_image(image) for image in response.images]
+        # Encoding an image costs a tenth of converting it: a daemon pass over an unchanged node
+        # converts nothing. Only the last answer's images are kept.
+        known, self._converted = self._converted, {}
+        for image in response.images:
+            key = image.SerializeToString()
+            self._converted[key] = known.get(key) or _node_image(image)
+        return list(self._converted.values())
 
     async def image_status(self, reference: str) -> NodeImage | None:
         request = api_pb2.ImageStatusRequest(image=api_pb2.ImageSpec(image=reference))

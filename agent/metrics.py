@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform as _host
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -19,6 +19,7 @@ RECONCILE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 360
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._image_states: dict[str, tuple[bool, bool]] = {}
         self.registry = registry
         self.cache_hits = Counter(
             "prepull_cache_hits",
@@ -170,19 +171,19 @@ class Metrics:
         self.runtime_info.clear()
         self.runtime_info.labels(name, version).set(1)
 
-    def forget_images(self, keep: Iterable[str]) -> None:
-        """Drop per-image series of images no longer configured (bounded by the list)."""
-        wanted = set(keep)
-        for gauge in (self.image_ready, self.image_pinned):
-            for labels in list(_label_values(gauge)):
-                if labels not in wanted:
-                    gauge.remove(labels)
-
-
-def _label_values(gauge: Gauge) -> Iterable[str]:
-    for metric in gauge.collect():
-        for sample in metric.samples:
-            yield sample.labels["image"]
+    def image_states(self, states: Mapping[str, tuple[bool, bool]]) -> None:
+        """The per-image gauges, (ready, pinned) for every configured image. Only changes are
+        written, and series of images no longer configured are dropped (bounded by the list):
+        at thousands of images a steady pass costs a dict comparison, not a label lookup and
+        a lock per series."""
+        for image, (ready, pinned) in states.items():
+            if self._image_states.get(image) != (ready, pinned):
+                self.image_ready.labels(image).set(ready)
+                self.image_pinned.labels(image).set(pinned)
+        for image in self._image_states.keys() - states.keys():
+            self.image_ready.remove(image)
+            self.image_pinned.remove(image)
+        self._image_states = dict(states)
 
 
 def observe_pass(
@@ -194,10 +195,12 @@ def observe_pass(
     now: float,
 ) -> None:
     """Turn one pass into counters and gauges (the loop stays free of metric calls)."""
+    hits = sum(o.status == Status.HIT for o in outcomes)
+    metrics.cache_hits.inc(hits)
     for outcome in outcomes:
         if outcome.status == Status.HIT:
-            metrics.cache_hits.inc()
-        elif outcome.pull_attempted or outcome.status == Status.BOUND:
+            continue
+        if outcome.pull_attempted or outcome.status == Status.BOUND:
             metrics.cache_misses.inc()
         if outcome.status == Status.REFUSED:
             metrics.refusals.inc()
@@ -216,10 +219,7 @@ def observe_pass(
     metrics.images_ready.set(sum(r.state == State.PRESENT for r in desired))
     metrics.images_failed_permanently.set(sum(r.permanent for r in report.missing))
     metrics.node_ready.set(report.ready)
-    for image in desired:
-        metrics.image_ready.labels(image.image).set(image.state == State.PRESENT)
-        metrics.image_pinned.labels(image.image).set(image.pinned)
-    metrics.forget_images(r.image for r in desired)
+    metrics.image_states({i.image: (i.state == State.PRESENT, i.pinned) for i in desired})
     metrics.reconcile_duration.observe(seconds)
     if summary.converged:
         metrics.last_success.set(now)

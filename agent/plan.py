@@ -66,20 +66,28 @@ def plan(
     return [plan_one(entry, node, state, tag_digests.get(entry)) for entry in entries]
 
 
+def inputs(entry: ImageEntry, state: NodeState) -> tuple[NodeImage | None, NodeImage | None]:
+    """What the node's state holds under the entry's names, (by digest, by tag): all a plan
+    for the entry reads of the state (with the registry's digest for a tag entry)."""
+    ref = entry.reference
+    by_digest = state.by_digest.get(ref.by_digest()) if ref.digest is not None else None
+    by_tag = state.by_tag.get(ref.tagged) if entry.kind is not Kind.DIGEST else None
+    return by_digest, by_tag
+
+
 def plan_one(entry: ImageEntry, node: Platform, state: NodeState, tag_digest: str | None) -> Step:
     ref = entry.reference
     if not entry.applies_to(node):
         return Step(entry, Action.SKIP, f"for {describe(entry.platforms)}, not {node}")
+    content, tagged = inputs(entry, state)
     if entry.kind == Kind.DIGEST:
         assert ref.digest is not None
-        image = state.by_digest.get(ref.by_digest())
+        image = content
         if image is not None:
             return Step(entry, Action.HIT, "present", ref.digest, present=image)
         return Step(entry, Action.PULL, "absent", ref.digest, pull_ref=ref.by_digest())
     if entry.kind == Kind.PINNED:
         assert ref.digest is not None
-        content = state.by_digest.get(ref.by_digest())
-        tagged = state.by_tag.get(ref.tagged)
         drift = tagged is not None and (content is None or tagged.id != content.id)
         if content is not None and tagged is not None and tagged.id == content.id:
             return Step(entry, Action.HIT, "present", ref.digest, present=content)
@@ -105,7 +113,6 @@ def plan_one(entry: ImageEntry, node: Platform, state: NodeState, tag_digest: st
         )
     if tag_digest is None:
         raise ValueError(f"{entry.written}: a tag entry needs its resolved digest to be planned")
-    tagged = state.by_tag.get(ref.tagged)
     if tagged is not None and ref.by_digest(tag_digest) in tagged.repo_digests:
         return Step(entry, Action.HIT, "present", tag_digest, present=tagged)
     if tagged is not None:

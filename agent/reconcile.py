@@ -22,7 +22,7 @@ from agent.errors import (
     TransientRegistryError,
 )
 from agent.manifest import Resolution
-from agent.plan import Action, NodeImage, NodeState, Step, plan_one
+from agent.plan import Action, NodeImage, NodeState, Step, inputs, plan_one
 from agent.platform import Platform
 from agent.reference import Reference
 
@@ -150,6 +150,10 @@ class Reconciler:
         self._credentials = credentials
         self._pins_honoured = pins_honoured
         """The runtime reports our pin label (agent.runtimes): worth reading back."""
+        self._settled_before: dict[ImageEntry, tuple[Any, Outcome]] = {}
+        self._settled_now: dict[ImageEntry, tuple[Any, Outcome]] = {}
+        """Settled outcomes by entry, with the node images they were decided on: the last
+        pass's (reused when the same images are seen again) and this pass's."""
 
     async def converge(self, config: PreloadConfig) -> list[Outcome]:
         """One pass over the list; RuntimeUnavailable if the runtime cannot be asked at all."""
@@ -170,6 +174,17 @@ class Reconciler:
         converged pass over thousands of images then costs no task or call per image."""
         if entry.kind is Kind.TAG and entry.applies_to(self._node):
             return None
+        seen = inputs(entry, state)
+        before = self._settled_before.get(entry)
+        if before is not None and before[0] == seen:
+            outcome: Outcome | None = before[1]
+        else:
+            outcome = self._settle(entry, state)
+        if outcome is not None:
+            self._settled_now[entry] = (seen, outcome)
+        return outcome
+
+    def _settle(self, entry: ImageEntry, state: NodeState) -> Outcome | None:
         step = plan_one(entry, self._node, state, None)
         if step.action is Action.SKIP:
             return Outcome(entry, Status.SKIPPED, step.reason, action=step.action)
@@ -186,6 +201,7 @@ class Reconciler:
         """After the images: pin what is not pinned yet (what was present before the pass, and
         digest pulls; binds pin as they go), and report pins as CRI now sees them. A converged
         node whose runtime reports every pin costs no call here."""
+        self._settled_before, self._settled_now = self._settled_now, {}
         if not config.pin or self._binder is None:
             return outcomes
         if self._pins_honoured and all(o.pinned for o in outcomes if _owns_records(o)):

@@ -75,6 +75,16 @@ def test_usage_errors_exit_2() -> None:
     assert info.value.code == 2
 
 
+@pytest.mark.parametrize("value", ["0", "257", "-1", "many"])
+def test_lock_concurrency_out_of_range_is_a_usage_error(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["lock", "--config", str(tmp_path / "x.yaml"), "--concurrency", value])
+    assert info.value.code == 2
+    assert "whole number from 1 to 256" in capsys.readouterr().err
+
+
 def test_outcome_lines() -> None:
     entry = parse(f"images:\n  - r.io/a/b@{D}\n").images[0]
     pulled = Outcome(entry, "pulled", "absent", D, "sha256:id", 12_345_678, 4.21)

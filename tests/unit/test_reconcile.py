@@ -129,3 +129,19 @@ async def test_pinning_can_be_turned_off() -> None:
     await Reconciler(runtime, FakeRegistry(), binder, NODE).converge(config)
 
     assert binder.pinned == []
+
+
+async def test_a_steady_node_reuses_last_passes_decisions_until_an_image_changes() -> None:
+    config = parse(f"images:\n  - r.io/a/app:1@{D1}\n  - r.io/a/b@{D1}\n")
+    runtime = FakeRuntime()
+    reconciler = Reconciler(runtime, FakeRegistry(), FakeBinder(runtime), NODE)
+    await reconciler.converge(config)
+    second = await reconciler.converge(config)
+
+    third = await reconciler.converge(config)
+
+    assert [o.status for o in third] == ["hit", "hit"]
+    assert all(a is b for a, b in zip(second, third, strict=True)), "decided again"
+    runtime.images = [i for i in runtime.images if f"r.io/a/b@{D1}" not in i.repo_digests]
+    fourth = await reconciler.converge(config)
+    assert [o.status for o in fourth] == ["hit", "pulled"]
