@@ -206,8 +206,14 @@ class Reconciler:
             return outcomes
         if self._pins_honoured and all(o.pinned for o in outcomes if _owns_records(o)):
             return outcomes
-        await self._pin(self._binder, outcomes)
-        return await self._with_pins(outcomes) if self._pins_honoured else outcomes
+        labelled = await self._pin(self._binder, outcomes)
+        # Read pins back only when this pass labelled something (here, or binding as it
+        # went): a runtime that does not report our label would otherwise be asked for two
+        # seconds on every pass.
+        fresh = any(o.status in (Status.PULLED, Status.BOUND) for o in outcomes)
+        if self._pins_honoured and (labelled or fresh):
+            return await self._with_pins(outcomes)
+        return outcomes
 
     async def converge_entry(
         self, entry: ImageEntry, state: NodeState, slots: PullSlots, *, pin: bool
@@ -339,14 +345,16 @@ class Reconciler:
                 )
             await asyncio.sleep(BIND_POLL_INTERVAL)
 
-    async def _pin(self, binder: TagBinder, outcomes: Sequence[Outcome]) -> None:
-        """Label what we preloaded so kubelet's image GC keeps it (containerd 1.6.22+, 1.7.3+)."""
+    async def _pin(self, binder: TagBinder, outcomes: Sequence[Outcome]) -> bool:
+        """Label what we preloaded so kubelet's image GC keeps it (containerd 1.6.22+, 1.7.3+);
+        True if any label was added."""
         names = [name for o in outcomes for name in _names(o)]
         try:
-            await binder.pin(names)
+            return bool(await binder.pin(names))
         except AgentError as exc:
             # Pinning protects against GC; failing to pin does not make the node wrong.
             log.warning("could not label images as pinned: %s", exc)
+            return False
 
     async def _with_pins(self, outcomes: list[Outcome]) -> list[Outcome]:
         """The outcomes with `pinned` as CRI reports it now that the labels are on. CRI learns

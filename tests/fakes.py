@@ -23,7 +23,7 @@ class FakeRuntime:
 
     endpoint = "fake://runtime"
 
-    def __init__(self, fail_list: bool = False) -> None:
+    def __init__(self, fail_list: bool = False, reports_pins: bool = True) -> None:
         self.images: list[NodeImage] = []
         self.pulls: list[str] = []
         self.credentials_used: list[object] = []
@@ -31,13 +31,18 @@ class FakeRuntime:
         self.in_flight = 0
         self.max_in_flight = 0
         self.pinned_names: set[str] = set()
+        self.reports_pins = reports_pins
+        """False: like Debian's containerd 1.6.20, which keeps the label but reports no pin."""
+        self.list_calls = 0
         """Records labelled pinned (FakeBinder): CRI reports an image pinned if one of its is."""
 
     def _as_reported(self, image: NodeImage) -> NodeImage:
-        pinned = not self.pinned_names.isdisjoint((*image.repo_tags, *image.repo_digests))
+        names = (*image.repo_tags, *image.repo_digests)
+        pinned = self.reports_pins and not self.pinned_names.isdisjoint(names)
         return dataclasses.replace(image, pinned=pinned)
 
     async def list_images(self) -> list[NodeImage]:
+        self.list_calls += 1
         if self.fail_list:
             raise RuntimeUnavailable(self.endpoint, "socket missing")
         return [self._as_reported(image) for image in self.images]

@@ -145,3 +145,18 @@ async def test_a_steady_node_reuses_last_passes_decisions_until_an_image_changes
     runtime.images = [i for i in runtime.images if f"r.io/a/b@{D1}" not in i.repo_digests]
     fourth = await reconciler.converge(config)
     assert [o.status for o in fourth] == ["hit", "pulled"]
+
+
+async def test_a_converged_pass_does_not_wait_for_pins_a_runtime_never_reports() -> None:
+    """Seen on containerd 1.6.20 with a client that assumed pins were honoured: 40 ListImages
+    calls per converged pass, waiting for a pin that never shows."""
+    config = parse(f"images:\n  - r.io/a/app:1@{D1}\n")
+    runtime = FakeRuntime(reports_pins=False)
+    reconciler = Reconciler(runtime, FakeRegistry(), FakeBinder(runtime), NODE)
+    await reconciler.converge(config)
+    calls = runtime.list_calls
+
+    (outcome,) = await reconciler.converge(config)
+
+    assert outcome.status == "hit" and not outcome.pinned
+    assert runtime.list_calls == calls + 1
