@@ -67,15 +67,41 @@ class RegistryClient:
     async def head_digest(self, ref: Reference) -> tuple[str, str]:
         """The digest and media type a tag (or digest) names now; HEAD, GET only if needed."""
         target = ref.digest or ref.tag or "latest"
-        response = await self._call(
-            ref, "HEAD", f"manifests/{target}", {"Accept": manifests.ACCEPT}
-        )
+        try:
+            response = await self._call(
+                ref, "HEAD", f"manifests/{target}", {"Accept": manifests.ACCEPT}
+            )
+        except RegistryError as exc:
+            if exc.status != 404:
+                raise
+            raise await self._what_is_missing(ref, target, exc) from None
+
         digest = response.headers.get("Docker-Content-Digest")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         if digest:
             return digest, media_type
         fetched = await self.fetch_manifest(ref, target)
         return fetched.digest, fetched.media_type
+
+    async def _what_is_missing(
+        self, ref: Reference, target: str, headed: RegistryError
+    ) -> RegistryError:
+        """After a 404 to HEAD: whether the repository or the tag is missing. A HEAD answer has
+        no body; the tag list of the repository says (distribution answers NAME_UNKNOWN for a
+        repository it does not hold). One request more, on failure only; a registry that will
+        not say (401 to anonymous listing, as Docker Hub) leaves the first answer."""
+        try:
+            await self._call(ref, "GET", "tags/list?n=1", {})
+        except RegistryError as exc:
+            if exc.status == 404:
+                return RegistryError(
+                    ref.domain, ref.path, "the repository does not exist", status=404
+                )
+            return headed
+        what = f"manifest {ref.digest}" if ref.digest else f"tag {target!r}"
+        return RegistryError(
+            ref.domain, ref.path, f"{what} not found; the repository exists", status=404
+        )
 
     async def fetch_manifest(self, ref: Reference, target: str | None = None) -> Manifest:
         """GET a manifest by tag or digest and verify its content against the digest."""
@@ -292,15 +318,35 @@ def _raise_for_status(ref: Reference, response: Response, *, credentials_sent: b
             retry_after=retry_after(response.headers.get("Retry-After")),
         )
     if status == 404:
-        detail = "not found" + (f" ({detail})" if detail else "")
+        detail = _not_found(ref, _error_codes(response.body), detail)
     elif status in (401, 403):
         sent = "credentials were sent" if credentials_sent else "no credentials were sent"
         detail = f"access denied ({detail + '; ' if detail else ''}{sent})"
+        if not credentials_sent:
+            detail += f"; if {ref.domain} needs a login, name a pull secret under `credentials:`"
     else:
         detail = detail or "unexpected response"
     raise RegistryError(
         ref.domain, ref.path, detail, status=status, credentials_sent=credentials_sent
     )
+
+
+def _not_found(ref: Reference, codes: list[str], detail: str) -> str:
+    """Which part is missing, by the registry's error code (distribution-spec): the
+    repository, or the tag or manifest within it. A HEAD answer has no body to say."""
+    if "NAME_UNKNOWN" in codes:
+        return f"the repository does not exist ({detail})"
+    if "MANIFEST_UNKNOWN" in codes:
+        what = f"manifest {ref.digest}" if ref.digest else f"tag {ref.tag or 'latest'!r}"
+        return f"{what} not found ({detail})"
+    return "not found" + (f" ({detail})" if detail else "")
+
+
+def _error_codes(body: bytes) -> list[str]:
+    try:
+        return [str(e.get("code")) for e in json.loads(body).get("errors") or []]
+    except (ValueError, AttributeError, TypeError):
+        return []
 
 
 def _error_detail(body: bytes) -> str:

@@ -190,13 +190,7 @@ class Transport:
             ) from None
         except aiohttp.ClientSSLError as exc:
             # A certificate problem does not heal by retrying: say how to fix it.
-            reason = getattr(exc, "certificate_error", None) or exc
-            raise RegistryError(
-                ref.domain,
-                ref.path,
-                f"TLS with {endpoint.netloc} failed: {reason}; trust its CA with "
-                f"registries.{ref.domain}.ca or a hosts.toml 'ca'",
-            ) from None
+            raise RegistryError(ref.domain, ref.path, _tls_advice(ref, endpoint, exc)) from None
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             detail = str(exc) or type(exc).__name__
             raise TransientRegistryError(
@@ -217,6 +211,22 @@ class Transport:
             wait = retry_after(headers.get("Retry-After"))
             wait = DEFAULT_429_PAUSE if wait is None else wait
             self._paused_until[netloc] = time.monotonic() + min(wait, self._max_pause)
+
+
+def _tls_advice(ref: Reference, endpoint: Endpoint, exc: aiohttp.ClientSSLError) -> str:
+    """What failed in TLS with a registry, and the setting that fixes it."""
+    reason = getattr(exc, "certificate_error", None) or exc
+    if "WRONG_VERSION_NUMBER" in str(reason):
+        # OpenSSL's words for an answer that is not TLS at all: a plain-HTTP registry.
+        return (
+            f"TLS with {endpoint.netloc} failed: it answers in plain HTTP, not HTTPS; if that "
+            f"is intended, set registries.{ref.domain}.insecure: true in the list (or "
+            f'server = "http://{endpoint.netloc}" in its hosts.toml)'
+        )
+    return (
+        f"TLS with {endpoint.netloc} failed: {reason}; trust its CA with "
+        f"registries.{ref.domain}.ca or a hosts.toml 'ca'"
+    )
 
 
 async def _read(resp: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -102,3 +102,37 @@ def test_resolve_of_an_invalid_reference_exits_2(registry: Registry) -> None:
 
     assert result.code == 2, result
     assert "UPPER" in result.stderr
+
+
+def test_a_missing_repository_and_a_missing_tag_are_told_apart(
+    tmp_path: Path, registry: Registry, repo: str
+) -> None:
+    push_image(registry, repo, "1", (NODE,))
+    config = write_config(
+        tmp_path / "preload.yaml",
+        registry,
+        [f"{registry.host}/{repo}:nope", f"{registry.host}/{repo}-absent:1"],
+    )
+
+    result = run_agent("lock", "--config", str(config))
+
+    assert result.code == 1, result
+    lines = result.stderr.splitlines()
+    assert any(
+        ":nope" in line and "tag 'nope' not found; the repository exists" in line for line in lines
+    ), result.stderr
+    assert any("-absent:1" in line and "the repository does not exist" in line for line in lines), (
+        result.stderr
+    )
+
+
+def test_https_to_a_plain_http_registry_says_how_to_mark_it_insecure(
+    registry: Registry, repo: str
+) -> None:
+    image = push_image(registry, repo, "1", (NODE,))
+
+    result = run_agent("resolve", image.tagged)  # no --insecure: HTTPS to a plain-HTTP registry
+
+    assert result.code == 1, result
+    assert "answers in plain HTTP" in result.stderr, result.stderr
+    assert f"registries.{registry.host}.insecure: true" in result.stderr, result.stderr

@@ -214,6 +214,7 @@ async def test_basic_challenge_without_credentials_says_none_were_sent(
     with pytest.raises(RegistryError, match="no credentials were sent") as info:
         await client.head_digest(ref(fake))
     assert info.value.status == 401
+    assert "name a pull secret under `credentials:`" in str(info.value), "says what to do"
 
 
 async def test_resolve_reports_no_manifest_for_the_platform(
