@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -91,9 +92,45 @@ async def call(
 ) -> T:
     """Run one RPC with retries. Errors with a code in `handled` reach the caller as they are;
     any other means the runtime cannot serve us, reported as RuntimeUnavailable."""
+
+    def worth_retrying(exc: BaseException) -> bool:
+        # No socket at the path, or one we may not open, does not heal in seconds: say so now.
+        return transient(exc) and unreachable(endpoint, exc) in (None, "connection refused")
+
     try:
-        return await retry(operation, is_transient=transient, policy=policy, what=what)
+        return await retry(operation, is_transient=worth_retrying, policy=policy, what=what)
     except grpc.aio.AioRpcError as exc:
         if exc.code() in handled:
             raise
+        reason = unreachable(endpoint, exc)
+        if reason is not None:
+            raise RuntimeUnavailable(
+                endpoint,
+                f"nothing listens there ({reason}); is containerd "
+                "running, and is --cri-endpoint (or $PREPULL_CRI_ENDPOINT) right?",
+            ) from None
         raise RuntimeUnavailable(endpoint, f"{what}: {details_of(exc)}") from exc
+
+
+def socket_path(endpoint: str) -> str | None:
+    """The file of a unix-socket endpoint, else None."""
+    if endpoint.startswith("/"):
+        return endpoint
+    if endpoint.startswith("unix://"):
+        return endpoint.removeprefix("unix://")
+    return None
+
+
+def unreachable(endpoint: str, exc: BaseException) -> str | None:
+    """Why a unix-socket endpoint cannot be reached at all, in words, or None."""
+    path = socket_path(endpoint)
+    if path is None or code_of(exc) != grpc.StatusCode.UNAVAILABLE:
+        return None
+    if not os.path.exists(path):
+        return "no such socket"
+    details = details_of(exc).lower()
+    if "connection refused" in details:
+        return "connection refused"
+    if "permission denied" in details:
+        return "permission denied: run as root or as a member of the socket's group"
+    return None

@@ -4,7 +4,9 @@ for faults the real containerd cannot be made to produce on demand."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -138,11 +140,39 @@ async def test_a_runtime_without_containerds_images_api_cannot_bind_tags(
         await channel.close()
 
 
-async def test_a_closed_socket_is_unavailable_after_retries(tmp_path) -> None:
+async def test_a_missing_socket_fails_at_once_saying_what_to_check(tmp_path: Path) -> None:
     endpoint = f"unix://{tmp_path}/absent.sock"
     channel = rpc.open_channel(endpoint)
+    stub = api_pb2_grpc.RuntimeServiceStub(channel)
+    attempts = 0
+
+    async def version() -> object:
+        nonlocal attempts
+        attempts += 1
+        return await stub.Version(api_pb2.VersionRequest(), timeout=5)
+
     try:
-        with pytest.raises(RuntimeUnavailable, match=r"absent\.sock"):
+        with pytest.raises(RuntimeUnavailable) as info:
+            await rpc.call(endpoint, version, what="Version", policy=RetryPolicy(attempts=5))
+    finally:
+        await channel.close()
+    assert attempts == 1, "a socket that does not exist is not retried"
+    message = str(info.value)
+    assert "absent.sock" in message and "nothing listens there (no such socket)" in message
+    assert "is containerd running" in message and "--cri-endpoint" in message
+
+
+async def test_a_socket_nobody_accepts_on_is_retried_then_named(tmp_path: Path) -> None:
+    path = tmp_path / "refusing.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.close()  # the file stays; connecting to it is refused, as while containerd restarts
+    endpoint = f"unix://{path}"
+    channel = rpc.open_channel(endpoint)
+    try:
+        with pytest.raises(
+            RuntimeUnavailable, match=r"nothing listens there \(connection refused\)"
+        ):
             await CriClient(channel, endpoint, FAST).list_images()
     finally:
         await channel.close()
