@@ -341,7 +341,7 @@ def test_an_unreachable_runtime_makes_the_agent_unhealthy_and_says_why(
         # One short, unretried call, and the reason is never empty.
         assert time.monotonic() - started < 3
         reason = text.split("is unavailable: ", 1)[1].strip()
-        assert "Version: UNAVAILABLE" in reason and "no-such.sock" in reason, text
+        assert "nothing listens there (no such socket)" in reason, text
         assert daemon.get("/readyz")[0] == 503
         daemon.wait_for(
             lambda: json.loads(daemon.get("/status")[1])["last_error"] is not None,
