@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from agent import __version__, logs
 from agent import config as configs
@@ -70,18 +71,47 @@ def exit_code(exc: AgentError) -> int:
     return EXIT_BAD_INPUT if isinstance(exc, InputError) else EXIT_NOT_CONVERGED
 
 
+VERBOSE_HELP = "log retries and progress"
+EXITS = "exit codes: 0 converged, 1 not converged (each image named), 2 bad input"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prepull-agent",
         description="Preload container images into containerd over CRI, pinned by digest.",
         epilog="Exit codes: 0 converged, 1 not converged (each image named), 2 bad input.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log retries and progress")
+    parser.add_argument("--version", action="version", version=_version_text())
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    once = commands.add_parser("once", help="converge this node once and exit")
-    run = commands.add_parser("run", help="daemon: converge now, every resync and on config change")
+    def subcommand(name: str, summary: str, examples: str, exits: str = EXITS) -> Any:
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=summary[0].upper() + summary[1:] + ".",
+            epilog=f"examples:\n{examples}\n\n{exits}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        # -v works after the command too; SUPPRESS keeps the top-level value when it is absent.
+        sub.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP
+        )
+        return sub
+
+    once = subcommand(
+        "once",
+        "converge this node once and exit",
+        "  prepull-agent once --config preload.yaml\n"
+        "  prepull-agent once --config preload.yaml --cri-endpoint unix:///run/k3s/containerd/"
+        "containerd.sock",
+    )
+    run = subcommand(
+        "run",
+        "daemon: converge now, every resync and on config change",
+        "  prepull-agent run --config /etc/prepull/preload.yaml --listen 0.0.0.0:9410",
+        "exit codes: 0 after SIGTERM/SIGINT, 2 bad input at start",
+    )
     for sub in (once, run):
         sub.add_argument("--config", required=True, type=Path, help="the preload list (YAML)")
         sub.add_argument(
@@ -100,7 +130,12 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_LISTEN,
         help=f"address for /metrics and probes ({DEFAULT_LISTEN})",
     )
-    run.add_argument("--log-format", choices=("json", "text"), default="json")
+    run.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default="json",
+        help="json: one object per line, for log collectors (default); text: for people",
+    )
     run.add_argument(
         "--shutdown-grace",
         type=_seconds(0.0),
@@ -130,7 +165,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(command=_run)
 
-    lock = commands.add_parser("lock", help="pin every tag of a preload list to its current digest")
+    lock = subcommand(
+        "lock",
+        "pin every tag of a preload list to its current digest",
+        "  prepull-agent lock --config preload.yaml -o preload.lock.yaml\n"
+        "  prepull-agent lock --config preload.yaml --concurrency 64",
+        "exit codes: 0 written, 1 a tag did not resolve (nothing written), 2 bad input",
+    )
     lock.add_argument("--config", required=True, type=Path, help="the preload list (YAML)")
     lock.add_argument("-o", "--output", type=Path, help="where to write the lock (default: stdout)")
     lock.add_argument(
@@ -142,7 +183,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     lock.set_defaults(command=_lock)
 
-    resolve = commands.add_parser("resolve", help="print the digest an image reference names now")
+    resolve = subcommand(
+        "resolve",
+        "print the digest an image reference names now",
+        "  prepull-agent resolve nginx:1.25.3\n"
+        "  prepull-agent resolve registry.local:5000/app:2 --insecure --platform linux/arm64",
+        "exit codes: 0 resolved, 1 not found or no manifest for the platform, 2 bad input",
+    )
     resolve.add_argument("image", help="an image reference, e.g. nginx:1.25.3")
     resolve.add_argument(
         "--platform", help="choose the manifest for this platform (default: uname)"
@@ -152,6 +199,13 @@ def _parser() -> argparse.ArgumentParser:
         "--insecure", action="store_true", help="speak plain HTTP to the image's registry"
     )
     resolve.set_defaults(command=_resolve)
+    version = subcommand(
+        "version",
+        "print the agent's version",
+        "  prepull-agent version",
+        "exit codes: 0",
+    )
+    version.set_defaults(command=_version)
     for command in (once, run, lock, resolve):
         command.add_argument(
             "--containerd-hosts-dir",
@@ -162,6 +216,15 @@ def _parser() -> argparse.ArgumentParser:
             f"registries containerd uses (default {DEFAULT_HOSTS_DIR}; ignored if absent)",
         )
     return parser
+
+
+def _version_text() -> str:
+    return f"prepull-agent {__version__}"
+
+
+async def _version(args: argparse.Namespace) -> int:
+    print(_version_text())
+    return EXIT_CONVERGED
 
 
 def _hosts_dir(args: argparse.Namespace) -> Path | None:

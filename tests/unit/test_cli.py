@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from agent.cli import (
     EXIT_BAD_INPUT,
     EXIT_NOT_CONVERGED,
+    _parser,
     exit_code,
     format_bytes,
     format_outcome,
@@ -119,3 +121,39 @@ def test_unwritable_lock_destination_is_bad_input(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="cannot write"):
         _write_atomically(tmp_path / "missing-dir" / "lock.yaml", "x")
+
+
+def test_version_command_and_flag_agree(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["version"]) == 0
+    command = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out == command and command.startswith("prepull-agent ")
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_works_before_or_after_the_command(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["once", "--config", str(tmp_path / "absent.yaml")]
+    args = ["-v", *args] if where == "before" else [*args, "-v"]
+    assert main(args) == 2
+    assert "absent.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["once", "run", "lock", "resolve", "version"])
+def test_every_command_help_has_a_description_examples_and_exit_codes(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert "examples:\n  prepull-agent " + command in text and "exit codes: 0" in text
+
+
+def test_every_flag_has_help_text() -> None:
+    parser = _parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, sub in commands.choices.items():
+        bare = [a.dest for a in sub._actions if not a.help]
+        assert not bare, f"{name}: {bare}"
