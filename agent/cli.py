@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -26,6 +28,7 @@ from agent.hosts import DEFAULT_HOSTS_DIR
 from agent.lock import DEFAULT_CONCURRENCY as LOCK_CONCURRENCY
 from agent.lock import MAX_CONCURRENCY as MAX_LOCK_CONCURRENCY
 from agent.lock import resolve_tags
+from agent.manifest import Resolution
 from agent.reconcile import Outcome, Status
 from agent.settings import DEFAULT_ENDPOINT, DEFAULT_LISTEN, DaemonSettings, parse_listen
 
@@ -125,6 +128,10 @@ def _parser() -> argparse.ArgumentParser:
             "for; uname if it does not say)",
         )
     once.set_defaults(command=_once)
+    once.add_argument(
+        "--no-trunc", action="store_true", help="whole digests on a terminal too (as crictl)"
+    )
+
     run.add_argument(
         "--listen",
         default=DEFAULT_LISTEN,
@@ -199,6 +206,14 @@ def _parser() -> argparse.ArgumentParser:
         "--insecure", action="store_true", help="speak plain HTTP to the image's registry"
     )
     resolve.set_defaults(command=_resolve)
+    for sub in (once, resolve):
+        sub.add_argument(
+            "-o",
+            "--format",
+            choices=("text", "json"),
+            default="text",
+            help="json: one document with stable field names, for scripts and CI",
+        )
     version = subcommand(
         "version",
         "print the agent's version",
@@ -216,6 +231,14 @@ def _parser() -> argparse.ArgumentParser:
             f"registries containerd uses (default {DEFAULT_HOSTS_DIR}; ignored if absent)",
         )
     return parser
+
+
+def _print_resolution(ref: references.Reference, resolution: Resolution) -> None:
+    print(f"reference  {ref}")
+    print(f"digest     {resolution.digest}")
+    print(f"type       {resolution.media_type}")
+    print(f"platforms  {platforms.describe(resolution.offered)}")
+    print(f"pinned     {resolution.reference}")
 
 
 def _version_text() -> str:
@@ -314,10 +337,25 @@ async def _once(args: argparse.Namespace) -> int:
             config.registry, _hosts_dir(args), files.lookup
         ) as registry:
             reconciler = runtime.reconciler(registry, node, files.lookup)
-            outcomes = await reconciler.converge(config)
-    for outcome in outcomes:
-        print(format_outcome(outcome))
+            if args.format == "json":
+                outcomes = await reconciler.converge(config)
+            else:
+                show = _digests_for(args)
+                width = max((len(show(e.written)) for e in config.images), default=0)
+                # Each image's line as soon as it is done, not all at the end.
+                outcomes = await reconciler.converge(
+                    config, on_outcome=lambda o: print(format_outcome(o, width, show), flush=True)
+                )
     failed = [o for o in outcomes if not o.converged]
+    if args.format == "json":
+        _print_json(
+            {
+                "node": str(node),
+                "converged": not failed,
+                "images": [outcome_document(o) for o in outcomes],
+            }
+        )
+        return EXIT_NOT_CONVERGED if failed else EXIT_CONVERGED
     counts = {
         s: sum(o.status == s for o in outcomes)
         for s in (Status.HIT, Status.PULLED, Status.BOUND, Status.SKIPPED)
@@ -332,16 +370,53 @@ async def _once(args: argparse.Namespace) -> int:
     return EXIT_CONVERGED
 
 
-def format_outcome(outcome: Outcome) -> str:
+def format_outcome(
+    outcome: Outcome, width: int = 0, show: Callable[[str], str] = lambda text: text
+) -> str:
+    """One line per image: status, the reference as written (padded to `width`), what the
+    node holds, and why; `show` shortens digests for a terminal."""
     entry = outcome.entry
-    parts = [f"{outcome.status:<8}", entry.written]
+    parts = [f"{outcome.status:<8}", show(entry.written).ljust(width)]
     if outcome.status == Status.PULLED:
-        parts.append(f"{outcome.digest}  {format_bytes(outcome.size)} in {outcome.seconds:.1f}s")
+        size = format_bytes(outcome.size)
+        parts.append(f"{show(str(outcome.digest))}  {size} in {outcome.seconds:.1f}s")
     elif outcome.status in (Status.HIT, Status.BOUND):
-        parts.append(str(outcome.digest))
+        parts.append(show(str(outcome.digest)))
     if outcome.status != Status.HIT and outcome.detail:
-        parts.append(f"({outcome.detail})" if outcome.status != Status.FAILED else outcome.detail)
-    return "  ".join(parts)
+        detail = show(outcome.detail)
+        parts.append(f"({detail})" if outcome.status != Status.FAILED else detail)
+    return "  ".join(parts).rstrip()
+
+
+def outcome_document(outcome: Outcome) -> dict[str, object]:
+    """One image in `-o json`: stable field names (README, "Output for scripts")."""
+    return {
+        "image": outcome.entry.written,
+        "line": outcome.entry.line,
+        "status": str(outcome.status),
+        "digest": outcome.digest,
+        "image_id": outcome.image_id,
+        "bytes": outcome.size,
+        "seconds": round(outcome.seconds, 3),
+        "pinned": outcome.pinned,
+        "permanent": outcome.permanent,
+        "detail": outcome.detail or None,
+    }
+
+
+_FULL_DIGEST = re.compile(r"\b(sha256:[0-9a-f]{12})[0-9a-f]{52}\b")
+
+
+def _digests_for(args: argparse.Namespace) -> Callable[[str], str]:
+    """Digests shortened (sha256: and 12 hex digits, as crictl) for a person at a terminal;
+    whole for pipes, files and --no-trunc."""
+    if args.no_trunc or not sys.stdout.isatty():
+        return lambda text: text
+    return lambda text: _FULL_DIGEST.sub("\\1…", text)
+
+
+def _print_json(document: object) -> None:
+    print(json.dumps(document, indent=2))
 
 
 def format_bytes(size: int) -> str:
@@ -414,14 +489,26 @@ async def _resolve(args: argparse.Namespace) -> int:
     files = _credential_files(config) if config else CredentialFiles(())
     async with wiring.registry_client(settings, _hosts_dir(args), files.lookup) as registry:
         resolution = await registry.resolve(ref, node)
-    print(f"reference  {ref}")
-    print(f"digest     {resolution.digest}")
-    print(f"type       {resolution.media_type}")
-    print(f"platforms  {platforms.describe(resolution.offered)}")
-    print(f"pinned     {resolution.reference}")
+    if args.format != "json":
+        _print_resolution(ref, resolution)
     refusal = resolution.refusal()
-    if refusal or resolution.chosen is None:
+    chosen = None if refusal or resolution.chosen is None else resolution.chosen.digest
+    if args.format == "json":
+        _print_json(
+            {
+                "reference": str(ref),
+                "digest": resolution.digest,
+                "media_type": resolution.media_type,
+                "platforms": [str(p) for p in resolution.offered],
+                "pinned": str(resolution.reference),
+                "platform": str(node),
+                "platform_digest": chosen,
+                "refusal": refusal or None,
+            }
+        )
+        return EXIT_CONVERGED if chosen else EXIT_NOT_CONVERGED
+    if chosen is None:
         print(f"{node!s:<10} none: {refusal}")
         return EXIT_NOT_CONVERGED
-    print(f"{node!s:<10} {resolution.chosen.digest}")
+    print(f"{node!s:<10} {chosen}")
     return EXIT_CONVERGED

@@ -155,15 +155,25 @@ class Reconciler:
         """Settled outcomes by entry, with the node images they were decided on: the last
         pass's (reused when the same images are seen again) and this pass's."""
 
-    async def converge(self, config: PreloadConfig) -> list[Outcome]:
-        """One pass over the list; RuntimeUnavailable if the runtime cannot be asked at all."""
+    async def converge(
+        self, config: PreloadConfig, on_outcome: Callable[[Outcome], None] = lambda o: None
+    ) -> list[Outcome]:
+        """One pass over the list; RuntimeUnavailable if the runtime cannot be asked at all.
+        `on_outcome` hears of each image as soon as it is done (pins are read back after)."""
         state = await self.snapshot()
         slots = PullSlots(config.concurrency)
         outcomes = [self.settled(e, state) for e in config.images]
+        for outcome in outcomes:
+            if outcome is not None:
+                on_outcome(outcome)
+
+        async def reported(entry: ImageEntry) -> Outcome:
+            outcome = await self.converge_entry(entry, state, slots, pin=config.pin)
+            on_outcome(outcome)
+            return outcome
+
         todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
-        done = await _gather_in_order(
-            [self.converge_entry(config.images[i], state, slots, pin=config.pin) for i in todo]
-        )
+        done = await _gather_in_order([reported(config.images[i]) for i in todo])
         for i, outcome in zip(todo, done, strict=True):
             outcomes[i] = outcome
         return await self.finish(config, [o for o in outcomes if o is not None])

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 from agent import platform as platforms
@@ -251,3 +257,47 @@ def test_pin_false_leaves_images_unlabelled(
         r for r in containerd.ctr("images", "ls").splitlines() if r.startswith(image.tagged)
     )
     assert "io.cri-containerd.pinned" not in line
+
+
+def test_json_output_is_one_document_scripts_can_read(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    good = push_image(registry, repo, "1", (NODE,))
+    config = write_config(
+        tmp_path / "preload.yaml", registry, [good.pinned(), f"{registry.host}/{repo}:absent"]
+    )
+
+    result = once(containerd, config, "-o", "json")
+
+    assert result.code == 1, result
+    document = json.loads(result.stdout)
+    assert document["node"] == NODE and document["converged"] is False
+    by_image = {image["image"]: image for image in document["images"]}
+    pulled = by_image[good.pinned()]
+    assert pulled["status"] == "pulled" and pulled["digest"] == good.digest and pulled["line"] == 2
+    assert pulled["bytes"] > 0 and pulled["image_id"].startswith("sha256:")
+    failed = by_image[f"{registry.host}/{repo}:absent"]
+    assert failed["status"] == "failed" and failed["permanent"] is True
+    assert "tag 'absent' not found; the repository exists" in failed["detail"]
+
+
+def test_on_a_terminal_digests_are_short_and_whole_with_no_trunc(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    image = push_image(registry, repo, "1", (NODE,))
+    config = write_config(tmp_path / "preload.yaml", registry, [image.pinned()])
+    leader, follower = pty.openpty()
+    command = [sys.executable, "-m", "agent", "once", "--config", str(config)]
+    command += ["--cri-endpoint", containerd.endpoint]
+    proc = subprocess.Popen(command, stdout=follower, stderr=subprocess.DEVNULL)
+    os.close(follower)
+    output = b""
+    with contextlib.suppress(OSError):  # EIO once the child has closed the terminal
+        while chunk := os.read(leader, 4096):
+            output += chunk
+    os.close(leader)
+    text = output.decode()
+    assert proc.wait(60) == 0, text
+    assert f"{image.digest[:19]}…" in text and image.digest not in text, text
+    whole = once(containerd, config, "--no-trunc")  # not a terminal: whole digests anyway
+    assert image.digest in whole.line_for(image.pinned())

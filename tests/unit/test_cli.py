@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from agent.cli import (
     EXIT_BAD_INPUT,
     EXIT_NOT_CONVERGED,
+    _digests_for,
     _parser,
     exit_code,
     format_bytes,
@@ -95,6 +97,27 @@ def test_outcome_lines() -> None:
     assert format_outcome(failed) == f"failed    r.io/a/b@{D}  no linux/arm64 manifest in x"
     hit = Outcome(entry, "hit", "present", D)
     assert format_outcome(hit) == f"hit       r.io/a/b@{D}  {D}"
+
+
+def test_outcome_lines_align_and_shorten_digests_for_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = parse(f"images:\n  - r.io/a/b@{D}\n  - r.io/long/name:1\n")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    show = _digests_for(argparse.Namespace(no_trunc=False))
+    width = max(len(show(e.written)) for e in config.images)
+    lines = [
+        format_outcome(Outcome(config.images[0], "hit", "present", D), width, show),
+        format_outcome(Outcome(config.images[1], "pulled", "absent", D, "i", 10, 1.0), width, show),
+    ]
+    short = D[:19] + "…"
+    assert lines[0] == f"hit       r.io/a/b@{short}  {short}"
+    assert lines[1].startswith("pulled    r.io/long/name:1" + " " * (width - 16) + f"  {short}")
+    assert lines[0].rindex(short) == lines[1].index(short), "digests line up"
+    whole = _digests_for(argparse.Namespace(no_trunc=True))
+    assert whole(D) == D
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert _digests_for(argparse.Namespace(no_trunc=False))(D) == D, "pipes get whole digests"
 
 
 @pytest.mark.parametrize(

@@ -160,3 +160,17 @@ async def test_a_converged_pass_does_not_wait_for_pins_a_runtime_never_reports()
 
     assert outcome.status == "hit" and not outcome.pinned
     assert runtime.list_calls == calls + 1
+
+
+async def test_each_outcome_is_reported_as_soon_as_its_image_is_done() -> None:
+    config = parse(f"images:\n  - r.io/a/slow@{D1}\n  - r.io/a/present@{D1}\n")
+    runtime = FakeRuntime()
+    reconciler = Reconciler(runtime, FakeRegistry(), None, NODE)
+    await reconciler.converge(parse(f"images:\n  - r.io/a/present@{D1}\n"))
+    heard: list[tuple[str, int]] = []
+
+    await reconciler.converge(
+        config, on_outcome=lambda o: heard.append((o.status, len(runtime.pulls)))
+    )
+
+    assert heard == [("hit", 1), ("pulled", 2)], "the hit is told before the pull ends"
