@@ -10,7 +10,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from agent import config as configs
 from agent import wiring
-from agent.config import PreloadConfig
+from agent.config import ImageEntry, PreloadConfig
 from agent.credentials import CredentialFiles
 from agent.errors import AgentError, ConfigError, InputError, RuntimeUnavailable
 from agent.metrics import Metrics, observe_pass
@@ -267,6 +267,7 @@ class Daemon:
         )
         for outcome in outcomes:
             _log_outcome(outcome)
+        _log_pass(outcomes, len(self.report.desired), time.monotonic() - started)
         for image in summary.evicted:
             log.warning(
                 "%s was evicted from the node and restored",
@@ -317,11 +318,18 @@ class Daemon:
                 registry,
                 node,
                 lambda ref: self._credential_files.lookup(ref),
-                on_start=self.report.pulling,
+                on_start=self._started,
                 stopping=self._stop.is_set,
             )
             self._reconciler = (key, reconciler)
         return self._reconciler[1]
+
+    def _started(self, entry: ImageEntry) -> None:
+        """An image's pull (or tag bind) begins: /status says pulling, and the log says so."""
+        self.report.pulling(entry)
+        log.info(
+            "%s: started", entry.written, extra={"event": "image_started", "image": entry.written}
+        )
 
     async def _meet_runtime(self, runtime: wiring.Runtime) -> Platform:
         """Learn the runtime behind the socket (again: it may have been upgraded) and, once,
@@ -415,6 +423,31 @@ def _raise_runtime_unavailable(tasks: set[asyncio.Task[Outcome]]) -> None:
             error = task.exception()
             if isinstance(error, RuntimeUnavailable):
                 raise error
+
+
+def _log_pass(outcomes: Sequence[Outcome], desired: int, seconds: float) -> None:
+    """One line per pass: what an operator reads first in the agent's log."""
+    counts = {status: sum(o.status == status for o in outcomes) for status in Status}
+    ready = counts[Status.HIT] + counts[Status.PULLED] + counts[Status.BOUND]
+    log.info(
+        "pass done in %.1fs: %d desired, %d ready, %d pulled, %d bound, %d failed, %d refused",
+        seconds,
+        desired,
+        ready,
+        counts[Status.PULLED],
+        counts[Status.BOUND],
+        counts[Status.FAILED],
+        counts[Status.REFUSED],
+        extra={
+            "event": "pass",
+            "duration_seconds": round(seconds, 3),
+            "counts": {
+                "desired": desired,
+                "ready": ready,
+                **{str(s): n for s, n in counts.items()},
+            },
+        },
+    )
 
 
 def _log_outcome(outcome: Outcome) -> None:

@@ -7,8 +7,9 @@ import logging
 import sys
 import time
 
-# Fields the agent attaches with `extra=`: on every pull, image, digest, duration and outcome.
-FIELDS = ("image", "digest", "duration_seconds", "outcome", "bytes", "error", "event")
+# Fields the agent attaches with `extra=`: on every pull, image, digest, duration and outcome;
+# on every pass, the counts.
+FIELDS = ("image", "digest", "duration_seconds", "outcome", "bytes", "error", "event", "counts")
 
 
 class JsonFormatter(logging.Formatter):

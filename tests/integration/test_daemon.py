@@ -183,6 +183,12 @@ def test_evicted_image_is_restored_and_counted(
     daemon.wait_for(lambda: daemon.metric("prepull_evictions_total") == 1, 30, "the eviction")
     assert image_status(containerd, image.tagged) is not None, "the image was not restored"
     assert '"event": "eviction"' in daemon.log()
+    records = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
+    started = [r for r in records if r.get("event") == "image_started"]
+    assert [r["image"] for r in started] == [image.tagged] * 2, "first pull and the restore"
+    passes = [r for r in records if r.get("event") == "pass"]
+    assert passes and passes[0]["counts"]["pulled"] == 1 and passes[0]["counts"]["desired"] == 1
+    assert "pass done in" in passes[0]["message"] and passes[-1]["counts"]["ready"] == 1
 
 
 def test_sigterm_exits_cleanly(
