@@ -21,13 +21,15 @@ from agent import __version__, logs
 from agent import config as configs
 from agent import platform as platforms
 from agent import reference as references
-from agent.config import PreloadConfig, RegistrySettings
+from agent.config import ImageEntry, PreloadConfig, RegistrySettings
 from agent.credentials import CredentialFiles
 from agent.errors import AgentError, InputError
+from agent.files import read_text
 from agent.hosts import DEFAULT_HOSTS_DIR
 from agent.lock import DEFAULT_CONCURRENCY as LOCK_CONCURRENCY
 from agent.lock import MAX_CONCURRENCY as MAX_LOCK_CONCURRENCY
 from agent.lock import resolve_tags
+from agent.lock import stale as lock_problems
 from agent.manifest import Resolution
 from agent.reconcile import Outcome, Status
 from agent.settings import DEFAULT_ENDPOINT, DEFAULT_LISTEN, DaemonSettings, parse_listen
@@ -176,11 +178,19 @@ def _parser() -> argparse.ArgumentParser:
         "lock",
         "pin every tag of a preload list to its current digest",
         "  prepull-agent lock --config preload.yaml -o preload.lock.yaml\n"
-        "  prepull-agent lock --config preload.yaml --concurrency 64",
-        "exit codes: 0 written, 1 a tag did not resolve (nothing written), 2 bad input",
+        "  prepull-agent lock --config preload.yaml --concurrency 64\n"
+        "  prepull-agent lock --config preload.yaml -o preload.lock.yaml --check",
+        "exit codes: 0 written (--check: current), 1 a tag did not resolve, nothing written "
+        "(--check: stale), 2 bad input",
     )
     lock.add_argument("--config", required=True, type=Path, help="the preload list (YAML)")
     lock.add_argument("-o", "--output", type=Path, help="where to write the lock (default: stdout)")
+    lock.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 naming each entry if the lock (-o) no longer matches the "
+        "list or a locked tag moved in the registry (a CI gate)",
+    )
     lock.add_argument(
         "--concurrency",
         type=_count(1, MAX_LOCK_CONCURRENCY),
@@ -436,7 +446,9 @@ async def _lock(args: argparse.Namespace) -> int:
     async with wiring.registry_client(
         config.registry, _hosts_dir(args), credentials, concurrency=args.concurrency
     ) as registry:
-        results = await resolve_tags(registry, config.images, args.concurrency)
+        results = await resolve_tags(
+            registry, config.images, args.concurrency, pinned_too=args.check
+        )
     tags = list(results)
     failures = {e: r for e, r in results.items() if isinstance(r, AgentError)}
     for entry, error in failures.items():
@@ -448,13 +460,31 @@ async def _lock(args: argparse.Namespace) -> int:
         )
         return EXIT_NOT_CONVERGED
     digests = {e: r for e, r in results.items() if isinstance(r, str)}
-    text = configs.render_lock(config, digests)
+    if args.check:
+        return _check_lock(args, config, digests)
+    unpinned = {e: d for e, d in digests.items() if e.reference.digest is None}
+    text = configs.lock_text(read_text(args.config), config, unpinned)
     if args.output is None:
         sys.stdout.write(text)
     else:
         _write_atomically(args.output, text)
-        kept = len(config.images) - len(digests)
-        print(f"locked {len(digests)} tags, kept {kept} pinned: {args.output}")
+        kept = len(config.images) - len(unpinned)
+        print(f"locked {len(unpinned)} tags, kept {kept} pinned: {args.output}")
+    return EXIT_CONVERGED
+
+
+def _check_lock(args: argparse.Namespace, config: PreloadConfig, now: dict[ImageEntry, str]) -> int:
+    """`lock --check`: does the lock file still pin what the list and the registry say?"""
+    if args.output is None:
+        raise InputError("lock --check compares the list with its lock: name the lock with -o")
+    locked = configs.load(args.output)
+    problems = lock_problems(config.images, now, locked.images)
+    for problem in problems:
+        print(f"stale    {problem}")
+    if problems:
+        print(f"{args.output} is stale: {len(problems)} entries differ; run lock again")
+        return EXIT_NOT_CONVERGED
+    print(f"{args.output} is current: {len(config.images)} entries, every tag where it was locked")
     return EXIT_CONVERGED
 
 

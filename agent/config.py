@@ -336,14 +336,52 @@ def parse_duration(value: object) -> float | None:
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
 
 
+LOCK_HEADER = "# Locked from {source} by prepull-agent lock: tags pinned to their digests.\n"
+
+
+def lock_text(text: str, config: PreloadConfig, digests: Mapping[ImageEntry, str]) -> str:
+    """The list's own `text` with every tag entry pinned where it stands: the user's comments,
+    order and layout kept. If an entry cannot be found on its line (a reference split over
+    lines, say), or the result would not read back as the same list pinned, the list is
+    written afresh instead (render_lock)."""
+    lines = text.splitlines(keepends=True)
+    for entry in config.images:
+        if entry.reference.digest is not None:
+            continue
+        # The reference as a whole word: `app:1` must not match inside `app:1.2`.
+        pattern = re.compile(rf"(?<![\w.:@/-]){re.escape(entry.written)}(?![\w.:@/-])")
+        pinned = _pinned(entry, digests[entry])
+        lines[entry.line - 1], found = pattern.subn(pinned, lines[entry.line - 1], count=1)
+        if not found:
+            return render_lock(config, digests)
+    body = "".join(lines)
+    already = body.startswith(LOCK_HEADER.partition("{")[0])
+    locked = body if already else LOCK_HEADER.format(source=config.source) + body
+    try:
+        again = parse(locked, config.source)
+    except ConfigError:
+        return render_lock(config, digests)
+    expected = [
+        e.reference.pinned(digests[e]) if e.reference.digest is None else e.reference
+        for e in config.images
+    ]
+    if [e.reference for e in again.images] != expected:
+        return render_lock(config, digests)
+    return locked
+
+
+def _pinned(entry: ImageEntry, digest: str) -> str:
+    # A bare name means :latest to kubelet; write it so the tag survives the pin.
+    return f"{entry.written}{'' if _written_tag(entry.written) else ':latest'}@{digest}"
+
+
 def render_lock(config: PreloadConfig, digests: Mapping[ImageEntry, str]) -> str:
     """The config with every tag entry pinned to `digests[entry]`: itself a valid preload list."""
     images: list[object] = []
     for entry in config.images:
         written = entry.written
         if entry.reference.digest is None:
-            # A bare name means :latest to kubelet; write it so the tag survives the pin.
-            written = f"{written}{'' if _written_tag(written) else ':latest'}@{digests[entry]}"
+            written = _pinned(entry, digests[entry])
         if entry.platforms:
             images.append({"image": written, "platforms": [str(p) for p in entry.platforms]})
         else:
@@ -358,7 +396,7 @@ def render_lock(config: PreloadConfig, digests: Mapping[ImageEntry, str]) -> str
     document["concurrency"] = config.concurrency
     document["resync"] = format_duration(config.resync_seconds)
     document["pin"] = config.pin
-    header = f"# Locked from {config.source} by prepull-agent lock: tags pinned to their digests.\n"
+    header = LOCK_HEADER.format(source=config.source)
     return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 
 

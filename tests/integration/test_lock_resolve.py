@@ -136,3 +136,29 @@ def test_https_to_a_plain_http_registry_says_how_to_mark_it_insecure(
     assert result.code == 1, result
     assert "answers in plain HTTP" in result.stderr, result.stderr
     assert f"registries.{registry.host}.insecure: true" in result.stderr, result.stderr
+
+
+def test_lock_check_passes_on_a_current_lock_and_names_what_went_stale(
+    tmp_path: Path, registry: Registry, repo: str
+) -> None:
+    tagged = push_image(registry, repo, "1", (NODE,))
+    pinned = push_image(registry, f"{repo}-pinned", "2", (NODE,))
+    config = write_config(
+        tmp_path / "preload.yaml", registry, [f"{tagged.tagged}  # the app", pinned.pinned()]
+    )
+    lock = tmp_path / "preload.lock.yaml"
+    assert run_agent("lock", "--config", str(config), "-o", str(lock)).code == 0
+    assert "# the app" in lock.read_text(), "the user's comment was lost"
+    written = lock.read_text()
+
+    current = run_agent("lock", "--config", str(config), "-o", str(lock), "--check")
+    assert current.code == 0 and "is current" in current.stdout, current
+
+    push_image(registry, repo, "1", (NODE,))  # the tag is re-pushed
+    push_image(registry, f"{repo}-pinned", "2", (NODE,))
+    stale = run_agent("lock", "--config", str(config), "-o", str(lock), "--check")
+
+    assert stale.code == 1, stale
+    assert f"stale    {tagged.tagged} (line 2): the lock has {tagged.digest}" in stale.stdout
+    assert f"stale    {pinned.pinned()} (line 3): the tag moved in the registry" in stale.stdout
+    assert lock.read_text() == written, "--check must write nothing"
