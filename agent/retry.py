@@ -51,6 +51,18 @@ async def retry(
             if not is_transient(exc) or attempt == policy.attempts - 1:
                 raise
             wait = policy.delay(attempt, server_hint(exc), rng)
-            log.info("%s failed (%s); retry %d in %.2fs", what, exc, attempt + 1, wait)
+            log.info("%s failed (%s); retry %d in %.2fs", what, one_line(exc), attempt + 1, wait)
             await sleep(wait)
     raise AssertionError("unreachable: the loop returns or raises")
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An error in one line of bounded length: a gRPC error's str is a multi-line report, its
+    code and details say the same in one."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details):
+        text = f"{getattr(code(), 'name', code())}: {details()}"
+    else:
+        text = str(exc) or type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import pytest
 
 from agent.retry import RetryPolicy, retry
@@ -76,3 +79,25 @@ def test_server_hint_is_a_floor_and_bounded() -> None:
 
 async def _no_sleep(seconds: float) -> None:
     return None
+
+
+def test_a_retry_is_logged_on_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    failures = [OSError("first line\nsecond line\n\tthird")]
+
+    async def flaky() -> str:
+        if failures:
+            raise failures.pop()
+        return "ok"
+
+    async def no_wait(seconds: float) -> None:
+        pass
+
+    with caplog.at_level(logging.INFO):
+        result = asyncio.run(
+            retry(flaky, is_transient=lambda exc: True, what="HEAD x", sleep=no_wait)
+        )
+
+    assert result == "ok"
+    (record,) = [r for r in caplog.records if "retry 1" in r.getMessage()]
+    assert record.getMessage().startswith("HEAD x failed (first line second line third)")
+    assert "\n" not in record.getMessage()
