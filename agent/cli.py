@@ -21,16 +21,17 @@ from agent import __version__, logs
 from agent import config as configs
 from agent import platform as platforms
 from agent import reference as references
-from agent.config import ImageEntry, PreloadConfig, RegistrySettings
+from agent.config import ImageEntry, Kind, PreloadConfig, RegistrySettings
 from agent.credentials import CredentialFiles
 from agent.errors import AgentError, InputError
 from agent.files import read_text
-from agent.hosts import DEFAULT_HOSTS_DIR
+from agent.hosts import DEFAULT_HOSTS_DIR, HostsDirectory, resolver
 from agent.lock import DEFAULT_CONCURRENCY as LOCK_CONCURRENCY
 from agent.lock import MAX_CONCURRENCY as MAX_LOCK_CONCURRENCY
 from agent.lock import resolve_tags
 from agent.lock import stale as lock_problems
 from agent.manifest import Resolution
+from agent.plan import Action, Step
 from agent.reconcile import Outcome, Status
 from agent.settings import DEFAULT_ENDPOINT, DEFAULT_LISTEN, DaemonSettings, parse_listen
 
@@ -133,6 +134,12 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument(
         "--no-trunc", action="store_true", help="whole digests on a terminal too (as crictl)"
     )
+    once.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what a pass would do (hit, pull, bind, skip) and do none of it; exit 0 if "
+        "nothing, 1 if something is to be done",
+    )
 
     run.add_argument(
         "--listen",
@@ -224,6 +231,15 @@ def _parser() -> argparse.ArgumentParser:
             default="text",
             help="json: one document with stable field names, for scripts and CI",
         )
+    check = subcommand(
+        "check",
+        "validate a preload list, its pull secrets and hosts.toml files, touching no node",
+        "  prepull-agent check --config preload.yaml\n"
+        "  prepull-agent check --config preload.lock.yaml --containerd-hosts-dir ./certs.d",
+        "exit codes: 0 valid, 2 bad input (file and line named)",
+    )
+    check.add_argument("--config", required=True, type=Path, help="the preload list (YAML)")
+    check.set_defaults(command=_check)
     version = subcommand(
         "version",
         "print the agent's version",
@@ -231,7 +247,7 @@ def _parser() -> argparse.ArgumentParser:
         "exit codes: 0",
     )
     version.set_defaults(command=_version)
-    for command in (once, run, lock, resolve):
+    for command in (once, run, lock, resolve, check):
         command.add_argument(
             "--containerd-hosts-dir",
             type=Path,
@@ -249,6 +265,26 @@ def _print_resolution(ref: references.Reference, resolution: Resolution) -> None
     print(f"type       {resolution.media_type}")
     print(f"platforms  {platforms.describe(resolution.offered)}")
     print(f"pinned     {resolution.reference}")
+
+
+async def _check(args: argparse.Namespace) -> int:
+    config = configs.load(args.config)
+    _credential_files(config)  # each pull secret read and parsed: a bad one is exit 2
+    endpoints = resolver(config.registry, HostsDirectory(_hosts_dir(args)))
+    for entry in config.images:
+        endpoints(entry.reference)  # each registry's hosts.toml read and parsed
+    kinds = {kind: sum(e.kind is kind for e in config.images) for kind in Kind}
+    print(
+        f"{args.config}: valid: {len(config.images)} images ({kinds[Kind.TAG]} by tag, "
+        f"{kinds[Kind.PINNED]} pinned, {kinds[Kind.DIGEST]} by digest), "
+        f"{len(config.registries)} registries, {len(config.credentials)} pull secrets"
+    )
+    if kinds[Kind.TAG]:
+        print(
+            f"note: {kinds[Kind.TAG]} entries follow a tag, which can move under the nodes; "
+            "`prepull-agent lock` pins them"
+        )
+    return EXIT_CONVERGED
 
 
 def _version_text() -> str:
@@ -347,6 +383,8 @@ async def _once(args: argparse.Namespace) -> int:
             config.registry, _hosts_dir(args), files.lookup
         ) as registry:
             reconciler = runtime.reconciler(registry, node, files.lookup)
+            if args.dry_run:
+                return _print_plan(await reconciler.plan(config), args)
             if args.format == "json":
                 outcomes = await reconciler.converge(config)
             else:
@@ -378,6 +416,22 @@ async def _once(args: argparse.Namespace) -> int:
     images = "image" if len(outcomes) == 1 else "images"
     print(f"converged on {node}: {len(outcomes)} {images} ({summary or 'none listed'})")
     return EXIT_CONVERGED
+
+
+def _print_plan(plan: Sequence[Step | Outcome], args: argparse.Namespace) -> int:
+    """`once --dry-run`: one line per image, what a pass would do; 0 if nothing."""
+    show = _digests_for(args)
+    width = max((len(show(item.entry.written)) for item in plan), default=0)
+    for item in plan:
+        if isinstance(item, Outcome):
+            print(format_outcome(item, width, show))
+            continue
+        what = item.pull_ref if item.action is Action.PULL else item.bind_tag
+        parts = [f"{item.action.value:<8}", show(item.entry.written).ljust(width)]
+        parts += [show(what)] if what and item.action is not Action.HIT else []
+        print("  ".join([*parts, f"({show(item.reason)})"]))
+    idle = all(isinstance(i, Step) and i.action in (Action.HIT, Action.SKIP) for i in plan)
+    return EXIT_CONVERGED if idle else EXIT_NOT_CONVERGED
 
 
 def format_outcome(

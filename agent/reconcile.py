@@ -203,6 +203,23 @@ class Reconciler:
             return _present(entry, Status.HIT, step.reason, step.digest, step.present, step.action)
         return None
 
+    async def plan(self, config: PreloadConfig) -> list[Step | Outcome]:
+        """What a pass would do, doing none of it (`once --dry-run`): a step per image, or the
+        failure that kept a tag from resolving. Reads the node and the registry only."""
+        state = await self.snapshot()
+
+        async def one(entry: ImageEntry) -> Step | Outcome:
+            digest = None
+            if entry.kind == Kind.TAG and entry.applies_to(self._node):
+                try:
+                    head = self._registry.head_digest(entry.reference)
+                    digest, _ = await _within_deadline(head)
+                except AgentError as exc:
+                    return Outcome(entry, Status.FAILED, str(exc))
+            return plan_one(entry, self._node, state, digest)
+
+        return list(await asyncio.gather(*(one(e) for e in config.images)))
+
     async def snapshot(self) -> NodeState:
         """What the node holds now (one ListImages call)."""
         return NodeState(await self._runtime.list_images())

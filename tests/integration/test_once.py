@@ -301,3 +301,22 @@ def test_on_a_terminal_digests_are_short_and_whole_with_no_trunc(
     assert f"{image.digest[:19]}…" in text and image.digest not in text, text
     whole = once(containerd, config, "--no-trunc")  # not a terminal: whole digests anyway
     assert image.digest in whole.line_for(image.pinned())
+
+
+def test_dry_run_prints_the_plan_and_does_none_of_it(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    present = push_image(registry, f"{repo}-present", "1", (NODE,))
+    absent = push_image(registry, f"{repo}-absent", "1", (NODE,))
+    assert once(containerd, write_config(tmp_path / "a.yaml", registry, [present.tagged])).code == 0
+    config = write_config(tmp_path / "b.yaml", registry, [present.tagged, absent.pinned()])
+
+    result = once(containerd, config, "--dry-run")
+
+    assert result.code == 1, result
+    assert result.line_for(present.tagged).startswith("hit ")
+    line = result.line_for(absent.pinned())
+    assert line.startswith("pull ") and absent.by_digest() in line, line
+    assert image_status(containerd, absent.by_digest()) is None, "a dry run pulled"
+    assert once(containerd, config).code == 0
+    assert once(containerd, config, "--dry-run").code == 0, "nothing left to do"

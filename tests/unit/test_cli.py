@@ -180,3 +180,33 @@ def test_every_flag_has_help_text() -> None:
     for name, sub in commands.choices.items():
         bare = [a.dest for a in sub._actions if not a.help]
         assert not bare, f"{name}: {bare}"
+
+
+def test_check_validates_a_list_without_a_node(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "preload.yaml"
+    config.write_text(f"images:\n  - r.io/a/b:1\n  - r.io/a/c:2@{D}\n  - r.io/a/d@{D}\n")
+
+    assert main(["check", "--config", str(config)]) == 0
+
+    out = capsys.readouterr().out
+    assert "valid: 3 images (1 by tag, 1 pinned, 1 by digest)" in out and "lock` pins" in out
+
+
+def test_check_names_a_broken_pull_secret_and_a_broken_hosts_toml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "pull.json"
+    secret.write_text("{not json")
+    config = tmp_path / "preload.yaml"
+    config.write_text("images:\n  - r.io/a/b:1\ncredentials: [pull.json]\n")
+    assert main(["check", "--config", str(config)]) == 2
+    assert "pull.json" in capsys.readouterr().err
+
+    config.write_text("images:\n  - r.io/a/b:1\n")
+    (tmp_path / "certs.d" / "r.io").mkdir(parents=True)
+    (tmp_path / "certs.d" / "r.io" / "hosts.toml").write_text("server = [broken\n")
+    hosts = ["--containerd-hosts-dir", str(tmp_path / "certs.d")]
+    assert main(["check", "--config", str(config), *hosts]) == 2
+    assert "hosts.toml" in capsys.readouterr().err
