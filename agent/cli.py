@@ -428,7 +428,8 @@ def _print_plan(plan: Sequence[Step | Outcome], args: argparse.Namespace) -> int
             continue
         what = item.pull_ref if item.action is Action.PULL else item.bind_tag
         parts = [f"{item.action.value:<8}", show(item.entry.written).ljust(width)]
-        parts += [show(what)] if what and item.action is not Action.HIT else []
+        if what and what != item.entry.written and item.action is not Action.HIT:
+            parts.append(show(what))
         print("  ".join([*parts, f"({show(item.reason)})"]))
     idle = all(isinstance(i, Step) and i.action in (Action.HIT, Action.SKIP) for i in plan)
     return EXIT_CONVERGED if idle else EXIT_NOT_CONVERGED

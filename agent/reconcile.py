@@ -216,7 +216,16 @@ class Reconciler:
                     digest, _ = await _within_deadline(head)
                 except AgentError as exc:
                     return Outcome(entry, Status.FAILED, str(exc))
-            return plan_one(entry, self._node, state, digest)
+            step = plan_one(entry, self._node, state, digest)
+            if step.action is Action.PULL:
+                # The platform check a pass makes before pulling: read-only, so made here too.
+                try:
+                    refusal = await _within_deadline(self._refusal(entry.reference, step))
+                except AgentError as exc:
+                    return Outcome(entry, Status.FAILED, str(exc))
+                if refusal:
+                    return Outcome(entry, Status.REFUSED, refusal, permanent=True)
+            return step
 
         return list(await asyncio.gather(*(one(e) for e in config.images)))
 
