@@ -26,6 +26,8 @@ if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then apt_packages+
 command -v qemu-aarch64-static >/dev/null || apt_packages+=(qemu-user-static)
 # skopeo: `make bench` times a `skopeo inspect` loop against `lock`.
 command -v skopeo >/dev/null || apt_packages+=(skopeo)
+# systemd-analyze checks deploy/systemd/prepull-agent.service.
+command -v systemd-analyze >/dev/null || apt_packages+=(systemd)
 "$PYTHON" -c 'import ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing ${apt_packages[*]} from apt"

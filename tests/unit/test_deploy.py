@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -211,3 +213,30 @@ def test_the_commented_credentials_path_is_the_secret_mount() -> None:
     text = one("ConfigMap")["data"]["preload.yaml"]
     mounts = {m["name"]: m["mountPath"] for m in container()["volumeMounts"]}
     assert f"{mounts['pull-secret']}/.dockerconfigjson" in text
+
+
+UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "prepull-agent.service"
+
+
+def _exec_start() -> list[str]:
+    (line,) = [x for x in UNIT.read_text().splitlines() if x.startswith("ExecStart=")]
+    return shlex.split(line.removeprefix("ExecStart="))
+
+
+def test_the_systemd_unit_runs_the_daemon_with_flags_the_cli_accepts() -> None:
+    program, *args = _exec_start()
+    assert program.endswith("/prepull-agent")
+    parsed = cli._parser().parse_args(args)
+    assert parsed.command is cli._run and parsed.listen.startswith("127.0.0.1:")
+
+
+def test_systemd_itself_accepts_the_unit(tmp_path: Path) -> None:
+    """systemd-analyze verify (Debian's systemd) with ExecStart on this venv's prepull-agent."""
+    installed = Path(sys.executable).parent / "prepull-agent"
+    unit = tmp_path / UNIT.name
+    unit.write_text(UNIT.read_text().replace("/usr/local/bin/prepull-agent", str(installed)))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert str(unit.name) not in result.stderr, result.stderr
