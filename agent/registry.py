@@ -95,12 +95,12 @@ class RegistryClient:
         except RegistryError as exc:
             if exc.status == 404:
                 return RegistryError(
-                    ref.domain, ref.path, "the repository does not exist", status=404
+                    ref.domain, ref.path, "not found: the repository does not exist", status=404
                 )
             return headed
         what = f"manifest {ref.digest}" if ref.digest else f"tag {target!r}"
         return RegistryError(
-            ref.domain, ref.path, f"{what} not found; the repository exists", status=404
+            ref.domain, ref.path, f"not found: {what} (the repository exists)", status=404
         )
 
     async def fetch_manifest(self, ref: Reference, target: str | None = None) -> Manifest:
@@ -335,10 +335,10 @@ def _not_found(ref: Reference, codes: list[str], detail: str) -> str:
     """Which part is missing, by the registry's error code (distribution-spec): the
     repository, or the tag or manifest within it. A HEAD answer has no body to say."""
     if "NAME_UNKNOWN" in codes:
-        return f"the repository does not exist ({detail})"
+        return f"not found: the repository does not exist ({detail})"
     if "MANIFEST_UNKNOWN" in codes:
         what = f"manifest {ref.digest}" if ref.digest else f"tag {ref.tag or 'latest'!r}"
-        return f"{what} not found ({detail})"
+        return f"not found: {what} ({detail})"
     return "not found" + (f" ({detail})" if detail else "")
 
 

@@ -119,11 +119,12 @@ def test_a_missing_repository_and_a_missing_tag_are_told_apart(
     assert result.code == 1, result
     lines = result.stderr.splitlines()
     assert any(
-        ":nope" in line and "tag 'nope' not found; the repository exists" in line for line in lines
+        ":nope" in line and "not found: tag 'nope' (the repository exists)" in line
+        for line in lines
     ), result.stderr
-    assert any("-absent:1" in line and "the repository does not exist" in line for line in lines), (
-        result.stderr
-    )
+    assert any(
+        "-absent:1" in line and "not found: the repository does not exist" in line for line in lines
+    ), result.stderr
 
 
 def test_https_to_a_plain_http_registry_says_how_to_mark_it_insecure(

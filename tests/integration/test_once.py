@@ -278,7 +278,7 @@ def test_json_output_is_one_document_scripts_can_read(
     assert pulled["bytes"] > 0 and pulled["image_id"].startswith("sha256:")
     failed = by_image[f"{registry.host}/{repo}:absent"]
     assert failed["status"] == "failed" and failed["permanent"] is True
-    assert "tag 'absent' not found; the repository exists" in failed["detail"]
+    assert "not found: tag 'absent' (the repository exists)" in failed["detail"]
 
 
 def test_on_a_terminal_digests_are_short_and_whole_with_no_trunc(
