@@ -12,6 +12,8 @@ import os
 import re
 import sys
 import tempfile
+import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -223,14 +225,6 @@ def _parser() -> argparse.ArgumentParser:
         "--insecure", action="store_true", help="speak plain HTTP to the image's registry"
     )
     resolve.set_defaults(command=_resolve)
-    for sub in (once, resolve):
-        sub.add_argument(
-            "-o",
-            "--format",
-            choices=("text", "json"),
-            default="text",
-            help="json: one document with stable field names, for scripts and CI",
-        )
     check = subcommand(
         "check",
         "validate a preload list, its pull secrets and hosts.toml files, touching no node",
@@ -240,6 +234,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--config", required=True, type=Path, help="the preload list (YAML)")
     check.set_defaults(command=_check)
+    status = subcommand(
+        "status",
+        "show a running daemon's view of this node (its /status) as a table",
+        "  prepull-agent status\n  prepull-agent status --endpoint http://10.0.0.5:9410 -o json",
+        "exit codes: 0 the node is ready, 1 not ready or the daemon cannot be reached",
+    )
+    status.add_argument(
+        "--endpoint",
+        default=f"http://127.0.0.1:{parse_listen(DEFAULT_LISTEN)[1]}",
+        help="the daemon's HTTP address (its --listen; default http://127.0.0.1:"
+        f"{parse_listen(DEFAULT_LISTEN)[1]})",
+    )
+    status.add_argument(
+        "--no-trunc", action="store_true", help="whole digests on a terminal too (as crictl)"
+    )
+    status.set_defaults(command=_status)
+    for sub in (once, resolve, status):
+        sub.add_argument(
+            "-o",
+            "--format",
+            choices=("text", "json"),
+            default="text",
+            help="json: one document with stable field names, for scripts and CI",
+        )
     version = subcommand(
         "version",
         "print the agent's version",
@@ -265,6 +283,63 @@ def _print_resolution(ref: references.Reference, resolution: Resolution) -> None
     print(f"type       {resolution.media_type}")
     print(f"platforms  {platforms.describe(resolution.offered)}")
     print(f"pinned     {resolution.reference}")
+
+
+async def _status(args: argparse.Namespace) -> int:
+    url = args.endpoint.rstrip("/") + "/status"
+    try:
+        document = await asyncio.to_thread(_get_json, url)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise AgentError(f"cannot read {url}: {reason}; is the daemon running there?") from None
+    if args.format == "json":
+        _print_json(document)
+    else:
+        print(format_status(document, _digests_for(args), time.time()))
+    return EXIT_CONVERGED if document.get("ready") else EXIT_NOT_CONVERGED
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read(8 * 1024 * 1024))
+
+
+def format_status(document: dict[str, Any], show: Callable[[str], str], now: float) -> str:
+    """A daemon's /status as `kubectl get` would print it: a header line, then a table."""
+    runtime = document.get("runtime") or {}
+    last = document.get("last_reconcile")
+    ago = f"last pass {now - last:.0f}s ago" if last else "no pass yet"
+    header = (
+        f"node {document.get('node_platform') or '?'}  "
+        f"{'READY' if document.get('ready') else 'NOT READY'}  "
+        f"runtime {runtime.get('name', '?')} {runtime.get('version', '')}".rstrip()
+        + f"  {ago}"
+    )
+    lines = [header]
+    if document.get("last_error"):
+        lines.append(f"last error: {document['last_error']}")
+    rejected = (document.get("config") or {}).get("rejected")
+    if rejected:
+        lines.append(f"config update rejected: {rejected['error']}")
+    rows = [("IMAGE", "STATE", "DIGEST", "SIZE", "PINNED", "LAST PULL", "ERROR")]
+    for image in document.get("images") or []:
+        pull = image.get("last_pull_seconds")
+        rows.append(
+            (
+                show(image["image"]),
+                image["state"],
+                show(image.get("digest") or "-"),
+                format_bytes(image["bytes"]) if image.get("bytes") else "-",
+                "yes" if image.get("pinned") else "no",
+                f"{pull:.1f}s" if pull is not None else "-",
+                image.get("last_error") or "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
 
 
 async def _check(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from tests.harness.procs import HarnessError
 from tests.harness.prometheus import Prometheus
 from tests.harness.registry import Registry
 from tests.harness.slowproxy import SlowProxy
-from tests.integration.conftest import image_status, pull, remove_image
+from tests.integration.conftest import image_status, pull, remove_image, run_agent
 
 NODE = str(platforms.detect())
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -473,3 +473,41 @@ def test_a_new_list_takes_effect_within_the_watch_interval_while_a_long_pull_is_
         assert "Traceback" not in daemon.log()
     finally:
         proxy.stop()
+
+
+def test_status_command_shows_the_daemons_view_as_a_table_and_as_json(
+    volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
+) -> None:
+    image = push_image(registry, repo, "1", (NODE,))
+    missing = f"{registry.host}/{repo}:never-pushed"
+    volume.write(listing(registry, [image.tagged, missing]))
+    daemon = start_daemon(volume.path)
+    daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 30, "readiness")
+
+    table = run_agent("status", "--endpoint", daemon.url)
+    as_json = run_agent("status", "--endpoint", daemon.url, "-o", "json")
+
+    assert table.code == 0 and as_json.code == 0, (table, as_json)
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith(f"node {NODE}  READY  runtime "), lines[0]
+    assert lines[1].split() == [
+        "IMAGE",
+        "STATE",
+        "DIGEST",
+        "SIZE",
+        "PINNED",
+        "LAST",
+        "PULL",
+        "ERROR",
+    ]
+    present = next(line for line in lines if line.startswith(image.tagged + " "))
+    assert "present" in present and image.digest in present, present
+    failed = next(line for line in lines if line.startswith(missing))
+    assert "failed" in failed and "not found" in failed, failed
+    assert lines[1].index("STATE") == present.index("present"), "columns line up"
+    document = json.loads(as_json.stdout)
+    assert document["ready"] is True and document == json.loads(daemon.get("/status")[1]) | {
+        "last_reconcile": document["last_reconcile"]
+    }
+    unreachable = run_agent("status", "--endpoint", "http://127.0.0.1:1")
+    assert unreachable.code == 1 and "is the daemon running there?" in unreachable.stderr
