@@ -13,7 +13,6 @@ import re
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -134,9 +133,6 @@ def _parser() -> argparse.ArgumentParser:
         )
     once.set_defaults(command=_once)
     once.add_argument(
-        "--no-trunc", action="store_true", help="whole digests on a terminal too (as crictl)"
-    )
-    once.add_argument(
         "--dry-run",
         action="store_true",
         help="print what a pass would do (hit, pull, bind, skip) and do none of it; exit 0 if "
@@ -246,10 +242,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the daemon's HTTP address (its --listen; default http://127.0.0.1:"
         f"{parse_listen(DEFAULT_LISTEN)[1]})",
     )
-    status.add_argument(
-        "--no-trunc", action="store_true", help="whole digests on a terminal too (as crictl)"
-    )
     status.set_defaults(command=_status)
+    for sub in (once, status):
+        sub.add_argument(
+            "--no-trunc", action="store_true", help="whole digests on a terminal too (as crictl)"
+        )
     for sub in (once, resolve, status):
         sub.add_argument(
             "-o",
@@ -300,6 +297,10 @@ async def _status(args: argparse.Namespace) -> int:
 
 
 def _get_json(url: str) -> Any:
+    # urllib.request brings ssl, email and http.client: loaded for `status` only, not at the
+    # start of every command.
+    import urllib.request
+
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read(8 * 1024 * 1024))
 

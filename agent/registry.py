@@ -74,7 +74,7 @@ class RegistryClient:
         except RegistryError as exc:
             if exc.status != 404:
                 raise
-            raise await self._what_is_missing(ref, target, exc) from None
+            raise await self._what_is_missing(ref, exc) from None
 
         digest = response.headers.get("Docker-Content-Digest")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
@@ -83,9 +83,7 @@ class RegistryClient:
         fetched = await self.fetch_manifest(ref, target)
         return fetched.digest, fetched.media_type
 
-    async def _what_is_missing(
-        self, ref: Reference, target: str, headed: RegistryError
-    ) -> RegistryError:
+    async def _what_is_missing(self, ref: Reference, headed: RegistryError) -> RegistryError:
         """After a 404 to HEAD: whether the repository or the tag is missing. A HEAD answer has
         no body; the tag list of the repository says (distribution answers NAME_UNKNOWN for a
         repository it does not hold). One request more, on failure only; a registry that will
@@ -98,9 +96,8 @@ class RegistryClient:
                     ref.domain, ref.path, "not found: the repository does not exist", status=404
                 )
             return headed
-        what = f"manifest {ref.digest}" if ref.digest else f"tag {target!r}"
         return RegistryError(
-            ref.domain, ref.path, f"not found: {what} (the repository exists)", status=404
+            ref.domain, ref.path, f"not found: {_missing(ref)} (the repository exists)", status=404
         )
 
     async def fetch_manifest(self, ref: Reference, target: str | None = None) -> Manifest:
@@ -337,9 +334,13 @@ def _not_found(ref: Reference, codes: list[str], detail: str) -> str:
     if "NAME_UNKNOWN" in codes:
         return f"not found: the repository does not exist ({detail})"
     if "MANIFEST_UNKNOWN" in codes:
-        what = f"manifest {ref.digest}" if ref.digest else f"tag {ref.tag or 'latest'!r}"
-        return f"not found: {what} ({detail})"
+        return f"not found: {_missing(ref)} ({detail})"
     return "not found" + (f" ({detail})" if detail else "")
+
+
+def _missing(ref: Reference) -> str:
+    """What a manifest lookup of `ref` asked for: its digest, else its tag."""
+    return f"manifest {ref.digest}" if ref.digest else f"tag {ref.tag or 'latest'!r}"
 
 
 def _error_codes(body: bytes) -> list[str]:
