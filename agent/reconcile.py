@@ -35,6 +35,8 @@ LOOKUP_DEADLINE = 60.0
 PIN_VISIBLE_TIMEOUT = 2.0
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Seen = tuple[NodeImage | None, NodeImage | None]
+"""What the node held under an entry's names (agent.plan.inputs)."""
 
 
 class ImageRuntime(Protocol):
@@ -150,8 +152,8 @@ class Reconciler:
         self._credentials = credentials
         self._pins_honoured = pins_honoured
         """The runtime reports our pin label (agent.runtimes): worth reading back."""
-        self._settled_before: dict[ImageEntry, tuple[Any, Outcome]] = {}
-        self._settled_now: dict[ImageEntry, tuple[Any, Outcome]] = {}
+        self._settled_before: dict[ImageEntry, tuple[Seen, Outcome]] = {}
+        self._settled_now: dict[ImageEntry, tuple[Seen, Outcome]] = {}
         """Settled outcomes by entry, with the node images they were decided on: the last
         pass's (reused when the same images are seen again) and this pass's."""
 
@@ -209,23 +211,15 @@ class Reconciler:
         state = await self.snapshot()
 
         async def one(entry: ImageEntry) -> Step | Outcome:
-            digest = None
-            if entry.kind == Kind.TAG and entry.applies_to(self._node):
-                try:
-                    head = self._registry.head_digest(entry.reference)
-                    digest, _ = await _within_deadline(head)
-                except AgentError as exc:
-                    return Outcome(entry, Status.FAILED, str(exc))
-            step = plan_one(entry, self._node, state, digest)
-            if step.action is Action.PULL:
+            try:
+                step = await self._step(entry, state)
+                if step.action is not Action.PULL:
+                    return step
                 # The platform check a pass makes before pulling: read-only, so made here too.
-                try:
-                    refusal = await _within_deadline(self._refusal(entry.reference, step))
-                except AgentError as exc:
-                    return Outcome(entry, Status.FAILED, str(exc))
-                if refusal:
-                    return Outcome(entry, Status.REFUSED, refusal, permanent=True)
-            return step
+                refusal = await _within_deadline(self._refusal(entry.reference, step))
+            except AgentError as exc:
+                return Outcome(entry, Status.FAILED, str(exc))
+            return Outcome(entry, Status.REFUSED, refusal, permanent=True) if refusal else step
 
         return list(await asyncio.gather(*(one(e) for e in config.images)))
 
@@ -263,10 +257,7 @@ class Reconciler:
         if self._stopping():
             return Outcome(entry, Status.FAILED, "not started: the agent is shutting down")
         try:
-            digest = None
-            if entry.kind == Kind.TAG and entry.applies_to(self._node):
-                digest, _ = await _within_deadline(self._registry.head_digest(entry.reference))
-            step = plan_one(entry, self._node, state, digest)
+            step = await self._step(entry, state)
             if step.action in (Action.PULL, Action.BIND):
                 self._on_start(entry)
             outcome = await self._carry_out(step, slots, _pin_names(entry) if pin else ())
@@ -288,6 +279,14 @@ class Reconciler:
             drift=step.drift if step else False,
             digest=outcome.digest or (step.digest if step else None),
         )
+
+    async def _step(self, entry: ImageEntry, state: NodeState) -> Step:
+        """The plan for one entry; a tag entry for this node first asks the registry where its
+        tag points now."""
+        digest = None
+        if entry.kind == Kind.TAG and entry.applies_to(self._node):
+            digest, _ = await _within_deadline(self._registry.head_digest(entry.reference))
+        return plan_one(entry, self._node, state, digest)
 
     async def _carry_out(self, step: Step, slots: PullSlots, pin: Collection[str]) -> Outcome:
         entry = step.entry
