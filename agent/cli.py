@@ -574,6 +574,10 @@ async def _lock(args: argparse.Namespace) -> int:
 
     config = configs.load(args.config)
     credentials = _credential_files(config).lookup
+    # Bad input is exit 2 before any registry is asked: `--check` needs a readable lock.
+    if args.check and args.output is None:
+        raise InputError("lock --check compares the list with its lock: name the lock with -o")
+    locked = configs.load(args.output) if args.check else None
     async with wiring.registry_client(
         config.registry, _hosts_dir(args), credentials, concurrency=args.concurrency
     ) as registry:
@@ -591,8 +595,8 @@ async def _lock(args: argparse.Namespace) -> int:
         )
         return EXIT_NOT_CONVERGED
     digests = {e: r for e, r in results.items() if isinstance(r, str)}
-    if args.check:
-        return _check_lock(args, config, digests)
+    if locked is not None:
+        return _check_lock(args.output, config, digests, locked)
     unpinned = {e: d for e, d in digests.items() if e.reference.digest is None}
     text = configs.lock_text(read_text(args.config), config, unpinned)
     if args.output is None:
@@ -604,18 +608,17 @@ async def _lock(args: argparse.Namespace) -> int:
     return EXIT_CONVERGED
 
 
-def _check_lock(args: argparse.Namespace, config: PreloadConfig, now: dict[ImageEntry, str]) -> int:
+def _check_lock(
+    path: Path, config: PreloadConfig, now: dict[ImageEntry, str], locked: PreloadConfig
+) -> int:
     """`lock --check`: does the lock file still pin what the list and the registry say?"""
-    if args.output is None:
-        raise InputError("lock --check compares the list with its lock: name the lock with -o")
-    locked = configs.load(args.output)
     problems = lock_problems(config.images, now, locked.images)
     for problem in problems:
         print(f"stale    {problem}")
     if problems:
-        print(f"{args.output} is stale: {len(problems)} entries differ; run lock again")
+        print(f"{path} is stale: {len(problems)} entries differ; run lock again")
         return EXIT_NOT_CONVERGED
-    print(f"{args.output} is current: {len(config.images)} entries, every tag where it was locked")
+    print(f"{path} is current: {len(config.images)} entries, every tag where it was locked")
     return EXIT_CONVERGED
 
 

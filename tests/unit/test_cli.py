@@ -210,3 +210,19 @@ def test_check_names_a_broken_pull_secret_and_a_broken_hosts_toml(
     hosts = ["--containerd-hosts-dir", str(tmp_path / "certs.d")]
     assert main(["check", "--config", str(config), *hosts]) == 2
     assert "hosts.toml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("lock", [None, "absent.lock.yaml"])
+def test_lock_check_without_a_readable_lock_is_bad_input_before_any_registry_is_asked(
+    lock: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "preload.yaml"
+    # A registry that cannot exist: asking it would fail with exit 1, not 2.
+    config.write_text("images:\n  - registry.invalid/a/b:1\n")
+    args = ["lock", "--config", str(config), "--check"]
+    args += ["-o", str(tmp_path / lock)] if lock else []
+
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert ("name the lock with -o" in err) if lock is None else (lock in err), err
+    assert "registry.invalid" not in err, "a registry was asked"
