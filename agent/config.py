@@ -39,7 +39,7 @@ class Kind(StrEnum):
     """`name@digest`: the digest only."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ImageEntry:
     reference: Reference
     written: str
@@ -48,19 +48,34 @@ class ImageEntry:
     platforms: tuple[Platform, ...] = ()
     """Only nodes of these platforms preload the image; empty means every node."""
     kind: Kind = field(init=False, repr=False, compare=False)
-    """Computed once: a pass asks every entry its kind, and lists run to thousands."""
+    has_tag: bool = field(init=False, repr=False, compare=False)
+    """Whether the operator wrote a tag (a bare `name` means `name:latest` to kubelet)."""
+    _hash: int = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        if self.reference.digest is None:
+    def __init__(
+        self, reference: Reference, written: str, line: int, platforms: tuple[Platform, ...] = ()
+    ) -> None:
+        # Kind, has_tag and the hash are computed once, written straight into the instance (as
+        # agent.reference.Reference does): lists run to thousands of entries, each asked often.
+        has_tag = _written_tag(written) or "@" not in written
+        if reference.digest is None:
             kind = Kind.TAG
+        elif has_tag:
+            kind = Kind.PINNED
         else:
-            kind = Kind.PINNED if self.has_tag else Kind.DIGEST
-        object.__setattr__(self, "kind", kind)
+            kind = Kind.DIGEST
+        vars(self).update(
+            reference=reference,
+            written=written,
+            line=line,
+            platforms=platforms,
+            kind=kind,
+            has_tag=has_tag,
+            _hash=hash((reference, written, line, platforms)),
+        )
 
-    @property
-    def has_tag(self) -> bool:
-        """Whether the operator wrote a tag (a bare `name` means `name:latest` to kubelet)."""
-        return _written_tag(self.written) or "@" not in self.written
+    def __hash__(self) -> int:
+        return self._hash
 
     def applies_to(self, node: Platform) -> bool:
         return not self.platforms or node in self.platforms

@@ -22,7 +22,7 @@ from agent.errors import (
     TransientRegistryError,
 )
 from agent.manifest import Resolution
-from agent.plan import Action, NodeImage, NodeState, Step, inputs, plan_one
+from agent.plan import Action, NodeImage, NodeState, Step, inputs, plan_one, plan_seen
 from agent.platform import Platform
 from agent.reference import Reference
 
@@ -79,8 +79,11 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)
 class Outcome:
+    """Built once per image per pass and never changed (dataclasses.replace makes a new one);
+    not frozen, as a frozen dataclass's __init__ costs 5x and lists run to thousands."""
+
     entry: ImageEntry
     status: Status
     detail: str = ""
@@ -191,13 +194,13 @@ class Reconciler:
         if before is not None and before[0] == seen:
             outcome: Outcome | None = before[1]
         else:
-            outcome = self._settle(entry, state)
+            outcome = self._settle(entry, seen)
         if outcome is not None:
             self._settled_now[entry] = (seen, outcome)
         return outcome
 
-    def _settle(self, entry: ImageEntry, state: NodeState) -> Outcome | None:
-        step = plan_one(entry, self._node, state, None)
+    def _settle(self, entry: ImageEntry, seen: Seen) -> Outcome | None:
+        step = plan_seen(entry, self._node, seen, None)
         if step.action is Action.SKIP:
             return Outcome(entry, Status.SKIPPED, step.reason, action=step.action)
         if step.action is Action.HIT:

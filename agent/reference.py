@@ -25,9 +25,19 @@ _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _HEX = re.compile(r"[0-9a-f]+")
 _DIGEST_HEX = {"sha256": 64, "sha512": 128}
 _MAX_NAME = 255
+# The form a lock writes, `host[:port]/path:tag@sha256:hex` (tag and digest optional), in one
+# match: a list of thousands of entries is parsed on every start and reload. The host must
+# hold a '.' or ':' to be one (Docker's rule); anything else takes the step-by-step path.
+_COMPONENT = _PATH_COMPONENT.pattern
+_WELL_FORMED = re.compile(
+    rf"(?P<domain>(?=[^/]*[.:]){_DOMAIN.pattern})"
+    rf"/(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+    rf"(?::(?P<tag>{_TAG.pattern}))?"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?"
+)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, init=False)
 class Reference:
     """A normalized image reference: `domain/path[:tag][@digest]`."""
 
@@ -36,11 +46,31 @@ class Reference:
     tag: str | None = None
     digest: str | None = None
     name: str = field(init=False, repr=False, compare=False)
-    """The repository with its registry, as containerd records it (computed once: a pass over
-    thousands of images asks for it many times)."""
+    """The repository with its registry, as containerd records it. It, the other names below
+    and the hash are computed once: a pass over thousands of images asks for them many times."""
+    _tagged: str | None = field(init=False, repr=False, compare=False)
+    _by_digest: str | None = field(init=False, repr=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "name", f"{self.domain}/{self.path}")
+    def __init__(
+        self, domain: str, path: str, tag: str | None = None, digest: str | None = None
+    ) -> None:
+        # Written straight into the instance: a frozen dataclass's own __init__ sets each
+        # field through object.__setattr__, 5x slower, and lists parse thousands of these.
+        name = f"{domain}/{path}"
+        vars(self).update(
+            domain=domain,
+            path=path,
+            tag=tag,
+            digest=digest,
+            name=name,
+            _tagged=None if tag is None else f"{name}:{tag}",
+            _by_digest=None if digest is None else f"{name}@{digest}",
+            _hash=hash((domain, path, tag, digest)),
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def api_host(self) -> str:
@@ -58,16 +88,17 @@ class Reference:
     @property
     def tagged(self) -> str:
         """`name:tag`, the string an IfNotPresent pod asks the runtime about."""
-        if self.tag is None:
+        if self._tagged is None:
             raise ValueError(f"{self} has no tag")
-        return f"{self.name}:{self.tag}"
+        return self._tagged
 
     def by_digest(self, digest: str | None = None) -> str:
         """`name@digest`, the form containerd records for a pull."""
-        chosen = digest or self.digest
-        if chosen is None:
+        if digest:
+            return f"{self.name}@{digest}"
+        if self._by_digest is None:
             raise ValueError(f"{self} has no digest")
-        return f"{self.name}@{chosen}"
+        return self._by_digest
 
     def pinned(self, digest: str) -> Reference:
         return Reference(self.domain, self.path, self.tag, digest)
@@ -87,6 +118,15 @@ def validate_digest(digest: str) -> str:
 
 def parse(text: str) -> Reference:
     """Parse and normalize `text`; raise InvalidReference naming what is wrong."""
+    match = _WELL_FORMED.fullmatch(text)
+    if match is not None:
+        domain, path, tag, digest = match.groups()
+        if domain not in _DOCKER_HUB_ALIASES and len(domain) + 1 + len(path) <= _MAX_NAME:
+            return Reference(domain, path, tag if tag or digest else "latest", digest)
+    return _parse_step_by_step(text)
+
+
+def _parse_step_by_step(text: str) -> Reference:
     if not text or text != text.strip():
         raise InvalidReference(text, "empty or surrounded by whitespace")
     remainder, _, digest = text.partition("@")

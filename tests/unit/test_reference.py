@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.errors import InvalidReference
-from agent.reference import DOCKER_HUB_API_HOST, parse
+from agent.reference import DOCKER_HUB_API_HOST, Reference, _parse_step_by_step, parse
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -92,3 +92,45 @@ def test_normalized_form_is_a_fixed_point(
     assert str(ref).endswith(
         "/".join(path) + (f":{ref.tag}" if ref.tag else "") + (f"@{digest}" if digest else "")
     )
+
+
+_reference_shaped = st.from_regex(
+    r"(?:[a-zA-Z0-9.-]{1,12}(?::[0-9]{1,5})?/)?[a-z0-9._/-]{1,20}(?::[A-Za-z0-9_.-]{1,10})?"
+    r"(?:@sha256:[0-9a-f]{64})?",
+    fullmatch=True,
+)
+
+
+@given(_reference_shaped | st.text(alphabet="ab.:/@_-A1", max_size=40))
+def test_the_one_match_path_agrees_with_the_step_by_step_parse(text: str) -> None:
+    """parse() takes a shortcut for well-formed references; it must accept, reject and
+    normalize exactly as the full parse does."""
+    try:
+        expected: Reference | str = _parse_step_by_step(text)
+    except InvalidReference as exc:
+        expected = str(exc)
+    try:
+        got: Reference | str = parse(text)
+    except InvalidReference as exc:
+        got = str(exc)
+    assert got == expected
+    if isinstance(got, Reference):
+        assert isinstance(expected, Reference)
+        assert (got.name, hash(got)) == (expected.name, hash(expected))
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "ghcr.io/acme/api:2.4.1@" + DIGEST,
+        "127.0.0.1:5000/a/b:1",
+        "localhost:5000/app",
+        "docker.io/nginx:1",
+        "index.docker.io/acme/app:1",
+        "Ghcr.io/a/b:1",
+        "ghcr.io/" + "a" * 247,
+    ],
+)
+def test_well_formed_references_normalize_the_same_either_way(written: str) -> None:
+    assert parse(written) == _parse_step_by_step(written)
+    assert str(parse(written)) == str(_parse_step_by_step(written))
