@@ -23,6 +23,7 @@ from agent.credentials import CredentialFiles
 from agent.errors import AgentError, ConfigError, InputError, RuntimeUnavailable
 from agent.metrics import Metrics, observe_pass
 from agent.platform import Platform
+from agent.progress import Progress
 from agent.reconcile import Outcome, PullSlots, Reconciler, Status
 from agent.reference import Reference
 from agent.registry import RegistryClient
@@ -35,6 +36,8 @@ log = logging.getLogger("prepull-agent")
 # ±10% around `resync`, so a fleet started together does not hit registries in lockstep.
 RESYNC_JITTER = 0.1
 HEALTH_TIMEOUT = 2.0
+# How often the bytes of pulls in flight are read from containerd (/status, the gauge).
+PROGRESS_INTERVAL = 1.0
 
 
 def jittered(resync: float, rng: Callable[[], float]) -> float:
@@ -81,7 +84,10 @@ class Daemon:
         self.settings = settings
         self.metrics = Metrics(registry or CollectorRegistry())
         self.metrics.start_time.set(time.time())
-        self.report = NodeReport(settings.node, strict=settings.strict_readiness)
+        self.progress = Progress()
+        self.report = NodeReport(
+            settings.node, strict=settings.strict_readiness, progress=self.progress
+        )
         self._rng = rng
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
@@ -149,6 +155,9 @@ class Daemon:
             helpers = [
                 tasks.create_task(self._watch_config(watcher)),
                 tasks.create_task(self._scan_loop(runtime)),
+                tasks.create_task(
+                    runtime.follow_pulls(self.progress, PROGRESS_INTERVAL, self._pull_progress)
+                ),
             ]
             tasks.create_task(self._reconcile_loop(runtime, registry))
             await self._stop.wait()
@@ -320,6 +329,7 @@ class Daemon:
                 lambda ref: self._credential_files.lookup(ref),
                 on_start=self._started,
                 stopping=self._stop.is_set,
+                progress=self.progress,
             )
             self._reconciler = (key, reconciler)
         return self._reconciler[1]
@@ -330,6 +340,23 @@ class Daemon:
         log.info(
             "%s: started", entry.written, extra={"event": "image_started", "image": entry.written}
         )
+
+    def _pull_progress(self) -> None:
+        """The pulls in flight have been looked at: the gauge says their bytes, and each pull
+        running longer than the log interval says how far it has got."""
+        self.metrics.pull_bytes_in_flight.set(self.progress.bytes_in_flight())
+        for view in self.progress.due(self.settings.progress_log_interval):
+            log.info(
+                "%s: pulling, %s",
+                view.image,
+                view.describe(),
+                extra={
+                    "event": "image_progress",
+                    "image": view.image,
+                    "bytes_done": view.done,
+                    "bytes_total": view.total,
+                },
+            )
 
     async def _meet_runtime(self, runtime: wiring.Runtime) -> Platform:
         """Learn the runtime behind the socket (again: it may have been upgraded) and, once,

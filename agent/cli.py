@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__, logs
 from agent import config as configs
@@ -27,14 +28,23 @@ from agent.credentials import CredentialFiles
 from agent.errors import AgentError, InputError
 from agent.files import read_text
 from agent.hosts import DEFAULT_HOSTS_DIR, HostsDirectory, resolver
+from agent.live import LiveDisplay
 from agent.lock import DEFAULT_CONCURRENCY as LOCK_CONCURRENCY
 from agent.lock import MAX_CONCURRENCY as MAX_LOCK_CONCURRENCY
 from agent.lock import resolve_tags
 from agent.lock import stale as lock_problems
 from agent.manifest import Resolution
 from agent.plan import Action, Step
+from agent.platform import Platform
+from agent.progress import Progress, format_bytes
 from agent.reconcile import Outcome, Status
+from agent.reference import Reference
 from agent.settings import DEFAULT_ENDPOINT, DEFAULT_LISTEN, DaemonSettings, parse_listen
+
+if TYPE_CHECKING:
+    from agent.credentials import Credential
+    from agent.registry import RegistryClient
+    from agent.wiring import Runtime
 
 EXIT_CONVERGED = 0
 EXIT_NOT_CONVERGED = 1
@@ -43,6 +53,11 @@ ENDPOINT_ENV = "PREPULL_CRI_ENDPOINT"
 
 log = logging.getLogger("prepull-agent")
 MAX_INTERVAL_SECONDS = 24 * 3600.0
+# `once`: how often pulls in flight are redrawn on a terminal, looked at for -v otherwise, and
+# how often -v logs a pull still running.
+LIVE_INTERVAL = 0.5
+PROGRESS_INTERVAL = 2.0
+PROGRESS_LOG_SECONDS = 10.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,6 +185,13 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="SECONDS",
         help="how often to count new containers as cache hits or misses (default 10)",
+    )
+    run.add_argument(
+        "--progress-log-interval",
+        type=_seconds(0.1),
+        default=30.0,
+        metavar="SECONDS",
+        help="a pull still running logs its bytes so far and rate this often (default 30)",
     )
     run.add_argument(
         "--strict-readiness",
@@ -435,6 +457,7 @@ async def _run(args: argparse.Namespace) -> int:
         watch_interval=args.watch_interval,
         container_scan_interval=args.container_scan_interval,
         strict_readiness=args.strict_readiness,
+        progress_log_interval=args.progress_log_interval,
     )
     # The daemon's web server and Prometheus code load only for `run`.
     from agent.app import Daemon
@@ -458,18 +481,10 @@ async def _once(args: argparse.Namespace) -> int:
         async with wiring.registry_client(
             config.registry, _hosts_dir(args), files.lookup
         ) as registry:
-            reconciler = runtime.reconciler(registry, node, files.lookup)
             if args.dry_run:
+                reconciler = runtime.reconciler(registry, node, files.lookup)
                 return _print_plan(await reconciler.plan(config), args)
-            if args.format == "json":
-                outcomes = await reconciler.converge(config)
-            else:
-                show = _digests_for(args)
-                width = max((len(show(e.written)) for e in config.images), default=0)
-                # Each image's line as soon as it is done, not all at the end.
-                outcomes = await reconciler.converge(
-                    config, on_outcome=lambda o: print(format_outcome(o, width, show), flush=True)
-                )
+            outcomes = await _converge_once(args, config, runtime, registry, node, files.lookup)
     failed = [o for o in outcomes if not o.converged]
     if args.format == "json":
         _print_json(
@@ -492,6 +507,59 @@ async def _once(args: argparse.Namespace) -> int:
     images = "image" if len(outcomes) == 1 else "images"
     print(f"converged on {node}: {len(outcomes)} {images} ({summary or 'none listed'})")
     return EXIT_CONVERGED
+
+
+async def _converge_once(
+    args: argparse.Namespace,
+    config: PreloadConfig,
+    runtime: Runtime,
+    registry: RegistryClient,
+    node: Platform,
+    credentials: Callable[[Reference], Sequence[Credential]],
+) -> list[Outcome]:
+    """One pass, printing each image's line as soon as it is done. On a terminal, the pulls in
+    flight are drawn below the results (bytes so far, rate) and redrawn; with -v, a pull still
+    running logs how far it has got every PROGRESS_LOG_SECONDS."""
+    show = _digests_for(args)
+    width = max((len(show(e.written)) for e in config.images), default=0)
+    text = args.format != "json"
+    live = text and sys.stdout.isatty()
+    verbose = log.isEnabledFor(logging.INFO)
+    progress = Progress() if live or verbose else None
+    display = LiveDisplay(sys.stdout, progress, show) if progress and live else None
+
+    def on_outcome(outcome: Outcome) -> None:
+        if display is not None:
+            display.result(format_outcome(outcome, width, show))
+        elif text:
+            print(format_outcome(outcome, width, show), flush=True)
+
+    def on_tick() -> None:
+        assert progress is not None
+        if display is not None:
+            display.redraw()
+        for view in progress.due(PROGRESS_LOG_SECONDS) if verbose else ():
+            log.info("%s: pulling, %s", view.image, view.describe())
+
+    reconciler = runtime.reconciler(
+        registry,
+        node,
+        credentials,
+        on_start=lambda entry: log.info("%s: started", entry.written),
+        progress=progress,
+    )
+    if progress is None:
+        return await reconciler.converge(config, on_outcome)
+    interval = LIVE_INTERVAL if live else PROGRESS_INTERVAL
+    following = asyncio.create_task(runtime.follow_pulls(progress, interval, on_tick))
+    try:
+        return await reconciler.converge(config, on_outcome)
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+        if display is not None:
+            display.close()
 
 
 def _print_plan(plan: Sequence[Step | Outcome], args: argparse.Namespace) -> int:
@@ -558,15 +626,6 @@ def _digests_for(args: argparse.Namespace) -> Callable[[str], str]:
 
 def _print_json(document: object) -> None:
     print(json.dumps(document, indent=2))
-
-
-def format_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
 
 
 async def _lock(args: argparse.Namespace) -> int:

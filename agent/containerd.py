@@ -1,5 +1,6 @@
-"""containerd's own APIs: Images (bind a tag to pinned content, pin labels) and Introspection
-(the platform the CRI plugin pulls for). The only module for those stubs."""
+"""containerd's own APIs: Images (bind a tag to pinned content, pin labels), Introspection
+(the platform the CRI plugin pulls for) and Content (downloads in progress). The only module
+for those stubs."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from google.protobuf import field_mask_pb2
 
 from agent import platform as platforms
 from agent import rpc
+from agent._proto.containerd.services.content.v1 import content_pb2, content_pb2_grpc
 from agent._proto.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from agent._proto.containerd.services.introspection.v1 import (
     introspection_pb2,
     introspection_pb2_grpc,
 )
 from agent.errors import AgentError, ImageError, RuntimeUnavailable, TagBindingUnsupported
+from agent.progress import Ingest
 from agent.retry import RetryPolicy
 
 # CRI keeps its images in this namespace and sees changes there through its event stream.
@@ -65,6 +68,7 @@ class ContainerdImages:
         self.endpoint = endpoint
         self._channel = channel
         self._stub = images_pb2_grpc.ImagesStub(channel)
+        self._content = content_pb2_grpc.ContentStub(channel)
         self._metadata = ((NAMESPACE_HEADER, namespace),)
         self._policy = policy
 
@@ -155,6 +159,17 @@ class ContainerdImages:
             image.name: image.created_at.seconds * 1_000_000_000 + image.created_at.nanos
             for image in await self._list()
         }
+
+    async def ingests(self) -> list[Ingest]:
+        """The downloads in progress in our namespace (CRI pulls write there), unretried: a
+        progress display asks again in a moment anyway."""
+        try:
+            reply = await self._content.ListStatuses(
+                content_pb2.ListStatusesRequest(), metadata=self._metadata, timeout=CALL_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise AgentError(f"Content.ListStatuses: {rpc.details_of(exc)}") from None
+        return [Ingest(s.ref, s.offset, s.total) for s in reply.statuses]
 
     async def _get(self, name: str) -> images_pb2.Image | None:
         """The full record of `name`, or None if containerd has none by that name."""

@@ -8,8 +8,19 @@ import sys
 import time
 
 # Fields the agent attaches with `extra=`: on every pull, image, digest, duration and outcome;
-# on every pass, the counts.
-FIELDS = ("image", "digest", "duration_seconds", "outcome", "bytes", "error", "event", "counts")
+# on every pass, the counts; on a long pull's progress, the bytes so far and expected.
+FIELDS = (
+    "image",
+    "digest",
+    "duration_seconds",
+    "outcome",
+    "bytes",
+    "error",
+    "event",
+    "counts",
+    "bytes_done",
+    "bytes_total",
+)
 
 
 class JsonFormatter(logging.Formatter):

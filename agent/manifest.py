@@ -70,6 +70,9 @@ class Resolution:
     """The platforms the content has manifests for."""
     chosen: Descriptor | None = None
     """The manifest `platform` would run, if any."""
+    blobs: tuple[Descriptor, ...] = ()
+    """The config and layers of the chosen manifest, when its document was read (single-
+    platform content): what pulling it downloads."""
 
     @property
     def is_index(self) -> bool:
@@ -181,4 +184,14 @@ def choose(
         offered = (declared,)
         this = Descriptor(document.media_type, document.digest, document.size, declared)
         chosen = this if can_run(platform, declared) else None
-    return Resolution(pinned, document.digest, document.media_type, platform, offered, chosen)
+    blobs = manifest_blobs(document)
+    return Resolution(
+        pinned, document.digest, document.media_type, platform, offered, chosen, blobs
+    )
+
+
+def manifest_blobs(document: Manifest) -> tuple[Descriptor, ...]:
+    """What pulling a single-platform manifest downloads: its config and layers."""
+    if document.config is None:
+        return ()
+    return (document.config, *document.layers)

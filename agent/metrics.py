@@ -45,6 +45,11 @@ class Metrics:
             "Bytes of images pulled (image size as the runtime reports it).",
             registry=registry,
         )
+        self.pull_bytes_in_flight = Gauge(
+            "prepull_pull_bytes_in_flight",
+            "Bytes downloaded so far by the pulls in progress (containerd's active downloads).",
+            registry=registry,
+        )
         self.images_desired = Gauge(
             "prepull_images_desired",
             "Images in the list meant for this node's platform.",

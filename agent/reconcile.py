@@ -21,9 +21,10 @@ from agent.errors import (
     TagBindingUnsupported,
     TransientRegistryError,
 )
-from agent.manifest import Resolution
+from agent.manifest import Manifest, Resolution, manifest_blobs
 from agent.plan import Action, NodeImage, NodeState, Step, inputs, plan_one, plan_seen
 from agent.platform import Platform
+from agent.progress import Progress
 from agent.reference import Reference
 
 # After a bind, CRI learns of the new tag from containerd's event stream, a moment later.
@@ -63,6 +64,7 @@ class Resolver(Protocol):
 
     async def head_digest(self, ref: Reference) -> tuple[str, str]: ...
     async def resolve(self, ref: Reference, platform: Platform) -> Resolution: ...
+    async def fetch_manifest(self, ref: Reference, target: str | None = None) -> Manifest: ...
 
 
 class Status(StrEnum):
@@ -144,6 +146,7 @@ class Reconciler:
         stopping: Callable[[], bool] = lambda: False,
         credentials: Callable[[Reference], Sequence[Credential]] = lambda ref: (),
         pins_honoured: bool = True,
+        progress: Progress | None = None,
     ) -> None:
         self._runtime = runtime
         self._registry = registry
@@ -154,6 +157,8 @@ class Reconciler:
         self._stopping = stopping
         self._credentials = credentials
         self._pins_honoured = pins_honoured
+        self._progress = progress
+        """Where pulls in flight are followed (the bytes they have downloaded), if anywhere."""
         """The runtime reports our pin label (agent.runtimes): worth reading back."""
         self._settled_before: dict[ImageEntry, tuple[Seen, Outcome]] = {}
         self._settled_now: dict[ImageEntry, tuple[Seen, Outcome]] = {}
@@ -219,7 +224,8 @@ class Reconciler:
                 if step.action is not Action.PULL:
                     return step
                 # The platform check a pass makes before pulling: read-only, so made here too.
-                refusal = await _within_deadline(self._refusal(entry.reference, step))
+                resolution = await _within_deadline(self._check(entry.reference, step))
+                refusal = resolution.refusal()
             except AgentError as exc:
                 return Outcome(entry, Status.FAILED, str(exc))
             return Outcome(entry, Status.REFUSED, refusal, permanent=True) if refusal else step
@@ -304,18 +310,24 @@ class Reconciler:
             return _present(entry, Status.BOUND, step.reason, step.digest, bound)
         assert step.pull_ref is not None
         async with slots.checking(entry.reference.domain):
-            refusal = await _within_deadline(self._refusal(entry.reference, step))
+            resolution = await _within_deadline(self._check(entry.reference, step))
+            refusal = resolution.refusal()
             if refusal:
                 return Outcome(entry, Status.REFUSED, refusal, permanent=True)
+            blobs = await self._blobs(resolution) if self._progress is not None else {}
             await slots.pulls.acquire()
         try:
             if self._stopping():
                 return Outcome(entry, Status.FAILED, "not started: the agent is shutting down")
+            if self._progress is not None:
+                self._progress.begin(entry.written, blobs)
             try:
                 image_id = await self._pull(step.pull_ref, entry.reference)
             except ImageError as exc:
                 return _failed_after_pull(entry, exc)
         finally:
+            if self._progress is not None:
+                self._progress.end(entry.written)
             slots.pulls.release()
         pulled: NodeImage | None
         if step.bind_tag is not None:
@@ -349,11 +361,26 @@ class Reconciler:
                 pass
         return await self._runtime.pull(pull_ref, candidates[-1])
 
-    async def _refusal(self, ref: Reference, step: Step) -> str | None:
-        """Check the content against this node's platform before anything is pulled."""
+    async def _check(self, ref: Reference, step: Step) -> Resolution:
+        """What the content is, to check it against this node's platform before pulling."""
         target = ref.pinned(step.digest) if step.digest else ref
-        resolution = await self._registry.resolve(target, self._node)
-        return resolution.refusal()
+        return await self._registry.resolve(target, self._node)
+
+    async def _blobs(self, resolution: Resolution) -> dict[str, int]:
+        """The blobs (digest → bytes) a pull of `resolution` downloads, for following its
+        progress: a multi-platform image's costs one more small request (its platform's
+        manifest). Unknown ({}) if that fails: progress is no reason to fail a pull."""
+        found = resolution.blobs
+        if not found and resolution.is_index and resolution.chosen is not None:
+            try:
+                document = await _within_deadline(
+                    self._registry.fetch_manifest(resolution.reference, resolution.chosen.digest)
+                )
+            except AgentError as exc:
+                log.debug("%s: no progress to follow: %s", resolution.reference, exc)
+                return {}
+            found = manifest_blobs(document)
+        return {blob.digest: blob.size for blob in found}
 
     async def _bind(
         self, entry: ImageEntry, tag: str, image_id: str, pin: Collection[str]

@@ -30,6 +30,8 @@ class DaemonSettings:
     container_scan_interval: float = 10.0
     """Seconds between looks for new containers, to count pod starts that hit or missed. The
     verdict comes from timestamps, so a slower scan is as accurate, only later."""
+    progress_log_interval: float = 30.0
+    """A pull still running logs how far it has got every this many seconds."""
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.config import ImageEntry
 from agent.platform import Platform
+from agent.progress import Progress
 from agent.reconcile import Outcome, Status
 
 
@@ -62,8 +63,12 @@ class PassSummary:
 
 
 class NodeReport:
-    def __init__(self, node: Platform | None, *, strict: bool = False) -> None:
+    def __init__(
+        self, node: Platform | None, *, strict: bool = False, progress: Progress | None = None
+    ) -> None:
         self.node = node
+        self.progress = progress
+        """The pulls in flight, for the bytes each has downloaded so far."""
         self.strict = strict
         """Readiness waits for permanently failed images too."""
         """None until the runtime has said which platform it pulls for."""
@@ -168,5 +173,18 @@ class NodeReport:
             "config": dict(self.config),
             "last_reconcile": self.last_reconcile,
             "last_error": self.last_error,
-            "images": [dataclasses.asdict(r) for r in self.images.values()],
+            "images": [self._image_json(r) for r in self.images.values()],
         }
+
+    def _image_json(self, report: ImageReport) -> dict[str, Any]:
+        document = dataclasses.asdict(report)
+        view = self.progress.view(report.image) if self.progress is not None else None
+        document["pull"] = None
+        if view is not None and report.state == State.PULLING:
+            document["pull"] = {
+                "bytes_done": view.done,
+                "bytes_total": view.total,
+                "seconds": round(view.seconds, 3),
+                "bytes_per_second": round(view.rate),
+            }
+        return document

@@ -16,6 +16,7 @@ from agent.credentials import Credential
 from agent.cri import CriClient, RuntimeInfo
 from agent.hosts import HostsDirectory, resolver
 from agent.platform import Platform
+from agent.progress import Progress, follow
 from agent.reconcile import Reconciler
 from agent.reference import Reference
 from agent.registry import RegistryClient, RegistryObserver, open_session
@@ -77,6 +78,7 @@ class Runtime:
         *,
         on_start: Callable[[ImageEntry], None] = lambda entry: None,
         stopping: Callable[[], bool] = lambda: False,
+        progress: Progress | None = None,
     ) -> Reconciler:
         return Reconciler(
             self.cri,
@@ -87,7 +89,14 @@ class Runtime:
             stopping=stopping,
             credentials=credentials,
             pins_honoured=self.features.pins_honoured,
+            progress=progress,
         )
+
+    async def follow_pulls(
+        self, progress: Progress, interval: float, on_tick: Callable[[], None]
+    ) -> None:
+        """Keep `progress` up to date from containerd's downloads in progress until cancelled."""
+        await follow(progress, self.images.ingests, interval, on_tick)
 
 
 @contextlib.asynccontextmanager

@@ -33,11 +33,12 @@ def generate(out_dir: Path) -> list[Path]:
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     written = []
-    for path in sorted(out_dir.rglob("*.py*")):
+    for path in sorted(p for p in out_dir.rglob("*.py*") if p.suffix in (".py", ".pyi")):
         text = _LOCAL_IMPORT.sub(rf"from {PACKAGE}.\1\2 import", path.read_text())
         path.write_text(text)
         written.append(path)
-    for folder in [out_dir, *(p for p in out_dir.rglob("*") if p.is_dir())]:
+    folders = (p for p in out_dir.rglob("*") if p.is_dir() and p.name != "__pycache__")
+    for folder in [out_dir, *folders]:
         init = folder / "__init__.py"
         if not init.exists():
             init.write_text("")

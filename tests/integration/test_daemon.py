@@ -299,6 +299,49 @@ def test_sigterm_during_a_slow_pull_exits_within_the_grace_period(
     assert "Task was destroyed" not in log and "Traceback" not in log, log
 
 
+def test_a_slow_pull_shows_its_bytes_growing_in_status_metrics_and_log(
+    volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
+) -> None:
+    # 4 MiB through a proxy that holds every 16 KiB for 20 ms: a pull of several seconds.
+    proxy = SlowProxy(registry.port, delay=0.02).start()
+    try:
+        push_image(registry, repo, "1", (NODE,), layer_bytes=4 << 20)
+        containerd.trust_http_registry(proxy.host)
+        slow = f"{proxy.host}/{repo}:1"
+        volume.write(f"images:\n  - {slow}\nregistries:\n  {proxy.host}:\n    insecure: true\n")
+        daemon = start_daemon(volume.path, "--progress-log-interval", "1")
+        seen: list[dict[str, int]] = []
+
+        def pull_state() -> bool:
+            (image,) = json.loads(daemon.get("/status")[1])["images"]
+            if image["state"] == "pulling" and image["pull"] and image["pull"]["bytes_done"]:
+                seen.append(image["pull"])
+            return len({s["bytes_done"] for s in seen}) >= 2
+
+        daemon.wait_for(pull_state, 60, "/status to show the pull's bytes growing")
+        in_flight = daemon.metric("prepull_pull_bytes_in_flight")
+        daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 90, "the pull to finish")
+    finally:
+        proxy.stop()
+
+    first, last = seen[0], seen[-1]
+    assert 0 < first["bytes_done"] < last["bytes_done"] <= last["bytes_total"], seen
+    # The layer and the config, as the platform manifest lists them.
+    assert 4 << 20 < last["bytes_total"] < (4 << 20) + 4096, seen
+    assert last["bytes_per_second"] > 0 and last["seconds"] > 0, seen
+    assert in_flight is not None and in_flight > 0
+    daemon.wait_for(
+        lambda: daemon.metric("prepull_pull_bytes_in_flight") == 0, 5, "the gauge to drop to 0"
+    )
+    (image,) = json.loads(daemon.get("/status")[1])["images"]
+    assert image["state"] == "present" and image["pull"] is None, image
+    progress = [line for line in daemon.log().splitlines() if '"image_progress"' in line]
+    assert progress, daemon.log()
+    record = json.loads(progress[-1])
+    assert record["image"] == slow and 0 < record["bytes_done"] <= record["bytes_total"], record
+    assert " of " in record["message"] and "/s" in record["message"], record
+
+
 def test_pod_starts_are_counted_as_cache_hits_and_misses(
     volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
 ) -> None:

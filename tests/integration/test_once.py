@@ -14,6 +14,7 @@ from agent import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image, push_single
 from tests.harness.registry import Registry
+from tests.harness.slowproxy import SlowProxy
 from tests.integration.conftest import image_status, once, run_agent, write_config
 
 NODE = str(platforms.detect())
@@ -281,14 +282,11 @@ def test_json_output_is_one_document_scripts_can_read(
     assert "not found: tag 'absent' (the repository exists)" in failed["detail"]
 
 
-def test_on_a_terminal_digests_are_short_and_whole_with_no_trunc(
-    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
-) -> None:
-    image = push_image(registry, repo, "1", (NODE,))
-    config = write_config(tmp_path / "preload.yaml", registry, [image.pinned()])
+def _once_on_a_terminal(node: Containerd, config: Path) -> tuple[int, str]:
+    """Run `once` with its output on a pseudo-terminal; its exit code and what it drew."""
     leader, follower = pty.openpty()
     command = [sys.executable, "-m", "agent", "once", "--config", str(config)]
-    command += ["--cri-endpoint", containerd.endpoint]
+    command += ["--cri-endpoint", node.endpoint]
     proc = subprocess.Popen(command, stdout=follower, stderr=subprocess.DEVNULL)
     os.close(follower)
     output = b""
@@ -296,8 +294,16 @@ def test_on_a_terminal_digests_are_short_and_whole_with_no_trunc(
         while chunk := os.read(leader, 4096):
             output += chunk
     os.close(leader)
-    text = output.decode()
-    assert proc.wait(60) == 0, text
+    return proc.wait(120), output.decode()
+
+
+def test_on_a_terminal_digests_are_short_and_whole_with_no_trunc(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    image = push_image(registry, repo, "1", (NODE,))
+    config = write_config(tmp_path / "preload.yaml", registry, [image.pinned()])
+    code, text = _once_on_a_terminal(containerd, config)
+    assert code == 0, text
     assert f"{image.digest[:19]}…" in text and image.digest not in text, text
     whole = once(containerd, config, "--no-trunc")  # not a terminal: whole digests anyway
     assert image.digest in whole.line_for(image.pinned())
@@ -320,3 +326,33 @@ def test_dry_run_prints_the_plan_and_does_none_of_it(
     assert image_status(containerd, absent.by_digest()) is None, "a dry run pulled"
     assert once(containerd, config).code == 0
     assert once(containerd, config, "--dry-run").code == 0, "nothing left to do"
+
+
+def test_on_a_terminal_pulls_in_flight_are_drawn_and_redrawn_until_they_finish(
+    tmp_path: Path, registry: Registry, fresh_containerd: Containerd, repo: str
+) -> None:
+    # 3 MiB through a proxy that holds every 16 KiB for 20 ms: several seconds of pulling.
+    proxy = SlowProxy(registry.port, delay=0.02).start()
+    try:
+        image = push_single(registry, repo, "1", NODE, 3 << 20)
+        fresh_containerd.trust_http_registry(proxy.host)
+        slow = image.pinned().replace(registry.host, proxy.host)
+        config = tmp_path / "preload.yaml"
+        config.write_text(
+            f"images:\n  - {slow}\nregistries:\n  {proxy.host}:\n    insecure: true\n"
+        )
+        code, text = _once_on_a_terminal(fresh_containerd, config)
+    finally:
+        proxy.stop()
+    assert code == 0, text
+    # Each redraw: `pulling   <bytes> of <total> (<percent>), <rate>/s, <seconds>  <image>`.
+    amounts = [
+        line.partition("pulling ")[2].strip().partition(" of ")[0]
+        for line in text.splitlines()
+        if "pulling " in line and " of " in line and "/s, " in line
+    ]
+    assert len(set(amounts)) >= 2, f"the bytes so far should grow between redraws: {text}"
+    assert "\x1b[1F\x1b[J" in text, "the progress line is erased before each redraw"
+    # The result comes after the progress, and the block is gone at the end.
+    assert text.rindex("pulling ") < text.index("pulled "), text
+    assert text.rstrip().endswith("(1 pulled)"), text
