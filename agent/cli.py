@@ -23,7 +23,7 @@ from agent import __version__, logs
 from agent import config as configs
 from agent import platform as platforms
 from agent import reference as references
-from agent.config import ImageEntry, Kind, PreloadConfig, RegistrySettings
+from agent.config import ImageEntry, Kind, PreloadConfig, RegistrySettings, locked_reference
 from agent.credentials import CredentialFiles
 from agent.errors import AgentError, InputError
 from agent.files import read_text
@@ -206,7 +206,8 @@ def _parser() -> argparse.ArgumentParser:
         "pin every tag of a preload list to its current digest",
         "  prepull-agent lock --config preload.yaml -o preload.lock.yaml\n"
         "  prepull-agent lock --config preload.yaml --concurrency 64\n"
-        "  prepull-agent lock --config preload.yaml -o preload.lock.yaml --check",
+        "  prepull-agent lock --config preload.yaml -o preload.lock.yaml --check\n"
+        "  prepull-agent lock --config preload.yaml -o preload.lock.yaml --format json",
         "exit codes: 0 written (--check: current), 1 a tag did not resolve, nothing written "
         "(--check: stale), 2 bad input",
     )
@@ -224,6 +225,13 @@ def _parser() -> argparse.ArgumentParser:
         default=LOCK_CONCURRENCY,
         help=f"HEAD requests in flight to one registry (default {LOCK_CONCURRENCY}; a "
         "registry's own `concurrency:` in the list wins)",
+    )
+    lock.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one document on stdout (each entry's digest and locked reference, or its "
+        "error; with --check, whether the lock is current and what differs), for scripts and CI",
     )
     lock.set_defaults(command=_lock)
 
@@ -645,6 +653,9 @@ async def _lock(args: argparse.Namespace) -> int:
         )
     tags = list(results)
     failures = {e: r for e, r in results.items() if isinstance(r, AgentError)}
+    digests = {e: r for e, r in results.items() if isinstance(r, str)}
+    if args.format == "json":
+        return _lock_json(args, config, digests, failures, locked)
     for entry, error in failures.items():
         print(f"failed   {entry.written}  (line {entry.line}): {error}", file=sys.stderr)
     if failures:
@@ -653,7 +664,6 @@ async def _lock(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_NOT_CONVERGED
-    digests = {e: r for e, r in results.items() if isinstance(r, str)}
     if locked is not None:
         return _check_lock(args.output, config, digests, locked)
     unpinned = {e: d for e, d in digests.items() if e.reference.digest is None}
@@ -665,6 +675,51 @@ async def _lock(args: argparse.Namespace) -> int:
         kept = len(config.images) - len(unpinned)
         print(f"locked {len(unpinned)} tags, kept {kept} pinned: {args.output}")
     return EXIT_CONVERGED
+
+
+def _lock_json(
+    args: argparse.Namespace,
+    config: PreloadConfig,
+    digests: dict[ImageEntry, str],
+    failures: dict[ImageEntry, AgentError],
+    locked: PreloadConfig | None,
+) -> int:
+    """`lock --format json`: the lock's outcome as one document; the lock file is written (or
+    checked) exactly as in text mode, but never printed."""
+    problems = lock_problems(config.images, digests, locked.images) if locked else []
+    written = not failures and locked is None and args.output is not None
+    if written:
+        unpinned = {e: d for e, d in digests.items() if e.reference.digest is None}
+        _write_atomically(args.output, configs.lock_text(read_text(args.config), config, unpinned))
+    images = []
+    for entry in config.images:
+        digest = entry.reference.digest or digests.get(entry)
+        error = failures.get(entry)
+        images.append(
+            {
+                "image": entry.written,
+                "line": entry.line,
+                "digest": None if error else digest,
+                "locked": _locked_as(entry, digest) if digest and not error else None,
+                "error": str(error) if error else None,
+            }
+        )
+    _print_json(
+        {
+            "lock": str(args.output) if args.output else None,
+            "written": written,
+            "check": locked is not None,
+            "current": None if locked is None or failures else not problems,
+            "problems": problems,
+            "images": images,
+        }
+    )
+    return EXIT_NOT_CONVERGED if failures or problems else EXIT_CONVERGED
+
+
+def _locked_as(entry: ImageEntry, digest: str) -> str:
+    """What the lock says for `entry`: a pinned entry as written, a tag with its digest."""
+    return entry.written if entry.reference.digest else locked_reference(entry, digest)
 
 
 def _check_lock(

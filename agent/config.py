@@ -365,7 +365,7 @@ def lock_text(text: str, config: PreloadConfig, digests: Mapping[ImageEntry, str
             continue
         # The reference as a whole word: `app:1` must not match inside `app:1.2`.
         pattern = re.compile(rf"(?<![\w.:@/-]){re.escape(entry.written)}(?![\w.:@/-])")
-        pinned = _pinned(entry, digests[entry])
+        pinned = locked_reference(entry, digests[entry])
         lines[entry.line - 1], found = pattern.subn(pinned, lines[entry.line - 1], count=1)
         if not found:
             return render_lock(config, digests)
@@ -385,7 +385,8 @@ def lock_text(text: str, config: PreloadConfig, digests: Mapping[ImageEntry, str
     return locked
 
 
-def _pinned(entry: ImageEntry, digest: str) -> str:
+def locked_reference(entry: ImageEntry, digest: str) -> str:
+    """The entry as a lock writes it: as written, with the digest its tag names."""
     # A bare name means :latest to kubelet; write it so the tag survives the pin.
     return f"{entry.written}{'' if _written_tag(entry.written) else ':latest'}@{digest}"
 
@@ -396,7 +397,7 @@ def render_lock(config: PreloadConfig, digests: Mapping[ImageEntry, str]) -> str
     for entry in config.images:
         written = entry.written
         if entry.reference.digest is None:
-            written = _pinned(entry, digests[entry])
+            written = locked_reference(entry, digests[entry])
         if entry.platforms:
             images.append({"image": written, "platforms": [str(p) for p in entry.platforms]})
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from agent import config as configs
@@ -163,3 +164,49 @@ def test_lock_check_passes_on_a_current_lock_and_names_what_went_stale(
     assert f"stale    {tagged.tagged} (line 2): the lock has {tagged.digest}" in stale.stdout
     assert f"stale    {pinned.pinned()} (line 3): the tag moved in the registry" in stale.stdout
     assert lock.read_text() == written, "--check must write nothing"
+
+
+def test_lock_json_is_one_document_naming_each_entry_its_digest_or_error(
+    tmp_path: Path, registry: Registry, repo: str
+) -> None:
+    tagged = push_image(registry, repo, "1", (NODE,))
+    pinned = push_image(registry, f"{repo}-pinned", "2", (NODE,))
+    config = write_config(tmp_path / "preload.yaml", registry, [tagged.tagged, pinned.pinned()])
+    lock = tmp_path / "preload.lock.yaml"
+
+    done = run_agent("lock", "--config", str(config), "-o", str(lock), "--format", "json")
+    assert done.code == 0, done
+    document = json.loads(done.stdout)
+    assert (document["lock"], document["written"], document["check"]) == (str(lock), True, False)
+    assert document["images"] == [
+        {
+            "image": tagged.tagged,
+            "line": 2,
+            "digest": tagged.digest,
+            "locked": f"{tagged.tagged}@{tagged.digest}",
+            "error": None,
+        },
+        {
+            "image": pinned.pinned(),
+            "line": 3,
+            "digest": pinned.digest,
+            "locked": pinned.pinned(),
+            "error": None,
+        },
+    ]
+    assert f"{tagged.tagged}@{tagged.digest}" in lock.read_text()
+
+    push_image(registry, repo, "1", (NODE,))  # the tag is re-pushed
+    stale = run_agent(
+        "lock", "--config", str(config), "-o", str(lock), "--check", "--format", "json"
+    )
+    assert stale.code == 1, stale
+    document = json.loads(stale.stdout)
+    assert (document["written"], document["check"], document["current"]) == (False, True, False)
+    assert len(document["problems"]) == 1 and tagged.tagged in document["problems"][0]
+
+    missing = write_config(tmp_path / "missing.yaml", registry, [f"{registry.host}/{repo}:nope"])
+    failed = run_agent("lock", "--config", str(missing), "--format", "json")
+    assert failed.code == 1, failed
+    (entry,) = json.loads(failed.stdout)["images"]
+    assert entry["digest"] is None and entry["locked"] is None and "nope" in entry["error"]
