@@ -36,7 +36,7 @@ from agent.lock import stale as lock_problems
 from agent.manifest import Resolution
 from agent.plan import Action, Step
 from agent.platform import Platform
-from agent.progress import Progress, format_bytes
+from agent.progress import Progress, PullView, format_bytes
 from agent.reconcile import Outcome, Status
 from agent.reference import Reference
 from agent.settings import DEFAULT_ENDPOINT, DEFAULT_LISTEN, DaemonSettings, parse_listen
@@ -352,7 +352,7 @@ def format_status(document: dict[str, Any], show: Callable[[str], str], now: flo
     rejected = (document.get("config") or {}).get("rejected")
     if rejected:
         lines.append(f"config update rejected: {rejected['error']}")
-    rows = [("IMAGE", "STATE", "DIGEST", "SIZE", "PINNED", "LAST PULL", "ERROR")]
+    rows = [("IMAGE", "STATE", "DIGEST", "SIZE", "PINNED", "LAST PULL", "DETAIL")]
     for image in document.get("images") or []:
         pull = image.get("last_pull_seconds")
         rows.append(
@@ -363,7 +363,7 @@ def format_status(document: dict[str, Any], show: Callable[[str], str], now: flo
                 format_bytes(image["bytes"]) if image.get("bytes") else "-",
                 "yes" if image.get("pinned") else "no",
                 f"{pull:.1f}s" if pull is not None else "-",
-                image.get("last_error") or "",
+                _in_flight(image.get("pull")) or image.get("last_error") or "",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -371,6 +371,14 @@ def format_status(document: dict[str, Any], show: Callable[[str], str], now: flo
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
     return "\n".join(lines)
+
+
+def _in_flight(pull: dict[str, Any] | None) -> str | None:
+    """A pull in progress as /status reports it, in the words `once` uses."""
+    if not pull:
+        return None
+    view = PullView("", pull["bytes_done"], pull["bytes_total"], pull["seconds"])
+    return f"pulling: {view.describe()}"
 
 
 async def _check(args: argparse.Namespace) -> int:

@@ -320,6 +320,7 @@ def test_a_slow_pull_shows_its_bytes_growing_in_status_metrics_and_log(
 
         daemon.wait_for(pull_state, 60, "/status to show the pull's bytes growing")
         in_flight = daemon.metric("prepull_pull_bytes_in_flight")
+        table = run_agent("status", "--endpoint", daemon.url, "--no-trunc")
         daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 90, "the pull to finish")
     finally:
         proxy.stop()
@@ -330,6 +331,8 @@ def test_a_slow_pull_shows_its_bytes_growing_in_status_metrics_and_log(
     assert 4 << 20 < last["bytes_total"] < (4 << 20) + 4096, seen
     assert last["bytes_per_second"] > 0 and last["seconds"] > 0, seen
     assert in_flight is not None and in_flight > 0
+    row = next(line for line in table.stdout.splitlines() if line.startswith(slow))
+    assert " pulling " in row and "pulling: " in row and " of " in row, table.stdout
     daemon.wait_for(
         lambda: daemon.metric("prepull_pull_bytes_in_flight") == 0, 5, "the gauge to drop to 0"
     )
@@ -541,7 +544,7 @@ def test_status_command_shows_the_daemons_view_as_a_table_and_as_json(
         "PINNED",
         "LAST",
         "PULL",
-        "ERROR",
+        "DETAIL",
     ]
     present = next(line for line in lines if line.startswith(image.tagged + " "))
     assert "present" in present and image.digest in present, present
