@@ -14,7 +14,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from agent.lock import MAX_CONCURRENCY as MAX_LOCK_CONCURRENCY
 from agent.lock import resolve_tags
 from agent.lock import stale as lock_problems
 from agent.manifest import Resolution
-from agent.plan import Action, Step
+from agent.plan import Action, NodeImage, Step
 from agent.platform import Platform
 from agent.progress import Progress, PullView, format_bytes
 from agent.reconcile import Outcome, Status
@@ -485,10 +485,14 @@ async def _run(args: argparse.Namespace) -> int:
 async def _once(args: argparse.Namespace) -> int:
     wiring = _load_wiring()
 
-    config = configs.load(args.config)
-    files = _credential_files(config)
-    override = _platform_arg(args.platform)  # bad input is exit 2 before the runtime is asked
-    async with wiring.runtime(args.cri_endpoint) as runtime:
+    async with (
+        wiring.runtime(args.cri_endpoint) as runtime,
+        wiring.early_listing(runtime) as listing,
+    ):
+        config = await asyncio.to_thread(configs.load, args.config)
+        files = _credential_files(config)
+        # Bad input is exit 2 before anything but that listing has asked the runtime.
+        override = _platform_arg(args.platform)
         info = await runtime.meet()
         node = await runtime.node(override)
         log.info("runtime %s %s (CRI %s), node %s", info.name, info.version, info.api_version, node)
@@ -499,8 +503,10 @@ async def _once(args: argparse.Namespace) -> int:
         ) as registry:
             if args.dry_run:
                 reconciler = runtime.reconciler(registry, node, files.lookup)
-                return _print_plan(await reconciler.plan(config), args)
-            outcomes = await _converge_once(args, config, runtime, registry, node, files.lookup)
+                return _print_plan(await reconciler.plan(config, listing), args)
+            outcomes = await _converge_once(
+                args, config, runtime, registry, node, files.lookup, listing
+            )
     failed = [o for o in outcomes if not o.converged]
     if args.format == "json":
         _print_json(
@@ -532,6 +538,7 @@ async def _converge_once(
     registry: RegistryClient,
     node: Platform,
     credentials: Callable[[Reference], Sequence[Credential]],
+    listed: Awaitable[list[NodeImage]],
 ) -> list[Outcome]:
     """One pass, printing each image's line as soon as it is done. On a terminal, the pulls in
     flight are drawn below the results (bytes so far, rate) and redrawn; with -v, a pull still
@@ -565,11 +572,11 @@ async def _converge_once(
         progress=progress,
     )
     if progress is None:
-        return await reconciler.converge(config, on_outcome)
+        return await reconciler.converge(config, on_outcome, listed)
     interval = LIVE_INTERVAL if live else PROGRESS_INTERVAL
     following = asyncio.create_task(runtime.follow_pulls(progress, interval, on_tick))
     try:
-        return await reconciler.converge(config, on_outcome)
+        return await reconciler.converge(config, on_outcome, listed)
     finally:
         following.cancel()
         with contextlib.suppress(asyncio.CancelledError):

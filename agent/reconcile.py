@@ -166,11 +166,15 @@ class Reconciler:
         pass's (reused when the same images are seen again) and this pass's."""
 
     async def converge(
-        self, config: PreloadConfig, on_outcome: Callable[[Outcome], None] = lambda o: None
+        self,
+        config: PreloadConfig,
+        on_outcome: Callable[[Outcome], None] = lambda o: None,
+        listed: Awaitable[list[NodeImage]] | None = None,
     ) -> list[Outcome]:
         """One pass over the list; RuntimeUnavailable if the runtime cannot be asked at all.
-        `on_outcome` hears of each image as soon as it is done (pins are read back after)."""
-        state = await self.snapshot()
+        `on_outcome` hears of each image as soon as it is done (pins are read back after).
+        `listed`: the node's images, asked for earlier (else they are listed now)."""
+        state = NodeState(await listed) if listed is not None else await self.snapshot()
         slots = PullSlots(config.concurrency)
         outcomes = [self.settled(e, state) for e in config.images]
         for outcome in outcomes:
@@ -213,10 +217,12 @@ class Reconciler:
             return _present(entry, Status.HIT, step.reason, step.digest, step.present, step.action)
         return None
 
-    async def plan(self, config: PreloadConfig) -> list[Step | Outcome]:
+    async def plan(
+        self, config: PreloadConfig, listed: Awaitable[list[NodeImage]] | None = None
+    ) -> list[Step | Outcome]:
         """What a pass would do, doing none of it (`once --dry-run`): a step per image, or the
         failure that kept a tag from resolving. Reads the node and the registry only."""
-        state = await self.snapshot()
+        state = NodeState(await listed) if listed is not None else await self.snapshot()
 
         async def one(entry: ImageEntry) -> Step | Outcome:
             try:

@@ -4,6 +4,7 @@ the daemon and the bench use it, so they cannot drift apart."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from agent.containerd import ContainerdImages
 from agent.credentials import Credential
 from agent.cri import CriClient, RuntimeInfo
 from agent.hosts import HostsDirectory, resolver
+from agent.plan import NodeImage
 from agent.platform import Platform
 from agent.progress import Progress, follow
 from agent.reconcile import Reconciler
@@ -97,6 +99,21 @@ class Runtime:
     ) -> None:
         """Keep `progress` up to date from containerd's downloads in progress until cancelled."""
         await follow(progress, self.images.ingests, interval, on_tick)
+
+
+@contextlib.asynccontextmanager
+async def early_listing(runtime: Runtime) -> AsyncIterator[asyncio.Task[list[NodeImage]]]:
+    """ListImages, started now: the runtime lists the node's images while the caller parses
+    its list — off the event loop (asyncio.to_thread), so the call can make progress (on a
+    node with 10 000 images both take a while; the pass then waits for the slower, not for
+    both). Cancelled, and its failure left unsaid, if the caller does not await it (a bad
+    list is the caller's error to report, not an unreachable runtime)."""
+    listing = asyncio.create_task(runtime.cri.list_images())
+    listing.add_done_callback(lambda task: task.cancelled() or task.exception())
+    try:
+        yield listing
+    finally:
+        listing.cancel()
 
 
 @contextlib.asynccontextmanager
