@@ -103,7 +103,8 @@ def run(workdir: Path, platform: Platform, pin_concurrency: int) -> list[Row]:
                 warm,
                 "s",
                 WARM_TARGETS[size],
-                note=f"parse+connect+Version+platform+pass, in process; runtime calls per pass "
+                note="connect, parse (while the runtime lists), Version, platform, pass; in "
+                f"process; runtime calls per pass "
                 f"{sorted(calls)}, registry requests {requests}, {pinned}/{size} reported pinned; "
                 f"a bare ListImages alone takes {floor * 1000:.1f}ms",
             )
