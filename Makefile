@@ -10,7 +10,7 @@ LINES := 1.6 1.7 2
 # The line `make demo` and `make bench` use: `make demo CONTAINERD=2`.
 CONTAINERD ?= 1.6
 
-.PHONY: deps demo test check lint typecheck unit proto bench $(addprefix test-,$(LINES))
+.PHONY: deps demo test check lint typecheck unit proto deploy bench $(addprefix test-,$(LINES))
 
 deps:
 	@scripts/install-deps.sh
@@ -46,6 +46,9 @@ unit: deps
 
 proto: deps
 	$(BIN)/python scripts/gen_proto.py
+
+deploy: deps
+	$(BIN)/python scripts/render_deploy.py
 
 bench: deps
 	$(SUDO) env PREPULL_CONTAINERD=$(CONTAINERD) $(BIN)/python -m bench

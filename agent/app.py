@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -21,6 +22,8 @@ from agent import wiring
 from agent.config import ImageEntry, PreloadConfig
 from agent.credentials import CredentialFiles
 from agent.errors import AgentError, ConfigError, InputError, RuntimeUnavailable
+from agent.gate import NodeGate
+from agent.kube import KubeApi
 from agent.metrics import Metrics, observe_pass
 from agent.platform import Platform
 from agent.progress import Progress
@@ -28,7 +31,7 @@ from agent.reconcile import Outcome, PullSlots, Reconciler, Status
 from agent.reference import Reference
 from agent.registry import RegistryClient
 from agent.server import make_app
-from agent.settings import DaemonSettings
+from agent.settings import DaemonSettings, GateSettings
 from agent.starts import arrivals, classify
 from agent.status import NodeReport
 
@@ -38,6 +41,9 @@ RESYNC_JITTER = 0.1
 HEALTH_TIMEOUT = 2.0
 # How often the bytes of pulls in flight are read from containerd (/status, the gauge).
 PROGRESS_INTERVAL = 1.0
+# The readiness gate looks again after every pass, and at least this often (the ready timeout
+# must fire while a pull hangs); it writes to the API server only when something changed.
+GATE_INTERVAL = 5.0
 
 
 def jittered(resync: float, rng: Callable[[], float]) -> float:
@@ -91,6 +97,8 @@ class Daemon:
         self._rng = rng
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
+        self._pass_done = asyncio.Event()
+        """Set after every pass, for the readiness gate to look at once."""
         self._list_changed = asyncio.Event()
         """Set by the config watcher when it adopts a new list; the reconcile loop clears it."""
         self._config: PreloadConfig | None = None
@@ -159,6 +167,8 @@ class Daemon:
                     runtime.follow_pulls(self.progress, PROGRESS_INTERVAL, self._pull_progress)
                 ),
             ]
+            if self.settings.gate is not None:
+                helpers.append(tasks.create_task(self._gate_loop(self.settings.gate)))
             tasks.create_task(self._reconcile_loop(runtime, registry))
             await self._stop.wait()
             # The reconcile loop finishes its pass within the grace period by itself.
@@ -277,6 +287,7 @@ class Daemon:
         for outcome in outcomes:
             _log_outcome(outcome)
         _log_pass(outcomes, len(self.report.desired), time.monotonic() - started)
+        self._pass_done.set()
         for image in summary.evicted:
             log.warning(
                 "%s was evicted from the node and restored",
@@ -423,6 +434,35 @@ class Daemon:
                 verdict,
                 extra={"event": "container_start", "outcome": verdict, "image": container.image_id},
             )
+
+    # -- readiness gate --------------------------------------------------------------------------
+
+    async def _gate_loop(self, settings: GateSettings) -> None:
+        """Keep the node's condition and startup taint in line with /readyz's rule. An API
+        error is logged (once while it lasts) and the next look tries again."""
+        async with aiohttp.ClientSession() as session:
+            gate = NodeGate(
+                KubeApi(session, settings.access),
+                condition=settings.condition,
+                taint_key=settings.startup_taint,
+                timeout=settings.ready_timeout,
+                clock=time.monotonic,
+            )
+            failing: str | None = None
+            while True:
+                self._pass_done.clear()
+                report = self.report
+                waiting = [r.image for r in report.waiting_for]
+                present = len(report.desired) - len(report.missing)
+                try:
+                    await gate.sync(report.ready, waiting, present, report.passes)
+                    failing = None
+                except AgentError as exc:
+                    if str(exc) != failing:
+                        log.warning("readiness gate: %s", exc, extra={"event": "gate_error"})
+                    failing = str(exc)
+                report.gate = {**gate.to_json(), "error": failing}
+                await _first_of(self._pass_done.wait(), seconds=GATE_INTERVAL)
 
     async def _health(self, runtime: wiring.Runtime) -> str | None:
         try:

@@ -39,7 +39,15 @@ from agent.platform import Platform
 from agent.progress import Progress, PullView, format_bytes
 from agent.reconcile import Outcome, Status
 from agent.reference import Reference
-from agent.settings import DEFAULT_ENDPOINT, DEFAULT_LISTEN, DaemonSettings, parse_listen
+from agent.settings import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_LISTEN,
+    SERVICE_ACCOUNT,
+    ClusterAccess,
+    DaemonSettings,
+    GateSettings,
+    parse_listen,
+)
 
 if TYPE_CHECKING:
     from agent.credentials import Credential
@@ -185,6 +193,50 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="SECONDS",
         help="how often to count new containers as cache hits or misses (default 10)",
+    )
+    gate = run.add_argument_group(
+        "readiness gate (opt-in; needs deploy/readiness-gate RBAC)",
+        "keep pods off the node until its list is preloaded: a PrepullReady node condition, "
+        "and the removal of a startup taint",
+    )
+    gate.add_argument(
+        "--node-condition",
+        action="store_true",
+        help="keep this node's PrepullReady condition (status, reason, message naming what is "
+        "missing) up to date",
+    )
+    gate.add_argument(
+        "--remove-startup-taint",
+        metavar="KEY",
+        help="remove the taint KEY (e.g. prepull.io/not-ready, from the autoscaler's "
+        "startupTaints or --register-with-taints) from this node once it is ready",
+    )
+    gate.add_argument(
+        "--ready-timeout",
+        type=_seconds(1),
+        metavar="SECONDS",
+        help="remove the startup taint anyway after this long, and say so (default: wait)",
+    )
+    gate.add_argument(
+        "--node-name",
+        help="this node's name (default $NODE_NAME, from the downward API: spec.nodeName)",
+    )
+    gate.add_argument(
+        "--kube-api",
+        metavar="URL",
+        help="the API server (default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)",
+    )
+    gate.add_argument(
+        "--kube-token-file",
+        type=Path,
+        metavar="FILE",
+        help=f"bearer token, read again for every request (default {SERVICE_ACCOUNT}/token)",
+    )
+    gate.add_argument(
+        "--kube-ca-file",
+        type=Path,
+        metavar="FILE",
+        help=f"CA bundle of the API server (default {SERVICE_ACCOUNT}/ca.crt)",
     )
     run.add_argument(
         "--progress-log-interval",
@@ -474,12 +526,27 @@ async def _run(args: argparse.Namespace) -> int:
         container_scan_interval=args.container_scan_interval,
         strict_readiness=args.strict_readiness,
         progress_log_interval=args.progress_log_interval,
+        gate=_gate_settings(args),
     )
     # The daemon's web server and Prometheus code load only for `run`.
     from agent.app import Daemon
 
     gc.freeze()  # as _load_wiring: the daemon's passes need not rescan what start-up loaded
     return await Daemon(settings).run()
+
+
+def _gate_settings(args: argparse.Namespace) -> GateSettings | None:
+    """The readiness gate's settings, None if not asked for; InputError (exit 2) if asked for
+    without what it needs."""
+    wanted = args.node_condition or args.remove_startup_taint is not None
+    if not wanted:
+        if args.ready_timeout is not None:
+            raise InputError("--ready-timeout applies to --remove-startup-taint; give both")
+        return None
+    access = ClusterAccess.resolve(
+        args.node_name, args.kube_api, args.kube_token_file, args.kube_ca_file
+    )
+    return GateSettings(access, args.node_condition, args.remove_startup_taint, args.ready_timeout)
 
 
 async def _once(args: argparse.Namespace) -> int:

@@ -73,6 +73,8 @@ class NodeReport:
         """Readiness waits for permanently failed images too."""
         """None until the runtime has said which platform it pulls for."""
         self.runtime: dict[str, object] = {}
+        self.gate: dict[str, Any] | None = None
+        """The readiness gate's state (agent.gate.NodeGate), when it is on."""
         self.images: dict[str, ImageReport] = {}
         self.last_reconcile: float | None = None
         """Unix time the last pass finished."""
@@ -168,6 +170,7 @@ class NodeReport:
         return {
             "node_platform": str(self.node) if self.node else None,
             "runtime": dict(self.runtime),
+            "gate": self.gate,
             "ready": self.ready,
             "strict_readiness": self.strict,
             "config": dict(self.config),

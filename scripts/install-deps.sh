@@ -35,6 +35,14 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
+# kubectl (its built-in kustomize renders deploy/; the readiness gate's tests check their
+# stand-in API server against it). Debian's kubernetes-client is 1.20, too old for both.
+if ! kubectl version --client -o json 2>/dev/null |
+  "$PYTHON" -c 'import json,sys; v=json.load(sys.stdin)["clientVersion"]; sys.exit(int(v["minor"].rstrip("+")) < 27)'; then
+  echo "prepull-agent's tests need kubectl >= 1.27 on PATH: https://kubernetes.io/docs/tasks/tools/" >&2
+  exit 1
+fi
+
 scripts/fetch-containerd.sh
 
 if [ ! -x .venv/bin/python ]; then

@@ -120,6 +120,7 @@ def test_shutdown_grace_fits_in_the_termination_grace_period() -> None:
 def test_the_pod_runs_everywhere_with_no_more_rights_than_the_socket_needs() -> None:
     pod = one("DaemonSet")["spec"]["template"]["spec"]
     assert {"operator": "Exists"} in pod["tolerations"]
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}, "Windows nodes run no agent"
     assert pod["priorityClassName"] == "system-node-critical"
     assert pod["automountServiceAccountToken"] is False
     security = container()["securityContext"]
@@ -240,3 +241,64 @@ def test_systemd_itself_accepts_the_unit(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert str(unit.name) not in result.stderr, result.stderr
+
+
+def kustomize(folder: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize folder` (kubectl's built-in kustomize), as objects."""
+    if shutil.which("kubectl") is None:
+        pytest.fail("kubectl is needed to render deploy/ (make deps says how to get it)")
+    run = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return list(yaml.safe_load_all(run.stdout))
+
+
+OVERLAYS = sorted(p.parent.name for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
+
+
+def test_the_rendered_manifest_is_the_base_as_kustomize_renders_it() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import render_deploy
+    finally:
+        sys.path.pop(0)
+    assert (DEPLOY / "daemonset.yaml").read_text() == render_deploy.render(), (
+        "deploy/daemonset.yaml is stale: run make deploy"
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_renders_objects_the_kubernetes_schema_accepts(overlay: str) -> None:
+    rendered = kustomize(DEPLOY / "overlays" / overlay)
+    assert {o["kind"] for o in objects()} <= {o["kind"] for o in rendered}, "the base is kept"
+    for item in rendered:
+        kubernetes_validate.validate(item, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_readiness_gate_overlay_turns_on_the_gate_with_the_rights_it_uses() -> None:
+    rendered = kustomize(DEPLOY / "overlays" / "readiness-gate")
+    (daemonset,) = [o for o in rendered if o["kind"] == "DaemonSet"]
+    pod = daemonset["spec"]["template"]["spec"]
+    (agent,) = pod["containers"]
+    args = cli._parser().parse_args(agent["args"])
+    assert args.node_condition and args.remove_startup_taint == "prepull.io/not-ready"
+    assert args.ready_timeout == 1800
+    env = {e["name"]: e for e in agent["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert pod["automountServiceAccountToken"] is True
+    (account,) = [o for o in rendered if o["kind"] == "ServiceAccount"]
+    assert account["automountServiceAccountToken"] is True
+    (role,) = [o for o in rendered if o["kind"] == "ClusterRole"]
+    granted = {(v, r) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    # Exactly what agent.kube calls: GET and PATCH the node, PATCH its status; nothing else.
+    assert granted == {("get", "nodes"), ("patch", "nodes"), ("patch", "nodes/status")}
+    (binding,) = [o for o in rendered if o["kind"] == "ClusterRoleBinding"]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+    # The base itself never talks to the API.
+    assert one("ServiceAccount")["automountServiceAccountToken"] is False
+    assert not [o for o in objects() if o["kind"].startswith("ClusterRole")]

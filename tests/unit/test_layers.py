@@ -14,18 +14,19 @@ OWNERS = {
     "agent._proto.containerd": {"containerd"},
     "grpc": {"rpc", "cri", "containerd"},
     "google.protobuf": {"containerd"},
-    # transport.py holds the one client session; server.py serves the probes.
-    "aiohttp": {"transport", "server", "app"},
+    # transport.py holds the registries' client session; server.py serves the probes; kube.py
+    # is the Kubernetes API's client (the readiness gate, on a session app.py opens).
+    "aiohttp": {"transport", "server", "app", "kube"},
     "yaml": {"config"},
 }
 # The pure core does no I/O: it may not import the adapters either.
 PURE = {
     "reference", "platform", "manifest", "plan", "config", "errors", "retry", "auth", "runtimes",
-    "settings", "starts",
+    "settings", "starts", "gate", "progress",
 }  # fmt: skip
 ADAPTERS = {
     "agent.cri", "agent.containerd", "agent.registry", "agent.transport", "agent.rpc",
-    "agent.reconcile", "agent.wiring", "agent.app",
+    "agent.reconcile", "agent.wiring", "agent.app", "agent.kube",
 }  # fmt: skip
 
 

@@ -1,0 +1,423 @@
+"""A stand-in Kubernetes API server, for the readiness gate's tests: no API server is packaged
+for these machines. It serves only Nodes, over HTTPS with bearer tokens, with Kubernetes'
+semantics where the agent depends on them:
+
+- GET a node or the list; discovery (/api, /apis, /api/v1) so that the real `kubectl` works;
+- PATCH a node (spec, metadata) or its status subresource (status only: each ignores the
+  other half, as the API server's node strategies do) with a JSON patch (RFC 6902; a failed
+  `test` is 422), a merge patch (RFC 7386) or a strategic merge patch (lists merged by their
+  patch merge key: `status.conditions` and `status.addresses` by `type`; other lists replaced);
+- resourceVersion: every write bumps it; a patch naming another one is 409 Conflict;
+- 401 for an unknown token, 403 for a verb/resource the token's role lacks;
+- every object it stores is validated against the official Node schema (kubernetes-validate);
+  an invalid one is refused (422) and recorded in `invalid`, which tests assert is empty.
+
+`tests/integration/test_gate.py` checks it against `kubectl` as well as against the agent."""
+
+from __future__ import annotations
+
+import copy
+import json
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import yaml
+from aiohttp import web
+
+from tests.harness.loopthread import LoopThread
+from tests.harness.tls import ServerCert, make_ca_and_server
+
+SCHEMA_VERSION = "1.35.0"
+MERGE_KEYS = {("status", "conditions"): "type", ("status", "addresses"): "type"}
+"""Lists a strategic merge patch merges by key (k8s.io/api core/v1 types.go patchMergeKey)."""
+RBAC = Path(__file__).resolve().parents[2] / "deploy/components/readiness-gate/rbac.yaml"
+
+
+def _granted(rbac: Path) -> frozenset[tuple[str, str]]:
+    """(verb, resource) pairs the ClusterRole in `rbac` grants on the core API group."""
+    (role,) = [o for o in yaml.safe_load_all(rbac.read_text()) if o["kind"] == "ClusterRole"]
+    return frozenset(
+        (verb, resource)
+        for rule in role["rules"]
+        if rule["apiGroups"] == [""]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    )
+
+
+NODE_ROLE = _granted(RBAC)
+"""What deploy/'s readiness-gate ClusterRole grants: the agent's token gets exactly this."""
+ADMIN = frozenset(
+    (verb, resource)
+    for verb in ("get", "list", "patch", "update")
+    for resource in ("nodes", "nodes/status")
+)
+
+
+class PatchFailed(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    content_type: str
+    body: Any
+    status: int
+
+
+def node(name: str, taints: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """A Node as kubelet registers it: Ready condition, addresses, maybe startup taints."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/os": "linux"},
+            "creationTimestamp": "2026-11-27T00:00:00Z",
+        },
+        "spec": {"taints": taints} if taints else {},
+        "status": {
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status",
+                    "lastHeartbeatTime": "2026-11-27T00:00:00Z",
+                    "lastTransitionTime": "2026-11-27T00:00:00Z",
+                }
+            ],
+            "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
+        },
+    }
+
+
+class KubeApiServer:
+    def __init__(self, workdir: Path, nodes: list[dict[str, Any]], token: str = "agent-token"):
+        self.tls: ServerCert = make_ca_and_server(workdir / "tls", "kube-api")
+        self.tokens: dict[str, frozenset[tuple[str, str]]] = {
+            token: NODE_ROLE,
+            "admin-token": ADMIN,
+        }
+        """Accepted bearer tokens and what each may do; tests rotate or revoke them."""
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.requests: list[Request] = []
+        self.invalid: list[str] = []
+        self.faults: list[tuple[str, int]] = []
+        """(path suffix, status): the next request whose path ends so fails with status."""
+        self.before_patch: Callable[[str], bool] | None = None
+        """Called with the path just before each PATCH applies (a concurrent writer's change);
+        dropped once it returns True."""
+        self._version = 100
+        for item in nodes:
+            self._store(item["metadata"]["name"], copy.deepcopy(item))
+        self.port = 0
+        self._thread: LoopThread | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self) -> KubeApiServer:
+        self._thread = LoopThread()
+        self._thread.run(self._start())
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None and self._runner is not None:
+            self._thread.run(self._runner.cleanup())
+            self._thread.close()
+
+    def kubeconfig(self, path: Path, token: str = "agent-token") -> Path:
+        """A kubeconfig for the real kubectl: this server, its CA, the bearer token."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "standin",
+                    "cluster": {"server": self.url, "certificate-authority": str(self.tls.ca)},
+                }
+            ],
+            "users": [{"name": "agent", "user": {"token": token}}],
+            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "agent"}}],
+            "current-context": "standin",
+        }
+        path.write_text(json.dumps(config))
+        return path
+
+    def taints(self, name: str) -> list[dict[str, Any]]:
+        return list(self.nodes[name].get("spec", {}).get("taints") or [])
+
+    def condition(self, name: str, kind: str) -> dict[str, Any] | None:
+        found = [c for c in self.nodes[name]["status"].get("conditions", []) if c["type"] == kind]
+        return found[0] if found else None
+
+    def writes(self) -> list[Request]:
+        return [r for r in self.requests if r.method == "PATCH"]
+
+    # -- server ------------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_get("/version", self._version_info)
+        app.router.add_get("/api", self._api_versions)
+        app.router.add_get("/apis", self._api_groups)
+        app.router.add_get("/api/v1", self._resources)
+        app.router.add_get("/api/v1/nodes", self._list)
+        app.router.add_get("/api/v1/nodes/{name}", self._get)
+        app.router.add_get("/api/v1/nodes/{name}/status", self._get)
+        app.router.add_patch("/api/v1/nodes/{name}", self._patch)
+        app.router.add_patch("/api/v1/nodes/{name}/status", self._patch)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls.cert, self.tls.key)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        response = await self._answer(request, handler)
+        self.requests.append(
+            Request(request.method, request.path, request.content_type, body, response.status)
+        )
+        return response
+
+    async def _answer(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        role = self.tokens.get(auth.removeprefix("Bearer ")) if auth.startswith("Bearer ") else None
+        if role is None:
+            return _status(401, "Unauthorized", "Unauthorized")
+        resource = _resource(request.path)
+        verb = {
+            "GET": "list" if resource == "nodes" and "name" not in request.match_info else "get",
+            "PATCH": "patch",
+        }.get(request.method, request.method.lower())
+        if resource and (verb, resource) not in role:
+            return _status(
+                403,
+                "Forbidden",
+                f'{resource} is forbidden: cannot {verb} resource "{resource}"',
+            )
+        for i, (suffix, status) in enumerate(self.faults):
+            if request.path.endswith(suffix):
+                del self.faults[i]
+                reason = {409: "Conflict", 500: "InternalError"}.get(status, "Failure")
+                return _status(status, reason, f"injected {status}")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def _version_info(self, request: web.Request) -> web.Response:
+        return web.json_response({"major": "1", "minor": "35", "gitVersion": "v1.35.0-standin"})
+
+    async def _api_versions(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}
+                ],
+            }
+        )
+
+    async def _api_groups(self, request: web.Request) -> web.Response:
+        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+
+    async def _resources(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "kind": "APIResourceList",
+                "groupVersion": "v1",
+                "resources": [
+                    {
+                        "name": "nodes",
+                        "singularName": "node",
+                        "namespaced": False,
+                        "kind": "Node",
+                        "verbs": ["get", "list", "patch", "update"],
+                        "shortNames": ["no"],
+                    },
+                    {
+                        "name": "nodes/status",
+                        "singularName": "",
+                        "namespaced": False,
+                        "kind": "Node",
+                        "verbs": ["get", "patch", "update"],
+                    },
+                ],
+            }
+        )
+
+    async def _list(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "kind": "NodeList",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": str(self._version)},
+                "items": list(self.nodes.values()),
+            }
+        )
+
+    async def _get(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in self.nodes:
+            return _status(404, "NotFound", f'nodes "{name}" not found')
+        return web.json_response(self.nodes[name])
+
+    async def _patch(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in self.nodes:
+            return _status(404, "NotFound", f'nodes "{name}" not found')
+        if self.before_patch is not None and self.before_patch(request.path):
+            self.before_patch = None
+        current = self.nodes[name]
+        patch = json.loads(await request.read())
+        try:
+            patched = _apply(request.content_type, copy.deepcopy(current), patch)
+        except PatchFailed as exc:
+            return _status(exc.status, exc.reason, exc.message)
+        asked = patched.get("metadata", {}).get("resourceVersion")
+        if asked != current["metadata"]["resourceVersion"]:
+            return _status(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on nodes "{name}": the object has been '
+                "modified; please apply your changes to the latest version and try again",
+            )
+        # The node strategies: the main resource cannot change status, the subresource only it.
+        if request.path.endswith("/status"):
+            patched = {**current, "status": patched.get("status", {})}
+        else:
+            patched["status"] = current["status"]
+        problem = self._store(name, patched)
+        if problem is not None:
+            return _status(422, "Invalid", problem)
+        return web.json_response(self.nodes[name])
+
+    def _store(self, name: str, item: dict[str, Any]) -> str | None:
+        """Store `item` as the node `name` with a new resourceVersion, if the schema allows."""
+        item.setdefault("metadata", {})
+        item["metadata"]["name"] = name
+        self._version += 1
+        item["metadata"]["resourceVersion"] = str(self._version)
+        try:
+            kubernetes_validate.validate(item, SCHEMA_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            message = f"{name}: {exc.message} at {list(exc.path)}"
+            self.invalid.append(message)
+            return message
+        self.nodes[name] = item
+        return None
+
+
+def _resource(path: str) -> str | None:
+    parts = path.strip("/").split("/")
+    if parts[:3] != ["api", "v1", "nodes"]:
+        return None
+    return "nodes/status" if parts[-1] == "status" and len(parts) == 5 else "nodes"
+
+
+def _status(code: int, reason: str, message: str) -> web.Response:
+    return web.json_response(
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "code": code,
+        },
+        status=code,
+    )
+
+
+def _apply(content_type: str, document: dict[str, Any], patch: Any) -> dict[str, Any]:
+    if content_type == "application/json-patch+json":
+        return _json_patch(document, patch)
+    if content_type == "application/merge-patch+json":
+        return _merge(document, patch, ())
+    if content_type == "application/strategic-merge-patch+json":
+        return _merge(document, patch, (), strategic=True)
+    raise PatchFailed(415, "UnsupportedMediaType", f"unsupported patch type {content_type}")
+
+
+def _merge(target: Any, patch: Any, path: tuple[str, ...], strategic: bool = False) -> Any:
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        here = (*path, key)
+        if value is None:
+            result.pop(key, None)
+        elif strategic and here in MERGE_KEYS and isinstance(value, list):
+            result[key] = _merge_list(result.get(key) or [], value, MERGE_KEYS[here])
+        else:
+            result[key] = _merge(result.get(key), value, here, strategic)
+    return result
+
+
+def _merge_list(current: list[Any], patch: list[Any], key: str) -> list[Any]:
+    merged = [dict(item) for item in current]
+    for item in patch:
+        same = [i for i, existing in enumerate(merged) if existing.get(key) == item.get(key)]
+        if same:
+            merged[same[0]] = _merge(merged[same[0]], item, (), True)
+        else:
+            merged.append(item)
+    return merged
+
+
+def _json_patch(document: dict[str, Any], operations: list[dict[str, Any]]) -> dict[str, Any]:
+    for operation in operations:
+        op, path = operation.get("op"), operation.get("path", "")
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
+        holder: Any = document
+        for part in parents:
+            holder = holder[int(part)] if isinstance(holder, list) else holder.get(part)
+            if holder is None:
+                raise PatchFailed(422, "Invalid", f"doc is missing path: {path}")
+        if op == "test":
+            actual = holder[int(last)] if isinstance(holder, list) else holder.get(last)
+            if actual != operation.get("value"):
+                raise PatchFailed(422, "Invalid", f"testing value {path} failed")
+        elif op == "remove":
+            try:
+                del holder[int(last) if isinstance(holder, list) else last]
+            except (KeyError, IndexError):
+                raise PatchFailed(
+                    422, "Invalid", f"unable to remove nonexistent key: {path}"
+                ) from None
+        elif op in ("add", "replace"):
+            if isinstance(holder, list):
+                index = len(holder) if last == "-" else int(last)
+                if op == "add":
+                    holder.insert(index, operation["value"])
+                else:
+                    holder[index] = operation["value"]
+            else:
+                holder[last] = operation["value"]
+        else:
+            raise PatchFailed(400, "BadRequest", f"unsupported operation {op!r}")
+    return document

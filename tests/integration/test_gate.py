@@ -1,0 +1,244 @@
+"""The readiness gate end to end: the real agent against a real containerd and registry, and
+the stand-in API server (tests/harness/kubeapi.py), itself checked against the real kubectl."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent import platform as platforms
+from tests.harness.containerd import Containerd
+from tests.harness.daemon import ConfigMapVolume, DaemonProc, listing
+from tests.harness.images import push_image
+from tests.harness.kubeapi import KubeApiServer, node
+from tests.harness.procs import free_port
+from tests.harness.registry import Registry
+from tests.harness.slowproxy import SlowProxy
+from tests.integration.conftest import run_agent
+
+NODE = str(platforms.detect())
+KEY = "prepull.io/not-ready"
+STARTUP_TAINT = {"key": KEY, "effect": "NoSchedule"}
+OTHER_TAINT = {"key": "gpu.example.com/driver", "value": "installing", "effect": "NoSchedule"}
+LATE_TAINT = {"key": "late/writer", "effect": "PreferNoSchedule"}
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[KubeApiServer]:
+    server = KubeApiServer(
+        tmp_path / "kube", [node("n1", [STARTUP_TAINT, OTHER_TAINT]), node("n2", [STARTUP_TAINT])]
+    ).start()
+    yield server
+    server.stop()
+    assert not server.invalid, f"objects the Node schema refuses were written: {server.invalid}"
+
+
+def kubectl(api: KubeApiServer, tmp_path: Path, *args: str, token: str = "admin-token") -> Any:
+    if shutil.which("kubectl") is None:
+        pytest.fail("kubectl is needed to check the stand-in API server (see README)")
+    config = api.kubeconfig(tmp_path / f"kubeconfig-{token}", token)
+    return subprocess.run(
+        ["kubectl", "--kubeconfig", str(config), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def gate_flags(api: KubeApiServer, tmp_path: Path, *extra: str) -> list[str]:
+    token = tmp_path / "token"
+    if not token.exists():
+        token.write_text("agent-token\n")
+    return [
+        "--node-name",
+        "n1",
+        "--kube-api",
+        api.url,
+        "--kube-token-file",
+        str(token),
+        "--kube-ca-file",
+        str(api.tls.ca),
+        *extra,
+    ]
+
+
+def status_of(daemon: DaemonProc) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(daemon.get("/status")[1])
+    return document
+
+
+def test_the_stand_in_behaves_as_kubectl_expects(api: KubeApiServer, tmp_path: Path) -> None:
+    listed = kubectl(api, tmp_path, "get", "nodes")
+    assert listed.returncode == 0 and {"n1", "n2"} <= set(listed.stdout.split()), listed
+    read = kubectl(api, tmp_path, "get", "node", "n1", "-o", "json")
+    assert json.loads(read.stdout)["spec"]["taints"] == [STARTUP_TAINT, OTHER_TAINT], read
+
+    condition = {"type": "Example", "status": "True", "reason": "Test", "message": "m"}
+    patched = kubectl(
+        api,
+        tmp_path,
+        "patch",
+        "node",
+        "n1",
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        json.dumps({"status": {"conditions": [condition]}}),
+    )
+    assert patched.returncode == 0, patched
+    kinds = [c["type"] for c in api.nodes["n1"]["status"]["conditions"]]
+    assert kinds == ["Ready", "Example"], "merged by type: kubelet's Ready condition stays"
+
+    tainted = kubectl(api, tmp_path, "taint", "nodes", "n2", "dedicated=ci:NoExecute")
+    assert tainted.returncode == 0, tainted
+    assert {"key": "dedicated", "value": "ci", "effect": "NoExecute"} in api.taints("n2")
+
+    stale = [{"op": "test", "path": "/spec/taints", "value": []}]
+    refused = kubectl(api, tmp_path, "patch", "node", "n1", "--type=json", "-p", json.dumps(stale))
+    assert refused.returncode != 0 and "testing value /spec/taints failed" in refused.stderr
+    denied = kubectl(api, tmp_path, "get", "nodes", token="stolen")
+    assert denied.returncode != 0 and "Unauthorized" in denied.stderr, denied
+    forbidden = kubectl(
+        api, tmp_path, "taint", "nodes", "n1", "x=y:NoSchedule", token="agent-token"
+    )
+    assert forbidden.returncode == 0, "the agent's role may patch nodes (the taint)"
+    status_read = kubectl(
+        api, tmp_path, "get", "node", "n1", "--subresource=status", token="agent-token"
+    )
+    assert status_read.returncode != 0 and "forbidden" in status_read.stderr.lower()
+
+
+def test_the_taint_goes_only_once_the_list_is_present_and_the_condition_follows(
+    api: KubeApiServer,
+    volume: ConfigMapVolume,
+    registry: Registry,
+    containerd: Containerd,
+    repo: str,
+    start_daemon: Any,
+    tmp_path: Path,
+) -> None:
+    # A pull of a few seconds through a slow link: long enough to see the node held back.
+    proxy = SlowProxy(registry.port, delay=0.02).start()
+    try:
+        push_image(registry, repo, "1", (NODE,), layer_bytes=6 << 20)
+        containerd.trust_http_registry(proxy.host)
+        slow = f"{proxy.host}/{repo}:1"
+        volume.write(f"images:\n  - {slow}\nregistries:\n  {proxy.host}:\n    insecure: true\n")
+
+        # Someone else adds a taint while the agent removes its own: that write must survive.
+        def late_writer(path: str) -> bool:
+            if path != "/api/v1/nodes/n1":
+                return False
+            api.nodes["n1"]["spec"]["taints"].append(LATE_TAINT)
+            return True
+
+        api.before_patch = late_writer
+        api.faults.append(("/nodes/n1/status", 409))  # the first condition write conflicts
+        flags = gate_flags(api, tmp_path, "--node-condition", "--remove-startup-taint", KEY)
+        daemon = start_daemon(volume.path, *flags)
+
+        def held_back() -> bool:
+            written = api.condition("n1", "PrepullReady")
+            image = status_of(daemon)["images"][0]
+            pulling = image["state"] == "pulling"
+            return written is not None and written["status"] == "False" and pulling
+
+        daemon.wait_for(held_back, 60, "the condition to say False while the image pulls")
+        assert STARTUP_TAINT in api.taints("n1"), "released before the list was present"
+        waiting = api.condition("n1", "PrepullReady")
+        assert waiting is not None and waiting["reason"] == "Preloading", waiting
+        daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 90, "the pull to finish")
+        daemon.wait_for(
+            lambda: STARTUP_TAINT not in api.taints("n1"), 15, "the startup taint to go"
+        )
+    finally:
+        proxy.stop()
+
+    ready = api.condition("n1", "PrepullReady")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("True", "Preloaded")
+    assert ready["message"] == "1 images present"
+    assert ready["lastTransitionTime"] >= waiting["lastTransitionTime"]
+    assert api.taints("n1") == [OTHER_TAINT, LATE_TAINT]
+    assert api.taints("n2") == [STARTUP_TAINT], "another node was touched"
+    assert all("/nodes/n2" not in r.path for r in api.requests), "another node was asked"
+    removals = [r for r in api.writes() if r.path == "/api/v1/nodes/n1"]
+    assert [r.status for r in removals] == [422, 200], "a lost race is retried, not forced"
+    assert all(r.body[0]["op"] == "test" for r in removals)
+    status_writes = [r.status for r in api.writes() if r.path.endswith("/status")]
+    assert status_writes[0] == 409 and status_writes[-1] == 200, status_writes
+    gate = status_of(daemon)["gate"]
+    assert gate["taint_released"] == "ready" and gate["reason"] == "Preloaded", gate
+    assert '"event": "gate_error"' in daemon.log(), "the 409 is logged"
+
+
+def test_the_timeout_releases_a_node_whose_registry_is_down_and_says_so(
+    api: KubeApiServer,
+    volume: ConfigMapVolume,
+    registry: Registry,
+    containerd: Containerd,
+    repo: str,
+    start_daemon: Any,
+    tmp_path: Path,
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens: transient, so readiness waits
+    containerd.trust_http_registry(dead)
+    volume.write(f"images:\n  - {dead}/{repo}:1\nregistries:\n  {dead}:\n    insecure: true\n")
+    flags = gate_flags(
+        api, tmp_path, "--node-condition", "--remove-startup-taint", KEY, "--ready-timeout", "3"
+    )
+    daemon = start_daemon(volume.path, *flags)
+    daemon.wait_for(lambda: STARTUP_TAINT not in api.taints("n1"), 30, "the timeout to release")
+    assert daemon.get("/readyz")[0] == 503, "released, but not ready"
+    written = api.condition("n1", "PrepullReady")
+    assert written is not None and (written["status"], written["reason"]) == (
+        "False",
+        "ReadyTimeout",
+    )
+    assert written["message"].startswith("released after 3s without the list preloaded;")
+    assert f"{dead}/{repo}:1" in written["message"]
+    assert status_of(daemon)["gate"]["taint_released"] == "timeout"
+    assert "removed the startup taint prepull.io/not-ready anyway" in daemon.log()
+
+
+def test_a_rotated_token_is_used_and_a_missing_permission_is_named(
+    api: KubeApiServer,
+    volume: ConfigMapVolume,
+    registry: Registry,
+    containerd: Containerd,
+    repo: str,
+    start_daemon: Any,
+    tmp_path: Path,
+) -> None:
+    image = push_image(registry, repo, "1", (NODE,))
+    volume.write(listing(registry, [image.tagged]))
+    # The token in the file may read nodes but not write their status.
+    api.tokens["weak-token"] = frozenset({("get", "nodes")})
+    (tmp_path / "token").write_text("weak-token\n")
+    daemon = start_daemon(volume.path, *gate_flags(api, tmp_path, "--node-condition"))
+    daemon.wait_for(
+        lambda: (status_of(daemon).get("gate") or {}).get("error") is not None, 30, "the error"
+    )
+    error = status_of(daemon)["gate"]["error"]
+    assert "HTTP 403" in error and "RBAC" in error and "weak-token" not in error, error
+    daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 30, "readiness despite the gate")
+    assert api.condition("n1", "PrepullReady") is None
+    # kubelet rotates the projected token: the next request uses the new one.
+    (tmp_path / "token").write_text("agent-token\n")
+    daemon.wait_for(
+        lambda: api.condition("n1", "PrepullReady") is not None, 30, "the condition after rotation"
+    )
+    assert status_of(daemon)["gate"]["error"] is None
+    assert "weak-token" not in daemon.log() and "agent-token" not in daemon.log()
+
+
+def test_the_gate_without_what_it_needs_is_bad_input(tmp_path: Path) -> None:
+    config = tmp_path / "preload.yaml"
+    config.write_text("images:\n  - nginx:1.25.3\n")
+    result = run_agent("run", "--config", str(config), "--remove-startup-taint", KEY)
+    assert result.code == 2, result
+    assert "node's name" in result.stderr or "API server" in result.stderr, result
+    timeout_alone = run_agent("run", "--config", str(config), "--ready-timeout", "60")
+    assert timeout_alone.code == 2 and "--remove-startup-taint" in timeout_alone.stderr

@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import asyncio
+import datetime
+from typing import Any
+
+import pytest
+
+from agent.gate import (
+    CONDITION_TYPE,
+    Conflict,
+    NodeGate,
+    condition,
+    current_condition,
+    taint_removal,
+    verdict,
+)
+
+T0 = datetime.datetime(2026, 11, 27, 10, 0, 0, tzinfo=datetime.UTC)
+KEY = "prepull.io/not-ready"
+
+
+def test_a_ready_node_is_released_with_what_is_present() -> None:
+    found = verdict(True, [], 3, passes=1, waited=0, timeout=None)
+    assert (found.ready, found.reason, found.release) == (True, "Preloaded", True)
+    assert found.message == "3 images present"
+
+
+def test_before_the_first_pass_the_node_waits_and_says_why() -> None:
+    found = verdict(False, ["a:1", "b:1"], 0, passes=0, waited=5, timeout=60)
+    assert (found.ready, found.reason, found.release) == (False, "Preloading", False)
+    assert found.message == "the first pass has not finished; waiting for 2 images: a:1, b:1"
+    nothing = verdict(False, [], 0, passes=0, waited=0, timeout=None)
+    assert nothing.message == "the first pass has not finished"
+
+
+def test_the_message_names_what_is_missing_and_counts_the_rest() -> None:
+    waiting = [f"img{i}:1" for i in range(7)]
+    found = verdict(False, waiting, 2, passes=3, waited=5, timeout=None)
+    assert found.message == (
+        "waiting for 7 images: img0:1, img1:1, img2:1, img3:1, img4:1 and 2 more"
+    )
+
+
+def test_after_the_timeout_the_node_is_released_anyway_and_says_so() -> None:
+    found = verdict(False, ["a:1"], 0, passes=2, waited=61, timeout=60)
+    assert (found.ready, found.reason, found.release) == (False, "ReadyTimeout", True)
+    assert (
+        found.message == "released after 60s without the list preloaded; waiting for 1 images: a:1"
+    )
+
+
+def test_the_transition_time_moves_only_when_the_status_does() -> None:
+    waiting = verdict(False, ["a:1"], 0, passes=1, waited=0, timeout=None)
+    first = condition(waiting, T0, None)
+    assert first["lastTransitionTime"] == first["lastHeartbeatTime"] == "2026-11-27T10:00:00Z"
+    later = T0 + datetime.timedelta(minutes=1)
+    still = condition(verdict(False, ["b:1"], 1, passes=2, waited=60, timeout=None), later, first)
+    assert still["lastTransitionTime"] == "2026-11-27T10:00:00Z"
+    assert still["lastHeartbeatTime"] == "2026-11-27T10:01:00Z"
+    ready = condition(verdict(True, [], 2, passes=3, waited=90, timeout=None), later, still)
+    assert (ready["status"], ready["lastTransitionTime"]) == ("True", "2026-11-27T10:01:00Z")
+    assert ready["type"] == CONDITION_TYPE
+
+
+def test_the_taint_removal_is_guarded_by_the_whole_list_and_keeps_other_taints() -> None:
+    taints = [
+        {"key": "other", "effect": "NoExecute"},
+        {"key": KEY, "effect": "NoSchedule"},
+        {"key": KEY, "effect": "NoExecute"},
+    ]
+    operations = taint_removal({"spec": {"taints": taints}}, KEY)
+    assert operations == [
+        {"op": "test", "path": "/spec/taints", "value": taints},
+        {"op": "remove", "path": "/spec/taints/2"},
+        {"op": "remove", "path": "/spec/taints/1"},
+    ]
+    assert taint_removal({"spec": {"taints": taints[:1]}}, KEY) is None
+    assert taint_removal({"spec": {}}, KEY) is None
+
+
+class FakeNode:
+    """A Node behind NodeApi: conditions merged by type, JSON patches with a `test`."""
+
+    def __init__(self, taints: list[dict[str, str]]) -> None:
+        self.node: dict[str, Any] = {"spec": {"taints": taints}, "status": {"conditions": []}}
+        self.status_patches = 0
+        self.json_patches = 0
+        self.meddle: list[dict[str, str]] = []
+        """Taints another writer adds just before each of the next JSON patches."""
+
+    async def get_node(self) -> dict[str, Any]:
+        return self.node
+
+    async def patch_status(self, patch: dict[str, Any]) -> None:
+        self.status_patches += 1
+        (written,) = patch["status"]["conditions"]
+        others = [c for c in self.node["status"]["conditions"] if c["type"] != written["type"]]
+        self.node["status"]["conditions"] = [*others, written]
+
+    async def json_patch(self, operations: list[dict[str, Any]]) -> None:
+        self.json_patches += 1
+        taints = list(self.node["spec"]["taints"])
+        if self.meddle:
+            taints.append(self.meddle.pop(0))
+            self.node = {**self.node, "spec": {"taints": taints}}
+        test, *removals = operations
+        if test["value"] != taints:
+            raise Conflict("testing value /spec/taints failed")
+        for removal in removals:
+            del taints[int(removal["path"].rsplit("/", 1)[1])]
+        self.node = {**self.node, "spec": {"taints": taints}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gate(api: FakeNode, clock: Clock, timeout: float | None = None) -> NodeGate:
+    return NodeGate(
+        api, condition=True, taint_key=KEY, timeout=timeout, clock=clock, wall_clock=lambda: T0
+    )
+
+
+def test_the_gate_writes_the_condition_on_change_only_and_releases_once_ready() -> None:
+    api = FakeNode([{"key": KEY, "effect": "NoSchedule"}])
+    clock = Clock()
+    node_gate = gate(api, clock)
+    asyncio.run(node_gate.sync(False, ["a:1"], 0, 1))
+    asyncio.run(node_gate.sync(False, ["a:1"], 0, 1))
+    assert api.status_patches == 1, "the same verdict is written once"
+    assert api.json_patches == 0 and node_gate.released is None
+    assert current_condition(api.node)["status"] == "False"  # type: ignore[index]
+
+    asyncio.run(node_gate.sync(True, [], 1, 2))
+    assert current_condition(api.node)["status"] == "True"  # type: ignore[index]
+    assert api.node["spec"]["taints"] == [] and node_gate.released == "ready"
+    asyncio.run(node_gate.sync(True, [], 1, 3))
+    assert api.json_patches == 1, "released once, never again"
+
+
+def test_a_concurrent_change_to_the_taints_is_kept_and_the_removal_retried() -> None:
+    api = FakeNode([{"key": KEY, "effect": "NoSchedule"}])
+    api.meddle = [{"key": "someone/else", "effect": "NoSchedule"}]
+    node_gate = gate(api, Clock())
+    asyncio.run(node_gate.sync(True, [], 1, 1))
+    assert api.json_patches == 2
+    assert api.node["spec"]["taints"] == [{"key": "someone/else", "effect": "NoSchedule"}]
+    assert node_gate.released == "ready"
+
+
+def test_the_timeout_releases_the_node_but_the_condition_stays_false() -> None:
+    api = FakeNode([{"key": KEY, "effect": "NoSchedule"}])
+    clock = Clock()
+    node_gate = gate(api, clock, timeout=60)
+    asyncio.run(node_gate.sync(False, ["a:1"], 0, 1))
+    assert api.node["spec"]["taints"], "not before the timeout"
+    clock.now = 61
+    asyncio.run(node_gate.sync(False, ["a:1"], 0, 2))
+    assert api.node["spec"]["taints"] == [] and node_gate.released == "timeout"
+    written = current_condition(api.node)
+    assert written is not None and (written["status"], written["reason"]) == (
+        "False",
+        "ReadyTimeout",
+    )
+
+
+def test_a_node_without_the_taint_is_left_as_it_is() -> None:
+    api = FakeNode([{"key": "other", "effect": "NoSchedule"}])
+    node_gate = gate(api, Clock())
+    asyncio.run(node_gate.sync(True, [], 1, 1))
+    assert api.json_patches == 0 and node_gate.released == "absent"
+    assert api.node["spec"]["taints"] == [{"key": "other", "effect": "NoSchedule"}]
+
+
+@pytest.mark.parametrize("meddling", [5, 6])
+def test_a_node_that_keeps_changing_is_tried_again_at_the_next_sync(meddling: int) -> None:
+    api = FakeNode([{"key": KEY, "effect": "NoSchedule"}])
+    api.meddle = [{"key": f"w{i}", "effect": "NoSchedule"} for i in range(meddling)]
+    node_gate = gate(api, Clock())
+    asyncio.run(node_gate.sync(True, [], 1, 1))
+    assert node_gate.released is None and api.json_patches == 5
+    asyncio.run(node_gate.sync(True, [], 1, 2))
+    assert node_gate.released == "ready"
+    assert all(t["key"] != KEY for t in api.node["spec"]["taints"])
