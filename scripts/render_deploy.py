@@ -1,5 +1,9 @@
-"""Render deploy/base into deploy/daemonset.yaml (`make deploy`), the manifest `kubectl apply -f`
-takes. tests/unit/test_deploy.py checks that the committed file is this rendering."""
+"""Render what deploy/ derives from its sources (`make deploy`); tests/unit/test_deploy.py checks
+that the committed files are these renderings:
+
+- deploy/daemonset.yaml: deploy/base as `kubectl kustomize` renders it, for `kubectl apply -f`;
+- deploy/components/prometheus-operator/prometheusrule.yaml: deploy/prometheus-rules.yaml (the
+  rules promtool tests) as a PrometheusRule object."""
 
 from __future__ import annotations
 
@@ -7,13 +11,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
-BASE = ROOT / "deploy" / "base"
-RENDERED = ROOT / "deploy" / "daemonset.yaml"
+DEPLOY = ROOT / "deploy"
+RENDERED = DEPLOY / "daemonset.yaml"
+RULES = DEPLOY / "prometheus-rules.yaml"
+PROMETHEUS_RULE = DEPLOY / "components" / "prometheus-operator" / "prometheusrule.yaml"
 HEADER = """\
 # prepull-agent, rendered from deploy/base by `make deploy` (kubectl kustomize): do not edit,
 # edit deploy/base (its comments explain each choice). kubectl apply -f deploy/daemonset.yaml
 # Opt-in parts: kubectl apply -k deploy/overlays/<name> (see README, "Deploy").
+"""
+RULE_HEADER = """\
+# Rendered from deploy/prometheus-rules.yaml by `make deploy`: do not edit, edit that file (it
+# explains each rule, and promtool tests it).
 """
 
 
@@ -21,16 +33,36 @@ def render() -> str:
     """`kubectl kustomize deploy/base`, with the header above."""
     try:
         output = subprocess.run(
-            ["kubectl", "kustomize", str(BASE)], capture_output=True, text=True, check=True
+            ["kubectl", "kustomize", str(DEPLOY / "base")],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     except FileNotFoundError:
         raise SystemExit("kubectl is needed to render deploy/ (kustomize is built in)") from None
     return HEADER + output
 
 
+def render_rule() -> str:
+    """The alert rules as the Prometheus Operator's PrometheusRule object."""
+    rule = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": "prepull-agent",
+            "namespace": "prepull-system",
+            "labels": {"app.kubernetes.io/name": "prepull-agent"},
+        },
+        "spec": {"groups": yaml.safe_load(RULES.read_text())["groups"]},
+    }
+    return RULE_HEADER + yaml.safe_dump(rule, sort_keys=False, width=100)
+
+
 def main() -> None:
+    PROMETHEUS_RULE.write_text(render_rule())
     RENDERED.write_text(render())
-    print(f"wrote {RENDERED.relative_to(ROOT)}", file=sys.stderr)
+    for path in (RENDERED, PROMETHEUS_RULE):
+        print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import uuid
@@ -13,16 +14,19 @@ from typing import TypeVar
 
 import pytest
 
+from agent import platform as platforms
 from agent import rpc
 from agent.cri import CriClient
 from agent.plan import NodeImage
 from tests.harness.containerd import RUNNING, Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc
-from tests.harness.images import push_runnable
+from tests.harness.images import push_image, push_runnable
 from tests.harness.procs import HarnessError
 from tests.harness.registry import Registry
+from tests.harness.slowproxy import SlowProxy
 
 T = TypeVar("T")
+NODE = str(platforms.detect())
 
 
 @pytest.fixture(autouse=True)
@@ -173,3 +177,26 @@ def start_daemon(containerd: Containerd) -> Iterator:  # type: ignore[type-arg]
     yield start
     for daemon in started:
         daemon.terminate()
+
+
+@contextlib.contextmanager
+def slow_listed_image(
+    registry: Registry,
+    node: Containerd,
+    volume: ConfigMapVolume,
+    repo: str,
+    layer_bytes: int,
+    delay: float,
+) -> Iterator[str]:
+    """Push `repo:1` for this node's platform (one layer of `layer_bytes`) and list it in
+    `volume` through a proxy that holds every 16 KiB for `delay` seconds: a far-away registry.
+    Yields the reference as listed; the proxy stops on exit."""
+    proxy = SlowProxy(registry.port, delay=delay).start()
+    try:
+        push_image(registry, repo, "1", (NODE,), layer_bytes=layer_bytes)
+        node.trust_http_registry(proxy.host)
+        slow = f"{proxy.host}/{repo}:1"
+        volume.write(f"images:\n  - {slow}\nregistries:\n  {proxy.host}:\n    insecure: true\n")
+        yield slow
+    finally:
+        proxy.stop()

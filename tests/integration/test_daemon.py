@@ -20,7 +20,13 @@ from tests.harness.procs import HarnessError
 from tests.harness.prometheus import Prometheus
 from tests.harness.registry import Registry
 from tests.harness.slowproxy import SlowProxy
-from tests.integration.conftest import image_status, pull, remove_image, run_agent
+from tests.integration.conftest import (
+    image_status,
+    pull,
+    remove_image,
+    run_agent,
+    slow_listed_image,
+)
 
 NODE = str(platforms.detect())
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -275,12 +281,7 @@ def test_sigterm_during_a_slow_pull_exits_within_the_grace_period(
     volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
 ) -> None:
     # 4 MiB through a proxy that holds every 16 KiB for 50 ms: a pull of ~13 s.
-    proxy = SlowProxy(registry.port, delay=0.05).start()
-    try:
-        push_image(registry, repo, "1", (NODE,), layer_bytes=4 << 20)
-        containerd.trust_http_registry(proxy.host)
-        slow = f"{proxy.host}/{repo}:1"
-        volume.write(f"images:\n  - {slow}\nregistries:\n  {proxy.host}:\n    insecure: true\n")
+    with slow_listed_image(registry, containerd, volume, repo, 4 << 20, delay=0.05):
         daemon = start_daemon(volume.path, "--shutdown-grace", "1")
         daemon.wait_for(
             lambda: '"state": "pulling"' in daemon.get("/status")[1], 30, "the pull to be in flight"
@@ -289,8 +290,6 @@ def test_sigterm_during_a_slow_pull_exits_within_the_grace_period(
         started = time.monotonic()
         code = daemon.terminate(timeout=20)
         took = time.monotonic() - started
-    finally:
-        proxy.stop()
 
     log = daemon.log()
     assert code == 0, log
@@ -303,12 +302,7 @@ def test_a_slow_pull_shows_its_bytes_growing_in_status_metrics_and_log(
     volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
 ) -> None:
     # 4 MiB through a proxy that holds every 16 KiB for 20 ms: a pull of several seconds.
-    proxy = SlowProxy(registry.port, delay=0.02).start()
-    try:
-        push_image(registry, repo, "1", (NODE,), layer_bytes=4 << 20)
-        containerd.trust_http_registry(proxy.host)
-        slow = f"{proxy.host}/{repo}:1"
-        volume.write(f"images:\n  - {slow}\nregistries:\n  {proxy.host}:\n    insecure: true\n")
+    with slow_listed_image(registry, containerd, volume, repo, 4 << 20, delay=0.02) as slow:
         daemon = start_daemon(volume.path, "--progress-log-interval", "1")
         seen: list[dict[str, int]] = []
 
@@ -322,8 +316,6 @@ def test_a_slow_pull_shows_its_bytes_growing_in_status_metrics_and_log(
         in_flight = daemon.metric("prepull_pull_bytes_in_flight")
         table = run_agent("status", "--endpoint", daemon.url, "--no-trunc")
         daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 90, "the pull to finish")
-    finally:
-        proxy.stop()
 
     first, last = seen[0], seen[-1]
     assert 0 < first["bytes_done"] < last["bytes_done"] <= last["bytes_total"], seen

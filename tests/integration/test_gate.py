@@ -19,8 +19,7 @@ from tests.harness.images import push_image
 from tests.harness.kubeapi import KubeApiServer, node
 from tests.harness.procs import free_port
 from tests.harness.registry import Registry
-from tests.harness.slowproxy import SlowProxy
-from tests.integration.conftest import run_agent
+from tests.integration.conftest import run_agent, slow_listed_image
 
 NODE = str(platforms.detect())
 KEY = "prepull.io/not-ready"
@@ -121,13 +120,7 @@ def test_the_taint_goes_only_once_the_list_is_present_and_the_condition_follows(
     tmp_path: Path,
 ) -> None:
     # A pull of a few seconds through a slow link: long enough to see the node held back.
-    proxy = SlowProxy(registry.port, delay=0.02).start()
-    try:
-        push_image(registry, repo, "1", (NODE,), layer_bytes=6 << 20)
-        containerd.trust_http_registry(proxy.host)
-        slow = f"{proxy.host}/{repo}:1"
-        volume.write(f"images:\n  - {slow}\nregistries:\n  {proxy.host}:\n    insecure: true\n")
-
+    with slow_listed_image(registry, containerd, volume, repo, 6 << 20, delay=0.02):
         # Someone else adds a taint while the agent removes its own: that write must survive.
         def late_writer(path: str) -> bool:
             if path != "/api/v1/nodes/n1":
@@ -154,8 +147,6 @@ def test_the_taint_goes_only_once_the_list_is_present_and_the_condition_follows(
         daemon.wait_for(
             lambda: STARTUP_TAINT not in api.taints("n1"), 15, "the startup taint to go"
         )
-    finally:
-        proxy.stop()
 
     ready = api.condition("n1", "PrepullReady")
     assert ready is not None and (ready["status"], ready["reason"]) == ("True", "Preloaded")

@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -255,7 +256,7 @@ def kustomize(folder: Path) -> list[dict[str, Any]]:
 OVERLAYS = sorted(p.parent.name for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
 
 
-def test_the_rendered_manifest_is_the_base_as_kustomize_renders_it() -> None:
+def test_the_rendered_files_are_their_sources_as_rendered_now() -> None:
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import render_deploy
@@ -264,14 +265,89 @@ def test_the_rendered_manifest_is_the_base_as_kustomize_renders_it() -> None:
     assert (DEPLOY / "daemonset.yaml").read_text() == render_deploy.render(), (
         "deploy/daemonset.yaml is stale: run make deploy"
     )
+    assert render_deploy.PROMETHEUS_RULE.read_text() == render_deploy.render_rule(), (
+        "the PrometheusRule is stale: run make deploy"
+    )
+
+
+CRDS = ROOT / "tests" / "data" / "crds"
+
+
+def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
+    """The published OpenAPI schema of a custom resource, vendored in tests/data/crds, made
+    strict: the API server drops unknown fields of a structural schema without a word, so a
+    misspelt field must fail here instead."""
+    group, version = api_version.split("/")
+    for path in CRDS.glob(f"{group}_*.{version}.json"):
+        document = json.loads(path.read_text())
+        if document["kind"] == kind:
+            return _strict(document["openAPIV3Schema"])
+    raise AssertionError(f"no vendored schema for {api_version} {kind} in {CRDS}")
+
+
+def _strict(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: _strict(value) for key, value in schema.items()}
+    if isinstance(schema.get("pattern"), str) and "(?i)" in schema["pattern"]:
+        # Go's RE2 takes a flag anywhere (`^(?i)(abort|warn)?$`); Python only at the start.
+        strict["pattern"] = "(?i)" + schema["pattern"].replace("(?i)", "")
+    if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        strict.setdefault("additionalProperties", False)
+    return strict
+
+
+def validate(item: dict[str, Any]) -> None:
+    """Against the Kubernetes schemas, or a custom resource against its CRD's."""
+    if "/" in item["apiVersion"] and item["apiVersion"].split("/")[0].endswith(".coreos.com"):
+        metadata = {k: v for k, v in item.items() if k != "metadata"}
+        jsonschema.validate(metadata, crd_schema(item["apiVersion"], item["kind"]))
+    else:
+        kubernetes_validate.validate(item, KUBERNETES_VERSION, strict=True)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_overlay_renders_objects_the_kubernetes_schema_accepts(overlay: str) -> None:
+def test_every_overlay_renders_objects_their_schemas_accept(overlay: str) -> None:
     rendered = kustomize(DEPLOY / "overlays" / overlay)
     assert {o["kind"] for o in objects()} <= {o["kind"] for o in rendered}, "the base is kept"
     for item in rendered:
-        kubernetes_validate.validate(item, KUBERNETES_VERSION, strict=True)
+        validate(item)
+
+
+def test_a_misspelt_custom_resource_field_is_caught() -> None:
+    rendered = kustomize(DEPLOY / "overlays" / "prometheus-operator")
+    (monitor,) = [o for o in rendered if o["kind"] == "PodMonitor"]
+    monitor["spec"]["podMetricEndpoints"] = monitor["spec"].pop("podMetricsEndpoints")
+    with pytest.raises(jsonschema.ValidationError, match="podMetricEndpoints"):
+        validate(monitor)
+
+
+def test_the_prometheus_operator_overlay_scrapes_the_agent_and_carries_the_tested_rules() -> None:
+    rendered = kustomize(DEPLOY / "overlays" / "prometheus-operator")
+    (monitor,) = [o for o in rendered if o["kind"] == "PodMonitor"]
+    (daemonset,) = [o for o in rendered if o["kind"] == "DaemonSet"]
+    labels = daemonset["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    ports = {p["name"] for p in container()["ports"]}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
+    (rule,) = [o for o in rendered if o["kind"] == "PrometheusRule"]
+    tested = yaml.safe_load((DEPLOY / "prometheus-rules.yaml").read_text())["groups"]
+    assert rule["spec"]["groups"] == tested, "the rules promtool tests are the rules shipped"
+
+
+def test_the_private_registry_overlay_requires_the_pull_secret_the_list_names() -> None:
+    rendered = kustomize(DEPLOY / "overlays" / "private-registry")
+    (daemonset,) = [o for o in rendered if o["kind"] == "DaemonSet"]
+    volumes = {v["name"]: v for v in daemonset["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["pull-secret"]["secret"] == {
+        "secretName": "prepull-pull-secret",
+        "optional": False,
+    }
+    base = {v["name"]: v for v in one("DaemonSet")["spec"]["template"]["spec"]["volumes"]}
+    assert base["pull-secret"]["secret"]["optional"] is True, "the base runs without one"
 
 
 def test_the_readiness_gate_overlay_turns_on_the_gate_with_the_rights_it_uses() -> None:
