@@ -10,7 +10,7 @@ LINES := 1.6 1.7 2
 # The line `make demo` and `make bench` use: `make demo CONTAINERD=2`.
 CONTAINERD ?= 1.6
 
-.PHONY: deps demo test check lint typecheck unit proto deploy bench $(addprefix test-,$(LINES))
+.PHONY: deps demo test check lint typecheck unit proto deploy image bench $(addprefix test-,$(LINES))
 
 deps:
 	@scripts/install-deps.sh
@@ -49,6 +49,11 @@ proto: deps
 
 deploy: deps
 	$(BIN)/python scripts/render_deploy.py
+
+# The agent's image, offline: IMAGE=registry.example.com/prepull-agent:0.1.0 PUSH=1 pushes it.
+image: deps
+	$(SUDO) $(BIN)/python scripts/build_image.py --arch $(or $(ARCH),amd64) \
+		$(if $(IMAGE),--ref $(IMAGE)) $(if $(PUSH),--push)
 
 bench: deps
 	$(SUDO) env PREPULL_CONTAINERD=$(CONTAINERD) $(BIN)/python -m bench

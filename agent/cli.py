@@ -453,8 +453,13 @@ async def _check(args: argparse.Namespace) -> int:
     return EXIT_CONVERGED
 
 
+IMAGE_ENV = "PREPULL_IMAGE"
+"""Set by the agent's image build (scripts/build_image.py, Dockerfile) to the image's name."""
+
+
 def _version_text() -> str:
-    return f"prepull-agent {__version__}"
+    image = os.environ.get(IMAGE_ENV)
+    return f"prepull-agent {__version__}" + (f" (image {image})" if image else "")
 
 
 async def _version(args: argparse.Namespace) -> int:

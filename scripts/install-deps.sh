@@ -28,6 +28,8 @@ command -v qemu-aarch64-static >/dev/null || apt_packages+=(qemu-user-static)
 command -v skopeo >/dev/null || apt_packages+=(skopeo)
 # systemd-analyze checks deploy/systemd/prepull-agent.service.
 command -v systemd-analyze >/dev/null || apt_packages+=(systemd)
+# mmdebstrap: `make image` and its test build the agent's image from Debian's packages.
+command -v mmdebstrap >/dev/null || apt_packages+=(mmdebstrap)
 "$PYTHON" -c 'import ensurepip' 2>/dev/null || apt_packages+=(python3-venv)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing ${apt_packages[*]} from apt"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 from agent import rpc
@@ -43,10 +43,28 @@ def run_pod(endpoint: str, config: pb.PodSandboxConfig) -> str:
     return str(response.pod_sandbox_id)
 
 
-def start_container(endpoint: str, sandbox_id: str, config: pb.PodSandboxConfig, image: str) -> str:
+def start_container(
+    endpoint: str,
+    sandbox_id: str,
+    config: pb.PodSandboxConfig,
+    image: str,
+    *,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    mounts: Sequence[pb.Mount] = (),
+    security: pb.LinuxContainerSecurityContext | None = None,
+    log_path: str = "",
+) -> str:
     container = pb.ContainerConfig(
-        metadata=pb.ContainerMetadata(name="main"), image=pb.ImageSpec(image=image)
+        metadata=pb.ContainerMetadata(name="main"),
+        image=pb.ImageSpec(image=image),
+        args=list(args),
+        envs=[pb.KeyValue(key=k, value=v) for k, v in (env or {}).items()],
+        mounts=list(mounts),
+        log_path=log_path,
     )
+    if security is not None:
+        container.linux.security_context.CopyFrom(security)
     create = pb.CreateContainerRequest(
         pod_sandbox_id=sandbox_id, config=container, sandbox_config=config
     )
@@ -54,6 +72,12 @@ def start_container(endpoint: str, sandbox_id: str, config: pb.PodSandboxConfig,
     start = pb.StartContainerRequest(container_id=created.container_id)
     _call(endpoint, lambda rt: rt.StartContainer(start, timeout=60))
     return str(created.container_id)
+
+
+def exec_sync(endpoint: str, container_id: str, command: Sequence[str]) -> pb.ExecSyncResponse:
+    request = pb.ExecSyncRequest(container_id=container_id, cmd=list(command), timeout=30)
+    response: pb.ExecSyncResponse = _call(endpoint, lambda rt: rt.ExecSync(request, timeout=60))
+    return response
 
 
 def remove_pod(endpoint: str, sandbox_id: str) -> None:

@@ -154,6 +154,16 @@ def test_version_command_and_flag_agree(capsys: pytest.CaptureFixture[str]) -> N
     assert capsys.readouterr().out == command and command.startswith("prepull-agent ")
 
 
+def test_version_names_the_image_it_was_built_into(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREPULL_IMAGE", "registry.example.com/prepull-agent:0.1.0")
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(
+        "(image registry.example.com/prepull-agent:0.1.0)"
+    )
+
+
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_verbose_works_before_or_after_the_command(
     where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

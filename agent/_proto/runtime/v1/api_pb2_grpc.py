@@ -74,6 +74,11 @@ class RuntimeServiceStub:
                 request_serializer=runtime_dot_v1_dot_api__pb2.StartContainerRequest.SerializeToString,
                 response_deserializer=runtime_dot_v1_dot_api__pb2.StartContainerResponse.FromString,
                 _registered_method=True)
+        self.ExecSync = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ExecSync',
+                request_serializer=runtime_dot_v1_dot_api__pb2.ExecSyncRequest.SerializeToString,
+                response_deserializer=runtime_dot_v1_dot_api__pb2.ExecSyncResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServiceServicer:
@@ -130,6 +135,13 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecSync(self, request, context):
+        """Runs a command in a running container and returns its output (tests use it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +184,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.StartContainer,
                     request_deserializer=runtime_dot_v1_dot_api__pb2.StartContainerRequest.FromString,
                     response_serializer=runtime_dot_v1_dot_api__pb2.StartContainerResponse.SerializeToString,
+            ),
+            'ExecSync': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecSync,
+                    request_deserializer=runtime_dot_v1_dot_api__pb2.ExecSyncRequest.FromString,
+                    response_serializer=runtime_dot_v1_dot_api__pb2.ExecSyncResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -390,6 +407,33 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/StartContainer',
             runtime_dot_v1_dot_api__pb2.StartContainerRequest.SerializeToString,
             runtime_dot_v1_dot_api__pb2.StartContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecSync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ExecSync',
+            runtime_dot_v1_dot_api__pb2.ExecSyncRequest.SerializeToString,
+            runtime_dot_v1_dot_api__pb2.ExecSyncResponse.FromString,
             options,
             channel_credentials,
             insecure,
