@@ -98,6 +98,10 @@ def test_the_stand_in_behaves_as_kubectl_expects(api: KubeApiServer, tmp_path: P
     stale = [{"op": "test", "path": "/spec/taints", "value": []}]
     refused = kubectl(api, tmp_path, "patch", "node", "n1", "--type=json", "-p", json.dumps(stale))
     assert refused.returncode != 0 and "testing value /spec/taints failed" in refused.stderr
+    stale_version = {"metadata": {"resourceVersion": "1", "labels": {"team": "a"}}}
+    conflict = kubectl(api, tmp_path, "patch", "node", "n1", "-p", json.dumps(stale_version))
+    assert conflict.returncode != 0 and "the object has been modified" in conflict.stderr
+    assert "team" not in api.nodes["n1"]["metadata"]["labels"]
     denied = kubectl(api, tmp_path, "get", "nodes", token="stolen")
     assert denied.returncode != 0 and "Unauthorized" in denied.stderr, denied
     forbidden = kubectl(
