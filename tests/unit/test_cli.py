@@ -159,8 +159,10 @@ def test_version_names_the_image_it_was_built_into(
 ) -> None:
     monkeypatch.setenv("PREPULL_IMAGE", "registry.example.com/prepull-agent:0.1.0")
     assert main(["version"]) == 0
-    assert capsys.readouterr().out.rstrip().endswith(
-        "(image registry.example.com/prepull-agent:0.1.0)"
+    assert (
+        capsys.readouterr()
+        .out.rstrip()
+        .endswith("(image registry.example.com/prepull-agent:0.1.0)")
     )
 
 
