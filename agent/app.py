@@ -242,7 +242,7 @@ class Daemon:
             reconciler = self._reconciler_for(runtime, registry, node)
             state = await reconciler.snapshot()
             config = self._current()
-            slots = PullSlots(config.concurrency)
+            slots = PullSlots(config.concurrency, config.max_disk_usage_percent)
             settled: dict[Reference, Outcome] = {}
             running: dict[Reference, asyncio.Task[Outcome]] = {}
             try:
@@ -281,6 +281,7 @@ class Daemon:
             log.error("pass skipped: %s", exc, extra={"event": "runtime_unavailable"})
             return
         summary = self.report.record(outcomes, time.time())
+        await self._report_disk(runtime, config.max_disk_usage_percent)
         observe_pass(
             self.metrics, outcomes, self.report, summary, time.monotonic() - started, time.time()
         )
@@ -294,6 +295,16 @@ class Daemon:
                 image,
                 extra={"event": "eviction", "image": image},
             )
+
+    async def _report_disk(self, runtime: wiring.Runtime, budget: float) -> None:
+        usage = await runtime.disk.look()
+        if usage is not None:
+            self.metrics.image_fs_used_percent.set(usage.percent)
+        self.report.disk = {
+            "budget_percent": budget,
+            "used_percent": round(usage.percent, 1) if usage is not None else None,
+            "problem": runtime.disk.problem,
+        }
 
     async def _until_done_or_new_list(self, tasks: set[asyncio.Task[Outcome]]) -> bool:
         """Wait for the images: True when all are done; False at once when a new list is
@@ -497,7 +508,8 @@ def _log_pass(outcomes: Sequence[Outcome], desired: int, seconds: float) -> None
     counts = {status: sum(o.status == status for o in outcomes) for status in Status}
     ready = counts[Status.HIT] + counts[Status.PULLED] + counts[Status.BOUND]
     log.info(
-        "pass done in %.1fs: %d desired, %d ready, %d pulled, %d bound, %d failed, %d refused",
+        "pass done in %.1fs: %d desired, %d ready, %d pulled, %d bound, %d failed, %d refused, "
+        "%d over the disk budget",
         seconds,
         desired,
         ready,
@@ -505,6 +517,7 @@ def _log_pass(outcomes: Sequence[Outcome], desired: int, seconds: float) -> None
         counts[Status.BOUND],
         counts[Status.FAILED],
         counts[Status.REFUSED],
+        counts[Status.DEFERRED],
         extra={
             "event": "pass",
             "duration_seconds": round(seconds, 3),

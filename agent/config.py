@@ -25,6 +25,9 @@ from agent.reference import Reference
 DEFAULT_CONCURRENCY = 3
 MAX_CONCURRENCY = 64
 DEFAULT_RESYNC_SECONDS = 300.0
+# Below kubelet's image GC threshold (imageGCHighThresholdPercent, 85 by default): preloading
+# must never be what makes kubelet delete images.
+DEFAULT_DISK_BUDGET = 80.0
 MAX_RESYNC_SECONDS = 7 * 24 * 3600.0
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -108,6 +111,8 @@ class PreloadConfig:
     pin: bool = True
     """Label preloaded images io.cri-containerd.pinned so kubelet's image GC keeps them: a
     preloaded image nobody has run yet is otherwise the first one GC evicts."""
+    max_disk_usage_percent: float = DEFAULT_DISK_BUDGET
+    """No pull may take the image filesystem past this (agent.disk); 100 turns it off."""
 
     def registry(self, host: str) -> RegistrySettings:
         settings = self.registries.get(host, RegistrySettings())
@@ -121,7 +126,15 @@ class PreloadConfig:
         return tuple(base / p for p in self.credentials)
 
 
-_TOP_KEYS = ("images", "registries", "credentials", "concurrency", "resync", "pin")
+_TOP_KEYS = (
+    "images",
+    "registries",
+    "credentials",
+    "concurrency",
+    "resync",
+    "pin",
+    "maxDiskUsagePercent",
+)
 _IMAGE_KEYS = ("image", "platforms")
 _REGISTRY_KEYS = ("insecure", "ca", "mirrors", "concurrency")
 
@@ -215,6 +228,7 @@ class _Parser:
             resync_seconds=self.resync(top.get("resync")),
             pin=self.boolean(top.get("pin"), "'pin'", default=True),
             credentials=self.paths(top.get("credentials")),
+            max_disk_usage_percent=self.percent(top.get("maxDiskUsagePercent")),
         )
 
     def paths(self, node: yaml.Node | None) -> tuple[str, ...]:
@@ -323,6 +337,18 @@ class _Parser:
             )
         return value
 
+    def percent(self, node: yaml.Node | None) -> float:
+        if node is None:
+            return DEFAULT_DISK_BUDGET
+        value = self.scalar(node, "'maxDiskUsagePercent'")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 100:
+            raise self.error(
+                node,
+                "'maxDiskUsagePercent' must be a number from 1 to 100 (100: no budget), "
+                f"not {value!r}",
+            )
+        return float(value)
+
     def resync(self, node: yaml.Node | None) -> float:
         if node is None:
             return DEFAULT_RESYNC_SECONDS
@@ -412,6 +438,8 @@ def render_lock(config: PreloadConfig, digests: Mapping[ImageEntry, str]) -> str
     document["concurrency"] = config.concurrency
     document["resync"] = format_duration(config.resync_seconds)
     document["pin"] = config.pin
+    if config.max_disk_usage_percent != DEFAULT_DISK_BUDGET:
+        document["maxDiskUsagePercent"] = config.max_disk_usage_percent
     header = LOCK_HEADER.format(source=config.source)
     return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 

@@ -167,6 +167,22 @@ class CriClient:
             for c in response.containers
         ]
 
+    async def image_fs_mountpoint(self) -> str | None:
+        """Where the runtime keeps images (its snapshotter's directory), if it says."""
+        try:
+            response = await self._call(
+                self._images.ImageFsInfo,
+                api_pb2.ImageFsInfoRequest(),
+                "ImageFsInfo",
+                handled=rpc.ALL_CODES,
+            )
+        except grpc.aio.AioRpcError:
+            return None  # the disk budget says it cannot be checked; the pass goes on
+        for usage in response.image_filesystems:
+            if usage.fs_id.mountpoint:
+                return str(usage.fs_id.mountpoint)
+        return None
+
     async def remove(self, reference: str) -> None:
         request = api_pb2.RemoveImageRequest(image=api_pb2.ImageSpec(image=reference))
         await self._call(self._images.RemoveImage, request, f"RemoveImage {reference}")

@@ -50,6 +50,17 @@ class Metrics:
             "Bytes downloaded so far by the pulls in progress (containerd's active downloads).",
             registry=registry,
         )
+        self.images_over_disk_budget = Gauge(
+            "prepull_images_over_disk_budget",
+            "Desired images not pulled because they would take the image filesystem past "
+            "maxDiskUsagePercent (tried again every pass).",
+            registry=registry,
+        )
+        self.image_fs_used_percent = Gauge(
+            "prepull_image_fs_used_percent",
+            "How full the image filesystem is (statvfs, as kubelet's image GC measures it).",
+            registry=registry,
+        )
         self.images_desired = Gauge(
             "prepull_images_desired",
             "Images in the list meant for this node's platform.",
@@ -222,7 +233,10 @@ def observe_pass(
     desired = report.desired
     metrics.images_desired.set(len(desired))
     metrics.images_ready.set(sum(r.state == State.PRESENT for r in desired))
-    metrics.images_failed_permanently.set(sum(r.permanent for r in report.missing))
+    metrics.images_failed_permanently.set(
+        sum(r.permanent and r.state != State.DEFERRED for r in report.missing)
+    )
+    metrics.images_over_disk_budget.set(sum(r.state == State.DEFERRED for r in desired))
     metrics.node_ready.set(report.ready)
     metrics.image_states({i.image: (i.state == State.PRESENT, i.pinned) for i in desired})
     metrics.reconcile_duration.observe(seconds)

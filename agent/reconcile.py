@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 from agent.config import ImageEntry, Kind, PreloadConfig
 from agent.credentials import Credential
+from agent.disk import DiskGuard
 from agent.errors import (
     AgentError,
     ImageError,
@@ -78,6 +79,8 @@ class Status(StrEnum):
     """Listed for other platforms."""
     REFUSED = "refused"
     """The content is not for this node's platform; nothing was pulled."""
+    DEFERRED = "deferred"
+    """Not pulled: it would take the image filesystem past the disk budget (agent.disk)."""
     FAILED = "failed"
 
 
@@ -105,7 +108,7 @@ class Outcome:
 
     @property
     def converged(self) -> bool:
-        return self.status not in (Status.FAILED, Status.REFUSED)
+        return self.status not in (Status.FAILED, Status.REFUSED, Status.DEFERRED)
 
     @property
     def was_absent(self) -> bool:
@@ -120,8 +123,10 @@ class PullSlots:
     answers holds back only its own images): the first pull starts after one check, not after
     every image's, and checks do not compete with the pulls for the registry all at once."""
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, disk_budget: float = 100.0) -> None:
         self.pulls = asyncio.Semaphore(concurrency)
+        self.disk_budget = disk_budget
+        """A pull that would take the image filesystem past this percentage waits (100: none)."""
         self._ahead = 2 * concurrency
         self._checks: dict[str, asyncio.Semaphore] = {}
 
@@ -147,6 +152,7 @@ class Reconciler:
         credentials: Callable[[Reference], Sequence[Credential]] = lambda ref: (),
         pins_honoured: bool = True,
         progress: Progress | None = None,
+        disk: DiskGuard | None = None,
     ) -> None:
         self._runtime = runtime
         self._registry = registry
@@ -158,6 +164,8 @@ class Reconciler:
         self._credentials = credentials
         self._pins_honoured = pins_honoured
         self._progress = progress
+        self._disk = disk
+        """The disk budget pulls are admitted by, if any."""
         """Where pulls in flight are followed (the bytes they have downloaded), if anywhere."""
         """The runtime reports our pin label (agent.runtimes): worth reading back."""
         self._settled_before: dict[ImageEntry, tuple[Seen, Outcome]] = {}
@@ -175,7 +183,7 @@ class Reconciler:
         `on_outcome` hears of each image as soon as it is done (pins are read back after).
         `listed`: the node's images, asked for earlier (else they are listed now)."""
         state = NodeState(await listed) if listed is not None else await self.snapshot()
-        slots = PullSlots(config.concurrency)
+        slots = PullSlots(config.concurrency, config.max_disk_usage_percent)
         outcomes = [self.settled(e, state) for e in config.images]
         for outcome in outcomes:
             if outcome is not None:
@@ -320,11 +328,23 @@ class Reconciler:
             refusal = resolution.refusal()
             if refusal:
                 return Outcome(entry, Status.REFUSED, refusal, permanent=True)
-            blobs = await self._blobs(resolution) if self._progress is not None else {}
+            sized = self._progress is not None or (
+                self._disk is not None and slots.disk_budget < 100
+            )
+            blobs = await self._blobs(resolution) if sized else {}
             await slots.pulls.acquire()
+        incoming = sum(blobs.values())
+        admitted = False
         try:
             if self._stopping():
                 return Outcome(entry, Status.FAILED, "not started: the agent is shutting down")
+            # Decided when its turn comes, in list order: the list is a priority order.
+            budgeted = self._disk is not None and slots.disk_budget < 100
+            if budgeted and self._disk is not None:
+                over = await self._disk.admit(incoming, slots.disk_budget)
+                if over is not None:
+                    return Outcome(entry, Status.DEFERRED, over, permanent=True)
+                admitted = True
             if self._progress is not None:
                 self._progress.begin(entry.written, blobs)
             try:
@@ -334,6 +354,8 @@ class Reconciler:
         finally:
             if self._progress is not None:
                 self._progress.end(entry.written)
+            if admitted and self._disk is not None:
+                self._disk.release(incoming)
             slots.pulls.release()
         pulled: NodeImage | None
         if step.bind_tag is not None:
@@ -374,8 +396,8 @@ class Reconciler:
 
     async def _blobs(self, resolution: Resolution) -> dict[str, int]:
         """The blobs (digest → bytes) a pull of `resolution` downloads, for following its
-        progress: a multi-platform image's costs one more small request (its platform's
-        manifest). Unknown ({}) if that fails: progress is no reason to fail a pull."""
+        progress and for the disk budget: a multi-platform image's costs one more small request
+        (its platform's manifest). Unknown ({}) if that fails: no reason to fail a pull."""
         found = resolution.blobs
         if not found and resolution.is_index and resolution.chosen is not None:
             try:

@@ -23,6 +23,8 @@ class State(StrEnum):
     FAILED = "failed"
     REFUSED = "refused"
     """Not for this node's platform; nothing was pulled."""
+    DEFERRED = "deferred"
+    """Not pulled: over the disk budget (tried again every pass)."""
     SKIPPED = "skipped"
     """Listed for other platforms."""
 
@@ -33,6 +35,7 @@ _STATE_OF = {
     Status.BOUND: State.PRESENT,
     Status.FAILED: State.FAILED,
     Status.REFUSED: State.REFUSED,
+    Status.DEFERRED: State.DEFERRED,
     Status.SKIPPED: State.SKIPPED,
 }
 
@@ -73,6 +76,8 @@ class NodeReport:
         """Readiness waits for permanently failed images too."""
         """None until the runtime has said which platform it pulls for."""
         self.runtime: dict[str, object] = {}
+        self.disk: dict[str, Any] | None = None
+        """The disk budget: budget, image filesystem use, why it cannot be checked."""
         self.gate: dict[str, Any] | None = None
         """The readiness gate's state (agent.gate.NodeGate), when it is on."""
         self.images: dict[str, ImageReport] = {}
@@ -170,6 +175,7 @@ class NodeReport:
         return {
             "node_platform": str(self.node) if self.node else None,
             "runtime": dict(self.runtime),
+            "disk": self.disk,
             "gate": self.gate,
             "ready": self.ready,
             "strict_readiness": self.strict,

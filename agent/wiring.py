@@ -15,6 +15,7 @@ from agent.config import ImageEntry, RegistrySettings
 from agent.containerd import ContainerdImages
 from agent.credentials import Credential
 from agent.cri import CriClient, RuntimeInfo
+from agent.disk import DiskGuard
 from agent.hosts import HostsDirectory, resolver
 from agent.plan import NodeImage
 from agent.platform import Platform
@@ -53,6 +54,8 @@ class Runtime:
     endpoint: str
     cri: CriClient
     images: ContainerdImages
+    disk: DiskGuard
+    """The disk budget's view of the image filesystem, shared by every pass."""
 
     @property
     def features(self) -> RuntimeFeatures:
@@ -92,6 +95,7 @@ class Runtime:
             credentials=credentials,
             pins_honoured=self.features.pins_honoured,
             progress=progress,
+            disk=self.disk,
         )
 
     async def follow_pulls(
@@ -121,6 +125,9 @@ async def runtime(endpoint: str) -> AsyncIterator[Runtime]:
     """The runtime clients, sharing one channel, closed on exit."""
     channel = rpc.open_channel(endpoint)
     try:
-        yield Runtime(endpoint, CriClient(channel, endpoint), ContainerdImages(channel, endpoint))
+        cri = CriClient(channel, endpoint)
+        yield Runtime(
+            endpoint, cri, ContainerdImages(channel, endpoint), DiskGuard(cri.image_fs_mountpoint)
+        )
     finally:
         await channel.close()

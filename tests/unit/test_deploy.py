@@ -211,6 +211,16 @@ def test_containerds_hosts_directory_is_mounted_where_the_agent_looks() -> None:
     )
 
 
+def test_the_image_filesystem_is_visible_read_only_for_the_disk_budget() -> None:
+    mounts = {m["name"]: m for m in container()["volumeMounts"]}
+    volumes = {v["name"]: v for v in one("DaemonSet")["spec"]["template"]["spec"]["volumes"]}
+    mount = mounts["containerd-root"]
+    assert mount["readOnly"] is True
+    # containerd reports its snapshotter's directory under its root: the same path in the pod.
+    assert volumes["containerd-root"]["hostPath"]["path"] == mount["mountPath"]
+    assert mount["mountPath"] == "/var/lib/containerd"
+
+
 def test_the_commented_credentials_path_is_the_secret_mount() -> None:
     text = one("ConfigMap")["data"]["preload.yaml"]
     mounts = {m["name"]: m["mountPath"] for m in container()["volumeMounts"]}
