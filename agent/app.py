@@ -30,6 +30,7 @@ from agent.progress import Progress
 from agent.reconcile import Outcome, PullSlots, Reconciler, Status
 from agent.reference import Reference
 from agent.registry import RegistryClient
+from agent.rollout import Rollout
 from agent.server import make_app
 from agent.settings import DaemonSettings, GateSettings
 from agent.starts import arrivals, classify
@@ -105,6 +106,8 @@ class Daemon:
         self._credential_files = CredentialFiles(())
         self._reconciler: tuple[tuple[object, ...], Reconciler] | None = None
         self._node: Platform | None = settings.node
+        self._rollout = Rollout(settings.node_name)
+        """This node's place in rollouts: when it first wanted new content, what it held."""
         self._runtime_seen: tuple[str, str] | None = None
         self._seen_containers: set[str] | None = None
         """Containers already judged; None until the baseline scan at start."""
@@ -230,7 +233,12 @@ class Daemon:
             await self._pass(runtime, registry)
             if self._stop.is_set():
                 return
-            resync = jittered(self._current().resync_seconds, self._rng)
+            config = self._current()
+            resync = jittered(config.resync_seconds, self._rng)
+            # New content waiting for this node's moment in a rollout: look again at that moment.
+            due = self._rollout.next_due(time.monotonic(), config.rollout_spread)
+            if due is not None:
+                resync = min(resync, max(0.1, due - time.monotonic()))
             await _first_of(self._stop.wait(), self._list_changed.wait(), seconds=resync)
 
     async def _pass(self, runtime: wiring.Runtime, registry: RegistryClient) -> None:
@@ -242,7 +250,7 @@ class Daemon:
             reconciler = self._reconciler_for(runtime, registry, node)
             state = await reconciler.snapshot()
             config = self._current()
-            slots = PullSlots(config.concurrency, config.max_disk_usage_percent)
+            slots = PullSlots.of(config)
             settled: dict[Reference, Outcome] = {}
             running: dict[Reference, asyncio.Task[Outcome]] = {}
             try:
@@ -352,6 +360,7 @@ class Daemon:
                 on_start=self._started,
                 stopping=self._stop.is_set,
                 progress=self.progress,
+                rollout=self._rollout,
             )
             self._reconciler = (key, reconciler)
         return self._reconciler[1]

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import re
+import socket
 import sys
 import tempfile
 import time
@@ -219,7 +220,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     gate.add_argument(
         "--node-name",
-        help="this node's name (default $NODE_NAME, from the downward API: spec.nodeName)",
+        help="this node's name (default $NODE_NAME, from the downward API: spec.nodeName; "
+        "else the hostname): the gate's node, and this node's place in a rollout's spread",
     )
     gate.add_argument(
         "--kube-api",
@@ -531,6 +533,7 @@ async def _run(args: argparse.Namespace) -> int:
         container_scan_interval=args.container_scan_interval,
         strict_readiness=args.strict_readiness,
         progress_log_interval=args.progress_log_interval,
+        node_name=args.node_name or os.environ.get("NODE_NAME") or socket.gethostname(),
         gate=_gate_settings(args),
     )
     # The daemon's web server and Prometheus code load only for `run`.

@@ -113,6 +113,8 @@ class PreloadConfig:
     preloaded image nobody has run yet is otherwise the first one GC evicts."""
     max_disk_usage_percent: float = DEFAULT_DISK_BUDGET
     """No pull may take the image filesystem past this (agent.disk); 100 turns it off."""
+    rollout_spread: float = 0.0
+    """Seconds over which a fleet's daemons spread the pulls of new content (agent.rollout)."""
 
     def registry(self, host: str) -> RegistrySettings:
         settings = self.registries.get(host, RegistrySettings())
@@ -134,7 +136,9 @@ _TOP_KEYS = (
     "resync",
     "pin",
     "maxDiskUsagePercent",
+    "rollout",
 )
+_ROLLOUT_KEYS = ("spread",)
 _IMAGE_KEYS = ("image", "platforms")
 _REGISTRY_KEYS = ("insecure", "ca", "mirrors", "concurrency")
 
@@ -229,6 +233,7 @@ class _Parser:
             pin=self.boolean(top.get("pin"), "'pin'", default=True),
             credentials=self.paths(top.get("credentials")),
             max_disk_usage_percent=self.percent(top.get("maxDiskUsagePercent")),
+            rollout_spread=self.rollout(top.get("rollout")),
         )
 
     def paths(self, node: yaml.Node | None) -> tuple[str, ...]:
@@ -349,6 +354,22 @@ class _Parser:
             )
         return float(value)
 
+    def rollout(self, node: yaml.Node | None) -> float:
+        if node is None:
+            return 0.0
+        fields = self.mapping(node, "'rollout'", _ROLLOUT_KEYS)
+        spread = fields.get("spread")
+        if spread is None:
+            return 0.0
+        value = self.scalar(spread, "'rollout.spread'")
+        seconds = parse_duration(value)
+        if seconds is None or not 0 <= seconds <= MAX_RESYNC_SECONDS:
+            raise self.error(
+                spread,
+                f"'rollout.spread' must be a duration from 0s to 7 days, like 30m, not {value!r}",
+            )
+        return seconds
+
     def resync(self, node: yaml.Node | None) -> float:
         if node is None:
             return DEFAULT_RESYNC_SECONDS
@@ -440,6 +461,8 @@ def render_lock(config: PreloadConfig, digests: Mapping[ImageEntry, str]) -> str
     document["pin"] = config.pin
     if config.max_disk_usage_percent != DEFAULT_DISK_BUDGET:
         document["maxDiskUsagePercent"] = config.max_disk_usage_percent
+    if config.rollout_spread:
+        document["rollout"] = {"spread": format_duration(config.rollout_spread)}
     header = LOCK_HEADER.format(source=config.source)
     return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 

@@ -56,6 +56,12 @@ class Metrics:
             "maxDiskUsagePercent (tried again every pass).",
             registry=registry,
         )
+        self.images_waiting_for_rollout = Gauge(
+            "prepull_images_waiting_for_rollout",
+            "Desired images whose new content waits for this node's moment in the rollout "
+            "(rollout.spread); /status says until when.",
+            registry=registry,
+        )
         self.image_fs_used_percent = Gauge(
             "prepull_image_fs_used_percent",
             "How full the image filesystem is (statvfs, as kubelet's image GC measures it).",
@@ -236,7 +242,9 @@ def observe_pass(
     metrics.images_failed_permanently.set(
         sum(r.permanent and r.state != State.DEFERRED for r in report.missing)
     )
-    metrics.images_over_disk_budget.set(sum(r.state == State.DEFERRED for r in desired))
+    deferred = [r for r in desired if r.state == State.DEFERRED]
+    metrics.images_over_disk_budget.set(sum(r.permanent for r in deferred))
+    metrics.images_waiting_for_rollout.set(sum(not r.permanent for r in deferred))
     metrics.node_ready.set(report.ready)
     metrics.image_states({i.image: (i.state == State.PRESENT, i.pinned) for i in desired})
     metrics.reconcile_duration.observe(seconds)

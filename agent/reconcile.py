@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-from agent.config import ImageEntry, Kind, PreloadConfig
+from agent.config import ImageEntry, Kind, PreloadConfig, format_duration
 from agent.credentials import Credential
 from agent.disk import DiskGuard
 from agent.errors import (
@@ -27,6 +27,7 @@ from agent.plan import Action, NodeImage, NodeState, Step, inputs, plan_one, pla
 from agent.platform import Platform
 from agent.progress import Progress
 from agent.reference import Reference
+from agent.rollout import Rollout
 
 # After a bind, CRI learns of the new tag from containerd's event stream, a moment later.
 BIND_VISIBLE_TIMEOUT = 10.0
@@ -117,18 +118,27 @@ class Outcome:
 
 
 class PullSlots:
-    """The pull concurrency of one pass, and how far platform checks may run ahead of it.
+    """What a pull waits for in one pass: a slot (the pull concurrency; platform checks run a
+    little ahead of it), room on disk, and its moment in a rollout.
 
     Checks go in list order, a few ahead of the pulls (per registry, so a registry that never
     answers holds back only its own images): the first pull starts after one check, not after
     every image's, and checks do not compete with the pulls for the registry all at once."""
 
-    def __init__(self, concurrency: int, disk_budget: float = 100.0) -> None:
+    def __init__(
+        self, concurrency: int, disk_budget: float = 100.0, rollout_spread: float = 0.0
+    ) -> None:
         self.pulls = asyncio.Semaphore(concurrency)
         self.disk_budget = disk_budget
         """A pull that would take the image filesystem past this percentage waits (100: none)."""
+        self.rollout_spread = rollout_spread
+        """New content is pulled at the node's moment within this many seconds (agent.rollout)."""
         self._ahead = 2 * concurrency
         self._checks: dict[str, asyncio.Semaphore] = {}
+
+    @classmethod
+    def of(cls, config: PreloadConfig) -> PullSlots:
+        return cls(config.concurrency, config.max_disk_usage_percent, config.rollout_spread)
 
     def checking(self, registry: str) -> asyncio.Semaphore:
         """The slot a platform check for an image of `registry` holds until its pull starts."""
@@ -153,6 +163,7 @@ class Reconciler:
         pins_honoured: bool = True,
         progress: Progress | None = None,
         disk: DiskGuard | None = None,
+        rollout: Rollout | None = None,
     ) -> None:
         self._runtime = runtime
         self._registry = registry
@@ -166,6 +177,8 @@ class Reconciler:
         self._progress = progress
         self._disk = disk
         """The disk budget pulls are admitted by, if any."""
+        self._rollout = rollout
+        """Where new content waits for this node's moment (daemon mode), if anywhere."""
         """Where pulls in flight are followed (the bytes they have downloaded), if anywhere."""
         """The runtime reports our pin label (agent.runtimes): worth reading back."""
         self._settled_before: dict[ImageEntry, tuple[Seen, Outcome]] = {}
@@ -183,7 +196,7 @@ class Reconciler:
         `on_outcome` hears of each image as soon as it is done (pins are read back after).
         `listed`: the node's images, asked for earlier (else they are listed now)."""
         state = NodeState(await listed) if listed is not None else await self.snapshot()
-        slots = PullSlots(config.concurrency, config.max_disk_usage_percent)
+        slots = PullSlots.of(config)
         outcomes = [self.settled(e, state) for e in config.images]
         for outcome in outcomes:
             if outcome is not None:
@@ -255,6 +268,10 @@ class Reconciler:
         digest pulls; binds pin as they go), and report pins as CRI now sees them. A converged
         node whose runtime reports every pin costs no call here."""
         self._settled_before, self._settled_now = self._settled_now, {}
+        if self._rollout is not None:
+            for outcome in outcomes:
+                if outcome.converged and outcome.digest and outcome.status is not Status.SKIPPED:
+                    self._rollout.present(outcome.digest)
         if not config.pin or self._binder is None:
             return outcomes
         if self._pins_honoured and all(o.pinned for o in outcomes if _owns_records(o)):
@@ -323,6 +340,9 @@ class Reconciler:
             bound = await self._bind(entry, step.bind_tag, step.present.id, pin)
             return _present(entry, Status.BOUND, step.reason, step.digest, bound)
         assert step.pull_ref is not None
+        waiting = self._rollout_wait(step, slots.rollout_spread)
+        if waiting is not None:
+            return Outcome(entry, Status.DEFERRED, waiting)
         async with slots.checking(entry.reference.domain):
             resolution = await _within_deadline(self._check(entry.reference, step))
             refusal = resolution.refusal()
@@ -376,6 +396,20 @@ class Reconciler:
         digest = _recorded_digest(pulled, entry.reference, step.digest)
         return dataclasses.replace(
             _present(entry, Status.PULLED, step.reason, digest, pulled), pull_attempted=True
+        )
+
+    def _rollout_wait(self, step: Step, spread: float) -> str | None:
+        """Why new content waits for this node's moment in the rollout, or None to pull now.
+        Decided before any registry request: a waiting node costs the registry nothing."""
+        if self._rollout is None or step.digest is None:
+            return None
+        now = self._clock()
+        due = self._rollout.not_before(step.digest, now, spread)
+        if due is None:
+            return None
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + due - now))
+        return (
+            f"waiting for its rollout slot until {when} (rollout.spread {format_duration(spread)})"
         )
 
     async def _pull(self, pull_ref: str, ref: Reference) -> str:

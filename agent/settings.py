@@ -38,6 +38,9 @@ class DaemonSettings:
     verdict comes from timestamps, so a slower scan is as accurate, only later."""
     progress_log_interval: float = 30.0
     """A pull still running logs how far it has got every this many seconds."""
+    node_name: str = ""
+    """This node's name (--node-name, $NODE_NAME, else the hostname): where it falls in a
+    rollout's spread (agent.rollout) depends on it."""
     gate: GateSettings | None = None
     """The readiness gate (agent.gate), if asked for; None: the agent never calls the API."""
 

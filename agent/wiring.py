@@ -23,6 +23,7 @@ from agent.progress import Progress, follow
 from agent.reconcile import Reconciler
 from agent.reference import Reference
 from agent.registry import RegistryClient, RegistryObserver, open_session
+from agent.rollout import Rollout
 from agent.runtimes import RuntimeFeatures
 
 
@@ -84,6 +85,7 @@ class Runtime:
         on_start: Callable[[ImageEntry], None] = lambda entry: None,
         stopping: Callable[[], bool] = lambda: False,
         progress: Progress | None = None,
+        rollout: Rollout | None = None,
     ) -> Reconciler:
         return Reconciler(
             self.cri,
@@ -96,6 +98,7 @@ class Runtime:
             pins_honoured=self.features.pins_honoured,
             progress=progress,
             disk=self.disk,
+            rollout=rollout,
         )
 
     async def follow_pulls(

@@ -20,14 +20,14 @@ from pathlib import Path
 
 from agent import platform as platforms
 from agent.containerd import PIN_CONCURRENCY
-from bench import cold, daemon, lock, pods, startup, warm
+from bench import cold, daemon, fleet, lock, pods, startup, warm
 from bench.passes import agent_pass, listing
 from bench.report import Row, header
 from bench.synthetic import import_images
 from tests.harness.containerd import Containerd
 from tests.harness.registry import Registry
 
-SECTIONS = ("lock", "startup", "warm", "cold", "daemon", "pods")
+SECTIONS = ("lock", "startup", "warm", "cold", "daemon", "pods", "fleet")
 
 
 def _startup(workdir: Path) -> list[Row]:
@@ -64,6 +64,7 @@ def main(argv: list[str]) -> int:
         ),
         "daemon": ("the daemon over a soak", lambda: daemon.run(workdir, node_platform)),
         "pods": (f"pod start, median of {pods.RUNS}", lambda: pods.run(registry, workdir)),
+        "fleet": ("fleet rollout, simulated (no network)", fleet.run),
     }
     print(f"prepull-agent bench: containerd {line} (overlayfs), {os.cpu_count()} cores")
     rows: list[Row] = []
