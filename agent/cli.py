@@ -15,12 +15,12 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from agent import __version__, logs
+from agent import __version__, generate, logs
 from agent import config as configs
 from agent import platform as platforms
 from agent import reference as references
@@ -281,6 +281,14 @@ def _parser() -> argparse.ArgumentParser:
         "registry's own `concurrency:` in the list wins)",
     )
     lock.add_argument(
+        "--kubelet-allowlist",
+        type=Path,
+        metavar="FILE",
+        help="also write a KubeletConfiguration fragment allowing the locked images as preloaded "
+        "(preloadedImagesVerificationAllowlist, KEP-2535), so credential verification keeps "
+        "them usable",
+    )
+    lock.add_argument(
         "--format",
         choices=("text", "json"),
         default="text",
@@ -339,6 +347,42 @@ def _parser() -> argparse.ArgumentParser:
             default="text",
             help="json: one document with stable field names, for scripts and CI",
         )
+    from_manifests = subcommand(
+        "from-manifests",
+        "write a preload list from Kubernetes manifests: every container image nodes keep",
+        "  kubectl get pods,deploy,sts,ds,cronjobs,jobs -A -o yaml | prepull-agent "
+        "from-manifests -\n"
+        "  helm template my-release ./chart | prepull-agent from-manifests - -o preload.yaml\n"
+        "  prepull-agent from-manifests k8s/ -o preload.yaml && prepull-agent lock "
+        "--config preload.yaml -o preload.lock.yaml",
+        "exit codes: 0 written (warnings on stderr), 2 bad input (file and line named)",
+    )
+    from_manifests.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="YAML or JSON files, directories (read recursively), or - for stdin",
+    )
+    from_manifests.add_argument(
+        "-o", "--output", type=Path, help="where to write the list (default: stdout)"
+    )
+    from_manifests.set_defaults(command=_from_manifests)
+    suggest = subcommand(
+        "suggest",
+        "write a preload list from what this node runs now, pinned to the digests running",
+        "  prepull-agent suggest > preload.yaml\n"
+        "  prepull-agent suggest --cri-endpoint unix:///run/k3s/containerd/containerd.sock",
+        "exit codes: 0 written, 1 the runtime cannot be asked",
+    )
+    suggest.add_argument(
+        "--cri-endpoint",
+        default=os.environ.get(ENDPOINT_ENV, DEFAULT_ENDPOINT),
+        help=f"CRI socket (default: ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})",
+    )
+    suggest.add_argument(
+        "-o", "--output", type=Path, help="where to write the list (default: stdout)"
+    )
+    suggest.set_defaults(command=_suggest)
     version = subcommand(
         "version",
         "print the agent's version",
@@ -433,6 +477,91 @@ def _in_flight(pull: dict[str, Any] | None) -> str | None:
         return None
     view = PullView("", pull["bytes_done"], pull["bytes_total"], pull["seconds"])
     return f"pulling: {view.describe()}"
+
+
+async def _from_manifests(args: argparse.Namespace) -> int:
+    documents: list[Any] = []
+    for source, text in _manifest_texts(args.paths):
+        documents += configs.documents(text, source)
+    found = generate.from_manifests(documents)
+    for image, users in found.mutable().items():
+        print(
+            f"warning: {image} is kept by a mutable tag (IfNotPresent): each node keeps whatever "
+            f"the tag meant when it first pulled it; lock the list and put the digest in "
+            f"{_users(users)}",
+            file=sys.stderr,
+        )
+    for image, users in found.always.items():
+        print(
+            f"note: {image} is left out: pulled on every start (imagePullPolicy Always) by "
+            f"{_users(users)}",
+            file=sys.stderr,
+        )
+    for problem in found.invalid:
+        print(f"warning: left out, not an image reference: {problem}", file=sys.stderr)
+    sources = ", ".join(str(p) for p in args.paths)
+    text = generate.render_list(
+        ((image, _users(users)) for image, users in found.keep.items()),
+        f"From {sources} by prepull-agent from-manifests: the images workloads keep\n"
+        "(IfNotPresent, Never). Lock it before use: prepull-agent lock --config <this file>",
+    )
+    _emit(args.output, text)
+    return EXIT_CONVERGED
+
+
+def _manifest_texts(paths: Sequence[str]) -> Iterator[tuple[str, str]]:
+    """(source, text) of every manifest file under `paths` ("-": stdin), in name order."""
+    for given in paths:
+        if given == "-":
+            yield "<stdin>", sys.stdin.read()
+            continue
+        path = Path(given)
+        if path.is_dir():
+            files = sorted(
+                p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and p.is_file()
+            )
+        else:
+            files = [path]
+        for file in files:
+            try:
+                yield str(file), read_text(file)
+            except OSError as exc:
+                raise InputError(f"{file}: cannot read: {exc}") from None
+
+
+def _users(users: Sequence[str]) -> str:
+    more = f" and {len(users) - 3} more" if len(users) > 3 else ""
+    return ", ".join(users[:3]) + more
+
+
+def _emit(output: Path | None, text: str) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        _write_atomically(output, text)
+        print(f"wrote {output}", file=sys.stderr)
+
+
+async def _suggest(args: argparse.Namespace) -> int:
+    wiring = _load_wiring()
+    async with wiring.runtime(args.cri_endpoint) as runtime:
+        containers = await runtime.cri.list_containers()
+        running = []
+        seen: dict[str, Any] = {}
+        for container in containers:
+            if container.image_id not in seen:
+                seen[container.image_id] = await runtime.cri.image_status(container.image_id)
+            image = seen[container.image_id]
+            if image is not None:
+                running.append(generate.Running(image.repo_tags, image.repo_digests))
+    counted = generate.suggest(running)
+    text = generate.render_list(
+        ((ref, f"{n} container{'' if n == 1 else 's'}") for ref, n in counted),
+        f"What {args.cri_endpoint} runs now, most used first, pinned to the digests running\n"
+        "(prepull-agent suggest). Review it, then lock it: prepull-agent lock --config <file>",
+    )
+    _emit(args.output, text)
+    return EXIT_CONVERGED
 
 
 async def _check(args: argparse.Namespace) -> int:
@@ -764,6 +893,9 @@ async def _lock(args: argparse.Namespace) -> int:
         _write_atomically(args.output, text)
         kept = len(config.images) - len(unpinned)
         print(f"locked {len(unpinned)} tags, kept {kept} pinned: {args.output}")
+    if args.kubelet_allowlist is not None:
+        _write_atomically(args.kubelet_allowlist, configs.kubelet_allowlist(config.images))
+        print(f"allowlisted {len(config.images)} images for kubelet: {args.kubelet_allowlist}")
     return EXIT_CONVERGED
 
 

@@ -1,0 +1,63 @@
+"""The list generators against a real node and registry: `suggest` from real CRI containers,
+and the kubelet allowlist `lock` writes."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import yaml
+
+from agent import config as configs
+from tests.harness.containerd import Containerd
+from tests.harness.images import push_image, push_runnable
+from tests.harness.pods import remove_pod, run_pod, sandbox_config, start_container
+from tests.harness.registry import Registry
+from tests.integration.conftest import NODE, pull, run_agent, write_config
+
+
+def test_suggest_lists_what_runs_pinned_to_its_digest_most_used_first(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    busy = push_runnable(registry, f"{repo}-busy", "1", ["/bin/busybox", "sleep", "600"])
+    rare = push_runnable(registry, f"{repo}-rare", "2", ["/bin/busybox", "sleep", "600"])
+    pods = []
+    try:
+        for image in (busy, busy, rare):
+            pull(containerd, image.tagged)
+            config = sandbox_config(f"suggest-{uuid.uuid4().hex[:6]}")
+            pods.append(run_pod(containerd.endpoint, config))
+            start_container(containerd.endpoint, pods[-1], config, image.tagged)
+        out = tmp_path / "suggested.yaml"
+        result = run_agent("suggest", "--cri-endpoint", containerd.endpoint, "-o", str(out))
+    finally:
+        for pod in pods:
+            remove_pod(containerd.endpoint, pod)
+
+    assert result.code == 0, result
+    listed = [entry.written for entry in configs.load(out).images]
+    mine = [written for written in listed if repo in written]
+    assert mine == [busy.pinned(), rare.pinned()], listed
+    assert f"{busy.pinned()}  # 2 containers" in out.read_text()
+
+
+def test_lock_writes_the_kubelet_allowlist_of_the_locked_images(
+    tmp_path: Path, registry: Registry, repo: str
+) -> None:
+    tagged = push_image(registry, repo, "1", (NODE,))
+    config = write_config(tmp_path / "preload.yaml", registry, [tagged.tagged, "nginx:1.25.3"])
+    lock, allowlist = tmp_path / "preload.lock.yaml", tmp_path / "kubelet-allowlist.yaml"
+    # nginx is not in the test registry: lock it as already pinned so no Docker Hub is asked.
+    config.write_text(config.read_text().replace("nginx:1.25.3", f"nginx:1.25.3@{tagged.digest}"))
+    done = run_agent(
+        "lock", "--config", str(config), "-o", str(lock), "--kubelet-allowlist", str(allowlist)
+    )
+    assert done.code == 0, done
+    fragment = yaml.safe_load(allowlist.read_text())
+    assert fragment["kind"] == "KubeletConfiguration"
+    assert fragment["apiVersion"] == "kubelet.config.k8s.io/v1beta1"
+    assert fragment["imagePullCredentialsVerificationPolicy"] == "NeverVerifyAllowlistedImages"
+    # Names as kubelet validates them: normalized, no tag, no digest.
+    assert fragment["preloadedImagesVerificationAllowlist"] == sorted(
+        ["docker.io/library/nginx", tagged.name]
+    )

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent import config as configs
+from agent.cli import main
+from agent.generate import (
+    ALWAYS,
+    IF_NOT_PRESENT,
+    NEVER,
+    Running,
+    effective_policy,
+    from_manifests,
+    suggest,
+)
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "manifests"
+D1 = "sha256:" + "1" * 64
+
+
+@pytest.mark.parametrize(
+    ("image", "written", "policy"),
+    [
+        ("nginx", None, ALWAYS),  # neither tag nor digest
+        ("nginx:latest", None, ALWAYS),
+        (f"nginx:latest@{D1}", None, ALWAYS),  # the tag latest, even with a digest
+        (f"nginx@{D1}", None, IF_NOT_PRESENT),
+        ("nginx:1.25", None, IF_NOT_PRESENT),
+        ("registry.example.com:5000/app", None, ALWAYS),  # a port is not a tag
+        ("registry.example.com:5000/app:2", None, IF_NOT_PRESENT),
+        ("nginx:1.25", "Always", ALWAYS),  # an explicit policy wins
+        ("nginx:latest", "Never", NEVER),
+        ("nginx", "IfNotPresent", IF_NOT_PRESENT),
+    ],
+)
+def test_the_pull_policy_is_defaulted_as_kubernetes_does(
+    image: str, written: str | None, policy: str
+) -> None:
+    assert effective_policy(image, written) == policy
+
+
+def test_every_container_of_every_workload_shape_is_found() -> None:
+    documents = []
+    for path in sorted(CORPUS.rglob("*")):
+        if path.is_file():
+            documents += configs.documents(path.read_text(), str(path))
+    found = from_manifests(documents)
+    # Files in name order (helm-output.yaml, k8s/…, kubectl-get.json), images as first used.
+    assert list(found.keep) == [
+        "quay.io/prometheus/node-exporter:v1.8.1",
+        "registry.example.com:5000/shop/migrate:2024.06",
+        f"registry.example.com:5000/shop/web:1.8.2@{D1}",
+        "docker.io/library/nginx:1.25.3",
+        "busybox:1.36",
+    ]
+    assert found.keep["registry.example.com:5000/shop/migrate:2024.06"] == [
+        "CronJob shop/nightly-report (container uploader)",
+        "Deployment shop/web (init container migrate)",
+    ]
+    assert found.keep["docker.io/library/nginx:1.25.3"] == [
+        "Pod default/debug-7f9c (container main)",
+        "Job shop/seed (container seed)",
+    ], "one entry however the image is written"
+    assert found.keep["busybox:1.36"] == ["Pod default/debug-7f9c (ephemeral container debugger)"]
+    assert set(found.always) == {
+        "ghcr.io/acme/report:latest@sha256:" + "2" * 64,
+        "envoyproxy/envoy:v1.30.1",
+        "busybox",
+    }
+    assert list(found.mutable()) == [i for i in found.keep if "@" not in i]
+    (problem,) = found.invalid
+    assert problem.startswith("StatefulSet monitoring/store (container broken): ")
+
+
+def test_from_manifests_writes_a_list_that_parses_and_warns_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "preload.yaml"
+    paths = [
+        str(CORPUS / "k8s"),
+        str(CORPUS / "helm-output.yaml"),
+        str(CORPUS / "kubectl-get.json"),
+    ]
+    assert main(["from-manifests", *paths, "-o", str(out)]) == 0
+    config = configs.load(out)
+    assert [e.written for e in config.images][:2] == [
+        "registry.example.com:5000/shop/migrate:2024.06",
+        "registry.example.com:5000/shop/web:1.8.2@" + D1,
+    ]
+    assert "# CronJob shop/nightly-report (container uploader), Deployment" in out.read_text()
+    err = capsys.readouterr().err
+    assert (
+        "warning: quay.io/prometheus/node-exporter:v1.8.1 is kept by a mutable tag "
+        "(IfNotPresent)" in err
+    )
+    assert "DaemonSet monitoring/node-exporter (container node-exporter)" in err
+    assert "note: busybox is left out: pulled on every start (imagePullPolicy Always)" in err
+    assert "warning: left out, not an image reference: StatefulSet monitoring/store" in err
+
+
+def test_bad_yaml_in_a_manifest_is_named_with_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Pod\nspec:\n  containers: [\n")
+    assert main(["from-manifests", str(bad)]) == 2
+    assert f"{bad}:4: invalid YAML" in capsys.readouterr().err
+
+
+def test_suggest_pins_what_runs_most_used_first() -> None:
+    web = Running(("r.io/web:1",), (f"r.io/web@{D1}",))
+    db = Running(("r.io/db:15",), ("r.io/db@sha256:" + "3" * 64,))
+    untagged = Running((), ("r.io/job@sha256:" + "4" * 64,))
+    nameless = Running((), ())
+    assert suggest([db, web, web, untagged, nameless, web]) == [
+        (f"r.io/web:1@{D1}", 3),
+        ("r.io/db:15@sha256:" + "3" * 64, 1),
+        ("r.io/job@sha256:" + "4" * 64, 1),
+    ]
