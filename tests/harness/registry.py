@@ -20,7 +20,7 @@ version: 0.1
 log:
   level: warn
   accesslog:
-    disabled: true
+    disabled: {quiet}
 storage:
   filesystem:
     rootdirectory: {root}
@@ -38,6 +38,10 @@ TLS = """  tls:
     key: {key}
 """
 
+PROXY = """proxy:
+  remoteurl: {url}
+"""
+
 HTPASSWD = """auth:
   htpasswd:
     realm: prepull-test
@@ -52,11 +56,17 @@ class Registry:
         basic_auth: tuple[str, str] | None = None,
         tls: ServerCert | None = None,
         token_auth: str | None = None,
+        proxy_of: str | None = None,
+        access_log: bool = False,
     ) -> None:
         """`basic_auth`: (user, password) the registry demands, checked against an htpasswd.
         `tls`: serve HTTPS with this certificate (from a test CA).
         `token_auth`: the registry's `auth:` section for token auth (TokenServer.registry_config);
-        pushes then fetch a token with `basic_auth` as the credentials."""
+        pushes then fetch a token with `basic_auth` as the credentials.
+        `proxy_of`: a pull-through cache of the registry at this URL (distribution's proxy mode).
+        `access_log`: log every request (`requests()` reads them back)."""
+        self.proxy_of = proxy_of
+        self.access_log = access_log
         self.token_auth = token_auth
         self.workdir = workdir
         self.basic_auth = basic_auth
@@ -78,7 +88,10 @@ class Registry:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         config = self.workdir / "config.yml"
-        text = CONFIG.format(root=self.workdir / "data", port=self.port)
+        quiet = "false" if self.access_log else "true"
+        text = CONFIG.format(root=self.workdir / "data", port=self.port, quiet=quiet)
+        if self.proxy_of is not None:
+            text += PROXY.format(url=self.proxy_of)
         if self.tls is not None:
             text += TLS.format(cert=self.tls.cert, key=self.tls.key)
         if self.token_auth is not None:
@@ -103,6 +116,11 @@ class Registry:
     def stop(self) -> None:
         if self._proc is not None:
             stop(self._proc)
+
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, path) of every request served so far (needs access_log=True)."""
+        log = (self.workdir / "registry.log").read_text(errors="replace")
+        return re.findall(r'"(GET|HEAD|PUT|POST|PATCH|DELETE) ([^ "]+) HTTP/[0-9.]+"', log)
 
     def _answers(self) -> bool:
         try:
