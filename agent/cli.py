@@ -363,9 +363,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="YAML or JSON files, directories (read recursively), or - for stdin",
     )
-    from_manifests.add_argument(
-        "-o", "--output", type=Path, help="where to write the list (default: stdout)"
-    )
     from_manifests.set_defaults(command=_from_manifests)
     suggest = subcommand(
         "suggest",
@@ -379,10 +376,11 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get(ENDPOINT_ENV, DEFAULT_ENDPOINT),
         help=f"CRI socket (default: ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})",
     )
-    suggest.add_argument(
-        "-o", "--output", type=Path, help="where to write the list (default: stdout)"
-    )
     suggest.set_defaults(command=_suggest)
+    for sub in (from_manifests, suggest):
+        sub.add_argument(
+            "-o", "--output", type=Path, help="where to write the list (default: stdout)"
+        )
     version = subcommand(
         "version",
         "print the agent's version",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -151,17 +152,25 @@ def load(path: str | Path) -> PreloadConfig:
     return parse(text, str(path))
 
 
-def parse(text: str, source: str = "<config>") -> PreloadConfig:
+@contextlib.contextmanager
+def _yaml_errors(source: str) -> Iterator[None]:
+    """YAML that does not parse is an error of `source`, at its line when PyYAML knows it."""
     try:
-        root = yaml.compose(text, Loader=_LOADER)
+        yield
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise ConfigError(source, line, f"invalid YAML: {exc.problem or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, None, f"invalid YAML: {exc}") from None
     except RecursionError:
         raise ConfigError(source, None, "invalid YAML: nested too deeply") from None
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        # A value YAML cannot build (`2024-02-30`) raises ValueError or TypeError.
+        raise ConfigError(source, None, f"invalid YAML: {exc}") from None
+
+
+def parse(text: str, source: str = "<config>") -> PreloadConfig:
+    with _yaml_errors(source):
+        root = yaml.compose(text, Loader=_LOADER)
     try:
         return _Parser(source).config(root)
     except RecursionError:
@@ -171,14 +180,8 @@ def parse(text: str, source: str = "<config>") -> PreloadConfig:
 def documents(text: str, source: str) -> list[Any]:
     """Every document of a YAML stream (`---` separated, JSON too), as plain data; ConfigError
     naming the file and line of what does not parse."""
-    try:
+    with _yaml_errors(source):
         return [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        raise ConfigError(source, line, f"invalid YAML: {exc.problem or exc}") from None
-    except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
-        raise ConfigError(source, None, f"invalid YAML: {exc}") from None
 
 
 # libyaml's C parser when PyYAML has it (same nodes and line numbers, much faster).
