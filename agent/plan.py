@@ -68,7 +68,11 @@ def plan(
     return [plan_one(entry, node, state, tag_digests.get(entry)) for entry in entries]
 
 
-def inputs(entry: ImageEntry, state: NodeState) -> tuple[NodeImage | None, NodeImage | None]:
+Seen = tuple[NodeImage | None, NodeImage | None]
+"""What the node holds under an entry's names, (by digest, by tag)."""
+
+
+def inputs(entry: ImageEntry, state: NodeState) -> Seen:
     """What the node's state holds under the entry's names, (by digest, by tag): all a plan
     for the entry reads of the state (with the registry's digest for a tag entry)."""
     ref = entry.reference
@@ -84,7 +88,7 @@ def plan_one(entry: ImageEntry, node: Platform, state: NodeState, tag_digest: st
 def plan_seen(
     entry: ImageEntry,
     node: Platform,
-    seen: tuple[NodeImage | None, NodeImage | None],
+    seen: Seen,
     tag_digest: str | None,
 ) -> Step:
     """plan_one, given what `inputs` found for the entry."""

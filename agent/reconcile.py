@@ -23,7 +23,7 @@ from agent.errors import (
     TransientRegistryError,
 )
 from agent.manifest import Manifest, Resolution, manifest_blobs
-from agent.plan import Action, NodeImage, NodeState, Step, inputs, plan_one, plan_seen
+from agent.plan import Action, NodeImage, NodeState, Seen, Step, inputs, plan_one, plan_seen
 from agent.platform import Platform
 from agent.progress import Progress
 from agent.reference import Reference
@@ -38,8 +38,6 @@ LOOKUP_DEADLINE = 60.0
 PIN_VISIBLE_TIMEOUT = 2.0
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Seen = tuple[NodeImage | None, NodeImage | None]
-"""What the node held under an entry's names (agent.plan.inputs)."""
 
 
 class ImageRuntime(Protocol):
@@ -81,7 +79,8 @@ class Status(StrEnum):
     REFUSED = "refused"
     """The content is not for this node's platform; nothing was pulled."""
     DEFERRED = "deferred"
-    """Not pulled: it would take the image filesystem past the disk budget (agent.disk)."""
+    """Not pulled yet: it would take the image filesystem past the disk budget (agent.disk), or
+    its new content waits for this node's moment in a rollout (agent.rollout)."""
     FAILED = "failed"
 
 
@@ -174,13 +173,13 @@ class Reconciler:
         self._stopping = stopping
         self._credentials = credentials
         self._pins_honoured = pins_honoured
+        """The runtime reports our pin label (agent.runtimes): worth reading back."""
         self._progress = progress
+        """Where pulls in flight are followed (the bytes they have downloaded), if anywhere."""
         self._disk = disk
         """The disk budget pulls are admitted by, if any."""
         self._rollout = rollout
         """Where new content waits for this node's moment (daemon mode), if anywhere."""
-        """Where pulls in flight are followed (the bytes they have downloaded), if anywhere."""
-        """The runtime reports our pin label (agent.runtimes): worth reading back."""
         self._settled_before: dict[ImageEntry, tuple[Seen, Outcome]] = {}
         self._settled_now: dict[ImageEntry, tuple[Seen, Outcome]] = {}
         """Settled outcomes by entry, with the node images they were decided on: the last
@@ -195,7 +194,7 @@ class Reconciler:
         """One pass over the list; RuntimeUnavailable if the runtime cannot be asked at all.
         `on_outcome` hears of each image as soon as it is done (pins are read back after).
         `listed`: the node's images, asked for earlier (else they are listed now)."""
-        state = NodeState(await listed) if listed is not None else await self.snapshot()
+        state = await self.snapshot(listed)
         slots = PullSlots.of(config)
         outcomes = [self.settled(e, state) for e in config.images]
         for outcome in outcomes:
@@ -243,7 +242,7 @@ class Reconciler:
     ) -> list[Step | Outcome]:
         """What a pass would do, doing none of it (`once --dry-run`): a step per image, or the
         failure that kept a tag from resolving. Reads the node and the registry only."""
-        state = NodeState(await listed) if listed is not None else await self.snapshot()
+        state = await self.snapshot(listed)
 
         async def one(entry: ImageEntry) -> Step | Outcome:
             try:
@@ -259,9 +258,10 @@ class Reconciler:
 
         return list(await asyncio.gather(*(one(e) for e in config.images)))
 
-    async def snapshot(self) -> NodeState:
-        """What the node holds now (one ListImages call)."""
-        return NodeState(await self._runtime.list_images())
+    async def snapshot(self, listed: Awaitable[list[NodeImage]] | None = None) -> NodeState:
+        """What the node holds now: `listed`, the images asked for earlier, else one
+        ListImages call."""
+        return NodeState(await (listed if listed is not None else self._runtime.list_images()))
 
     async def finish(self, config: PreloadConfig, outcomes: list[Outcome]) -> list[Outcome]:
         """After the images: pin what is not pinned yet (what was present before the pass, and
@@ -348,23 +348,21 @@ class Reconciler:
             refusal = resolution.refusal()
             if refusal:
                 return Outcome(entry, Status.REFUSED, refusal, permanent=True)
-            sized = self._progress is not None or (
-                self._disk is not None and slots.disk_budget < 100
-            )
+            disk = self._disk if slots.disk_budget < 100 else None
+            sized = self._progress is not None or disk is not None
             blobs = await self._blobs(resolution) if sized else {}
             await slots.pulls.acquire()
         incoming = sum(blobs.values())
-        admitted = False
+        admitted: DiskGuard | None = None
         try:
             if self._stopping():
                 return Outcome(entry, Status.FAILED, "not started: the agent is shutting down")
             # Decided when its turn comes, in list order: the list is a priority order.
-            budgeted = self._disk is not None and slots.disk_budget < 100
-            if budgeted and self._disk is not None:
-                over = await self._disk.admit(incoming, slots.disk_budget)
+            if disk is not None:
+                over = await disk.admit(incoming, slots.disk_budget)
                 if over is not None:
                     return Outcome(entry, Status.DEFERRED, over, permanent=True)
-                admitted = True
+                admitted = disk
             if self._progress is not None:
                 self._progress.begin(entry.written, blobs)
             try:
@@ -374,8 +372,8 @@ class Reconciler:
         finally:
             if self._progress is not None:
                 self._progress.end(entry.written)
-            if admitted and self._disk is not None:
-                self._disk.release(incoming)
+            if admitted is not None:
+                admitted.release(incoming)
             slots.pulls.release()
         pulled: NodeImage | None
         if step.bind_tag is not None:
@@ -439,7 +437,7 @@ class Reconciler:
                     self._registry.fetch_manifest(resolution.reference, resolution.chosen.digest)
                 )
             except AgentError as exc:
-                log.debug("%s: no progress to follow: %s", resolution.reference, exc)
+                log.debug("%s: blob sizes unknown: %s", resolution.reference, exc)
                 return {}
             found = manifest_blobs(document)
         return {blob.digest: blob.size for blob in found}
