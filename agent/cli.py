@@ -145,11 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     for sub in (once, run):
         sub.add_argument("--config", required=True, type=Path, help="the preload list (YAML)")
-        sub.add_argument(
-            "--cri-endpoint",
-            default=os.environ.get(ENDPOINT_ENV, DEFAULT_ENDPOINT),
-            help=f"CRI socket (default: ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})",
-        )
+        _cri_endpoint(sub)
         sub.add_argument(
             "--platform",
             help="this node's platform, e.g. linux/arm64 (default: the one containerd pulls "
@@ -371,11 +367,7 @@ def _parser() -> argparse.ArgumentParser:
         "  prepull-agent suggest --cri-endpoint unix:///run/k3s/containerd/containerd.sock",
         "exit codes: 0 written, 1 the runtime cannot be asked",
     )
-    suggest.add_argument(
-        "--cri-endpoint",
-        default=os.environ.get(ENDPOINT_ENV, DEFAULT_ENDPOINT),
-        help=f"CRI socket (default: ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})",
-    )
+    _cri_endpoint(suggest)
     suggest.set_defaults(command=_suggest)
     for sub in (from_manifests, suggest):
         sub.add_argument(
@@ -620,6 +612,14 @@ def _count(minimum: int, maximum: int) -> Callable[[str], int]:
         return int(text)
 
     return parse
+
+
+def _cri_endpoint(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--cri-endpoint",
+        default=os.environ.get(ENDPOINT_ENV, DEFAULT_ENDPOINT),
+        help=f"CRI socket (default: ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})",
+    )
 
 
 def _seconds(minimum: float) -> Callable[[str], float]:
@@ -883,18 +883,30 @@ async def _lock(args: argparse.Namespace) -> int:
         return EXIT_NOT_CONVERGED
     if locked is not None:
         return _check_lock(args.output, config, digests, locked)
-    unpinned = {e: d for e, d in digests.items() if e.reference.digest is None}
-    text = configs.lock_text(read_text(args.config), config, unpinned)
+    text, tags_locked = _lock_text(args.config, config, digests)
     if args.output is None:
         sys.stdout.write(text)
     else:
         _write_atomically(args.output, text)
-        kept = len(config.images) - len(unpinned)
-        print(f"locked {len(unpinned)} tags, kept {kept} pinned: {args.output}")
-    if args.kubelet_allowlist is not None:
-        _write_atomically(args.kubelet_allowlist, configs.kubelet_allowlist(config.images))
-        print(f"allowlisted {len(config.images)} images for kubelet: {args.kubelet_allowlist}")
+        kept = len(config.images) - tags_locked
+        print(f"locked {tags_locked} tags, kept {kept} pinned: {args.output}")
+    _write_allowlist(args.kubelet_allowlist, config)
     return EXIT_CONVERGED
+
+
+def _lock_text(
+    source: Path, config: PreloadConfig, digests: dict[ImageEntry, str]
+) -> tuple[str, int]:
+    """The lock of `source` (its comments and order kept), and how many tags it pins."""
+    unpinned = {e: d for e, d in digests.items() if e.reference.digest is None}
+    return configs.lock_text(read_text(source), config, unpinned), len(unpinned)
+
+
+def _write_allowlist(path: Path | None, config: PreloadConfig) -> None:
+    """`--kubelet-allowlist`: written beside the lock; said on stderr (stdout may be the lock)."""
+    if path is not None:
+        _write_atomically(path, configs.kubelet_allowlist(config.images))
+        print(f"allowlisted {len(config.images)} images for kubelet: {path}", file=sys.stderr)
 
 
 def _lock_json(
@@ -909,8 +921,9 @@ def _lock_json(
     problems = lock_problems(config.images, digests, locked.images) if locked else []
     written = not failures and locked is None and args.output is not None
     if written:
-        unpinned = {e: d for e, d in digests.items() if e.reference.digest is None}
-        _write_atomically(args.output, configs.lock_text(read_text(args.config), config, unpinned))
+        _write_atomically(args.output, _lock_text(args.config, config, digests)[0])
+    if not failures and locked is None:
+        _write_allowlist(args.kubelet_allowlist, config)
     images = []
     for entry in config.images:
         digest = entry.reference.digest or digests.get(entry)

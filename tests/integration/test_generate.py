@@ -61,3 +61,14 @@ def test_lock_writes_the_kubelet_allowlist_of_the_locked_images(
     assert fragment["preloadedImagesVerificationAllowlist"] == sorted(
         ["docker.io/library/nginx", tagged.name]
     )
+    # The lock on stdout stays a lock: what is said of the allowlist goes to stderr.
+    again = tmp_path / "again.yaml"
+    printed = run_agent("lock", "--config", str(config), "--kubelet-allowlist", str(again))
+    assert printed.code == 0 and "allowlisted" in printed.stderr, printed
+    assert len(configs.parse(printed.stdout, "<stdout>").images) == 2
+    # --format json writes it too.
+    as_json = tmp_path / "json.yaml"
+    document = run_agent(
+        "lock", "--config", str(config), "--format", "json", "--kubelet-allowlist", str(as_json)
+    )
+    assert document.code == 0 and yaml.safe_load(as_json.read_text()) == fragment
