@@ -23,19 +23,26 @@ MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 
+def tls_context(access: ClusterAccess) -> ssl.SSLContext | None:
+    """The TLS context trusting the API server's CA (None: the system's CAs); InputError if
+    the CA file cannot be loaded. The daemon calls it at start, so that is exit 2, not a
+    failure later."""
+    if access.ca_file is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(access.ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        reason = f"cannot load the API server's CA {access.ca_file}: {exc}"
+        raise InputError(reason) from None
+
+
 class KubeApi:
     """NodeApi (agent.gate) over HTTPS, for `access.node`."""
 
     def __init__(self, session: aiohttp.ClientSession, access: ClusterAccess) -> None:
         self._session = session
         self._access = access
-        self._ssl: ssl.SSLContext | None = None
-        if access.ca_file is not None:
-            try:
-                self._ssl = ssl.create_default_context(cafile=str(access.ca_file))
-            except (OSError, ssl.SSLError) as exc:
-                reason = f"cannot load the API server's CA {access.ca_file}: {exc}"
-                raise InputError(reason) from None
+        self._ssl = tls_context(access)
         self._path = f"/api/v1/nodes/{quote(access.node, safe='')}"
 
     async def get_node(self) -> dict[str, Any]:

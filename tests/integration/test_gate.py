@@ -237,3 +237,17 @@ def test_the_gate_without_what_it_needs_is_bad_input(tmp_path: Path) -> None:
     assert "node's name" in result.stderr or "API server" in result.stderr, result
     timeout_alone = run_agent("run", "--config", str(config), "--ready-timeout", "60")
     assert timeout_alone.code == 2 and "--remove-startup-taint" in timeout_alone.stderr
+    no_ca = run_agent(
+        "run",
+        "--config",
+        str(config),
+        "--node-condition",
+        "--node-name",
+        "n1",
+        "--kube-api",
+        "https://127.0.0.1:1",
+        "--kube-ca-file",
+        str(tmp_path / "missing-ca.pem"),
+    )
+    assert no_ca.code == 2, no_ca
+    assert "cannot load the API server's CA" in no_ca.stderr and "Traceback" not in no_ca.stderr
