@@ -514,7 +514,9 @@ def _raise_runtime_unavailable(tasks: set[asyncio.Task[Outcome]]) -> None:
 
 def _log_pass(outcomes: Sequence[Outcome], desired: int, seconds: float) -> None:
     """One line per pass: what an operator reads first in the agent's log."""
-    counts = {status: sum(o.status == status for o in outcomes) for status in Status}
+    counts = dict.fromkeys(Status, 0)
+    for outcome in outcomes:
+        counts[outcome.status] += 1
     ready = counts[Status.HIT] + counts[Status.PULLED] + counts[Status.BOUND]
     log.info(
         "pass done in %.1fs: %d desired, %d ready, %d pulled, %d bound, %d failed, %d refused, "

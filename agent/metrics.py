@@ -221,37 +221,50 @@ def observe_pass(
     seconds: float,
     now: float,
 ) -> None:
-    """Turn one pass into counters and gauges (the loop stays free of metric calls)."""
-    hits = sum(o.status == Status.HIT for o in outcomes)
-    metrics.cache_hits.inc(hits)
+    """Turn one pass into counters and gauges (the loop stays free of metric calls). One loop
+    over the outcomes and one over the images: lists run to thousands."""
+    hits = 0
     for outcome in outcomes:
-        if outcome.status == Status.HIT:
+        status = outcome.status
+        if status is Status.HIT:
+            hits += 1
             continue
-        if outcome.pull_attempted or outcome.status == Status.BOUND:
+        if outcome.pull_attempted or status is Status.BOUND:
             metrics.cache_misses.inc()
-        if outcome.status == Status.REFUSED:
+        if status is Status.REFUSED:
             metrics.refusals.inc()
         if outcome.pull_attempted:
             # Only pulls that happened: a refusal or a failed lookup pulled nothing.
-            result = "success" if outcome.status == Status.PULLED else "failure"
+            result = "success" if status is Status.PULLED else "failure"
             metrics.pulls.labels(result).inc()
             metrics.pull_duration.observe(outcome.seconds)
-            if outcome.status == Status.PULLED:
+            if status is Status.PULLED:
                 metrics.pulled_bytes.inc(outcome.size)
         if outcome.drift:
             metrics.tag_drift.inc()
+    metrics.cache_hits.inc(hits)
     metrics.evictions.inc(len(summary.evicted))
-    desired = report.desired
-    metrics.images_desired.set(len(desired))
-    metrics.images_ready.set(sum(r.state == State.PRESENT for r in desired))
-    metrics.images_failed_permanently.set(
-        sum(r.permanent and r.state != State.DEFERRED for r in report.missing)
-    )
-    deferred = [r for r in desired if r.state == State.DEFERRED]
-    metrics.images_over_disk_budget.set(sum(r.permanent for r in deferred))
-    metrics.images_waiting_for_rollout.set(sum(not r.permanent for r in deferred))
+    states: dict[str, tuple[bool, bool]] = {}
+    failed_permanently = over_budget = waiting_for_rollout = 0
+    for image in report.images.values():
+        state = image.state
+        if state is State.SKIPPED:
+            continue
+        states[image.image] = (state is State.PRESENT, image.pinned)
+        if state is State.DEFERRED:
+            if image.permanent:
+                over_budget += 1
+            else:
+                waiting_for_rollout += 1
+        elif image.permanent and state is not State.PRESENT:
+            failed_permanently += 1
+    metrics.images_desired.set(len(states))
+    metrics.images_ready.set(sum(ready for ready, _ in states.values()))
+    metrics.images_failed_permanently.set(failed_permanently)
+    metrics.images_over_disk_budget.set(over_budget)
+    metrics.images_waiting_for_rollout.set(waiting_for_rollout)
     metrics.node_ready.set(report.ready)
-    metrics.images.states = {i.image: (i.state == State.PRESENT, i.pinned) for i in desired}
+    metrics.images.states = states
     metrics.reconcile_duration.observe(seconds)
     if summary.converged:
         metrics.last_success.set(now)

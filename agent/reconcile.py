@@ -268,13 +268,15 @@ class Reconciler:
         digest pulls; binds pin as they go), and report pins as CRI now sees them. A converged
         node whose runtime reports every pin costs no call here."""
         self._settled_before, self._settled_now = self._settled_now, {}
-        if self._rollout is not None:
-            for outcome in outcomes:
-                if outcome.converged and outcome.digest and outcome.status is not Status.SKIPPED:
+        all_pinned = True
+        for outcome in outcomes:
+            if _owns_records(outcome):
+                all_pinned = all_pinned and outcome.pinned
+                if self._rollout is not None and outcome.digest:
                     self._rollout.present(outcome.digest)
         if not config.pin or self._binder is None:
             return outcomes
-        if self._pins_honoured and all(o.pinned for o in outcomes if _owns_records(o)):
+        if self._pins_honoured and all_pinned:
             return outcomes
         labelled = await self._pin(self._binder, outcomes)
         # Read pins back only when this pass labelled something (here, or binding as it

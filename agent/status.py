@@ -24,7 +24,8 @@ class State(StrEnum):
     REFUSED = "refused"
     """Not for this node's platform; nothing was pulled."""
     DEFERRED = "deferred"
-    """Not pulled: over the disk budget (tried again every pass)."""
+    """Not pulled yet: over the disk budget (tried again every pass), or waiting for the
+    node's moment in a rollout."""
     SKIPPED = "skipped"
     """Listed for other platforms."""
 
@@ -70,17 +71,20 @@ class NodeReport:
         self, node: Platform | None, *, strict: bool = False, progress: Progress | None = None
     ) -> None:
         self.node = node
+        """None until the runtime has said which platform it pulls for."""
         self.progress = progress
         """The pulls in flight, for the bytes each has downloaded so far."""
         self.strict = strict
         """Readiness waits for permanently failed images too."""
-        """None until the runtime has said which platform it pulls for."""
         self.runtime: dict[str, object] = {}
         self.disk: dict[str, Any] | None = None
         """The disk budget: budget, image filesystem use, why it cannot be checked."""
         self.gate: dict[str, Any] | None = None
         """The readiness gate's state (agent.gate.NodeGate), when it is on."""
         self.images: dict[str, ImageReport] = {}
+        self._recorded: dict[str, Outcome] = {}
+        """The outcome each image's report was last set from. A steady pass hands back the
+        same outcome objects (agent.reconcile reuses what it settled): they change nothing."""
         self.last_reconcile: float | None = None
         """Unix time the last pass finished."""
         self.last_error: str | None = None
@@ -94,6 +98,7 @@ class NodeReport:
     def configure(self, entries: Iterable[ImageEntry]) -> None:
         """Adopt a (new) list: keep what is known of images still listed, forget the rest."""
         self._entries = list(entries)
+        self._recorded.clear()
         images = {}
         for entry in self._entries:
             known = self.images.get(entry.written)
@@ -123,13 +128,17 @@ class NodeReport:
         report = self.images.get(entry.written)
         if report is not None:
             report.state = State.PULLING
+            self._recorded.pop(entry.written, None)
 
     def record(self, outcomes: Sequence[Outcome], finished_at: float) -> PassSummary:
         evicted = []
+        recorded = self._recorded
         for outcome in outcomes:
-            report = self.images.setdefault(
-                outcome.entry.written, ImageReport(outcome.entry.written)
-            )
+            image = outcome.entry.written
+            if recorded.get(image) is outcome:
+                continue
+            recorded[image] = outcome
+            report = self.images.setdefault(image, ImageReport(image))
             # Evicted: this agent saw it present and correct, and now it is gone. (A moved tag
             # is drift; an image that never arrived, or is new to the list, was never held.)
             if outcome.was_absent and report.held:

@@ -6,7 +6,7 @@ from agent.config import parse
 from agent.metrics import Metrics, observe_pass
 from agent.plan import Action
 from agent.platform import Platform
-from agent.reconcile import Outcome
+from agent.reconcile import Outcome, Status
 from agent.status import NodeReport
 
 D = "sha256:" + "d" * 64
@@ -21,7 +21,7 @@ def outcomes(a: str, b: str) -> list[Outcome]:
         action = {"hit": Action.HIT, "pulled": Action.PULL, "failed": Action.PULL}[status]
         return Outcome(
             entry,
-            status,
+            Status(status),
             "x" if status == "failed" else "",
             D,
             "id",
@@ -31,7 +31,7 @@ def outcomes(a: str, b: str) -> list[Outcome]:
             pull_attempted=status in ("pulled", "failed"),
         )
 
-    return [one(A, a), one(B, b), Outcome(C, "skipped", "for linux/arm64", action=Action.SKIP)]
+    return [one(A, a), one(B, b), Outcome(C, Status.SKIPPED, "for linux/arm64", action=Action.SKIP)]
 
 
 def test_not_ready_until_a_pass_leaves_every_desired_image_present() -> None:
@@ -100,7 +100,9 @@ def test_only_an_image_seen_present_and_later_absent_is_an_eviction() -> None:
     report.configure(parse("images:\n  - r.io/a:1\n  - r.io/b:1\n  - r.io/new:1\n").images)
     (new,) = [e for e in parse("images:\n  - r.io/new:1\n").images]
     report.pulling(new)
-    fresh = Outcome(new, "pulled", "", D, "id", 10, 1.0, action=Action.PULL, pull_attempted=True)
+    fresh = Outcome(
+        new, Status.PULLED, "", D, "id", 10, 1.0, action=Action.PULL, pull_attempted=True
+    )
     assert report.record([*outcomes("failed", "hit")[:2], fresh], 4.0).evicted == ()
     # B was held since the pass at 1.0: gone now, pulled again as absent, that is an eviction.
     report.pulling(B)
@@ -112,7 +114,9 @@ def test_a_refusal_is_its_own_outcome_not_a_pull() -> None:
     metrics = Metrics(registry)
     report = NodeReport(Platform("linux", "amd64"))
     report.configure(CONFIG.images)
-    refused = Outcome(A, "refused", "no linux/amd64 manifest", action=Action.PULL, permanent=True)
+    refused = Outcome(
+        A, Status.REFUSED, "no linux/amd64 manifest", action=Action.PULL, permanent=True
+    )
     passed = [refused, *outcomes("hit", "hit")[1:]]
     observe_pass(metrics, passed, report, report.record(passed, 5.0), 0.5, 5.0)
 
@@ -126,8 +130,8 @@ def test_a_refusal_is_its_own_outcome_not_a_pull() -> None:
 
 
 def test_readiness_waits_for_what_can_converge_and_strict_waits_for_everything() -> None:
-    transient = Outcome(A, "failed", "registry 503", action=Action.PULL, pull_attempted=True)
-    permanent = Outcome(A, "failed", "HTTP 404", action=Action.PULL, permanent=True)
+    transient = Outcome(A, Status.FAILED, "registry 503", action=Action.PULL, pull_attempted=True)
+    permanent = Outcome(A, Status.FAILED, "HTTP 404", action=Action.PULL, permanent=True)
     for failure, strict, ready in (
         (transient, False, False),
         (permanent, False, True),
@@ -138,3 +142,20 @@ def test_readiness_waits_for_what_can_converge_and_strict_waits_for_everything()
         report.record([failure, *outcomes("hit", "hit")[1:]], 1.0)
         assert report.ready is ready, (failure.detail, strict)
         assert [r.image for r in report.missing] == ["r.io/a:1"], "always reported"
+
+
+def test_a_steady_pass_hands_back_the_same_outcomes_and_they_still_count() -> None:
+    """record() passes over an outcome it recorded last pass (the reconciler reuses settled
+    ones); an image marked pulling since, or dropped and listed again, is recorded anew."""
+    report = NodeReport(Platform("linux", "amd64"))
+    report.configure(CONFIG.images)
+    steady = outcomes("hit", "hit")
+    report.record(steady, 1.0)
+    report.pulling(A)  # a pass that started a pull and was cut short (runtime unavailable)
+    report.record(steady, 2.0)
+    assert report.images["r.io/a:1"].state == "present"
+    report.configure([B, C])
+    report.configure(CONFIG.images)  # A dropped and listed again: a fresh, pending report
+    assert report.images["r.io/a:1"].state == "pending"
+    report.record(steady, 3.0)
+    assert report.images["r.io/a:1"].state == "present" and report.ready
