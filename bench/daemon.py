@@ -60,6 +60,23 @@ def _import_floor_mb() -> float:
     return int(out.stdout) / 1024
 
 
+def _one_image_peak_mb(config: Path, endpoint: str, reference: str) -> float:
+    """Peak resident memory of the daemon serving the same node with a one-image list: what
+    serving costs before the list's size does (the node still lists every image each pass)."""
+    single = config.with_name("daemon-one.yaml")
+    single.write_text(listing([reference], extra="resync: 1s\n"))
+    daemon = DaemonProc(single, endpoint, "--watch-interval", "2")
+    try:
+        daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 120, "the daemon to be ready")
+        peak = 0.0
+        for _ in range(6):
+            time.sleep(SAMPLE_EVERY)
+            peak = max(peak, _rss_mb(daemon.proc.pid))
+        return peak
+    finally:
+        daemon.terminate()
+
+
 def run(workdir: Path, platform: Platform) -> list[Row]:
     node = Containerd(workdir / "daemon-node")
     node.start()
@@ -92,6 +109,9 @@ def run(workdir: Path, platform: Platform) -> list[Row]:
             scrapes.append(time.perf_counter() - begun)
             size = len(body.encode())
             assert status == 200
+        daemon.terminate()
+        daemon = None
+        one_image = _one_image_peak_mb(config, node.endpoint, images[0].pinned)
     finally:
         if daemon is not None:
             daemon.terminate()
@@ -121,8 +141,10 @@ def run(workdir: Path, platform: Platform) -> list[Row]:
             peak,
             "MB",
             RSS_TARGET_MB,
-            note=f"first {samples[0][1]:.1f} MB, last {samples[-1][1]:.1f} MB; a bare import of "
-            f"the agent's modules and dependencies is {floor:.1f} MB",
+            note=f"first {samples[0][1]:.1f} MB, last {samples[-1][1]:.1f} MB; floors: a bare "
+            f"import of the agent's modules and dependencies {floor:.1f} MB, the daemon with a "
+            f"one-image list on the same node {one_image:.1f} MB (so {IMAGES} images take "
+            f"{peak - one_image:.1f} MB)",
         ),
         Row(
             "daemon resident memory slope (MB per 10 min)",
