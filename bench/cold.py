@@ -74,8 +74,8 @@ async def checked_pulls_and_binds(
 ) -> float:
     """The pulls and binds above, each pull preceded by the least platform check a client can
     make of a single-platform image: its manifest, then its config, read from the registry
-    (two bare GETs, nothing parsed but the config's digest and architecture), run ahead of the
-    pulls as the agent runs its checks (twice the pull concurrency)."""
+    (two bare GETs; of their JSON only the config's digest and architecture are used), run
+    ahead of the pulls as the agent runs its checks (twice the pull concurrency)."""
     async with aiohttp.ClientSession() as session, wiring.runtime(endpoint) as runtime:
         pulls = asyncio.Semaphore(concurrency)
         checks = asyncio.Semaphore(2 * concurrency)
