@@ -222,7 +222,7 @@ def observe_pass(
     now: float,
 ) -> None:
     """Turn one pass into counters and gauges (the loop stays free of metric calls). One loop
-    over the outcomes and one over the images: lists run to thousands."""
+    over the outcomes and one over the desired images: lists run to thousands."""
     hits = 0
     for outcome in outcomes:
         status = outcome.status
@@ -246,10 +246,8 @@ def observe_pass(
     metrics.evictions.inc(len(summary.evicted))
     states: dict[str, tuple[bool, bool]] = {}
     failed_permanently = over_budget = waiting_for_rollout = 0
-    for image in report.images.values():
+    for image in report.desired:
         state = image.state
-        if state is State.SKIPPED:
-            continue
         states[image.image] = (state is State.PRESENT, image.pinned)
         if state is State.DEFERRED:
             if image.permanent:

@@ -50,32 +50,16 @@ async def raw_pulls(endpoint: str, references: list[str], concurrency: int) -> f
         return time.perf_counter() - started
 
 
-async def raw_pulls_and_binds(endpoint: str, references: list[str], concurrency: int) -> float:
+async def pulls_and_binds(
+    endpoint: str, references: list[str], concurrency: int, check_at: str | None = None
+) -> float:
     """PullImage by digest, then the tag record pointed at it (containerd Images.Get +
     Create, labelled pinned): the least any client that preloads `name:tag@digest` must do,
-    with no platform check and no wait for CRI to see the tag."""
-    async with wiring.runtime(endpoint) as runtime:
-        slots = asyncio.Semaphore(concurrency)
-
-        async def one(pinned: str) -> None:
-            tagged, _, digest = pinned.partition("@")
-            name = tagged.rpartition(":")[0]
-            async with slots:
-                await runtime.cri._pull(f"{name}@{digest}", None)
-            await runtime.images.bind_tag(tagged, f"{name}@{digest}", pin=[tagged])
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one(r) for r in references))
-        return time.perf_counter() - started
-
-
-async def checked_pulls_and_binds(
-    endpoint: str, registry_host: str, references: list[str], concurrency: int
-) -> float:
-    """The pulls and binds above, each pull preceded by the least platform check a client can
-    make of a single-platform image: its manifest, then its config, read from the registry
-    (two bare GETs; of their JSON only the config's digest and architecture are used), run
-    ahead of the pulls as the agent runs its checks (twice the pull concurrency)."""
+    with no wait for CRI to see the tag. With `check_at` (the registry's host), each pull is
+    preceded by the least platform check a client can make of a single-platform image: its
+    manifest, then its config, read from the registry (two bare GETs; of their JSON only the
+    config's digest and architecture are used), run ahead of the pulls as the agent runs its
+    checks (twice the pull concurrency)."""
     async with aiohttp.ClientSession() as session, wiring.runtime(endpoint) as runtime:
         pulls = asyncio.Semaphore(concurrency)
         checks = asyncio.Semaphore(2 * concurrency)
@@ -86,15 +70,21 @@ async def checked_pulls_and_binds(
                 document: dict[str, object] = json.loads(await response.read())
                 return document
 
+        async def check(registry_host: str, name: str, digest: str) -> None:
+            repository = f"http://{registry_host}/v2/{name.partition('/')[2]}"
+            manifest = await get(f"{repository}/manifests/{digest}", {"Accept": ACCEPT})
+            config_digest = manifest["config"]["digest"]  # type: ignore[index]
+            config = await get(f"{repository}/blobs/{config_digest}", {})
+            assert config["architecture"], f"{name}@{digest}"
+
         async def one(pinned: str) -> None:
             tagged, _, digest = pinned.partition("@")
             name = tagged.rpartition(":")[0]
-            repository = f"http://{registry_host}/v2/{name.partition('/')[2]}"
-            async with checks:
-                manifest = await get(f"{repository}/manifests/{digest}", {"Accept": ACCEPT})
-                config_digest = manifest["config"]["digest"]  # type: ignore[index]
-                config = await get(f"{repository}/blobs/{config_digest}", {})
-                assert config["architecture"], pinned
+            if check_at is not None:
+                async with checks:
+                    await check(check_at, name, digest)
+                    await pulls.acquire()
+            else:
                 await pulls.acquire()
             try:
                 await runtime.cri._pull(f"{name}@{digest}", None)
@@ -129,15 +119,10 @@ def run(registry: Registry, workdir: Path, node_platform: str) -> list[Row]:
                 try:
                     if mode == "agent":
                         elapsed = asyncio.run(agent_pass(node.endpoint, text)).seconds
-                    elif mode == "bound":
+                    elif mode in ("bound", "checked"):
+                        check_at = registry.host if mode == "checked" else None
                         elapsed = asyncio.run(
-                            raw_pulls_and_binds(node.endpoint, pinned, CONCURRENCY)
-                        )
-                    elif mode == "checked":
-                        elapsed = asyncio.run(
-                            checked_pulls_and_binds(
-                                node.endpoint, registry.host, pinned, CONCURRENCY
-                            )
+                            pulls_and_binds(node.endpoint, pinned, CONCURRENCY, check_at)
                         )
                     else:
                         width = 1 if mode == "serial" else CONCURRENCY
