@@ -30,6 +30,7 @@ from agent.progress import Progress
 from agent.reconcile import Outcome, PullSlots, Reconciler, Status
 from agent.reference import Reference
 from agent.registry import RegistryClient
+from agent.retry import RetryPolicy
 from agent.rollout import Rollout
 from agent.server import make_app
 from agent.settings import DaemonSettings, GateSettings
@@ -45,6 +46,8 @@ PROGRESS_INTERVAL = 1.0
 # The readiness gate looks again after every pass, and at least this often (the ready timeout
 # must fire while a pull hangs); it writes to the API server only when something changed.
 GATE_INTERVAL = 5.0
+# A loop that failed unexpectedly starts again after a jittered wait: 1 s, doubling, up to 60 s.
+TASK_RETRY = RetryPolicy(base_delay=1.0, max_delay=60.0)
 
 
 def jittered(resync: float, rng: Callable[[], float]) -> float:
@@ -164,19 +167,51 @@ class Daemon:
     ) -> None:
         async with asyncio.TaskGroup() as tasks:
             helpers = [
-                tasks.create_task(self._watch_config(watcher)),
-                tasks.create_task(self._scan_loop(runtime)),
+                tasks.create_task(self._guarded("config", lambda: self._watch_config(watcher))),
+                tasks.create_task(self._guarded("starts", lambda: self._scan_loop(runtime))),
                 tasks.create_task(
-                    runtime.follow_pulls(self.progress, PROGRESS_INTERVAL, self._pull_progress)
+                    self._guarded(
+                        "progress",
+                        lambda: runtime.follow_pulls(
+                            self.progress, PROGRESS_INTERVAL, self._pull_progress
+                        ),
+                    )
                 ),
             ]
             if self.settings.gate is not None:
-                helpers.append(tasks.create_task(self._gate_loop(self.settings.gate)))
-            tasks.create_task(self._reconcile_loop(runtime, registry))
+                gate = self.settings.gate
+                helpers.append(
+                    tasks.create_task(self._guarded("gate", lambda: self._gate_loop(gate)))
+                )
+            tasks.create_task(
+                self._guarded("reconcile", lambda: self._reconcile_loop(runtime, registry))
+            )
             await self._stop.wait()
             # The reconcile loop finishes its pass within the grace period by itself.
             for helper in helpers:
                 helper.cancel()
+
+    async def _guarded(self, task: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the daemon's loops for as long as the daemon runs. An unexpected error
+        (a bug, input no check foresaw) is logged with its traceback, counted, and the loop
+        starts again after a backoff with full jitter: one failure never ends the process,
+        which runs on every node of a fleet at once."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                await loop()
+                return
+            except Exception:
+                failures += 1
+                wait = TASK_RETRY.delay(min(failures - 1, 10), None, self._rng)
+                self.metrics.task_failures.labels(task).inc()
+                log.exception(
+                    "the %s loop failed; restarting it in %.1fs",
+                    task,
+                    wait,
+                    extra={"event": "task_failed", "task": task},
+                )
+                await _first_of(self._stop.wait(), seconds=wait)
 
     def _current(self) -> PreloadConfig:
         assert self._config is not None

@@ -83,7 +83,8 @@ def condition(
     stamp = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     since = stamp
     if previous is not None and previous.get("status") == status:
-        since = previous.get("lastTransitionTime", stamp)
+        kept = previous.get("lastTransitionTime")
+        since = kept if isinstance(kept, str) else stamp
     return {
         "type": CONDITION_TYPE,
         "status": status,
@@ -94,8 +95,41 @@ def condition(
     }
 
 
+class MalformedNode(AgentError):
+    """The API server sent a Node the gate cannot read (a wrong shape where it looks)."""
+
+
+def checked_node(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` if it has a Node's shape where the gate reads it — `spec` and `status`
+    objects (or null), `spec.taints` and `status.conditions` lists (or null) of objects, each
+    taint's `key` and condition's `type` a string — else MalformedNode naming the field.
+    Checked once, at the edge, so the decisions below can trust it."""
+    for half, field, key in (("spec", "taints", "key"), ("status", "conditions", "type")):
+        part = document.get(half)
+        if part is None:
+            continue
+        if not isinstance(part, dict):
+            raise MalformedNode(_shape(half, "an object", part))
+        items = part.get(field)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise MalformedNode(_shape(f"{half}.{field}", "a list", items))
+        for index, item in enumerate(items):
+            where = f"{half}.{field}[{index}]"
+            if not isinstance(item, dict):
+                raise MalformedNode(_shape(where, "an object", item))
+            if not isinstance(item.get(key), str):
+                raise MalformedNode(_shape(f"{where}.{key}", "a string", item.get(key)))
+    return document
+
+
+def _shape(field: str, wanted: str, found: object) -> str:
+    return f"the API server sent a Node whose {field} is {type(found).__name__}, not {wanted}"
+
+
 def current_condition(node: dict[str, Any]) -> dict[str, Any] | None:
-    for item in node.get("status", {}).get("conditions") or []:
+    for item in (node.get("status") or {}).get("conditions") or []:
         if item.get("type") == CONDITION_TYPE:
             return dict(item)
     return None
@@ -104,8 +138,8 @@ def current_condition(node: dict[str, Any]) -> dict[str, Any] | None:
 def taint_removal(node: dict[str, Any], key: str) -> list[dict[str, Any]] | None:
     """A JSON patch removing every taint with `key`, guarded by a `test` of the whole taint
     list as read: if anyone changed the taints since, the API server refuses it (422) and
-    nothing of theirs is lost. None if the node has no such taint."""
-    taints = node.get("spec", {}).get("taints") or []
+    nothing of theirs is lost. None if the node has no such taint. `node` is checked_node's."""
+    taints = (node.get("spec") or {}).get("taints") or []
     found = [i for i, taint in enumerate(taints) if taint.get("key") == key]
     if not found:
         return None

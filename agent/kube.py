@@ -6,6 +6,7 @@ request, so a rotated token is used as soon as kubelet writes it."""
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from typing import Any
 from urllib.parse import quote
@@ -14,11 +15,14 @@ import aiohttp
 
 from agent import files
 from agent.errors import AgentError, InputError
-from agent.gate import Conflict
+from agent.gate import Conflict, checked_node
 from agent.settings import ClusterAccess
 
 REQUEST_TIMEOUT = 10.0
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+# A projected service-account token is a JWT of ~1 kB.
+MAX_TOKEN_BYTES = 64 * 1024
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
@@ -46,7 +50,8 @@ class KubeApi:
         self._path = f"/api/v1/nodes/{quote(access.node, safe='')}"
 
     async def get_node(self) -> dict[str, Any]:
-        return await self._request("GET", self._path)
+        """The Node, its shape checked where the gate reads it (agent.gate.checked_node)."""
+        return checked_node(await self._request("GET", self._path))
 
     async def patch_status(self, patch: dict[str, Any]) -> None:
         await self._request("PATCH", self._path + "/status", patch, MERGE_PATCH)
@@ -56,9 +61,16 @@ class KubeApi:
 
     def _token(self) -> str:
         try:
-            return files.read_text(self._access.token_file).strip()
+            token = files.read_text(self._access.token_file, MAX_TOKEN_BYTES).strip()
         except files.UnreadableFile as exc:
             raise AgentError(f"cannot read the service account token: {exc}") from None
+        # Never quoted: it is a credential. A CR or LF would forge header lines.
+        if not _TOKEN.fullmatch(token):
+            raise AgentError(
+                f"the service account token in {self._access.token_file} is empty or holds "
+                "spaces or control characters: not sent"
+            )
+        return token
 
     async def _request(
         self, method: str, path: str, body: object = None, content_type: str | None = None
@@ -78,18 +90,33 @@ class KubeApi:
                 ssl=self._ssl if self._ssl is not None else True,
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
             ) as response:
-                text = (await response.content.read(MAX_RESPONSE_BYTES)).decode(errors="replace")
+                text = (await _read_all(response, what)).decode(errors="replace")
                 if response.status in (409, 422) and method == "PATCH":
                     raise Conflict(f"{what}: {_message(text)}")
                 if response.status >= 400:
                     raise AgentError(_refusal(what, response.status, text))
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise AgentError(f"{what}: the API server at {self._access.server}: {exc}") from None
         try:
             document = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise AgentError(f"{what}: the API server answered no JSON") from None
-        return document if isinstance(document, dict) else {}
+        if not isinstance(document, dict):
+            raise AgentError(f"{what}: the API server answered JSON that is not an object")
+        return document
+
+
+async def _read_all(response: aiohttp.ClientResponse, what: str) -> bytes:
+    """The whole body, however it is chunked, refused past MAX_RESPONSE_BYTES. (A single
+    `read(n)` returns what has arrived so far, not n bytes: a Node sent in small chunks was
+    read truncated.)"""
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise AgentError(f"{what}: the API server sent more than {MAX_RESPONSE_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _message(text: str) -> str:

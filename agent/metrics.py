@@ -200,6 +200,19 @@ class Metrics:
         )
         for result in ("success", "failure"):
             self.pulls.labels(result)
+        self.task_failures = Counter(
+            "prepull_task_failures",
+            "Unexpected failures of one of the daemon's loops; the loop is restarted after a "
+            "backoff, the daemon keeps running (the log has the traceback).",
+            ["task"],
+            registry=registry,
+        )
+        self.unpinned = Counter(
+            "prepull_images_unpinned",
+            "Image records this agent had pinned and released because they left the list "
+            "(kubelet's image GC may reclaim them now).",
+            registry=registry,
+        )
 
     def registry_request(self, host: str, method: str, status: str, seconds: float) -> None:
         self.registry_request_duration.labels(host, method, status).observe(seconds)

@@ -265,9 +265,10 @@ class RegistryClient:
     ) -> tuple[str, float]:
         """A bearer token and its lifetime from the challenge's realm (distribution token auth):
         anonymous, with Basic credentials, or an identity token as OAuth refresh token."""
-        realm = challenge.params.get("realm")
-        if not realm:
-            raise RegistryError(ref.domain, ref.path, "bearer challenge without a realm")
+        try:
+            realm = challenge.realm(plain_http_allowed=endpoint.url.startswith("http://"))
+        except auth.ChallengeError as exc:
+            raise RegistryError(ref.domain, ref.path, f"{exc}", status=401) from None
         query = challenge.token_query(scope)
         form = None
         headers = {}
@@ -283,8 +284,18 @@ class RegistryClient:
         response = await self._transport.token_request(
             ref, endpoint, realm, query=query, headers=headers, form=form
         )
+        sent = credential is not None
+        if 300 <= response.status < 400:
+            # Not followed: the request may carry credentials, and a token service has no
+            # reason to redirect (distribution's token.md).
+            raise RegistryError(
+                ref.domain,
+                ref.path,
+                f"token service {realm} answered a redirect (HTTP {response.status}): not followed",
+                status=response.status,
+                credentials_sent=sent,
+            )
         if response.status != 200:
-            sent = credential is not None
             refused = "refused the credentials" if sent else "refused an anonymous token"
             raise RegistryError(
                 ref.domain,
@@ -293,10 +304,10 @@ class RegistryClient:
                 status=response.status,
                 credentials_sent=sent,
             )
-        found = auth.token_from(response.body)
-        if found is None:
-            raise RegistryError(ref.domain, ref.path, f"token service {realm} sent no token")
-        return found
+        try:
+            return auth.token_from(response.body)
+        except auth.ChallengeError as exc:
+            raise RegistryError(ref.domain, ref.path, f"token service {realm}: {exc}") from None
 
 
 def _raise_for_status(ref: Reference, response: Response, *, credentials_sent: bool) -> None:

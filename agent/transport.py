@@ -125,10 +125,14 @@ class Transport:
         tls = self.ssl(endpoint) if _netloc(realm) == endpoint.netloc else True
         try:
             if form is not None:
-                request = self._session.post(realm, data=dict(form), ssl=tls)
+                request = self._session.post(realm, data=dict(form), ssl=tls, allow_redirects=False)
             else:
                 request = self._session.get(
-                    realm, params=dict(query), headers=dict(headers), ssl=tls
+                    realm,
+                    params=dict(query),
+                    headers=dict(headers),
+                    ssl=tls,
+                    allow_redirects=False,
                 )
             async with request as resp:
                 return Response(resp.status, resp.headers, await _read(resp, MAX_TOKEN_BYTES))
@@ -137,6 +141,11 @@ class Transport:
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise TransientRegistryError(
                 ref.domain, ref.path, f"token service {realm} unreachable: {exc}"
+            ) from None
+        except (aiohttp.ClientError, ValueError) as exc:
+            # A URL aiohttp or yarl will not send to, a header it will not write: permanent.
+            raise RegistryError(
+                ref.domain, ref.path, f"token service {realm}: request refused: {exc}"
             ) from None
 
     def ssl(self, endpoint: Endpoint) -> ssl.SSLContext | bool:
@@ -196,7 +205,9 @@ class Transport:
             raise TransientRegistryError(
                 ref.domain, ref.path, f"connection failed: {detail}"
             ) from None
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, ValueError) as exc:
+            # ValueError: a URL (a hostile Location) yarl cannot parse, a header aiohttp
+            # will not write. Neither heals by retrying.
             raise RegistryError(ref.domain, ref.path, f"request failed: {exc}") from None
         finally:
             self._observer.registry_request(

@@ -168,3 +168,22 @@ class EndlessManifests(FaultProxy):
         except (ConnectionError, RuntimeError):
             pass
         return response
+
+
+class HostileChallenges(FaultProxy):
+    """A registry whose token challenge is hostile: it answers every /v2/ request with 401 and
+    `challenge` (its `{self}` replaced by this proxy's URL), and its token service at /token
+    answers `token_body`, or a redirect to itself."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.challenge = ""
+        self.token_body = b'{"token": "ok"}'
+
+    async def fault(self, request: web.Request) -> web.StreamResponse | None:
+        if request.path == "/token-loop":
+            return web.Response(status=302, headers={"Location": f"{self.url}/token-loop"})
+        if request.path == "/token":
+            return web.Response(body=self.token_body, content_type="application/json")
+        header = self.challenge.replace("{self}", self.url)
+        return web.Response(status=401, headers={"WWW-Authenticate": header})

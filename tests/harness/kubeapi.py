@@ -16,6 +16,7 @@ semantics where the agent depends on them:
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import ssl
@@ -116,6 +117,10 @@ class KubeApiServer:
         self.before_patch: Callable[[str], bool] | None = None
         """Called with the path just before each PATCH applies (a concurrent writer's change);
         dropped once it returns True."""
+        self.served: Callable[[dict[str, Any]], Any] | None = None
+        """What GET sends instead of the stored node (a hostile or broken API server)."""
+        self.chunk: int | None = None
+        """Send GET bodies in chunks of this many bytes, a moment apart (a slow link)."""
         self._version = 100
         for item in nodes:
             self._store(item["metadata"]["name"], copy.deepcopy(item))
@@ -279,11 +284,23 @@ class KubeApiServer:
             }
         )
 
-    async def _get(self, request: web.Request) -> web.Response:
+    async def _get(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         if name not in self.nodes:
             return _status(404, "NotFound", f'nodes "{name}" not found')
-        return web.json_response(self.nodes[name])
+        document = self.nodes[name]
+        if self.served is not None:
+            document = self.served(copy.deepcopy(document))
+        body = json.dumps(document).encode()
+        if self.chunk is None:
+            return web.Response(body=body, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for start in range(0, len(body), self.chunk):
+            await response.write(body[start : start + self.chunk])
+            await asyncio.sleep(0.002)
+        await response.write_eof()
+        return response
 
     async def _patch(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

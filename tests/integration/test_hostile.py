@@ -13,7 +13,12 @@ from pathlib import Path
 from agent import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, listing
-from tests.harness.faults import ContainerdServerErrors, EndlessManifests, SilentRegistry
+from tests.harness.faults import (
+    ContainerdServerErrors,
+    EndlessManifests,
+    HostileChallenges,
+    SilentRegistry,
+)
 from tests.harness.images import push_image, push_single
 from tests.harness.registry import Registry
 from tests.integration.conftest import image_status, once, run_agent, write_config
@@ -200,3 +205,52 @@ def test_unicode_tags_are_refused_before_anything_reaches_containerd(
     result = once(fresh_containerd, config)
     assert result.code == 2 and "ASCII" in result.stderr, result
     assert fresh_containerd.ctr("images", "ls", "-q").split() == []
+
+
+HOSTILE_CHALLENGES = {
+    "an ftp realm": ('Bearer realm="ftp://127.0.0.1/token"', b""),
+    "a realm without a scheme": ('Bearer realm="127.0.0.1/token"', b""),
+    "a port out of range": ('Bearer realm="http://127.0.0.1:99999/token"', b""),
+    "a realm that redirects to itself": ('Bearer realm="{self}/token-loop"', b""),
+    "a token with CR/LF": ('Bearer realm="{self}/token"', b'{"token": "a\\r\\nX-Forged: 1"}'),
+    "no realm": ('Bearer service="x"', b""),
+}
+
+
+def test_a_hostile_token_challenge_fails_its_image_clearly_and_never_the_agent(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str, start_daemon
+) -> None:
+    proxy = HostileChallenges(registry.url).start()
+    try:
+        healthy = push_single(registry, repo, "1", NODE)
+        hostile = f"{proxy.host}/{repo}:1"
+        config = write_config(tmp_path / "preload.yaml", registry, [hostile, healthy.tagged])
+        config.write_text(config.read_text() + f"  {proxy.host}:\n    insecure: true\n")
+        for kind, (challenge, token_body) in HOSTILE_CHALLENGES.items():
+            proxy.challenge, proxy.token_body = challenge, token_body
+            resolved = run_agent("resolve", hostile, "--insecure")  # asserts no traceback
+            assert resolved.code == 1 and resolved.stderr.count("\n") == 1, (kind, resolved)
+            assert "X-Forged" not in resolved.stderr, resolved
+            result = once(containerd, config)
+            assert result.code == 1, (kind, result)
+            assert result.line_for(hostile).startswith("failed"), (kind, result.stdout)
+            assert result.line_for(healthy.tagged).split()[0] in ("pulled", "hit"), result.stdout
+
+        volume_config = tmp_path / "daemon.yaml"
+        volume_config.write_text(config.read_text() + "resync: 1s\n")
+        daemon = start_daemon(volume_config)
+        for kind, (challenge, token_body) in HOSTILE_CHALLENGES.items():
+            proxy.challenge, proxy.token_body = challenge, token_body
+            passes = daemon.metric("prepull_reconcile_duration_seconds_count") or 0
+            daemon.wait_for(
+                lambda p=passes: (
+                    (daemon.metric("prepull_reconcile_duration_seconds_count") or 0) >= p + 2
+                ),
+                60,
+                f"two passes through {kind}",
+            )
+            assert daemon.get("/healthz")[0] == 200, kind
+    finally:
+        proxy.stop()
+    assert "Traceback" not in daemon.log(), daemon.log()
+    assert daemon.metric("prepull_task_failures_total", task="reconcile") is None

@@ -5,11 +5,16 @@ import datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.gate import (
     CONDITION_TYPE,
     Conflict,
+    MalformedNode,
     NodeGate,
+    Verdict,
+    checked_node,
     condition,
     current_condition,
     taint_removal,
@@ -187,3 +192,83 @@ def test_a_node_that_keeps_changing_is_tried_again_at_the_next_sync(meddling: in
     asyncio.run(node_gate.sync(True, [], 1, 2))
     assert node_gate.released == "ready"
     assert all(t["key"] != KEY for t in api.node["spec"]["taints"])
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"spec": None, "status": None},
+        {"spec": {"taints": None}, "status": {"conditions": None}},
+        {},
+    ],
+)
+def test_null_halves_read_as_empty(shape: dict[str, Any]) -> None:
+    node = checked_node(shape)
+    assert current_condition(node) is None
+    assert taint_removal(node, "k") is None
+
+
+@pytest.mark.parametrize(
+    ("shape", "field"),
+    [
+        ({"spec": "x"}, "spec is str"),
+        ({"status": []}, "status is list"),
+        ({"spec": {"taints": "k"}}, "spec.taints is str"),
+        ({"spec": {"taints": [5]}}, "spec.taints[0] is int"),
+        ({"spec": {"taints": [{"effect": "NoSchedule"}]}}, "spec.taints[0].key is NoneType"),
+        ({"status": {"conditions": ["Ready"]}}, "status.conditions[0] is str"),
+        ({"status": {"conditions": [{"type": 1}]}}, "status.conditions[0].type is int"),
+    ],
+)
+def test_a_node_of_the_wrong_shape_is_refused_naming_the_field(
+    shape: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(MalformedNode) as caught:
+        checked_node(shape)
+    assert field in str(caught.value)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+node_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "spec": json_values
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "taints": json_values
+                | st.lists(st.dictionaries(st.sampled_from(["key", "effect"]), json_values))
+            },
+        ),
+        "status": json_values
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "conditions": json_values
+                | st.lists(
+                    st.dictionaries(
+                        st.sampled_from(["type", "status", "lastTransitionTime"]), json_values
+                    )
+                )
+            },
+        ),
+    },
+)
+
+
+@given(node_like)
+def test_any_node_is_refused_or_fully_readable(document: dict[str, Any]) -> None:
+    """Whatever the API server sends: MalformedNode, or every decision reads it without error."""
+    try:
+        node = checked_node(document)
+    except MalformedNode:
+        return
+    previous = current_condition(node)
+    condition(Verdict(True, "Preloaded", "", True), datetime.datetime.now(datetime.UTC), previous)
+    taint_removal(node, "k")

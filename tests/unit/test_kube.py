@@ -1,0 +1,139 @@
+"""The Kubernetes API client against an in-process server sending whatever it likes: every
+answer is a checked Node or an AgentError, never anything else."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.errors import AgentError
+from agent.kube import MAX_RESPONSE_BYTES, KubeApi
+from agent.settings import ClusterAccess
+
+Answer = Callable[[web.Request], web.StreamResponse]
+
+
+class Server:
+    def __init__(self) -> None:
+        self.answer: Callable[[web.Request], Any] = lambda request: web.json_response({})
+        self.tokens: list[str] = []
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.tokens.append(request.headers.get("Authorization", ""))
+        response: web.StreamResponse = await self.answer(request)
+        return response
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    served = Server()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", served.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    served.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    yield served
+    await runner.cleanup()
+
+
+def client(session: aiohttp.ClientSession, server: Server, token_file: Path) -> KubeApi:
+    # Built directly: ClusterAccess.resolve refuses http://, this in-process server is plain.
+    return KubeApi(session, ClusterAccess(server.url, token_file, None, "n1"))
+
+
+def token(tmp_path: Path, text: str = "t0ken\n") -> Path:
+    path = tmp_path / "token"
+    path.write_text(text)
+    return path
+
+
+async def test_a_body_sent_in_small_chunks_is_read_whole(server: Server, tmp_path: Path) -> None:
+    node = {"metadata": {"name": "n1", "annotations": {"pad": "x" * 40_000}}, "spec": {}}
+    body = json.dumps(node).encode()
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for start in range(0, len(body), 1024):
+            await response.write(body[start : start + 1024])
+            await asyncio.sleep(0.001)
+        await response.write_eof()
+        return response
+
+    server.answer = chunked
+    async with aiohttp.ClientSession() as session:
+        assert await client(session, server, token(tmp_path)).get_node() == node
+
+
+async def test_a_body_past_the_limit_is_refused(server: Server, tmp_path: Path) -> None:
+    async def huge(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(MAX_RESPONSE_BYTES // (1 << 20) + 2):
+            await response.write(b" " * (1 << 20))
+        await response.write_eof()
+        return response
+
+    server.answer = huge
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(AgentError, match="more than"):
+            await client(session, server, token(tmp_path)).get_node()
+
+
+@pytest.mark.parametrize("text", ["", "\n", "a b", "ab\r\nX-Forged: 1", "tok\x00en"])
+async def test_a_token_that_cannot_go_in_a_header_is_refused_unquoted(
+    server: Server, tmp_path: Path, text: str
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(AgentError, match="control characters") as caught:
+            await client(session, server, token(tmp_path, text)).get_node()
+    assert server.tokens == [], "nothing is sent"
+    assert "X-Forged" not in str(caught.value)
+
+
+bodies = st.one_of(
+    st.binary(max_size=200),
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.text(max_size=8),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(["spec", "status", "taints", "conditions", "key", "type"]),
+                inner,
+                max_size=4,
+            )
+        ),
+        max_leaves=25,
+    ).map(lambda value: json.dumps(value).encode()),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=bodies, status=st.sampled_from([200, 200, 200, 404, 409, 500]))
+async def test_any_answer_is_a_checked_node_or_an_agent_error(
+    server: Server, tmp_path: Path, body: bytes, status: int
+) -> None:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, body=body, content_type="application/json")
+
+    server.answer = answer
+    async with aiohttp.ClientSession() as session:
+        try:
+            node = await client(session, server, token(tmp_path)).get_node()
+        except AgentError:
+            return
+    assert isinstance(node, dict)
