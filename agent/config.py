@@ -171,6 +171,8 @@ def _yaml_errors(source: str) -> Iterator[None]:
 def parse(text: str, source: str = "<config>") -> PreloadConfig:
     with _yaml_errors(source):
         root = yaml.compose(text, Loader=_LOADER)
+        if root is not None:
+            _bounded_aliases(root, source)
     try:
         return _Parser(source).config(root)
     except RecursionError:
@@ -179,9 +181,61 @@ def parse(text: str, source: str = "<config>") -> PreloadConfig:
 
 def documents(text: str, source: str) -> list[Any]:
     """Every document of a YAML stream (`---` separated, JSON too), as plain data; ConfigError
-    naming the file and line of what does not parse."""
+    naming the file and line of what does not parse, or of aliases that expand too far."""
     with _yaml_errors(source):
-        return [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
+        nodes = list(yaml.compose_all(text, Loader=_LOADER))
+        for node in nodes:
+            _bounded_aliases(node, source)
+        constructor = yaml.SafeLoader("")
+        built = [constructor.construct_document(node) for node in nodes]
+    return [d for d in built if d is not None]
+
+
+# YAML aliases let a kilobyte stand for billions of nodes ("billion laughs"): whatever walks the
+# data then runs for ever. A stream may expand to this many nodes, or to ALIAS_RATIO times the
+# nodes it writes out, whichever is more (go-yaml, which kubectl uses, bounds it alike).
+MAX_EXPANDED_NODES = 100_000
+ALIAS_RATIO = 10
+
+
+def _bounded_aliases(root: yaml.Node, source: str) -> None:
+    """ConfigError if `root` expands (aliases followed) past the bound. Linear in the nodes
+    written: an alias is the node it names, so each node's expanded size is counted once."""
+    expanded: dict[int, int] = {}
+    entered: set[int] = set()
+    # Children before parents, iteratively (a deep document must not exhaust the stack).
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in expanded:
+            continue
+        children = _children(node)
+        if not children_done:
+            if id(node) in entered:
+                # Reached again before it was counted: an alias inside its own anchor.
+                raise ConfigError(source, node.start_mark.line + 1, "a YAML alias refers to itself")
+            entered.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in expanded)
+            continue
+        expanded[id(node)] = 1 + sum(expanded[id(child)] for child in children)
+    written = len(entered)
+    total = expanded[id(root)]
+    if total > max(MAX_EXPANDED_NODES, ALIAS_RATIO * written):
+        raise ConfigError(
+            source,
+            root.start_mark.line + 1,
+            f"YAML aliases expand {written} nodes to {total}: refused (at most "
+            f"{max(MAX_EXPANDED_NODES, ALIAS_RATIO * written)})",
+        )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 # libyaml's C parser when PyYAML has it (same nodes and line numbers, much faster).

@@ -93,8 +93,8 @@ def container_images(item: Mapping[str, Any]) -> Iterator[ContainerImage]:
         return
     metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
     assert isinstance(metadata, dict)
-    namespace = metadata.get("namespace") or "default"
-    owner = f"{kind} {namespace}/{metadata.get('name', '?')}"
+    namespace = printable(metadata.get("namespace") or "default")
+    owner = f"{printable(kind)} {namespace}/{printable(metadata.get('name', '?'))}"
     for listed in _CONTAINER_LISTS:
         for container in spec.get(listed) or []:
             if not isinstance(container, dict) or not isinstance(container.get("image"), str):
@@ -104,7 +104,8 @@ def container_images(item: Mapping[str, Any]) -> Iterator[ContainerImage]:
             if listed == "ephemeralContainers":
                 which = "ephemeral container"
             policy = effective_policy(image, container.get("imagePullPolicy"))
-            yield ContainerImage(image, policy, f"{owner} ({which} {container.get('name', '?')})")
+            name = printable(container.get("name", "?"))
+            yield ContainerImage(image, policy, f"{owner} ({which} {name})")
 
 
 def from_manifests(documents: Iterable[Any]) -> Found:
@@ -141,9 +142,18 @@ def suggest(running: Sequence[Running]) -> list[tuple[str, int]]:
     counts: Counter[str] = Counter()
     for container in running:
         reference = _pinned(container)
-        if reference is not None:
+        if reference is not None and _parses(reference):
             counts[reference] += 1
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _parses(reference: str) -> bool:
+    """Whether a name the runtime reports is an image reference (it goes into a list as is)."""
+    try:
+        references.parse(reference)
+    except InvalidReference:
+        return False
+    return True
 
 
 def _pinned(container: Running) -> str | None:
@@ -157,13 +167,25 @@ def _pinned(container: Running) -> str | None:
     return container.repo_tags[0] if container.repo_tags else None
 
 
+def printable(value: object) -> str:
+    """Text from a manifest, fit for one line of a comment or a terminal: every character that
+    is not printable (newlines, escapes, line separators) is written as its escape. A name
+    holding a newline must not add lines — entries, a `registries:` block — to a generated list."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def render_list(images: Iterable[tuple[str, str]], header: str) -> str:
-    """A preload list: one entry per (image, comment), the comment after it."""
-    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    """A preload list: one entry per (image, comment), the comment after it. Comments are
+    escaped (printable) whatever their source; images are references that parsed."""
+    lines = [f"# {printable(line)}".rstrip() for line in header.splitlines()]
     lines.append("images:")
     entries = list(images)
     width = max((len(image) for image, _ in entries), default=0)
     for image, comment in entries:
+        comment = printable(comment)
         lines.append(f"  - {image.ljust(width)}  # {comment}" if comment else f"  - {image}")
     if not entries:
         lines[-1] = "images: []"

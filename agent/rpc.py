@@ -57,10 +57,13 @@ def is_transient(exc: BaseException) -> bool:
 
 # containerd reports a registry's answer during its own pull as text inside gRPC UNKNOWN, e.g.
 # "unexpected status from GET request to http://…: 503 Service Unavailable" or "unexpected
-# status code …: 500 Internal Server Error" (containerd remotes/docker). Conservative: only
-# these statuses, only in that phrase, followed by their reason text (not a port like :5000).
-_REGISTRY_TRANSIENT = re.compile(r"unexpected status\b.*?: (?:429|50[0-4]) [A-Z]")
-_REGISTRY_REFUSAL = re.compile(r"unexpected status\b.*?: (?:401|403|404) [A-Z]")
+# status code …: 500 Internal Server Error" (containerd remotes/docker), and containerd 1.6
+# resolving a tag "pulling from host … failed with status code [manifests 1]: 500 Internal
+# Server Error" (its resolver.go; seen). Conservative: only these statuses, only in those
+# phrases, followed by their reason text (not a port like :5000).
+_REGISTRY_SAID = r"(?:unexpected status|failed with status code)\b.*?: "
+_REGISTRY_TRANSIENT = re.compile(_REGISTRY_SAID + r"(?:429|50[0-4]) [A-Z]")
+_REGISTRY_REFUSAL = re.compile(_REGISTRY_SAID + r"(?:401|403|404) [A-Z]")
 
 
 def _registry_said(exc: BaseException, statuses: re.Pattern[str]) -> bool:

@@ -118,20 +118,21 @@ class RateLimitingProxy(FaultProxy):
 
 
 class ContainerdServerErrors(FaultProxy):
-    """500 to the first two requests containerd itself makes for each blob (its User-Agent says
-    containerd), as a flaky registry, CDN or load balancer answers some downloads; the agent's
-    own requests pass. containerd retries a blob GET once by itself, so one 500 is absorbed;
-    a 500 on a manifest GET it reports as NOT_FOUND (its fetcher then tries /blobs/ for the
-    digest, which 404s: containerd remotes/docker/fetcher.go)."""
+    """500 to the first two requests containerd itself makes for each path containing `where`
+    (its User-Agent says containerd), as a flaky registry, CDN or load balancer answers; the
+    agent's own requests pass. containerd retries a blob GET once by itself, so one 500 is
+    absorbed there; a 500 to its manifest HEAD ends the pull, each containerd line wording it
+    its own way (1.6: "failed with status code [manifests …]: 500")."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, where: str = "/blobs/") -> None:
         super().__init__(upstream)
+        self.where = where
         self._failed: dict[tuple[str, str], int] = {}
 
     async def fault(self, request: web.Request) -> web.StreamResponse | None:
         key = (request.method, request.path)
         from_containerd = request.headers.get("User-Agent", "").startswith("containerd")
-        if from_containerd and self._failed.get(key, 0) < 2 and "/blobs/" in request.path:
+        if from_containerd and self._failed.get(key, 0) < 2 and self.where in request.path:
             self._failed[key] = self._failed.get(key, 0) + 1
             return web.Response(status=500, text="upstream hiccup")
         return None

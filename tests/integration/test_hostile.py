@@ -10,6 +10,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from agent import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, listing
@@ -134,10 +136,11 @@ def test_a_pull_secret_with_non_string_fields_fails_its_images_not_the_daemon(
     assert "123456" not in result.stderr
 
 
+@pytest.mark.parametrize("where", ["/blobs/", "/manifests/"])
 def test_registry_5xx_during_containerds_pull_are_retried(
-    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str, where: str
 ) -> None:
-    proxy = ContainerdServerErrors(registry.url).start()
+    proxy = ContainerdServerErrors(registry.url, where).start()
     try:
         containerd.trust_http_registry(proxy.host)
         image = push_single(registry, repo, "1", NODE)

@@ -86,6 +86,19 @@ def test_ports_agree_everywhere() -> None:
     assert service_port["port"] == port and service_port["targetPort"] == container_port["name"]
 
 
+def test_the_network_policy_admits_only_scrapers_and_only_to_the_agents_port() -> None:
+    policy = one("NetworkPolicy")["spec"]
+    selector = one("DaemonSet")["spec"]["selector"]["matchLabels"]
+    assert policy["podSelector"]["matchLabels"] == selector
+    assert policy["policyTypes"] == ["Ingress"], "egress stays open: registries are anywhere"
+    (rule,) = policy["ingress"]
+    (port,) = container()["ports"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": port["containerPort"]}]
+    assert all(source.get("podSelector", {}).get("matchLabels") for source in rule["from"]), (
+        "every source names the pods it admits"
+    )
+
+
 def test_probes_and_scrape_path_are_served() -> None:
     app = make_app(
         NodeReport(Platform("linux", "amd64")), CollectorRegistry(), _healthy, lambda: False

@@ -57,6 +57,17 @@ def test_a_device_that_never_ends_is_refused() -> None:
             "429 Too Many Requests",
             True,
         ),
+        (
+            # containerd 1.6 resolving a tag (remotes/docker/resolver.go): its own wording.
+            'failed to resolve reference "r:5000/a:1": pulling from host r:5000 failed with '
+            "status code [manifests 1]: 500 Internal Server Error",
+            True,
+        ),
+        (
+            'failed to resolve reference "r:5000/a:1": pulling from host r:5000 failed with '
+            "status code [manifests 1]: 403 Forbidden",
+            False,
+        ),
         ("content at http://r:5000/v2/a/manifests/sha256:1 not found: not found", False),
         (
             "unexpected status from GET request to http://r:5000/v2/a/manifests/1: "

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent import config as configs
-from agent import credentials
+from agent import credentials, generate
 from agent import manifest as manifests
 from agent import reference as references
 from agent.errors import AgentError
@@ -272,3 +272,30 @@ def test_manifest_bodies(body: bytes) -> None:
 def test_manifest_shaped_documents(document: dict[str, object]) -> None:
     body = json.dumps(document).encode()
     only_our_errors(manifests.parse_manifest, body, manifests.sha256_digest(body), None)
+
+
+# Kubernetes objects of any shape: the keys the manifest reader looks for, holding anything.
+k8s_keys = st.sampled_from(
+    ["kind", "items", "metadata", "name", "namespace", "spec", "template", "jobTemplate",
+     "containers", "initContainers", "ephemeralContainers", "image", "imagePullPolicy"]
+)  # fmt: skip
+k8s_values = st.recursive(
+    scalars | st.sampled_from(["Pod", "List", "Deployment", "CronJob", "nginx:1", "Always"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(k8s_keys, inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@BUDGET
+@given(st.lists(k8s_values, max_size=4))
+def test_manifests_of_any_shape(documents: list[object]) -> None:
+    """The manifest reader takes any documents: what it writes is a list that parses."""
+    found = generate.from_manifests(documents)
+    text = generate.render_list(((i, ", ".join(u)) for i, u in found.keep.items()), "fuzz")
+    configs.parse(text, "generated.yaml")
+
+
+@BUDGET
+@given(st.text(max_size=300))
+def test_manifest_streams_of_any_text(text: str) -> None:
+    only_our_errors(lambda: generate.from_manifests(configs.documents(text, "fuzz.yaml")))

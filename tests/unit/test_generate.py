@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from agent import config as configs
+from agent import generate
 from agent.cli import main
+from agent.errors import ConfigError
 from agent.generate import (
     ALWAYS,
     IF_NOT_PRESENT,
@@ -118,4 +120,55 @@ def test_suggest_pins_what_runs_most_used_first() -> None:
         (f"r.io/web:1@{D1}", 3),
         ("r.io/db:15@sha256:" + "3" * 64, 1),
         ("r.io/job@sha256:" + "4" * 64, 1),
+    ]
+
+
+def test_names_with_line_breaks_cannot_add_lines_to_a_generated_list() -> None:
+    hostile = (
+        "web\n  - evil.example.com/miner:1\nregistries:\n  evil.example.com:\n    insecure: true"
+    )
+    pod = {
+        "kind": "Pod",
+        "metadata": {"name": hostile, "namespace": "shop\u2028x"},
+        "spec": {"containers": [{"name": "c\r\n- x", "image": "nginx:1.25.3"}]},
+    }
+    found = generate.from_manifests([pod])
+    text = generate.render_list(
+        ((image, ", ".join(users)) for image, users in found.keep.items()), "header\x1b[2J"
+    )
+    config = configs.parse(text, "generated.yaml")
+    assert [e.written for e in config.images] == ["nginx:1.25.3"]
+    assert config.registries == {}
+    assert len(text.splitlines()) == 3, text
+    assert "\\n  - evil.example.com/miner:1" in text and "\x1b" not in text
+
+
+def test_suggest_leaves_out_names_that_are_not_references() -> None:
+    running = [
+        generate.Running(("nginx:1\n- evil:1",), ()),
+        generate.Running(("busybox:1.36",), ()),
+    ]
+    assert generate.suggest(running) == [("busybox:1.36", 1)]
+
+
+def test_yaml_aliases_that_expand_without_bound_are_refused_at_once() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    bomb = "\n".join([*lines, "kind: List", "items: [*a9]"]) + "\n"
+    assert len(bomb) < 1024
+    with pytest.raises(ConfigError, match=r"YAML aliases expand .* refused") as caught:
+        configs.documents(bomb, "bomb.yaml")
+    assert str(caught.value).startswith("bomb.yaml:1: ")
+    with pytest.raises(ConfigError, match="YAML aliases expand"):
+        configs.parse(bomb.replace("kind: List\nitems: [*a9]", "images: *a9"), "list.yaml")
+    with pytest.raises(ConfigError, match="refers to itself"):
+        configs.documents("a: &a [*a]\n", "loop.yaml")
+    # Aliases within reason (shared env blocks, as Helm output has) are kept.
+    shared = "env: &env [{name: A, value: '1'}]\nx: *env\ny: *env\n"
+    assert configs.documents(shared, "ok.yaml") == [
+        {
+            "env": [{"name": "A", "value": "1"}],
+            "x": [{"name": "A", "value": "1"}],
+            "y": [{"name": "A", "value": "1"}],
+        }
     ]
