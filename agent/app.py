@@ -324,6 +324,7 @@ class Daemon:
             log.error("pass skipped: %s", exc, extra={"event": "runtime_unavailable"})
             return
         summary = self.report.record(outcomes, time.time())
+        self._report_released(reconciler.released)
         await self._report_disk(runtime, config.max_disk_usage_percent)
         observe_pass(
             self.metrics, outcomes, self.report, summary, time.monotonic() - started, time.time()
@@ -337,6 +338,19 @@ class Daemon:
                 "%s was evicted from the node and restored",
                 image,
                 extra={"event": "eviction", "image": image},
+            )
+
+    def _report_released(self, released: Sequence[str]) -> None:
+        """Pins taken back this pass: the images left the list, kubelet's GC may take them."""
+        if not released:
+            return
+        self.metrics.unpinned.inc(len(released))
+        self.report.released_pins = {"images": list(released), "at": time.time()}
+        for name in released:
+            log.info(
+                "%s: pin released, no longer listed (kubelet's image GC may reclaim it)",
+                name,
+                extra={"event": "pin_released", "image": name},
             )
 
     async def _report_disk(self, runtime: wiring.Runtime, budget: float) -> None:

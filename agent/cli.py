@@ -709,7 +709,7 @@ async def _once(args: argparse.Namespace) -> int:
             if args.dry_run:
                 reconciler = runtime.reconciler(registry, node, files.lookup)
                 return _print_plan(await reconciler.plan(config, listing), args)
-            outcomes = await _converge_once(
+            outcomes, released = await _converge_once(
                 args, config, runtime, registry, node, files.lookup, listing
             )
     failed = [o for o in outcomes if not o.converged]
@@ -719,9 +719,12 @@ async def _once(args: argparse.Namespace) -> int:
                 "node": str(node),
                 "converged": not failed,
                 "images": [outcome_document(o) for o in outcomes],
+                "released_pins": released,
             }
         )
         return EXIT_NOT_CONVERGED if failed else EXIT_CONVERGED
+    for name in released:
+        print(f"unpinned {name}  (no longer listed: kubelet's image GC may reclaim it)")
     counts = {
         s: sum(o.status == s for o in outcomes)
         for s in (Status.HIT, Status.PULLED, Status.BOUND, Status.SKIPPED)
@@ -744,10 +747,11 @@ async def _converge_once(
     node: Platform,
     credentials: Callable[[Reference], Sequence[Credential]],
     listed: Awaitable[list[NodeImage]],
-) -> list[Outcome]:
+) -> tuple[list[Outcome], list[str]]:
     """One pass, printing each image's line as soon as it is done. On a terminal, the pulls in
     flight are drawn below the results (bytes so far, rate) and redrawn; with -v, a pull still
-    running logs how far it has got every PROGRESS_LOG_SECONDS."""
+    running logs how far it has got every PROGRESS_LOG_SECONDS. Returns the outcomes and the
+    records whose pins this agent took back (they left the list)."""
     show = _digests_for(args)
     width = max((len(show(e.written)) for e in config.images), default=0)
     text = args.format != "json"
@@ -777,11 +781,11 @@ async def _converge_once(
         progress=progress,
     )
     if progress is None:
-        return await reconciler.converge(config, on_outcome, listed)
+        return await reconciler.converge(config, on_outcome, listed), reconciler.released
     interval = LIVE_INTERVAL if live else PROGRESS_INTERVAL
     following = asyncio.create_task(runtime.follow_pulls(progress, interval, on_tick))
     try:
-        return await reconciler.converge(config, on_outcome, listed)
+        return await reconciler.converge(config, on_outcome, listed), reconciler.released
     finally:
         following.cancel()
         with contextlib.suppress(asyncio.CancelledError):

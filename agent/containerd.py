@@ -32,9 +32,14 @@ MANAGED_LABEL = ("io.cri-containerd.image", "managed")
 # CRI reports an image with this label as pinned, and kubelet's image GC skips it
 # (containerd 1.6.22+, 1.7.3+, 2.x; older versions keep the label but ignore it).
 PINNED_LABEL = ("io.cri-containerd.pinned", "pinned")
+# Beside every pin this agent sets: the pins it may take back when their image leaves the list.
+# A pin without it (the sandbox image's, an operator's, a node image baker's) is never touched.
+OWN_PIN_LABEL = ("prepull.io/pinned", "true")
 CALL_TIMEOUT = 30.0
 # Pin updates in flight at once: a takeover of a node with 1000 images pins them together.
 PIN_CONCURRENCY = 16
+_OUR_PIN = dict([PINNED_LABEL, OWN_PIN_LABEL])
+_PIN_PATHS = [f"labels.{key}" for key in _OUR_PIN]
 log = logging.getLogger(__name__)
 # The CRI plugin, which reports the platform it pulls for: (type, id) in 1.6/1.7, then in 2.x.
 CRI_PLUGINS = (("io.containerd.grpc.v1", "cri"), ("io.containerd.cri.v1", "runtime"))
@@ -94,16 +99,19 @@ class ContainerdImages:
             if source is None:
                 raise ImageError(tag_name, f"binding the tag failed: {content_name} is not present")
             if content_name in pin and source.labels.get(key) != value:
-                source.labels[key] = value
-                await self._update(source, [f"labels.{key}"])
-            labels = dict([MANAGED_LABEL, PINNED_LABEL] if tag_name in pin else [MANAGED_LABEL])
-            if not await self._create(tag_name, source.target, labels):
+                source.labels.update(_OUR_PIN)
+                await self._update(source, _PIN_PATHS)
+            pinned = _OUR_PIN if tag_name in pin else {}
+            if not await self._create(tag_name, source.target, {**dict([MANAGED_LABEL]), **pinned}):
                 existing = await self._get(tag_name)
                 if existing is None:
                     raise ImageError(tag_name, "binding the tag failed: removed while binding")
+                if existing.labels.get(key) == value and OWN_PIN_LABEL[0] not in existing.labels:
+                    pinned = {}  # pinned by someone else: theirs, not ours to claim
+                labels = {**dict([MANAGED_LABEL]), **pinned}
                 # The whole record goes back, as containerd's own clients send it (1.7 and 2.x
                 # dereference `target` unconditionally); the mask names only what changes, so
-                # other labels (our pin) stay as they are.
+                # other labels (a pin) stay as they are.
                 existing.target.CopyFrom(source.target)
                 existing.labels.update(labels)
                 await self._update(existing, ["target", *(f"labels.{k}" for k in labels)])
@@ -126,10 +134,11 @@ class ContainerdImages:
         return True
 
     async def pin(self, names: Sequence[str]) -> list[str]:
-        """Label each of `names` present without our pin label as pinned; return those labelled.
+        """Label each of `names` present and not pinned as pinned, and as pinned by this agent
+        (OWN_PIN_LABEL); return those labelled. A record someone else pinned is left as it is.
 
         One List call finds them; the updates go out together (PIN_CONCURRENCY at a time), each
-        with the full record as listed and a mask of the pin label only."""
+        with the full record as listed and a mask of the two pin labels only."""
         wanted = set(names)
         key, value = PINNED_LABEL
         todo = [
@@ -137,20 +146,47 @@ class ContainerdImages:
             for image in await self._list()
             if image.name in wanted and image.labels.get(key) != value
         ]
+
+        def labelled(image: images_pb2.Image) -> images_pb2.Image:
+            image.labels.update(_OUR_PIN)
+            return image
+
+        return await self._relabel([labelled(image) for image in todo], "pinning")
+
+    async def release(self, keep: Collection[str]) -> list[str]:
+        """Take this agent's pin off every record that carries it and is not in `keep` (the
+        records the list still owns); return the names released. Pins set by anyone else (no
+        OWN_PIN_LABEL) are never touched. One List call; the updates go out together."""
+        kept = set(keep)
+        own, _ = OWN_PIN_LABEL
+        key, value = PINNED_LABEL
+        todo = [
+            image for image in await self._list() if own in image.labels and image.name not in kept
+        ]
+        for image in todo:
+            # A label named in the mask and absent from the record is removed (containerd
+            # metadata/images.go), so both go in one update.
+            del image.labels[own]
+            if image.labels.get(key) == value:
+                del image.labels[key]
+        return await self._relabel(todo, "releasing the pin of")
+
+    async def _relabel(self, images: Sequence[images_pb2.Image], doing: str) -> list[str]:
+        """Write the pin labels of `images` as they are now (PIN_CONCURRENCY at a time); the
+        names written, without those removed since the listing."""
         slots = asyncio.Semaphore(PIN_CONCURRENCY)
 
         async def one(image: images_pb2.Image) -> str | None:
-            image.labels[key] = value
             async with slots:
                 try:
-                    await self._update(image, [f"labels.{key}"])
+                    await self._update(image, _PIN_PATHS)
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() == grpc.StatusCode.NOT_FOUND:
                         return None  # removed since the listing (kubelet GC, an operator)
-                    raise _image_error(image.name, "pinning", exc) from exc
+                    raise _image_error(image.name, doing, exc) from exc
             return image.name
 
-        done = await asyncio.gather(*(one(image) for image in todo))
+        done = await asyncio.gather(*(one(image) for image in images))
         return [name for name in done if name is not None]
 
     async def created_ns(self) -> dict[str, int]:

@@ -57,6 +57,7 @@ class TagBinder(Protocol):
         self, tag_name: str, content_name: str, *, pin: Collection[str] = ()
     ) -> None: ...
     async def pin(self, names: Sequence[str]) -> list[str]: ...
+    async def release(self, keep: Collection[str]) -> list[str]: ...
 
 
 class Resolver(Protocol):
@@ -180,6 +181,11 @@ class Reconciler:
         """The disk budget pulls are admitted by, if any."""
         self._rollout = rollout
         """Where new content waits for this node's moment (daemon mode), if anywhere."""
+        self._released_for: frozenset[str] | None = None
+        """The records the list owned when this agent's pins were last released: released
+        again only when that changes (a steady pass costs no call)."""
+        self.released: list[str] = []
+        """Records whose pin the last pass took back: they left the list."""
         self._settled_before: dict[ImageEntry, tuple[Seen, Outcome]] = {}
         self._settled_now: dict[ImageEntry, tuple[Seen, Outcome]] = {}
         """Settled outcomes by entry, with the node images they were decided on: the last
@@ -274,7 +280,10 @@ class Reconciler:
                 all_pinned = all_pinned and outcome.pinned
                 if self._rollout is not None and outcome.digest:
                     self._rollout.present(outcome.digest)
-        if not config.pin or self._binder is None:
+        if self._binder is None:
+            return outcomes
+        self.released = await self._release(self._binder, config)
+        if not config.pin:
             return outcomes
         if self._pins_honoured and all_pinned:
             return outcomes
@@ -482,6 +491,23 @@ class Reconciler:
             # Pinning protects against GC; failing to pin does not make the node wrong.
             log.warning("could not label images as pinned: %s", exc)
             return False
+
+    async def _release(self, binder: TagBinder, config: PreloadConfig) -> list[str]:
+        """Take this agent's pins off records the list no longer owns (every pin, with `pin:
+        false`), so kubelet's image GC may reclaim them: a list that changes must not leak
+        disk on every node. Entries that failed this pass still own their records."""
+        owned = frozenset(
+            name for entry in config.images for name in _pin_names(entry) if config.pin
+        )
+        if owned == self._released_for:
+            return []
+        try:
+            released = await binder.release(owned)
+        except AgentError as exc:
+            log.warning("could not release the pins of images no longer listed: %s", exc)
+            return []
+        self._released_for = owned
+        return released
 
     async def _with_pins(self, outcomes: list[Outcome]) -> list[Outcome]:
         """The outcomes with `pinned` as CRI reports it now that the labels are on. CRI learns

@@ -79,6 +79,8 @@ class NodeReport:
         self.runtime: dict[str, object] = {}
         self.disk: dict[str, Any] | None = None
         """The disk budget: budget, image filesystem use, why it cannot be checked."""
+        self.released_pins: dict[str, Any] | None = None
+        """The last pins this agent took back (images that left the list) and when."""
         self.gate: dict[str, Any] | None = None
         """The readiness gate's state (agent.gate.NodeGate), when it is on."""
         self.images: dict[str, ImageReport] = {}
@@ -186,6 +188,7 @@ class NodeReport:
             "runtime": dict(self.runtime),
             "disk": self.disk,
             "gate": self.gate,
+            "released_pins": self.released_pins,
             "ready": self.ready,
             "strict_readiness": self.strict,
             "config": dict(self.config),

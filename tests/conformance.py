@@ -5,10 +5,13 @@ the real CriClient and ContainerdImages on real containerd, every release line
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from agent.reconcile import ImageRuntime, TagBinder
+from agent.plan import NodeImage
+from agent.reconcile import BIND_POLL_INTERVAL, BIND_VISIBLE_TIMEOUT, ImageRuntime, TagBinder
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,18 @@ class Sample:
     @property
     def by_digest(self) -> str:
         return f"{self.name}@{self.digest}"
+
+
+async def _within(
+    seconds: float, look: Callable[[], Awaitable[NodeImage | None]]
+) -> NodeImage | None:
+    """What `look` finds once it finds something, or its last answer after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = await look()
+        if found is not None or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(BIND_POLL_INTERVAL)
 
 
 async def an_absent_image_has_no_status(
@@ -49,7 +64,9 @@ async def a_bound_tag_names_the_content_at_once(
 ) -> None:
     image_id = await runtime.pull(image.by_digest)
     await binder.bind_tag(image.tagged, image.by_digest)
-    found = await runtime.image_status(image.tagged)
+    # CRI learns of the tag from containerd's event stream, a moment later: the agent waits
+    # up to BIND_VISIBLE_TIMEOUT for it (agent.reconcile), so that is what is held here.
+    found = await _within(BIND_VISIBLE_TIMEOUT, lambda: runtime.image_status(image.tagged))
     assert found is not None and found.id == image_id
     assert image.tagged in found.repo_tags
 
@@ -84,6 +101,22 @@ async def a_bind_labels_only_the_records_it_is_told_to(
     assert await binder.pin(names) == [image.by_digest], "the tag was labelled by the bind"
 
 
+async def released_pins_are_this_agents_and_leave_the_records_it_keeps(
+    runtime: ImageRuntime, binder: TagBinder, image: Sample
+) -> None:
+    # Release is node-wide (other cases' pins go too): look at this image's records only.
+    await runtime.pull(image.tagged)
+    names = [image.tagged, image.by_digest]
+    await binder.pin(names)
+    first = await binder.release(keep=[image.tagged])
+    assert image.by_digest in first and image.tagged not in first, first
+    assert not set(names) & set(await binder.release(keep=[image.tagged])), "released once"
+    assert await binder.pin(names) == [image.by_digest], "the pin label went with it"
+    assert set(names) <= set(await binder.release(keep=[]))
+    listed = [i for i in await runtime.list_images() if image.tagged in i.repo_tags]
+    assert listed and not any(i.pinned for i in listed), "CRI reports it unpinned"
+
+
 CASES: list[Callable[[ImageRuntime, TagBinder, Sample], Awaitable[None]]] = [
     an_absent_image_has_no_status,
     a_tag_and_digest_pull_records_only_the_digest,
@@ -91,4 +124,5 @@ CASES: list[Callable[[ImageRuntime, TagBinder, Sample], Awaitable[None]]] = [
     a_tag_pull_and_a_digest_pull_are_one_image,
     pinning_labels_each_name_once,
     a_bind_labels_only_the_records_it_is_told_to,
+    released_pins_are_this_agents_and_leave_the_records_it_keeps,
 ]

@@ -84,7 +84,17 @@ class FakeBinder:
     def __init__(self, runtime: FakeRuntime) -> None:
         self.runtime = runtime
         self.pinned: list[str] = []
+        """Records this agent pinned (the pin label and its own label)."""
         self.pin_calls = 0
+        self.release_calls = 0
+
+    async def release(self, keep: Collection[str]) -> list[str]:
+        self.release_calls += 1
+        known = {n for i in self.runtime.images for n in (*i.repo_tags, *i.repo_digests)}
+        gone = [n for n in self.pinned if n not in keep and n in known]
+        self.pinned = [n for n in self.pinned if n not in gone]
+        self.runtime.pinned_names.difference_update(gone)
+        return gone
 
     async def pin(self, names: list[str]) -> list[str]:
         self.pin_calls += 1
