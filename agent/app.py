@@ -31,7 +31,7 @@ from agent.reconcile import Outcome, PullSlots, Reconciler, Status
 from agent.reference import Reference
 from agent.registry import RegistryClient
 from agent.retry import RetryPolicy
-from agent.rollout import Rollout
+from agent.rollout import Rollout, holds_any
 from agent.server import make_app
 from agent.settings import DaemonSettings, GateSettings
 from agent.starts import arrivals, classify
@@ -271,9 +271,9 @@ class Daemon:
             config = self._current()
             resync = jittered(config.resync_seconds, self._rng)
             # New content waiting for this node's moment in a rollout: look again at that moment.
-            due = self._rollout.next_due(time.monotonic(), config.rollout_spread)
+            due = self._rollout.next_due()
             if due is not None:
-                resync = min(resync, max(0.1, due - time.monotonic()))
+                resync = min(resync, max(0.1, due))
             await _first_of(self._stop.wait(), self._list_changed.wait(), seconds=resync)
 
     async def _pass(self, runtime: wiring.Runtime, registry: RegistryClient) -> None:
@@ -285,6 +285,8 @@ class Daemon:
             reconciler = self._reconciler_for(runtime, registry, node)
             state = await reconciler.snapshot()
             config = self._current()
+            self._rollout.first_look(holds_any(config.images, node, state))
+            self._rollout.spread_first_fill = config.rollout_spread_first_fill
             slots = PullSlots.of(config)
             settled: dict[Reference, Outcome] = {}
             running: dict[Reference, asyncio.Task[Outcome]] = {}
@@ -324,6 +326,8 @@ class Daemon:
             log.error("pass skipped: %s", exc, extra={"event": "runtime_unavailable"})
             return
         summary = self.report.record(outcomes, time.time())
+        if self.report.ready:
+            self._rollout.ready()
         self._report_released(reconciler.released)
         await self._report_disk(runtime, config.max_disk_usage_percent)
         observe_pass(
@@ -564,12 +568,16 @@ def _raise_runtime_unavailable(tasks: set[asyncio.Task[Outcome]]) -> None:
 def _log_pass(outcomes: Sequence[Outcome], desired: int, seconds: float) -> None:
     """One line per pass: what an operator reads first in the agent's log."""
     counts = dict.fromkeys(Status, 0)
+    over_budget = 0
     for outcome in outcomes:
         counts[outcome.status] += 1
+        # A deferral by the disk budget is permanent until room appears; a rollout wait is not.
+        over_budget += outcome.status is Status.DEFERRED and outcome.permanent
+    waiting = counts[Status.DEFERRED] - over_budget
     ready = counts[Status.HIT] + counts[Status.PULLED] + counts[Status.BOUND]
     log.info(
         "pass done in %.1fs: %d desired, %d ready, %d pulled, %d bound, %d failed, %d refused, "
-        "%d over the disk budget",
+        "%d over the disk budget, %d waiting for their rollout moment",
         seconds,
         desired,
         ready,
@@ -577,7 +585,8 @@ def _log_pass(outcomes: Sequence[Outcome], desired: int, seconds: float) -> None
         counts[Status.BOUND],
         counts[Status.FAILED],
         counts[Status.REFUSED],
-        counts[Status.DEFERRED],
+        over_budget,
+        waiting,
         extra={
             "event": "pass",
             "duration_seconds": round(seconds, 3),
@@ -585,6 +594,8 @@ def _log_pass(outcomes: Sequence[Outcome], desired: int, seconds: float) -> None
                 "desired": desired,
                 "ready": ready,
                 **{str(s): n for s, n in counts.items()},
+                "over_disk_budget": over_budget,
+                "waiting_for_rollout": waiting,
             },
         },
     )

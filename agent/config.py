@@ -116,6 +116,8 @@ class PreloadConfig:
     """No pull may take the image filesystem past this (agent.disk); 100 turns it off."""
     rollout_spread: float = 0.0
     """Seconds over which a fleet's daemons spread the pulls of new content (agent.rollout)."""
+    rollout_spread_first_fill: bool = False
+    """Spread a new node's first fill too (by default it pulls its whole list at once)."""
 
     def registry(self, host: str) -> RegistrySettings:
         settings = self.registries.get(host, RegistrySettings())
@@ -139,7 +141,7 @@ _TOP_KEYS = (
     "maxDiskUsagePercent",
     "rollout",
 )
-_ROLLOUT_KEYS = ("spread",)
+_ROLLOUT_KEYS = ("spread", "spreadFirstFill")
 _IMAGE_KEYS = ("image", "platforms")
 _REGISTRY_KEYS = ("insecure", "ca", "mirrors", "concurrency")
 
@@ -304,6 +306,7 @@ class _Parser:
             credentials=self.paths(top.get("credentials")),
             max_disk_usage_percent=self.percent(top.get("maxDiskUsagePercent")),
             rollout_spread=self.rollout(top.get("rollout")),
+            rollout_spread_first_fill=self.spread_first_fill(top.get("rollout")),
         )
 
     def paths(self, node: yaml.Node | None) -> tuple[str, ...]:
@@ -440,6 +443,14 @@ class _Parser:
             )
         return seconds
 
+    def spread_first_fill(self, node: yaml.Node | None) -> bool:
+        if node is None:
+            return False
+        fields = self.mapping(node, "'rollout'", _ROLLOUT_KEYS)
+        return self.boolean(
+            fields.get("spreadFirstFill"), "'rollout.spreadFirstFill'", default=False
+        )
+
     def resync(self, node: yaml.Node | None) -> float:
         if node is None:
             return DEFAULT_RESYNC_SECONDS
@@ -550,7 +561,10 @@ def render_lock(config: PreloadConfig, digests: Mapping[ImageEntry, str]) -> str
     if config.max_disk_usage_percent != DEFAULT_DISK_BUDGET:
         document["maxDiskUsagePercent"] = config.max_disk_usage_percent
     if config.rollout_spread:
-        document["rollout"] = {"spread": format_duration(config.rollout_spread)}
+        rollout: dict[str, object] = {"spread": format_duration(config.rollout_spread)}
+        if config.rollout_spread_first_fill:
+            rollout["spreadFirstFill"] = True
+        document["rollout"] = rollout
     header = LOCK_HEADER.format(source=config.source)
     return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 

@@ -309,8 +309,6 @@ class Reconciler:
             return Outcome(entry, Status.FAILED, "not started: the agent is shutting down")
         try:
             step = await self._step(entry, state)
-            if step.action in (Action.PULL, Action.BIND):
-                self._on_start(entry)
             outcome = await self._carry_out(step, slots, _pin_names(entry) if pin else ())
         except RuntimeUnavailable:
             raise
@@ -348,6 +346,7 @@ class Reconciler:
             return _present(entry, Status.HIT, step.reason, step.digest, step.present)
         if step.action is Action.BIND:
             assert step.bind_tag is not None and step.present is not None
+            self._on_start(entry)
             bound = await self._bind(entry, step.bind_tag, step.present.id, pin)
             return _present(entry, Status.BOUND, step.reason, step.digest, bound)
         assert step.pull_ref is not None
@@ -374,6 +373,8 @@ class Reconciler:
                 if over is not None:
                     return Outcome(entry, Status.DEFERRED, over, permanent=True)
                 admitted = disk
+            # Only now does the pull start: a deferred or refused image never says "started".
+            self._on_start(entry)
             if self._progress is not None:
                 self._progress.begin(entry.written, blobs)
             try:
@@ -412,11 +413,10 @@ class Reconciler:
         Decided before any registry request: a waiting node costs the registry nothing."""
         if self._rollout is None or step.digest is None:
             return None
-        now = self._clock()
-        due = self._rollout.not_before(step.digest, now, spread)
+        due = self._rollout.not_before(step.digest, spread)
         if due is None:
             return None
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + due - now))
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(due))
         return (
             f"waiting for its rollout slot until {when} (rollout.spread {format_duration(spread)})"
         )

@@ -73,7 +73,7 @@ def run() -> list[Row]:
         def starts(seen: list[float]) -> list[float]:
             moments = []
             for name, at in zip(names, seen, strict=True):
-                due = Rollout(name).not_before(DIGEST, at, spread)
+                due = Rollout(name, clock=lambda at=at: at).not_before(DIGEST, spread)
                 moments.append(due if due is not None else at)
             return moments
 

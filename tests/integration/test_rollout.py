@@ -1,23 +1,96 @@
-"""rollout.spread on a real daemon, containerd and registry: new content waits for this node's
-moment without a registry request, then is pulled; an evicted image is restored at once."""
+"""rollout.spread on a real daemon, containerd and registry: on a node that already serves, new
+content waits for the node's moment — the same moment after a restart — without a registry
+request, then is pulled; an evicted image is restored at once; a new node's first fill is not
+delayed."""
 
 from __future__ import annotations
 
+import calendar
 import json
 import time
 from typing import Any
 
 from agent.rollout import slot
 from tests.harness.containerd import Containerd
-from tests.harness.daemon import ConfigMapVolume
+from tests.harness.daemon import ConfigMapVolume, DaemonProc
 from tests.harness.images import push_image
 from tests.harness.registry import Registry
-from tests.integration.conftest import NODE, image_status, remove_image
+from tests.integration.conftest import NODE, image_status, once, remove_image, write_config
 
 SPREAD = 30.0
+UNTIL = "waiting for its rollout slot until "
 
 
-def test_new_content_waits_for_the_nodes_moment_and_a_restore_does_not(
+def node_waiting(digest: str, low: float, high: float) -> str:
+    """A node name whose moment for `digest` is between `low` and `high` seconds from now."""
+    now = time.time()
+    return next(
+        name
+        for name in (f"node-{i}" for i in range(10_000))
+        if low <= (slot(name, digest, SPREAD) - now) % SPREAD <= high
+    )
+
+
+def until(daemon: DaemonProc, index: int) -> float | None:
+    """The wall-clock time /status says image `index` waits for, if it waits."""
+    image = json.loads(daemon.get("/status")[1])["images"][index]
+    if image["state"] != "deferred":
+        return None
+    assert image["last_error"].startswith(UNTIL), image
+    assert image["last_error"].endswith("(rollout.spread 30s)"), image
+    stamp = image["last_error"].removeprefix(UNTIL).split(" ")[0]
+    return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))
+
+
+def test_new_content_waits_for_the_nodes_moment_across_restarts_and_a_restore_does_not(
+    volume: ConfigMapVolume,
+    tmp_path: Any,
+    registry: Registry,
+    containerd: Containerd,
+    repo: str,
+    start_daemon: Any,
+) -> None:
+    serving = push_image(registry, repo + "/serving", "1", (NODE,))
+    new = push_image(registry, repo + "/new", "1", (NODE,))
+    # The node already serves: it holds an image of its list.
+    assert (
+        once(containerd, write_config(tmp_path / "s.yaml", registry, [serving.pinned()])).code == 0
+    )
+    node = node_waiting(new.digest, 12, 22)
+    volume.write(
+        f"images:\n  - {serving.pinned()}\n  - {new.pinned()}\nresync: 1s\n"
+        f"rollout:\n  spread: 30s\nregistries:\n  {registry.host}:\n    insecure: true\n"
+    )
+    daemon = start_daemon(volume.path, "--node-name", node)
+    daemon.wait_for(lambda: until(daemon, 1) is not None, 30, "the image to wait for its moment")
+    due = until(daemon, 1)
+    assert due is not None and time.time() < due <= time.time() + SPREAD
+    assert round(due - slot(node, new.digest, SPREAD)) % SPREAD == 0, "the moment is the slot's"
+    assert daemon.metric("prepull_images_waiting_for_rollout") == 1
+    asked = daemon.metric("prepull_registry_request_duration_seconds_count", registry=registry.host)
+    assert asked is None, "a node waiting for its moment asks the registry nothing"
+    assert daemon.get("/readyz")[0] == 503, "not ready while the image is not there"
+    assert f"{new.pinned()}: started" not in daemon.log(), "a waiting image is not started"
+    assert "1 waiting for their rollout moment" in daemon.log()
+
+    # A restart does not move the moment.
+    daemon.terminate()
+    daemon = start_daemon(volume.path, "--node-name", node)
+    daemon.wait_for(lambda: until(daemon, 1) is not None, 30, "the restarted agent to wait")
+    assert until(daemon, 1) == due
+
+    daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 60, "the pull at its moment")
+    assert time.time() >= due - 1, "pulled before its moment"
+    assert daemon.metric("prepull_images_waiting_for_rollout") == 0
+
+    # Evicted (kubelet's image GC, crictl rmi): held before, so restored at the next pass.
+    remove_image(containerd, new.tagged)
+    remove_image(containerd, new.by_digest())
+    daemon.wait_for(lambda: image_status(containerd, new.tagged) is not None, 30, "the restore")
+    assert until(daemon, 1) is None
+
+
+def test_a_new_nodes_first_fill_is_not_delayed(
     volume: ConfigMapVolume,
     registry: Registry,
     containerd: Containerd,
@@ -25,40 +98,13 @@ def test_new_content_waits_for_the_nodes_moment_and_a_restore_does_not(
     start_daemon: Any,
 ) -> None:
     image = push_image(registry, repo, "1", (NODE,))
-    # A node name whose moment for this digest falls 8-18 s into the 30 s window.
-    node = next(
-        name
-        for name in (f"node-{i}" for i in range(10_000))
-        if 8 <= slot(name, image.digest, SPREAD) <= 18
-    )
-    moment = slot(node, image.digest, SPREAD)
+    node = node_waiting(image.digest, 20, 29)
+    due = time.time() + 20
     volume.write(
         f"images:\n  - {image.pinned()}\nresync: 1s\nrollout:\n  spread: 30s\n"
         f"registries:\n  {registry.host}:\n    insecure: true\n"
     )
-    started = time.monotonic()
     daemon = start_daemon(volume.path, "--node-name", node)
-    daemon.wait_for(
-        lambda: json.loads(daemon.get("/status")[1])["images"][0]["state"] == "deferred",
-        30,
-        "the image to wait for its moment",
-    )
-    waiting = json.loads(daemon.get("/status")[1])["images"][0]
-    assert waiting["last_error"].startswith("waiting for its rollout slot until "), waiting
-    assert waiting["last_error"].endswith("(rollout.spread 30s)"), waiting
-    assert daemon.metric("prepull_images_waiting_for_rollout") == 1
-    asked = daemon.metric("prepull_registry_request_duration_seconds_count", registry=registry.host)
-    assert asked is None, "a node waiting for its moment asks the registry nothing"
-    assert daemon.get("/readyz")[0] == 503, "not ready while the image is not there"
-
-    daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 60, "the pull at its moment")
-    took = time.monotonic() - started
-    assert moment - 1 <= took <= moment + 15, (moment, took)
-    assert daemon.metric("prepull_images_waiting_for_rollout") == 0
-
-    # Evicted (kubelet's image GC, crictl rmi): held before, so restored at the next pass.
-    remove_image(containerd, image.tagged)
-    remove_image(containerd, image.by_digest())
-    evicted = time.monotonic()
-    daemon.wait_for(lambda: image_status(containerd, image.tagged) is not None, 30, "the restore")
-    assert time.monotonic() - evicted < min(moment, 8), "a restore waited for a rollout slot"
+    daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 60, "the first fill")
+    assert time.time() < due, "a new node's first fill waited for a rollout moment"
+    assert "rollout slot" not in daemon.log()

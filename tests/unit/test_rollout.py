@@ -42,23 +42,68 @@ def test_each_image_orders_the_fleet_differently() -> None:
     assert abs(covariance / (spread_a * spread_b)) < 0.2
 
 
-def test_new_content_waits_for_its_moment_counted_from_when_it_was_first_wanted() -> None:
-    rollout = Rollout("node-7")
-    moment = slot("node-7", DIGEST, SPREAD)
-    assert rollout.not_before(DIGEST, 1000.0, SPREAD) == pytest.approx(1000.0 + moment)
-    # Later passes keep the first sighting, they do not push the moment back.
-    assert rollout.not_before(DIGEST, 1000.0 + moment / 2, SPREAD) == pytest.approx(1000 + moment)
-    assert rollout.next_due(1001.0, SPREAD) == pytest.approx(1000.0 + moment)
-    assert rollout.not_before(DIGEST, 1000.0 + moment + 1, SPREAD) is None
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_new_content_waits_for_its_moment_which_a_restart_does_not_move() -> None:
+    clock = Clock(1_000_000.0)
+    rollout = Rollout("node-7", clock)
+    due = rollout.not_before(DIGEST, SPREAD)
+    assert due is not None and clock.now < due < clock.now + SPREAD
+    assert (due - slot("node-7", DIGEST, SPREAD)) % SPREAD == pytest.approx(0), "on the slot"
+    assert rollout.next_due() == pytest.approx(due - clock.now)
+    # Later passes, and an agent restarted at any time before the moment, find the same one.
+    for later in (1.0, (due - clock.now) / 2, due - clock.now - 0.5):
+        restarted = Rollout("node-7", Clock(clock.now + later))
+        assert restarted.not_before(DIGEST, SPREAD) == pytest.approx(due), later
+    clock.now = due + 1
+    assert rollout.not_before(DIGEST, SPREAD) is None
+    assert rollout.next_due() is None
+
+
+def test_a_fleet_seeing_content_at_once_pulls_it_over_the_window() -> None:
+    seen = 1_000_123.0
+    waits = [
+        Rollout(f"node-{i}", Clock(seen)).not_before(DIGEST, SPREAD) or seen for i in range(3000)
+    ]
+    assert all(seen <= w < seen + SPREAD for w in waits)
+    thirds = [
+        sum(seen + k * SPREAD / 3 <= w < seen + (k + 1) * SPREAD / 3 for w in waits)
+        for k in range(3)
+    ]
+    assert min(thirds) > 900, thirds
 
 
 def test_content_the_node_held_is_restored_at_once() -> None:
-    rollout = Rollout("node-7")
+    rollout = Rollout("node-7", Clock(5.0))
     rollout.present(DIGEST)
-    assert rollout.not_before(DIGEST, 5.0, SPREAD) is None, "an eviction is restored at once"
-    assert rollout.next_due(5.0, SPREAD) is None
+    assert rollout.not_before(DIGEST, SPREAD) is None, "an eviction is restored at once"
+    assert rollout.next_due() is None
+
+
+def test_a_new_nodes_first_fill_pulls_at_once_until_it_is_ready() -> None:
+    rollout = Rollout("node-7", Clock(1_000_000.0))
+    rollout.first_look(holds_any_listed=False)
+    rollout.first_look(holds_any_listed=True)  # only the first look counts
+    assert rollout.not_before(DIGEST, SPREAD) is None, "a new node fills at once"
+    rollout.ready()
+    assert rollout.not_before(OTHER, SPREAD) is not None, "then new content is spread"
+    spread_too = Rollout("node-7", Clock(1_000_000.0), spread_first_fill=True)
+    spread_too.first_look(holds_any_listed=False)
+    assert spread_too.not_before(DIGEST, SPREAD) is not None
+
+
+def test_a_node_that_already_serves_waits_from_its_first_look() -> None:
+    rollout = Rollout("node-7", Clock(1_000_000.0))
+    rollout.first_look(holds_any_listed=True)
+    assert rollout.not_before(DIGEST, SPREAD) is not None
 
 
 def test_no_spread_means_no_wait() -> None:
-    assert Rollout("node-7").not_before(DIGEST, 5.0, 0.0) is None
+    assert Rollout("node-7", Clock(5.0)).not_before(DIGEST, 0.0) is None
     assert slot("node-7", DIGEST, 0.0) == 0.0
