@@ -290,6 +290,7 @@ class Daemon:
             slots = PullSlots.of(config)
             settled: dict[Reference, Outcome] = {}
             running: dict[Reference, asyncio.Task[Outcome]] = {}
+            task_entries: dict[Reference, ImageEntry] = {}
             try:
                 while True:
                     wanted = {e.reference: e for e in config.images}
@@ -297,6 +298,7 @@ class Daemon:
                         if ref not in wanted:
                             task.cancel()
                             del running[ref]
+                            slots.decided(task_entries.pop(ref))  # it may never have started
                     for ref, entry in wanted.items():
                         if ref in running or ref in settled:
                             continue
@@ -305,8 +307,10 @@ class Daemon:
                         if quick is not None:
                             settled[ref] = quick
                             continue
+                        slots.expect([entry])
                         work = reconciler.converge_entry(entry, state, slots, pin=config.pin)
                         running[ref] = asyncio.create_task(work)
+                        task_entries[ref] = entry
                     if not running or await self._until_done_or_new_list(set(running.values())):
                         break
                     config = self._current()

@@ -6,13 +6,22 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 from agent.config import ImageEntry, Kind, PreloadConfig, format_duration
 from agent.credentials import Credential
-from agent.disk import DiskGuard
+from agent.disk import (
+    GZIP_LAYERS,
+    ZSTD_HEADER_BYTES,
+    ZSTD_LAYERS,
+    DiskGuard,
+    Layer,
+    footprint,
+    gzip_unpacked,
+    zstd_unpacked,
+)
 from agent.errors import (
     AgentError,
     ImageError,
@@ -22,10 +31,10 @@ from agent.errors import (
     TagBindingUnsupported,
     TransientRegistryError,
 )
-from agent.manifest import Manifest, Resolution, manifest_blobs
+from agent.manifest import Descriptor, Manifest, Resolution, manifest_blobs
 from agent.plan import Action, NodeImage, NodeState, Seen, Step, inputs, plan_one, plan_seen
 from agent.platform import Platform
-from agent.progress import Progress
+from agent.progress import Progress, format_bytes
 from agent.reference import Reference
 from agent.rollout import Rollout
 
@@ -66,6 +75,7 @@ class Resolver(Protocol):
     async def head_digest(self, ref: Reference) -> tuple[str, str]: ...
     async def resolve(self, ref: Reference, platform: Platform) -> Resolution: ...
     async def fetch_manifest(self, ref: Reference, target: str | None = None) -> Manifest: ...
+    async def blob_range(self, ref: Reference, digest: str, byte_range: str) -> bytes | None: ...
 
 
 class Status(StrEnum):
@@ -135,10 +145,42 @@ class PullSlots:
         """New content is pulled at the node's moment within this many seconds (agent.rollout)."""
         self._ahead = 2 * concurrency
         self._checks: dict[str, asyncio.Semaphore] = {}
+        self._order: dict[ImageEntry, int] = {}
+        self._decided: list[asyncio.Event] = []
+        self._cursor = 0
+        """Admissions before this index are all decided."""
+        self.blocked: str | None = None
+        """The first entry the disk budget deferred in this pass: every later one waits too
+        (the list is a priority order, and what is preloaded a prefix of it)."""
 
     @classmethod
     def of(cls, config: PreloadConfig) -> PullSlots:
         return cls(config.concurrency, config.max_disk_usage_percent, config.rollout_spread)
+
+    def expect(self, entries: Iterable[ImageEntry]) -> None:
+        """Entries that will be worked on in this pass, in list order (a list adopted mid-pass
+        adds its new entries after the others)."""
+        for entry in entries:
+            if entry not in self._order:
+                self._order[entry] = len(self._decided)
+                self._decided.append(asyncio.Event())
+
+    def decided(self, entry: ImageEntry) -> None:
+        """`entry` needs no room, or its room is decided: later entries may have their turn."""
+        index = self._order.get(entry)
+        if index is not None:
+            self._decided[index].set()
+
+    async def turn(self, entry: ImageEntry) -> None:
+        """Wait until every entry before `entry` has had its room decided: admission goes in
+        list order however the registry lookups before it interleave."""
+        index = self._order.get(entry, 0)
+        while self._cursor < index:
+            earlier = self._decided[self._cursor]
+            if earlier.is_set():
+                self._cursor += 1
+            else:
+                await earlier.wait()
 
     def checking(self, registry: str) -> asyncio.Semaphore:
         """The slot a platform check for an image of `registry` holds until its pull starts."""
@@ -213,6 +255,7 @@ class Reconciler:
             return outcome
 
         todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        slots.expect(config.images[i] for i in todo)
         done = await _gather_in_order([reported(config.images[i]) for i in todo])
         for i, outcome in zip(todo, done, strict=True):
             outcomes[i] = outcome
@@ -300,6 +343,14 @@ class Reconciler:
         self, entry: ImageEntry, state: NodeState, slots: PullSlots, *, pin: bool
     ) -> Outcome:
         """One image: plan, check, pull, bind (and, with `pin`, label what it binds)."""
+        try:
+            return await self._converge_entry(entry, state, slots, pin=pin)
+        finally:
+            slots.decided(entry)  # whatever became of it, later entries may have their turn
+
+    async def _converge_entry(
+        self, entry: ImageEntry, state: NodeState, slots: PullSlots, *, pin: bool
+    ) -> Outcome:
         quick = self.settled(entry, state)
         if quick is not None:
             return quick
@@ -353,30 +404,37 @@ class Reconciler:
         waiting = self._rollout_wait(step, slots.rollout_spread)
         if waiting is not None:
             return Outcome(entry, Status.DEFERRED, waiting)
+        disk = self._disk if slots.disk_budget < 100 else None
         async with slots.checking(entry.reference.domain):
             resolution = await _within_deadline(self._check(entry.reference, step))
             refusal = resolution.refusal()
             if refusal:
                 return Outcome(entry, Status.REFUSED, refusal, permanent=True)
-            disk = self._disk if slots.disk_budget < 100 else None
             sized = self._progress is not None or disk is not None
-            blobs = await self._blobs(resolution) if sized else {}
-            await slots.pulls.acquire()
-        incoming = sum(blobs.values())
-        admitted: DiskGuard | None = None
+            blobs = await self._blobs(resolution) if sized else ()
+            if disk is None:
+                await slots.pulls.acquire()
+        incoming = 0
+        if disk is not None:
+            # Outside the check slot: an earlier entry may still need one to reach its turn.
+            layers = await _within_deadline(self._layers(resolution.reference, blobs, disk))
+            incoming, estimated = footprint(layers, disk.ratio)
+            await slots.turn(entry)
+            over = await self._admit(entry, disk, slots, incoming, estimated)
+            if over is not None:
+                return over
+        holding = disk is None  # then the pull slot was taken within the check slot
         try:
+            if not holding:
+                slots.decided(entry)
+                await slots.pulls.acquire()
+                holding = True
             if self._stopping():
                 return Outcome(entry, Status.FAILED, "not started: the agent is shutting down")
-            # Decided when its turn comes, in list order: the list is a priority order.
-            if disk is not None:
-                over = await disk.admit(incoming, slots.disk_budget)
-                if over is not None:
-                    return Outcome(entry, Status.DEFERRED, over, permanent=True)
-                admitted = disk
             # Only now does the pull start: a deferred or refused image never says "started".
             self._on_start(entry)
             if self._progress is not None:
-                self._progress.begin(entry.written, blobs)
+                self._progress.begin(entry.written, {b.digest: b.size for b in blobs})
             try:
                 image_id = await self._pull(step.pull_ref, entry.reference)
             except ImageError as exc:
@@ -384,9 +442,10 @@ class Reconciler:
         finally:
             if self._progress is not None:
                 self._progress.end(entry.written)
-            if admitted is not None:
-                admitted.release(incoming)
-            slots.pulls.release()
+            if disk is not None:
+                disk.release(incoming)  # statvfs counts what the pull wrote from now on
+            if holding:
+                slots.pulls.release()
         pulled: NodeImage | None
         if step.bind_tag is not None:
             # The bind reads the image back through CRI anyway: no status call of its own.
@@ -437,10 +496,10 @@ class Reconciler:
         target = ref.pinned(step.digest) if step.digest else ref
         return await self._registry.resolve(target, self._node)
 
-    async def _blobs(self, resolution: Resolution) -> dict[str, int]:
-        """The blobs (digest → bytes) a pull of `resolution` downloads, for following its
-        progress and for the disk budget: a multi-platform image's costs one more small request
-        (its platform's manifest). Unknown ({}) if that fails: no reason to fail a pull."""
+    async def _blobs(self, resolution: Resolution) -> tuple[Descriptor, ...]:
+        """The blobs a pull of `resolution` downloads, for following its progress and for the
+        disk budget: a multi-platform image's costs one more small request (its platform's
+        manifest). Unknown (none) if that fails: no reason to fail a pull."""
         found = resolution.blobs
         if not found and resolution.is_index and resolution.chosen is not None:
             try:
@@ -449,9 +508,52 @@ class Reconciler:
                 )
             except AgentError as exc:
                 log.debug("%s: blob sizes unknown: %s", resolution.reference, exc)
-                return {}
+                return ()
             found = manifest_blobs(document)
-        return {blob.digest: blob.size for blob in found}
+        return found
+
+    async def _layers(
+        self, ref: Reference, blobs: Sequence[Descriptor], disk: DiskGuard
+    ) -> list[Layer]:
+        """Each blob with the unpacked size its format carries, read with one small Range
+        request per compressed layer (gzip: the last 4 bytes; zstd: the frame header)."""
+
+        async def one(blob: Descriptor) -> Layer:
+            unpacked = None
+            if blob.media_type in GZIP_LAYERS:
+                tail = await self._registry.blob_range(ref, blob.digest, "-4")
+                unpacked = gzip_unpacked(tail, blob.size) if tail is not None else None
+            elif blob.media_type in ZSTD_LAYERS:
+                head = await self._registry.blob_range(
+                    ref, blob.digest, f"0-{ZSTD_HEADER_BYTES - 1}"
+                )
+                unpacked = zstd_unpacked(head) if head is not None else None
+            return Layer(blob.media_type, blob.size, unpacked)
+
+        layers = list(await asyncio.gather(*(one(blob) for blob in blobs)))
+        disk.learn(layers)
+        return layers
+
+    async def _admit(
+        self, entry: ImageEntry, disk: DiskGuard, slots: PullSlots, need: int, estimated: int
+    ) -> Outcome | None:
+        """Room for `entry` on the image filesystem, in list order; the deferral if there is
+        none (or an earlier entry was deferred: what is preloaded is a prefix of the list)."""
+        if slots.blocked is not None:
+            return Outcome(
+                entry,
+                Status.DEFERRED,
+                f"over disk budget: behind {slots.blocked} in the list, which does not fit "
+                f"(maxDiskUsagePercent {slots.disk_budget:g}%)",
+                permanent=True,
+            )
+        over = await disk.admit(need, slots.disk_budget)
+        if over is None:
+            return None
+        slots.blocked = entry.written
+        if estimated:
+            over += f"; {format_bytes(estimated)} of it estimated (layer sizes not readable)"
+        return Outcome(entry, Status.DEFERRED, over, permanent=True)
 
     async def _bind(
         self, entry: ImageEntry, tag: str, image_id: str, pin: Collection[str]

@@ -130,6 +130,19 @@ class RegistryClient:
             raise RegistryError(ref.domain, ref.path, f"blob {digest}: {exc}") from None
         return response.body
 
+    async def blob_range(self, ref: Reference, digest: str, byte_range: str) -> bytes | None:
+        """Some bytes of a blob by HTTP Range (`-4`: the last four, `0-17`: the first 18), or
+        None if the registry will not serve them (no 206, or any failure): the caller then
+        estimates. Not verified against the digest: it is a size hint, never content."""
+        try:
+            response = await self._call(
+                ref, "GET", f"blobs/{digest}", {"Range": f"bytes={byte_range}"}
+            )
+        except RegistryError as exc:
+            log.debug("%s: range %s of %s refused: %s", ref, byte_range, digest, exc)
+            return None
+        return response.body if response.status == 206 else None
+
     async def resolve(self, ref: Reference, platform: Platform) -> Resolution:
         """Resolve `ref` and find the manifest `platform` would run (tags alone: head_digest)."""
         document = await self.fetch_manifest(ref)

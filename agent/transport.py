@@ -24,6 +24,9 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 # Every body is read with a bound (manifests and configs: 4 MiB), stopping as soon as it is
 # crossed: a hostile or broken registry cannot make the agent hold gigabytes.
 MAX_BODY_BYTES = max(MAX_CONFIG_BYTES, manifests.MAX_MANIFEST_BYTES)
+# A Range request asks for a few bytes (a gzip trailer, a zstd header): a registry that answers
+# it with the whole blob is cut off at once (the caller then estimates).
+MAX_RANGE_BYTES = 64 * 1024
 # Token responses carry one JWT: a few kB.
 MAX_TOKEN_BYTES = 1024 * 1024
 # A registry that accepts connections and then says nothing must cost seconds, not minutes:
@@ -189,7 +192,8 @@ class Transport:
             async with self._session.request(
                 method, url, headers=headers, allow_redirects=False, ssl=self.ssl(endpoint)
             ) as resp:
-                body = await _read(resp, MAX_BODY_BYTES) if method != "HEAD" else b""
+                limit = MAX_RANGE_BYTES if "Range" in headers else MAX_BODY_BYTES
+                body = await _read(resp, limit) if method != "HEAD" else b""
                 status = str(resp.status)
                 self._note_rate_limit(endpoint.netloc, resp.status, resp.headers)
                 return Response(resp.status, resp.headers, body)

@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Collection
 
 from agent.errors import RegistryError, RuntimeUnavailable
-from agent.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Resolution
+from agent.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, Resolution
 from agent.plan import NodeImage
 from agent.platform import Platform
 from agent.reference import Reference
@@ -126,9 +126,37 @@ class FakeBinder:
 
 
 class FakeRegistry:
-    def __init__(self, missing: frozenset[str] = frozenset()) -> None:
+    """Every tag names D1, a one-platform index whose manifest has a config and one gzip layer
+    of `layer_bytes` that unpacks to `unpacked_bytes`; ranges are served unless `ranges` is
+    False (as some proxies do)."""
+
+    def __init__(
+        self,
+        missing: frozenset[str] = frozenset(),
+        *,
+        layer_bytes: int = 10,
+        unpacked_bytes: int = 30,
+        ranges: bool = True,
+    ) -> None:
         self.missing = missing
         self.requests = 0
+        self.layer_bytes = layer_bytes
+        self.unpacked_bytes = unpacked_bytes
+        self.ranges = ranges
+
+    async def fetch_manifest(self, ref: Reference, target: str | None = None) -> Manifest:
+        self.requests += 1
+        config = Descriptor("application/vnd.oci.image.config.v1+json", "sha256:" + "c" * 64, 1)
+        layer = Descriptor(
+            "application/vnd.oci.image.layer.v1.tar+gzip", "sha256:" + "l" * 64, self.layer_bytes
+        )
+        return Manifest(target or D1, OCI_MANIFEST, config=config, layers=(layer,))
+
+    async def blob_range(self, ref: Reference, digest: str, byte_range: str) -> bytes | None:
+        self.requests += 1
+        if not self.ranges or byte_range != "-4":
+            return None
+        return (self.unpacked_bytes % (1 << 32)).to_bytes(4, "little")
 
     async def head_digest(self, ref: Reference) -> tuple[str, str]:
         self.requests += 1

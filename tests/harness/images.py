@@ -143,11 +143,27 @@ def _layer(payload: bytes, label: str) -> tuple[bytes, str]:
     return gzip.compress(uncompressed, compresslevel=1, mtime=0), sha256(uncompressed)
 
 
+def payload(size: int, unpack_ratio: int = 1) -> bytes:
+    """`size` bytes that gzip packs to about 1/`unpack_ratio` of it: random 64 KiB runs, each
+    followed by zeros (a real layer's mix of binaries and sparse or text files)."""
+    run = 64 * 1024
+    chunks = []
+    while sum(map(len, chunks)) < size:
+        chunks += [os.urandom(run), bytes((unpack_ratio - 1) * run)]
+    return b"".join(chunks)[:size]
+
+
 def push_platform_manifest(
-    registry: Registry, repo: str, platform: str, layer_bytes: int = 4096, tag: str | None = None
+    registry: Registry,
+    repo: str,
+    platform: str,
+    layer_bytes: int = 4096,
+    tag: str | None = None,
+    unpack_ratio: int = 1,
 ) -> tuple[bytes, str, str, str]:
     """Push one single-platform image: (manifest body, manifest digest, config and layer digest)."""
-    layer = _layer(os.urandom(layer_bytes), platform.split("/")[1])
+    data = payload(layer_bytes, unpack_ratio) if unpack_ratio > 1 else os.urandom(layer_bytes)
+    layer = _layer(data, platform.split("/")[1])
     return _push_single(registry, repo, tag, platform, layer, {})
 
 
@@ -157,11 +173,15 @@ def push_image(
     tag: str | None,
     platforms: tuple[str, ...] = ("linux/amd64", "linux/arm64"),
     layer_bytes: int = 4096,
+    unpack_ratio: int = 1,
 ) -> PushedImage:
-    """Push a multi-arch image (an OCI index over one manifest per platform) with fresh content."""
+    """Push a multi-arch image (an OCI index over one manifest per platform) with fresh content:
+    a layer of `layer_bytes` unpacked, gzipped to about 1/`unpack_ratio` of that."""
     entries, manifests, configs, layers = [], {}, {}, {}
     for platform in platforms:
-        body, digest, config, layer = push_platform_manifest(registry, repo, platform, layer_bytes)
+        body, digest, config, layer = push_platform_manifest(
+            registry, repo, platform, layer_bytes, unpack_ratio=unpack_ratio
+        )
         layers[platform] = layer
         os_name, arch, *variant = platform.split("/")
         described: dict[str, object] = {"architecture": arch, "os": os_name}

@@ -1,13 +1,26 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import os
 
 import pytest
 
 from agent import config as configs
-from agent.disk import DiskGuard, DiskUsage, over_budget
+from agent.disk import (
+    DEFAULT_UNPACK_RATIO,
+    MAX_UNPACK_RATIO,
+    DiskGuard,
+    DiskUsage,
+    Layer,
+    footprint,
+    gzip_unpacked,
+    over_budget,
+    zstd_unpacked,
+)
 from agent.errors import ConfigError
 
+MiB = 1 << 20
 GiB = 1 << 30
 
 
@@ -79,3 +92,63 @@ def test_a_bad_budget_is_named_with_its_line(value: str) -> None:
     with pytest.raises(ConfigError) as info:
         configs.parse(f"images:\n  - nginx:1\nmaxDiskUsagePercent: {value}\n", "p.yaml")
     assert str(info.value).startswith("p.yaml:3: 'maxDiskUsagePercent' must be a number")
+
+
+def test_gzip_trailers_give_the_unpacked_size_even_past_4_gib() -> None:
+    data = b"layer " * 100_000
+    packed = gzip.compress(data)
+    assert gzip_unpacked(packed[-4:], len(packed)) == len(data)
+    # ISIZE is the size mod 2^32: 5 GiB of compressible data reads as 1 GiB, and a wrapped
+    # value below what deflate could have packed it from is taken up by 4 GiB.
+    wrapped = (5 * GiB % (1 << 32)).to_bytes(4, "little")
+    assert gzip_unpacked(wrapped, 100 << 20) == GiB, "1 GiB is consistent with 100 MiB packed"
+    assert gzip_unpacked(wrapped, 2 * GiB) == 5 * GiB, "1 GiB is not, from 2 GiB packed"
+    random = os.urandom(50_000)
+    packed = gzip.compress(random)
+    assert gzip_unpacked(packed[-4:], len(packed)) == len(packed), "never below compressed"
+    assert gzip_unpacked(b"", 10) is None
+
+
+def _zstd_header(descriptor: int, *fields: bytes) -> bytes:
+    return (0xFD2FB528).to_bytes(4, "little") + bytes([descriptor]) + b"".join(fields)
+
+
+def test_zstd_frame_headers_give_the_content_size_when_they_carry_it() -> None:
+    # Single segment, 1-byte size (FCS flag 0).
+    assert zstd_unpacked(_zstd_header(0b0010_0000, bytes([200]))) == 200
+    # A window byte, then a 2-byte size (+256).
+    assert zstd_unpacked(_zstd_header(0b0100_0000, b"\x00", (1000).to_bytes(2, "little"))) == 1256
+    # A window byte, a 1-byte dictionary id, a 4-byte size.
+    header = _zstd_header(0b1000_0001, b"\x00", b"\x07", (70_000).to_bytes(4, "little"))
+    assert zstd_unpacked(header) == 70_000
+    # Single segment, a 4-byte dictionary id, an 8-byte size.
+    header = _zstd_header(0b1110_0011, (9).to_bytes(4, "little"), (6 * GiB).to_bytes(8, "little"))
+    assert zstd_unpacked(header) == 6 * GiB
+    assert zstd_unpacked(_zstd_header(0b0000_0000, b"\x00")) is None, "no size in the frame"
+    assert zstd_unpacked(b"\x1f\x8b\x08\x00\x00\x00") is None, "not zstd"
+    assert zstd_unpacked(_zstd_header(0b1100_0000, b"\x00", b"\x01\x02")) is None, "cut short"
+
+
+def test_an_image_takes_its_blobs_and_its_unpacked_layers() -> None:
+    blobs = [
+        Layer("application/vnd.oci.image.config.v1+json", 1000),
+        Layer("application/vnd.oci.image.layer.v1.tar+gzip", 10 * MiB, 40 * MiB),
+        Layer("application/vnd.oci.image.layer.v1.tar", 5 * MiB),
+        Layer("application/vnd.oci.image.layer.v1.tar+zstd", 2 * MiB),
+    ]
+    total, estimated = footprint(blobs, ratio=3.0)
+    assert estimated == 6 * MiB
+    assert total == 1000 + (10 + 40) * MiB + (5 + 5) * MiB + (2 + 6) * MiB
+
+
+def test_the_guard_learns_the_ratio_of_this_nodes_layers() -> None:
+    async def mountpoint() -> str | None:
+        return "/"
+
+    guard = DiskGuard(mountpoint)
+    assert guard.ratio == DEFAULT_UNPACK_RATIO, "nothing measured yet"
+    guard.learn([Layer("application/vnd.oci.image.layer.v1.tar+gzip", 10 * MiB, 25 * MiB)])
+    guard.learn([Layer("application/vnd.oci.image.layer.v1.tar+gzip", 10 * MiB, 15 * MiB)])
+    assert guard.ratio == pytest.approx(2.0)
+    guard.learn([Layer("application/vnd.oci.image.layer.v1.tar+gzip", 1, 10 * GiB)])
+    assert guard.ratio == MAX_UNPACK_RATIO

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from agent.config import parse
+from agent.disk import DiskGuard, DiskUsage
 from agent.errors import RuntimeUnavailable
+from agent.manifest import Resolution
 from agent.platform import Platform
 from agent.reconcile import Reconciler
+from agent.reference import Reference
 from tests.fakes import D1, NODE, FakeBinder, FakeRegistry, FakeRuntime
 
 
@@ -174,3 +179,50 @@ async def test_each_outcome_is_reported_as_soon_as_its_image_is_done() -> None:
     )
 
     assert heard == [("hit", 1), ("pulled", 2)], "the hit is told before the pull ends"
+
+
+class SlowFirst(FakeRegistry):
+    """Resolves the first images of the list last: their lookups finish after the others'."""
+
+    async def resolve(self, ref: Reference, platform: Platform | None) -> Resolution:
+        if ref.path.endswith(("img00", "img01", "img02")):
+            await asyncio.sleep(0.05)
+        return await super().resolve(ref, platform)
+
+
+async def test_room_on_disk_goes_in_list_order_and_what_is_preloaded_is_a_prefix() -> None:
+    images = "".join(f"  - r.io/a/img{i:02d}:1\n" for i in range(20))
+    config = parse(f"images:\n{images}concurrency: 4\nmaxDiskUsagePercent: 50\n")
+    runtime = FakeRuntime()
+    # Each image takes 41 bytes: a 1-byte config, a 10-byte gzip layer unpacking to 30. The
+    # filesystem (1000 bytes) sees what was pulled, as statvfs does.
+
+    async def mountpoint() -> str | None:
+        return "/images"
+
+    disk = DiskGuard(mountpoint, lambda path: DiskUsage(1000, 1000 - 41 * len(runtime.pulls)))
+    reconciler = Reconciler(runtime, SlowFirst(), None, NODE, disk=disk)
+
+    outcomes = await reconciler.converge(config)
+
+    statuses = [o.status for o in outcomes]
+    assert statuses == ["pulled"] * 12 + ["deferred"] * 8, statuses
+    assert "this image would take it to 53%" in outcomes[12].detail, outcomes[12].detail
+    assert outcomes[13].detail.startswith("over disk budget: behind r.io/a/img12:1 in the list"), (
+        outcomes[13].detail
+    )
+
+
+async def test_layers_whose_size_cannot_be_read_are_estimated_and_said_so() -> None:
+    config = parse("images:\n  - r.io/a/big:1\nmaxDiskUsagePercent: 50\n")
+
+    async def mountpoint() -> str | None:
+        return "/images"
+
+    disk = DiskGuard(mountpoint, lambda path: DiskUsage(1000, 1000))
+    # 100-byte layers unpack to ~400 by the default ratio: 501 bytes, past 50%.
+    registry = FakeRegistry(layer_bytes=100, ranges=False)
+    (outcome,) = await Reconciler(FakeRuntime(), registry, None, NODE, disk=disk).converge(config)
+
+    assert outcome.status == "deferred", outcome
+    assert "400 B of it estimated (layer sizes not readable)" in outcome.detail, outcome.detail
