@@ -17,6 +17,7 @@ from agent import files
 from agent.errors import AgentError, InputError
 from agent.gate import Conflict, checked_node
 from agent.settings import ClusterAccess
+from agent.transport import BodyTooLarge, read_bounded
 
 REQUEST_TIMEOUT = 10.0
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
@@ -90,11 +91,13 @@ class KubeApi:
                 ssl=self._ssl if self._ssl is not None else True,
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
             ) as response:
-                text = (await _read_all(response, what)).decode(errors="replace")
+                text = (await read_bounded(response, MAX_RESPONSE_BYTES)).decode(errors="replace")
                 if response.status in (409, 422) and method == "PATCH":
                     raise Conflict(f"{what}: {_message(text)}")
                 if response.status >= 400:
                     raise AgentError(_refusal(what, response.status, text))
+        except BodyTooLarge as exc:
+            raise AgentError(f"{what}: the API server sent {exc}") from None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise AgentError(f"{what}: the API server at {self._access.server}: {exc}") from None
         try:
@@ -104,19 +107,6 @@ class KubeApi:
         if not isinstance(document, dict):
             raise AgentError(f"{what}: the API server answered JSON that is not an object")
         return document
-
-
-async def _read_all(response: aiohttp.ClientResponse, what: str) -> bytes:
-    """The whole body, however it is chunked, refused past MAX_RESPONSE_BYTES. (A single
-    `read(n)` returns what has arrived so far, not n bytes: a Node sent in small chunks was
-    read truncated.)"""
-    chunks, size = [], 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise AgentError(f"{what}: the API server sent more than {MAX_RESPONSE_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _message(text: str) -> str:

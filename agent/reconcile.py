@@ -45,6 +45,9 @@ BIND_POLL_INTERVAL = 0.05
 # that accepts connections and never answers then costs its own images a minute, not a pass.
 LOOKUP_DEADLINE = 60.0
 PIN_VISIBLE_TIMEOUT = 2.0
+# How long an entry ready to take room waits for earlier entries still looking up their
+# registry (seconds): list order within it, a dead registry's images never hold up the rest.
+TURN_PATIENCE = 5.0
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -172,15 +175,20 @@ class PullSlots:
             self._decided[index].set()
 
     async def turn(self, entry: ImageEntry) -> None:
-        """Wait until every entry before `entry` has had its room decided: admission goes in
-        list order however the registry lookups before it interleave."""
+        """Wait until every entry before `entry` has had its room decided, so admission goes
+        in list order however the registry lookups before it interleave — but no longer than
+        TURN_PATIENCE: an entry whose registry does not answer must not hold up the others (a
+        dead registry costs only its own images; its entries may then find less room)."""
         index = self._order.get(entry, 0)
-        while self._cursor < index:
-            earlier = self._decided[self._cursor]
-            if earlier.is_set():
-                self._cursor += 1
-            else:
-                await earlier.wait()
+        while self._cursor < index and self._decided[self._cursor].is_set():
+            self._cursor += 1
+        deadline = asyncio.get_running_loop().time() + TURN_PATIENCE
+        for earlier in self._decided[self._cursor : index]:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await earlier.wait()
+            except TimeoutError:
+                return
 
     def checking(self, registry: str) -> asyncio.Semaphore:
         """The slot a platform check for an image of `registry` holds until its pull starts."""

@@ -298,18 +298,13 @@ class RegistryClient:
             ref, endpoint, realm, query=query, headers=headers, form=form
         )
         sent = credential is not None
-        if 300 <= response.status < 400:
-            # Not followed: the request may carry credentials, and a token service has no
-            # reason to redirect (distribution's token.md).
-            raise RegistryError(
-                ref.domain,
-                ref.path,
-                f"token service {realm} answered a redirect (HTTP {response.status}): not followed",
-                status=response.status,
-                credentials_sent=sent,
-            )
         if response.status != 200:
-            refused = "refused the credentials" if sent else "refused an anonymous token"
+            if 300 <= response.status < 400:
+                # Not followed: the request may carry credentials, and a token service has no
+                # reason to redirect (distribution's token.md).
+                refused = "answered a redirect"
+            else:
+                refused = "refused the credentials" if sent else "refused an anonymous token"
             raise RegistryError(
                 ref.domain,
                 ref.path,

@@ -138,7 +138,9 @@ class Transport:
                     allow_redirects=False,
                 )
             async with request as resp:
-                return Response(resp.status, resp.headers, await _read(resp, MAX_TOKEN_BYTES))
+                return Response(
+                    resp.status, resp.headers, await read_bounded(resp, MAX_TOKEN_BYTES)
+                )
         except BodyTooLarge as exc:
             raise RegistryError(ref.domain, ref.path, f"token service {realm} sent {exc}") from None
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
@@ -193,7 +195,7 @@ class Transport:
                 method, url, headers=headers, allow_redirects=False, ssl=self.ssl(endpoint)
             ) as resp:
                 limit = MAX_RANGE_BYTES if "Range" in headers else MAX_BODY_BYTES
-                body = await _read(resp, limit) if method != "HEAD" else b""
+                body = await read_bounded(resp, limit) if method != "HEAD" else b""
                 status = str(resp.status)
                 self._note_rate_limit(endpoint.netloc, resp.status, resp.headers)
                 return Response(resp.status, resp.headers, body)
@@ -244,7 +246,7 @@ def _tls_advice(ref: Reference, endpoint: Endpoint, exc: aiohttp.ClientSSLError)
     )
 
 
-async def _read(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     """The body, or BodyTooLarge as soon as it passes `limit` (declared or streamed)."""
     if resp.content_length is not None and resp.content_length > limit:
         raise BodyTooLarge(f"a body of {resp.content_length} bytes (limit {limit})")

@@ -118,21 +118,23 @@ class RateLimitingProxy(FaultProxy):
 
 
 class ContainerdServerErrors(FaultProxy):
-    """500 to the first two requests containerd itself makes for each path containing `where`
-    (its User-Agent says containerd), as a flaky registry, CDN or load balancer answers; the
+    """500 to the first two `method` requests containerd itself makes for each path containing
+    `where` (its User-Agent says containerd), as a flaky registry, CDN or load balancer answers; the
     agent's own requests pass. containerd retries a blob GET once by itself, so one 500 is
     absorbed there; a 500 to its manifest HEAD ends the pull, each containerd line wording it
     its own way (1.6: "failed with status code [manifests …]: 500")."""
 
-    def __init__(self, upstream: str, where: str = "/blobs/") -> None:
+    def __init__(self, upstream: str, where: str = "/blobs/", method: str = "GET") -> None:
         super().__init__(upstream)
         self.where = where
+        self.method = method
         self._failed: dict[tuple[str, str], int] = {}
 
     async def fault(self, request: web.Request) -> web.StreamResponse | None:
         key = (request.method, request.path)
         from_containerd = request.headers.get("User-Agent", "").startswith("containerd")
-        if from_containerd and self._failed.get(key, 0) < 2 and self.where in request.path:
+        faulted = self.where in request.path and request.method == self.method
+        if from_containerd and self._failed.get(key, 0) < 2 and faulted:
             self._failed[key] = self._failed.get(key, 0) + 1
             return web.Response(status=500, text="upstream hiccup")
         return None

@@ -96,12 +96,16 @@ def test_three_nodes_preload_through_a_pull_through_cache_and_upstream_serves_ea
         for digest in (image.layers[NODE], image.configs[NODE]):
             path = f"/v2/{image.repo}/blobs/{digest}"
             # distribution 2.8's proxy streams a blob it lacks to its first client and fetches
-            # it once more to store it: two upstream GETs per blob, whatever the fleet's size.
-            assert 1 <= last[path] <= 2, (path, last)
+            # it once more to store it; the first node's disk budget reads each layer's last
+            # bytes (a Range GET) just before its pull, which may arrive while the proxy still
+            # stores the blob and be streamed again: at most three upstream GETs per blob,
+            # whatever the fleet's size.
+            assert 1 <= last[path] <= 3, (path, last)
     # Every node's content came through the cache: it served the blobs three times each.
     # (containerd names the upstream to a mirror in a query: ?ns=<host>)
     cached = Counter(
         p.partition("?")[0] for m, p in cache.requests() if m == "GET" and "/blobs/" in p
     )
+    # Each node asked twice per layer: the disk budget's Range GET of its last bytes, the pull.
     for image in images:
-        assert cached[f"/v2/{image.repo}/blobs/{image.layers[NODE]}"] == 3, cached
+        assert cached[f"/v2/{image.repo}/blobs/{image.layers[NODE]}"] == 2 * len(nodes), cached

@@ -6,12 +6,13 @@ import asyncio
 
 import pytest
 
+from agent import reconcile
 from agent.config import parse
 from agent.disk import DiskGuard, DiskUsage
 from agent.errors import RuntimeUnavailable
 from agent.manifest import Resolution
 from agent.platform import Platform
-from agent.reconcile import Reconciler
+from agent.reconcile import Outcome, Reconciler
 from agent.reference import Reference
 from tests.fakes import D1, NODE, FakeBinder, FakeRegistry, FakeRuntime
 
@@ -226,3 +227,39 @@ async def test_layers_whose_size_cannot_be_read_are_estimated_and_said_so() -> N
 
     assert outcome.status == "deferred", outcome
     assert "400 B of it estimated (layer sizes not readable)" in outcome.detail, outcome.detail
+
+
+class DeadFirst(FakeRegistry):
+    """The first image's registry never answers."""
+
+    async def resolve(self, ref: Reference, platform: Platform | None) -> Resolution:
+        if ref.path.endswith("dead"):
+            await asyncio.Event().wait()
+        return await super().resolve(ref, platform)
+
+
+async def test_an_entry_whose_registry_never_answers_holds_up_the_others_briefly_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reconcile, "TURN_PATIENCE", 0.2)
+    monkeypatch.setattr(reconcile, "LOOKUP_DEADLINE", 5.0)
+    config = parse("images:\n  - r.io/a/dead:1\n  - r.io/a/good:1\nmaxDiskUsagePercent: 90\n")
+    runtime = FakeRuntime()
+
+    async def mountpoint() -> str | None:
+        return "/images"
+
+    disk = DiskGuard(mountpoint, lambda path: DiskUsage(1000, 1000))
+    reconciler = Reconciler(runtime, DeadFirst(), None, NODE, disk=disk)
+    seen: dict[str, float] = {}
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    def done(outcome: Outcome) -> None:
+        seen[outcome.entry.written] = loop.time() - started
+
+    outcomes = await reconciler.converge(config, done)
+
+    assert [o.status for o in outcomes] == ["failed", "pulled"]
+    # Waiting for its turn, the good image would finish only once the dead one had failed.
+    assert seen["r.io/a/good:1"] < seen["r.io/a/dead:1"], seen
