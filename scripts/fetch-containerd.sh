@@ -6,6 +6,9 @@
 #   2    Debian unstable's containerd -> .cache/containerd/2/usr/bin
 #   arm64  bookworm's containerd:arm64 + libc6:arm64 in one sysroot -> .cache/containerd/arm64
 #          (run under qemu-aarch64-static -L <sysroot>: a real arm64 node for image work)
+# and kubectl, Debian trixie's (1.32, a static binary) -> .cache/kubectl/usr/bin: its built-in
+# kustomize renders deploy/, and it checks the readiness gate's stand-in API server. Whatever
+# kubectl the machine has (or not) is never used.
 # `apt-get download` runs with a private sources list and private lists/cache, so the system's apt
 # state is untouched; `dpkg -x` unpacks. A line that cannot be had fails the script (never a skip).
 set -euo pipefail
@@ -18,11 +21,10 @@ mirror=$(grep -hoE 'https?://[^ ]*/debian/?( |$)' /etc/apt/sources.list.d/*.sour
   grep -v security | head -n1 | tr -d ' ' || true)
 mirror=${mirror:-http://deb.debian.org/debian}
 
-# fetch <name> <suite> <arch> <packages...>: download and unpack into $CACHE/<name>.
+# fetch <dest> <suite> <arch> <packages...>: download and unpack into <dest>.
 fetch() {
-  local name=$1 suite=$2 arch=$3
+  local dest=$1 suite=$2 arch=$3
   shift 3
-  local dest=$CACHE/$name
   local stamp="$dest/.fetched-$suite-$arch-$*"
   stamp=${stamp// /_}
   [ -e "$stamp" ] && return 0
@@ -33,7 +35,7 @@ fetch() {
   local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
     -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o Dir::State::Status=/dev/null
     -o "APT::Architecture=$arch" -o "APT::Architectures=$arch" -o APT::Sandbox::User=root -qq)
-  echo "fetching containerd $name ($suite, $arch) from $mirror"
+  echo "fetching $* into $dest ($suite, $arch) from $mirror"
   apt-get "${opts[@]}" update
   rm -rf "$dest"
   mkdir -p "$dest"
@@ -44,12 +46,14 @@ fetch() {
   touch "$stamp"
 }
 
-fetch 1.7 trixie amd64 containerd
-fetch 2 sid amd64 containerd
-fetch arm64 bookworm arm64 containerd libc6
+fetch $CACHE/1.7 trixie amd64 containerd
+fetch $CACHE/2 sid amd64 containerd
+fetch $CACHE/arm64 bookworm arm64 containerd libc6
+fetch .cache/kubectl trixie amd64 kubectl
 
 for line in 1.7 2; do
   "$CACHE/$line/usr/bin/containerd" --version
 done
 command -v qemu-aarch64-static >/dev/null
 qemu-aarch64-static -L "$CACHE/arm64" "$CACHE/arm64/usr/bin/containerd" --version
+.cache/kubectl/usr/bin/kubectl version --client

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a Debian/Ubuntu machine:
 # containerd (1.6, bookworm's), docker-registry, runc, prometheus, busybox-static and
-# qemu-user-static from apt; containerd 1.7, 2.x and an arm64 build into .cache/ (never
-# installed: scripts/fetch-containerd.sh); and this package with its test extras in .venv.
+# qemu-user-static from apt; containerd 1.7, 2.x, an arm64 build and kubectl into .cache/
+# (never installed: scripts/fetch-containerd.sh); and this package with its test extras in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -35,14 +35,6 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing ${apt_packages[*]} from apt"
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
-fi
-
-# kubectl (its built-in kustomize renders deploy/; the readiness gate's tests check their
-# stand-in API server against it). Debian's kubernetes-client is 1.20, too old for both.
-if ! kubectl version --client -o json 2>/dev/null |
-  "$PYTHON" -c 'import json,sys; v=json.load(sys.stdin)["clientVersion"]; sys.exit(int(v["minor"].rstrip("+")) < 27)'; then
-  echo "prepull-agent's tests need kubectl >= 1.27 on PATH: https://kubernetes.io/docs/tasks/tools/" >&2
-  exit 1
 fi
 
 scripts/fetch-containerd.sh

@@ -14,6 +14,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.harness.kubectl import kubectl  # noqa: E402 - the project's kubectl, from .cache/
+
 DEPLOY = ROOT / "deploy"
 RENDERED = DEPLOY / "daemonset.yaml"
 RULES = DEPLOY / "prometheus-rules.yaml"
@@ -32,14 +35,12 @@ RULE_HEADER = """\
 def render() -> str:
     """`kubectl kustomize deploy/base`, with the header above."""
     try:
-        output = subprocess.run(
-            ["kubectl", "kustomize", str(DEPLOY / "base")],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except FileNotFoundError:
-        raise SystemExit("kubectl is needed to render deploy/ (kustomize is built in)") from None
+        binary = kubectl()
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+    output = subprocess.run(
+        [binary, "kustomize", str(DEPLOY / "base")], capture_output=True, text=True, check=True
+    ).stdout
     return HEADER + output
 
 

@@ -4,7 +4,6 @@ the stand-in API server (tests/harness/kubeapi.py), itself checked against the r
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc, listing
 from tests.harness.images import push_image
 from tests.harness.kubeapi import KubeApiServer, node
+from tests.harness.kubectl import kubectl as kubectl_binary
 from tests.harness.procs import free_port
 from tests.harness.registry import Registry
 from tests.integration.conftest import run_agent, slow_listed_image
@@ -39,11 +39,12 @@ def api(tmp_path: Path) -> Iterator[KubeApiServer]:
 
 
 def kubectl(api: KubeApiServer, tmp_path: Path, *args: str, token: str = "admin-token") -> Any:
-    if shutil.which("kubectl") is None:
-        pytest.fail("kubectl is needed to check the stand-in API server (see README)")
     config = api.kubeconfig(tmp_path / f"kubeconfig-{token}", token)
     return subprocess.run(
-        ["kubectl", "--kubeconfig", str(config), *args], capture_output=True, text=True, timeout=60
+        [kubectl_binary(), "--kubeconfig", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

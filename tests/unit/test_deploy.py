@@ -26,6 +26,7 @@ from agent.platform import Platform
 from agent.server import make_app
 from agent.settings import DEFAULT_LISTEN, parse_listen
 from agent.status import NodeReport
+from tests.harness.kubectl import kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -269,9 +270,7 @@ def test_systemd_itself_accepts_the_unit(tmp_path: Path) -> None:
 
 def kustomize(folder: Path) -> list[dict[str, Any]]:
     """`kubectl kustomize folder` (kubectl's built-in kustomize), as objects."""
-    if shutil.which("kubectl") is None:
-        pytest.fail("kubectl is needed to render deploy/ (make deps says how to get it)")
-    run = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True)
+    run = subprocess.run([kubectl(), "kustomize", str(folder)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     return list(yaml.safe_load_all(run.stdout))
 
