@@ -113,8 +113,15 @@ async def released_pins_are_this_agents_and_leave_the_records_it_keeps(
     assert not set(names) & set(await binder.release(keep=[image.tagged])), "released once"
     assert await binder.pin(names) == [image.by_digest], "the pin label went with it"
     assert set(names) <= set(await binder.release(keep=[]))
-    listed = [i for i in await runtime.list_images() if image.tagged in i.repo_tags]
-    assert listed and not any(i.pinned for i in listed), "CRI reports it unpinned"
+    # CRI learns of the label's removal from containerd's event stream, a moment later.
+    found = await _within(BIND_VISIBLE_TIMEOUT, lambda: _unpinned(runtime, image.tagged))
+    assert found is not None, "CRI still reports it pinned"
+
+
+async def _unpinned(runtime: ImageRuntime, name: str) -> NodeImage | None:
+    """The image `name` names, once CRI reports it present and not pinned."""
+    found = await runtime.image_status(name)
+    return found if found is not None and not found.pinned else None
 
 
 CASES: list[Callable[[ImageRuntime, TagBinder, Sample], Awaitable[None]]] = [

@@ -6,6 +6,8 @@ report pins to kubelet: the labels are what is checked there)."""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agent import platform as platforms
@@ -24,6 +26,23 @@ def labels(containerd: Containerd, name: str) -> str:
     """The row of `ctr images ls` for the record `name`, labels last ("" if absent)."""
     rows = containerd.ctr("images", "ls").splitlines()
     return next((row for row in rows if row.startswith(name + " ")), "")
+
+
+def _pinned(containerd: Containerd, name: str) -> bool:
+    """What kubelet's image GC asks: whether CRI reports the image `name` pinned."""
+    seen = image_status(containerd, name)
+    assert seen is not None, f"{name} is gone"
+    return seen.pinned
+
+
+def eventually(check: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Whether `check` holds within `seconds` (asked again every 50 ms)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def pinned_by_someone_else(
@@ -59,10 +78,9 @@ def test_once_unpins_what_left_the_list_and_never_a_pin_it_did_not_set(
         containerd, theirs.tagged
     )
     if containerd.release.honours_pins:
-        seen = image_status(containerd, dropped.tagged)
-        assert seen is not None and not seen.pinned, "kubelet's GC may take it now"
-        still = image_status(containerd, theirs.tagged)
-        assert still is not None and still.pinned
+        # CRI learns of label changes from containerd's event stream, a moment later.
+        assert eventually(lambda: not _pinned(containerd, dropped.tagged)), "still pinned"
+        assert _pinned(containerd, theirs.tagged)
 
     again = once(containerd, write_config(tmp_path / "kept2.yaml", registry, [kept.pinned()]))
     assert "unpinned" not in again.stdout, "released once"
