@@ -285,12 +285,12 @@ class Daemon:
             reconciler = self._reconciler_for(runtime, registry, node)
             state = await reconciler.snapshot()
             config = self._current()
-            self._rollout.first_look(holds_any(config.images, node, state))
+            if not self._rollout.looked:  # once: a pass over thousands of entries is hot
+                self._rollout.first_look(holds_any(config.images, node, state))
             self._rollout.spread_first_fill = config.rollout_spread_first_fill
             slots = PullSlots.of(config)
             settled: dict[Reference, Outcome] = {}
             running: dict[Reference, asyncio.Task[Outcome]] = {}
-            task_entries: dict[Reference, ImageEntry] = {}
             try:
                 while True:
                     wanted = {e.reference: e for e in config.images}
@@ -298,7 +298,6 @@ class Daemon:
                         if ref not in wanted:
                             task.cancel()
                             del running[ref]
-                            slots.decided(task_entries.pop(ref))  # it may never have started
                     for ref, entry in wanted.items():
                         if ref in running or ref in settled:
                             continue
@@ -310,7 +309,9 @@ class Daemon:
                         slots.expect([entry])
                         work = reconciler.converge_entry(entry, state, slots, pin=config.pin)
                         running[ref] = asyncio.create_task(work)
-                        task_entries[ref] = entry
+                        # Also when cancelled before it ever ran (a list change mid-pass): a
+                        # task that never started never reaches converge_entry's own `finally`.
+                        running[ref].add_done_callback(_deciding(slots, entry))
                     if not running or await self._until_done_or_new_list(set(running.values())):
                         break
                     config = self._current()
@@ -558,6 +559,11 @@ async def _first_of(*waits: Awaitable[object], seconds: float) -> None:
         for future in futures:
             future.cancel()
         await asyncio.gather(*futures, return_exceptions=True)
+
+
+def _deciding(slots: PullSlots, entry: ImageEntry) -> Callable[[asyncio.Task[Outcome]], None]:
+    """A done-callback marking `entry`'s room decided, however its task ended."""
+    return lambda task: slots.decided(entry)
 
 
 def _raise_runtime_unavailable(tasks: set[asyncio.Task[Outcome]]) -> None:

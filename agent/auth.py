@@ -88,6 +88,11 @@ def basic(credential: Credential) -> str:
     return "Basic " + base64.b64encode(pair).decode()
 
 
+def fits_header(token: str) -> bool:
+    """Whether `token` can follow `Bearer ` in a header as it is: visible ASCII, no spaces."""
+    return _TOKEN.fullmatch(token) is not None
+
+
 def token_from(body: bytes) -> tuple[str, float]:
     """The token (`token` or `access_token`) and its lifetime; ChallengeError if the answer
     holds none fit to send (a token with CR/LF would forge header lines)."""
@@ -99,7 +104,7 @@ def token_from(body: bytes) -> tuple[str, float]:
         raise ChallengeError("the token service sent no token") from None
     if not isinstance(token, str) or not token:
         raise ChallengeError("the token service sent no token")
-    if not _TOKEN.fullmatch(token):
+    if not fits_header(token):
         # Never quote it: it is a credential.
         raise ChallengeError("the token service sent a token with spaces or control characters")
     if not math.isfinite(lifetime) or lifetime <= 0:

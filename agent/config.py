@@ -305,8 +305,8 @@ class _Parser:
             pin=self.boolean(top.get("pin"), "'pin'", default=True),
             credentials=self.paths(top.get("credentials")),
             max_disk_usage_percent=self.percent(top.get("maxDiskUsagePercent")),
-            rollout_spread=self.rollout(top.get("rollout")),
-            rollout_spread_first_fill=self.spread_first_fill(top.get("rollout")),
+            # Last, as before: the first error in a list is the one reported.
+            **self.rollout(top.get("rollout")),
         )
 
     def paths(self, node: yaml.Node | None) -> tuple[str, ...]:
@@ -427,13 +427,18 @@ class _Parser:
             )
         return float(value)
 
-    def rollout(self, node: yaml.Node | None) -> float:
+    def rollout(self, node: yaml.Node | None) -> dict[str, Any]:
+        """`rollout:` as PreloadConfig's fields: the spread in seconds, and whether a first
+        fill is spread too."""
         if node is None:
-            return 0.0
+            return {}
         fields = self.mapping(node, "'rollout'", _ROLLOUT_KEYS)
+        first_fill = self.boolean(
+            fields.get("spreadFirstFill"), "'rollout.spreadFirstFill'", default=False
+        )
         spread = fields.get("spread")
         if spread is None:
-            return 0.0
+            return {"rollout_spread_first_fill": first_fill}
         value = self.scalar(spread, "'rollout.spread'")
         seconds = parse_duration(value)
         if seconds is None or not 0 <= seconds <= MAX_RESYNC_SECONDS:
@@ -441,15 +446,7 @@ class _Parser:
                 spread,
                 f"'rollout.spread' must be a duration from 0s to 7 days, like 30m, not {value!r}",
             )
-        return seconds
-
-    def spread_first_fill(self, node: yaml.Node | None) -> bool:
-        if node is None:
-            return False
-        fields = self.mapping(node, "'rollout'", _ROLLOUT_KEYS)
-        return self.boolean(
-            fields.get("spreadFirstFill"), "'rollout.spreadFirstFill'", default=False
-        )
+        return {"rollout_spread": seconds, "rollout_spread_first_fill": first_fill}
 
     def resync(self, node: yaml.Node | None) -> float:
         if node is None:

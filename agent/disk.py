@@ -29,6 +29,7 @@ GZIP_LAYERS = frozenset(
     }
 )
 ZSTD_LAYERS = frozenset({"application/vnd.oci.image.layer.v1.tar+zstd"})
+COMPRESSED_LAYERS = GZIP_LAYERS | ZSTD_LAYERS
 PLAIN_LAYERS = frozenset(
     {"application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar"}
 )
@@ -91,7 +92,7 @@ def footprint(blobs: Sequence[Layer], ratio: float) -> tuple[int, int]:
             total += blob.compressed
         elif blob.unpacked is not None:
             total += blob.unpacked
-        elif blob.media_type in GZIP_LAYERS | ZSTD_LAYERS or "layer" in blob.media_type:
+        elif blob.media_type in COMPRESSED_LAYERS or "layer" in blob.media_type:
             guess = int(blob.compressed * ratio)
             total += guess
             estimated += guess

@@ -6,14 +6,13 @@ request, so a rotated token is used as soon as kubelet writes it."""
 from __future__ import annotations
 
 import json
-import re
 import ssl
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
-from agent import files
+from agent import auth, files
 from agent.errors import AgentError, InputError
 from agent.gate import Conflict, checked_node
 from agent.settings import ClusterAccess
@@ -23,7 +22,6 @@ REQUEST_TIMEOUT = 10.0
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 # A projected service-account token is a JWT of ~1 kB.
 MAX_TOKEN_BYTES = 64 * 1024
-_TOKEN = re.compile(r"[\x21-\x7e]+")
 MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
@@ -66,7 +64,7 @@ class KubeApi:
         except files.UnreadableFile as exc:
             raise AgentError(f"cannot read the service account token: {exc}") from None
         # Never quoted: it is a credential. A CR or LF would forge header lines.
-        if not _TOKEN.fullmatch(token):
+        if not auth.fits_header(token):
             raise AgentError(
                 f"the service account token in {self._access.token_file} is empty or holds "
                 "spaces or control characters: not sent"

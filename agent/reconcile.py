@@ -231,9 +231,10 @@ class Reconciler:
         """The disk budget pulls are admitted by, if any."""
         self._rollout = rollout
         """Where new content waits for this node's moment (daemon mode), if anywhere."""
-        self._released_for: frozenset[str] | None = None
-        """The records the list owned when this agent's pins were last released: released
-        again only when that changes (a steady pass costs no call)."""
+        self._released_for: tuple[PreloadConfig, frozenset[str]] | None = None
+        """The list, and the records it owned, when this agent's pins were last released:
+        released again only when the records change (a steady pass costs no call, and the
+        same list object not even the set)."""
         self.released: list[str] = []
         """Records whose pin the last pass took back: they left the list."""
         self._settled_before: dict[ImageEntry, tuple[Seen, Outcome]] = {}
@@ -606,17 +607,20 @@ class Reconciler:
         """Take this agent's pins off records the list no longer owns (every pin, with `pin:
         false`), so kubelet's image GC may reclaim them: a list that changes must not leak
         disk on every node. Entries that failed this pass still own their records."""
+        if self._released_for is not None and self._released_for[0] is config:
+            return []
         owned = frozenset(
             name for entry in config.images for name in _pin_names(entry) if config.pin
         )
-        if owned == self._released_for:
+        if self._released_for is not None and self._released_for[1] == owned:
+            self._released_for = (config, owned)
             return []
         try:
             released = await binder.release(owned)
         except AgentError as exc:
             log.warning("could not release the pins of images no longer listed: %s", exc)
             return []
-        self._released_for = owned
+        self._released_for = (config, owned)
         return released
 
     async def _with_pins(self, outcomes: list[Outcome]) -> list[Outcome]:

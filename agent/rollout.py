@@ -55,13 +55,14 @@ class Rollout:
     first_fill: bool = False
     """The node held none of its list when the agent first looked, and has not been ready
     since: it pulls at once (unless spread_first_fill)."""
-    _looked: bool = False
+    looked: bool = False
+    """Whether first_look has been told what the node held."""
 
     def first_look(self, holds_any_listed: bool) -> None:
         """The agent's first look at the node: a node holding none of its list is a new node
         filling for the first time (the fleet's existing nodes already serve)."""
-        if not self._looked:
-            self._looked = True
+        if not self.looked:
+            self.looked = True
             self.first_fill = not holds_any_listed
 
     def ready(self) -> None:
