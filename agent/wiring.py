@@ -7,24 +7,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent import rpc
-from agent.config import ImageEntry, RegistrySettings
-from agent.containerd import ContainerdImages
-from agent.credentials import Credential
-from agent.cri import CriClient, RuntimeInfo
-from agent.disk import DiskGuard
-from agent.hosts import HostsDirectory, resolver
-from agent.plan import NodeImage
-from agent.platform import Platform
-from agent.progress import Progress, follow
-from agent.reconcile import Reconciler
-from agent.reference import Reference
-from agent.registry import RegistryClient, RegistryObserver, open_session
-from agent.rollout import Rollout
-from agent.runtimes import RuntimeFeatures
+from agent.adapters.disk import usage_of
+from agent.adapters.registry.client import RegistryClient, RegistryObserver, open_session
+from agent.adapters.registry.hosts import HostsDirectory, resolver
+from agent.adapters.runtime import rpc
+from agent.adapters.runtime.containerd import ContainerdImages
+from agent.adapters.runtime.cri import CriClient, RuntimeInfo
+from agent.core.config import ImageEntry, RegistrySettings
+from agent.core.credentials import Credential
+from agent.core.disk import DiskGuard
+from agent.core.plan import NodeImage
+from agent.core.platform import Platform
+from agent.core.progress import Progress, follow
+from agent.core.reconcile import Reconciler
+from agent.core.reference import Reference
+from agent.core.rollout import Rollout
+from agent.core.runtimes import RuntimeFeatures
 
 
 @contextlib.asynccontextmanager
@@ -130,7 +132,16 @@ async def runtime(endpoint: str) -> AsyncIterator[Runtime]:
     try:
         cri = CriClient(channel, endpoint)
         yield Runtime(
-            endpoint, cri, ContainerdImages(channel, endpoint), DiskGuard(cri.image_fs_mountpoint)
+            endpoint,
+            cri,
+            ContainerdImages(channel, endpoint),
+            DiskGuard(cri.image_fs_mountpoint, usage_of),
         )
     finally:
         await channel.close()
+
+
+RuntimeFactory = Callable[[str], AbstractAsyncContextManager[Runtime]]
+"""How the daemon reaches its runtime (runtime(), or fakes in tests)."""
+RegistryClientFactory = Callable[..., AbstractAsyncContextManager[RegistryClient]]
+"""How the daemon makes its registry client (registry_client(), or fakes in tests)."""

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent import platform as platforms
-from agent.containerd import PIN_CONCURRENCY
+from agent.adapters.runtime.containerd import PIN_CONCURRENCY
+from agent.core import platform as platforms
 from bench import cold, daemon, fleet, lock, pods, startup, warm
 from bench.passes import agent_pass, listing
 from bench.report import Row, header

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 
 from agent import wiring
-from agent.manifest import ACCEPT
+from agent.core.manifest import ACCEPT
 from bench.passes import agent_pass, listing
 from bench.report import Row
 from tests.harness.containerd import Containerd

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.platform import Platform
+from agent.core.platform import Platform
 from bench.passes import agent_pass, listing
 from bench.report import Row
 from bench.synthetic import import_images
@@ -53,7 +53,7 @@ def _slope_per_10min(samples: list[tuple[float, float]]) -> float:
 def _import_floor_mb() -> float:
     """Resident memory of a process that only imports what the daemon imports."""
     code = (
-        "import agent.app, agent.wiring, pathlib; "
+        "import agent.daemon.app, agent.wiring, pathlib; "
         "print(pathlib.Path('/proc/self/status').read_text().split('VmRSS:')[1].split()[0])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from agent.rollout import Rollout
+from agent.core.rollout import Rollout
 from bench.report import Row
 
 NODES = 5000

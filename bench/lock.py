@@ -12,8 +12,10 @@ import time
 
 import aiohttp
 
-from agent import config as configs
-from agent import lock, manifest, wiring
+from agent import wiring
+from agent.core import config as configs
+from agent.core import manifest
+from agent.preload import lock
 from bench.passes import listing
 from bench.report import Row
 from tests.harness.images import push_single

@@ -12,9 +12,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from agent import config as configs
-from agent import rpc, wiring
-from agent.reconcile import Outcome
+from agent import wiring
+from agent.adapters.runtime import rpc
+from agent.core import config as configs
+from agent.core.ports import Outcome
 
 T = TypeVar("T")
 

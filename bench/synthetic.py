@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent import manifest as media_types
 from agent import wiring
-from agent.platform import Platform
+from agent.core import manifest as media_types
+from agent.core.platform import Platform
 from tests.harness.containerd import Containerd
 from tests.harness.procs import HarnessError
 

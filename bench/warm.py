@@ -13,11 +13,11 @@ from pathlib import Path
 
 from google.protobuf import field_mask_pb2
 
-from agent import rpc
 from agent._proto.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from agent._proto.runtime.v1 import api_pb2, api_pb2_grpc
-from agent.containerd import CRI_NAMESPACE, NAMESPACE_HEADER, PINNED_LABEL
-from agent.platform import Platform
+from agent.adapters.runtime import rpc
+from agent.adapters.runtime.containerd import CRI_NAMESPACE, NAMESPACE_HEADER, PINNED_LABEL
+from agent.core.platform import Platform
 from bench.passes import Pass, agent_pass, listing
 from bench.report import Row
 from bench.synthetic import import_images

@@ -13,9 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from agent import platform as platforms
-from agent import rpc
-from agent.cri import CriClient
+from agent.adapters.runtime import rpc
+from agent.adapters.runtime.cri import CriClient
+from agent.core import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.images import PushedImage, push_image
 from tests.harness.procs import HarnessError

@@ -10,8 +10,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from agent.plan import NodeImage
-from agent.reconcile import BIND_POLL_INTERVAL, BIND_VISIBLE_TIMEOUT, ImageRuntime, TagBinder
+from agent.core.plan import NodeImage
+from agent.core.ports import ImageRuntime, TagBinder
+from agent.core.reconcile import BIND_POLL_INTERVAL, BIND_VISIBLE_TIMEOUT
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ import asyncio
 import dataclasses
 from collections.abc import Collection
 
-from agent.errors import RegistryError, RuntimeUnavailable
-from agent.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, Resolution
-from agent.plan import NodeImage
-from agent.platform import Platform
-from agent.reference import Reference
+from agent.core.errors import RegistryError, RuntimeUnavailable
+from agent.core.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, Resolution
+from agent.core.plan import NodeImage
+from agent.core.platform import Platform
+from agent.core.reference import Reference
 
 NODE = Platform("linux", "amd64")
 D1 = "sha256:" + "1" * 64

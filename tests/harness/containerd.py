@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.platform import detect
+from agent.core.platform import detect
 from tests.harness.procs import HarnessError, require_binary, stop, tail, wait_until
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "containerd"

@@ -7,9 +7,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
-from agent import rpc
 from agent._proto.runtime.v1 import api_pb2 as pb
 from agent._proto.runtime.v1 import api_pb2_grpc
+from agent.adapters.runtime import rpc
 
 T = TypeVar("T")
 

@@ -14,10 +14,10 @@ from typing import TypeVar
 
 import pytest
 
-from agent import platform as platforms
-from agent import rpc
-from agent.cri import CriClient
-from agent.plan import NodeImage
+from agent.adapters.runtime import rpc
+from agent.adapters.runtime.cri import CriClient
+from agent.core import platform as platforms
+from agent.core.plan import NodeImage
 from tests.harness.containerd import RUNNING, Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc
 from tests.harness.images import push_image, push_runnable

@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from agent import platform as platforms
 from agent import wiring
-from agent.reconcile import ImageRuntime, TagBinder
+from agent.core import platform as platforms
+from agent.core.ports import ImageRuntime, TagBinder
 from tests.conformance import CASES, Sample
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image

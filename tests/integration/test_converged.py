@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent import config as configs
-from agent import platform as platforms
-from agent import rpc
-from agent.containerd import ContainerdImages
-from agent.credentials import Credential
-from agent.cri import CriClient
-from agent.hosts import HostsDirectory, resolver
-from agent.plan import NodeImage
-from agent.reconcile import Reconciler
-from agent.registry import RegistryClient, open_session
+from agent.adapters.registry.client import RegistryClient, open_session
+from agent.adapters.registry.hosts import HostsDirectory, resolver
+from agent.adapters.runtime import rpc
+from agent.adapters.runtime.containerd import ContainerdImages
+from agent.adapters.runtime.cri import CriClient
+from agent.core import config as configs
+from agent.core import platform as platforms
+from agent.core.credentials import Credential
+from agent.core.plan import NodeImage
+from agent.core.reconcile import Reconciler
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image
 from tests.harness.registry import Registry

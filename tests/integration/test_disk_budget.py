@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.disk import usage_of
+from agent.adapters.disk import usage_of
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc
 from tests.harness.images import PushedImage, push_image

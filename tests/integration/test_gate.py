@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent import platform as platforms
+from agent.core import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc, listing
 from tests.harness.images import push_image

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent import platform as platforms
+from agent.core import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image, push_single
 from tests.harness.registry import Registry

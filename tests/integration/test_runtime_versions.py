@@ -9,10 +9,15 @@ from pathlib import Path
 
 from google.protobuf import field_mask_pb2
 
-from agent import platform as platforms
-from agent import rpc
 from agent._proto.containerd.services.images.v1 import images_pb2, images_pb2_grpc
-from agent.containerd import NAMESPACE_HEADER, PINNED_LABEL, ContainerdImages, cri_platform
+from agent.adapters.runtime import rpc
+from agent.adapters.runtime.containerd import (
+    NAMESPACE_HEADER,
+    PINNED_LABEL,
+    ContainerdImages,
+    cri_platform,
+)
+from agent.core import platform as platforms
 from tests.harness.containerd import RUNNING, Containerd, crash_report
 from tests.harness.images import push_image, push_single
 from tests.harness.procs import free_port

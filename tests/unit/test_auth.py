@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent import auth
+from agent.adapters.registry import auth
 
 
 def test_a_bearer_challenge_gives_the_token_query() -> None:

@@ -6,19 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import (
-    EXIT_BAD_INPUT,
-    EXIT_NOT_CONVERGED,
-    _digests_for,
-    _parser,
-    exit_code,
-    format_bytes,
-    format_outcome,
-    main,
-)
-from agent.config import parse
-from agent.errors import ConfigError, InvalidReference, RegistryError, RuntimeUnavailable
-from agent.reconcile import Outcome
+from agent.cli import main
+from agent.cli.common import EXIT_BAD_INPUT, EXIT_NOT_CONVERGED, digests_for, exit_code
+from agent.cli.converge import format_outcome
+from agent.cli.parser import parser
+from agent.core.config import parse
+from agent.core.errors import ConfigError, InvalidReference, RegistryError, RuntimeUnavailable
+from agent.core.ports import Outcome
+from agent.core.progress import format_bytes
 
 D = "sha256:" + "f" * 64
 
@@ -104,7 +99,7 @@ def test_outcome_lines_align_and_shorten_digests_for_a_terminal(
 ) -> None:
     config = parse(f"images:\n  - r.io/a/b@{D}\n  - r.io/long/name:1\n")
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    show = _digests_for(argparse.Namespace(no_trunc=False))
+    show = digests_for(argparse.Namespace(no_trunc=False))
     width = max(len(show(e.written)) for e in config.images)
     lines = [
         format_outcome(Outcome(config.images[0], "hit", "present", D), width, show),
@@ -114,10 +109,10 @@ def test_outcome_lines_align_and_shorten_digests_for_a_terminal(
     assert lines[0] == f"hit       r.io/a/b@{short}  {short}"
     assert lines[1].startswith("pulled    r.io/long/name:1" + " " * (width - 16) + f"  {short}")
     assert lines[0].rindex(short) == lines[1].index(short), "digests line up"
-    whole = _digests_for(argparse.Namespace(no_trunc=True))
+    whole = digests_for(argparse.Namespace(no_trunc=True))
     assert whole(D) == D
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
-    assert _digests_for(argparse.Namespace(no_trunc=False))(D) == D, "pipes get whole digests"
+    assert digests_for(argparse.Namespace(no_trunc=False))(D) == D, "pipes get whole digests"
 
 
 @pytest.mark.parametrize(
@@ -128,22 +123,22 @@ def test_format_bytes(size: int, text: str) -> None:
 
 
 def test_lock_output_is_replaced_whole_and_readable(tmp_path: Path) -> None:
-    from agent.cli import _write_atomically
+    from agent.cli.common import write_atomically
 
     target = tmp_path / "preload.lock.yaml"
     target.write_text("old")
-    _write_atomically(target, "new")
+    write_atomically(target, "new")
     assert target.read_text() == "new"
     assert target.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["preload.lock.yaml"], "a temp file was left"
 
 
 def test_unwritable_lock_destination_is_bad_input(tmp_path: Path) -> None:
-    from agent.cli import _write_atomically
-    from agent.errors import InputError
+    from agent.cli.common import write_atomically
+    from agent.core.errors import InputError
 
     with pytest.raises(InputError, match="cannot write"):
-        _write_atomically(tmp_path / "missing-dir" / "lock.yaml", "x")
+        write_atomically(tmp_path / "missing-dir" / "lock.yaml", "x")
 
 
 def test_version_command_and_flag_agree(capsys: pytest.CaptureFixture[str]) -> None:
@@ -187,8 +182,8 @@ def test_every_command_help_has_a_description_examples_and_exit_codes(
 
 
 def test_every_flag_has_help_text() -> None:
-    parser = _parser()
-    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    top = parser()
+    (commands,) = [a for a in top._actions if isinstance(a, argparse._SubParsersAction)]
     for name, sub in commands.choices.items():
         bare = [a.dest for a in sub._actions if not a.help]
         assert not bare, f"{name}: {bare}"

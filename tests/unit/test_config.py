@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.config import load, parse, parse_duration, render_lock
-from agent.errors import ConfigError
-from agent.platform import Platform
+from agent.core.config import load, parse, parse_duration
+from agent.core.errors import ConfigError
+from agent.core.platform import Platform
+from agent.preload.lock import render_lock
 
 DIGEST = "sha256:" + "b" * 64
 OTHER = "sha256:" + "c" * 64

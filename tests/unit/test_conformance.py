@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from agent.reconcile import ImageRuntime, TagBinder
+from agent.core.ports import ImageRuntime, TagBinder
 from tests.conformance import CASES, Sample
 from tests.fakes import D1, FakeBinder, FakeRuntime
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.credentials import CredentialFiles, Keyring, matches, normalize_key, parse
-from agent.errors import ConfigError
-from agent.reference import parse as ref
+from agent.core.credentials import CredentialFiles, Keyring, matches, normalize_key, parse
+from agent.core.errors import ConfigError
+from agent.core.reference import parse as ref
 
 SECRET = "s3cr3t-Pa55"
 

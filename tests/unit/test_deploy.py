@@ -19,13 +19,15 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from agent import cli, rpc
-from agent import config as configs
-from agent.metrics import Metrics
-from agent.platform import Platform
-from agent.server import make_app
-from agent.settings import DEFAULT_LISTEN, parse_listen
-from agent.status import NodeReport
+from agent.adapters.runtime import rpc
+from agent.cli import common, converge
+from agent.cli.parser import parser
+from agent.core import config as configs
+from agent.core.platform import Platform
+from agent.core.status import NodeReport
+from agent.daemon.metrics import Metrics
+from agent.daemon.server import make_app
+from agent.daemon.settings import DEFAULT_LISTEN, parse_listen
 from tests.harness.kubectl import kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,8 +60,8 @@ def test_every_object_validates_against_the_kubernetes_schema(index: int) -> Non
 
 
 def test_the_args_are_flags_the_cli_accepts() -> None:
-    parsed = cli._parser().parse_args(container()["args"])
-    assert parsed.command is cli._run
+    parsed = parser().parse_args(container()["args"])
+    assert parsed.command is converge.run
 
 
 def test_the_shipped_preload_list_is_valid_and_mounted_where_the_agent_reads_it() -> None:
@@ -119,8 +121,8 @@ async def _healthy() -> None:
 def test_the_socket_mount_matches_the_endpoint() -> None:
     agent = container()
     env = {e["name"]: e["value"] for e in agent["env"]}
-    socket = env[cli.ENDPOINT_ENV].removeprefix("unix://")
-    assert rpc.target(env[cli.ENDPOINT_ENV]) == env[cli.ENDPOINT_ENV]
+    socket = env[common.ENDPOINT_ENV].removeprefix("unix://")
+    assert rpc.target(env[common.ENDPOINT_ENV]) == env[common.ENDPOINT_ENV]
     mounts = [m for m in agent["volumeMounts"] if m["mountPath"] == socket]
     assert mounts, f"nothing mounted at {socket}"
     volumes = {v["name"]: v for v in one("DaemonSet")["spec"]["template"]["spec"]["volumes"]}
@@ -210,12 +212,12 @@ def test_dockerfile_runs_the_console_script_with_valid_arguments() -> None:
     entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", text, re.M).group(1))  # type: ignore[union-attr]
     command = json.loads(re.search(r"^CMD (.+)$", text, re.M).group(1))  # type: ignore[union-attr]
     assert entrypoint == ["prepull-agent"] and "prepull-agent" in scripts
-    assert cli._parser().parse_args(command).command is cli._run
+    assert parser().parse_args(command).command is converge.run
     assert re.search(r"^USER 65532", text, re.M), "the image should not run as root by default"
 
 
 def test_containerds_hosts_directory_is_mounted_where_the_agent_looks() -> None:
-    from agent.hosts import DEFAULT_HOSTS_DIR
+    from agent.adapters.registry.hosts import DEFAULT_HOSTS_DIR
 
     mounts = {m["mountPath"]: m for m in container()["volumeMounts"]}
     assert str(DEFAULT_HOSTS_DIR) in mounts and mounts[str(DEFAULT_HOSTS_DIR)]["readOnly"]
@@ -252,8 +254,8 @@ def _exec_start() -> list[str]:
 def test_the_systemd_unit_runs_the_daemon_with_flags_the_cli_accepts() -> None:
     program, *args = _exec_start()
     assert program.endswith("/prepull-agent")
-    parsed = cli._parser().parse_args(args)
-    assert parsed.command is cli._run and parsed.listen.startswith("127.0.0.1:")
+    parsed = parser().parse_args(args)
+    assert parsed.command is converge.run and parsed.listen.startswith("127.0.0.1:")
 
 
 def test_systemd_itself_accepts_the_unit(tmp_path: Path) -> None:
@@ -377,7 +379,7 @@ def test_the_readiness_gate_overlay_turns_on_the_gate_with_the_rights_it_uses() 
     (daemonset,) = [o for o in rendered if o["kind"] == "DaemonSet"]
     pod = daemonset["spec"]["template"]["spec"]
     (agent,) = pod["containers"]
-    args = cli._parser().parse_args(agent["args"])
+    args = parser().parse_args(agent["args"])
     assert args.node_condition and args.remove_startup_taint == "prepull.io/not-ready"
     assert args.ready_timeout == 1800
     env = {e["name"]: e for e in agent["env"]}

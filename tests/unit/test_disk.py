@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from agent import config as configs
-from agent.disk import (
+from agent.core import config as configs
+from agent.core.disk import (
     DEFAULT_UNPACK_RATIO,
     MAX_UNPACK_RATIO,
     DiskGuard,
@@ -18,7 +18,7 @@ from agent.disk import (
     over_budget,
     zstd_unpacked,
 )
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -145,7 +145,7 @@ def test_the_guard_learns_the_ratio_of_this_nodes_layers() -> None:
     async def mountpoint() -> str | None:
         return "/"
 
-    guard = DiskGuard(mountpoint)
+    guard = DiskGuard(mountpoint, lambda path: DiskUsage(100 * GiB, 50 * GiB))
     assert guard.ratio == DEFAULT_UNPACK_RATIO, "nothing measured yet"
     guard.learn([Layer("application/vnd.oci.image.layer.v1.tar+gzip", 10 * MiB, 25 * MiB)])
     guard.learn([Layer("application/vnd.oci.image.layer.v1.tar+gzip", 10 * MiB, 15 * MiB)])

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import files
-from agent.rpc import is_transient_pull
+from agent.adapters.runtime.rpc import is_transient_pull
+from agent.core import files
 
 
 def test_a_regular_file_is_read(tmp_path: Path) -> None:

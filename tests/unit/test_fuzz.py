@@ -15,13 +15,14 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import config as configs
-from agent import credentials, generate
-from agent import manifest as manifests
-from agent import reference as references
-from agent.errors import AgentError
-from agent.hosts import parse_hosts_toml
-from agent.manifest import ManifestError
+from agent.adapters.registry.hosts import parse_hosts_toml
+from agent.core import config as configs
+from agent.core import credentials, yamlsafe
+from agent.core import manifest as manifests
+from agent.core import reference as references
+from agent.core.errors import AgentError
+from agent.core.manifest import ManifestError
+from agent.preload import generate
 
 BUDGET = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
@@ -298,4 +299,4 @@ def test_manifests_of_any_shape(documents: list[object]) -> None:
 @BUDGET
 @given(st.text(max_size=300))
 def test_manifest_streams_of_any_text(text: str) -> None:
-    only_our_errors(lambda: generate.from_manifests(configs.documents(text, "fuzz.yaml")))
+    only_our_errors(lambda: generate.from_manifests(yamlsafe.documents(text, "fuzz.yaml")))

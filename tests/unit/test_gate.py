@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.gate import (
+from agent.core.gate import (
     CONDITION_TYPE,
     Conflict,
     MalformedNode,

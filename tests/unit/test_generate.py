@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from agent import config as configs
-from agent import generate
 from agent.cli import main
-from agent.errors import ConfigError
-from agent.generate import (
+from agent.core import config as configs
+from agent.core import yamlsafe
+from agent.core.errors import ConfigError
+from agent.preload import generate
+from agent.preload.generate import (
     ALWAYS,
     IF_NOT_PRESENT,
     NEVER,
@@ -47,7 +48,7 @@ def test_every_container_of_every_workload_shape_is_found() -> None:
     documents = []
     for path in sorted(CORPUS.rglob("*")):
         if path.is_file():
-            documents += configs.documents(path.read_text(), str(path))
+            documents += yamlsafe.documents(path.read_text(), str(path))
     found = from_manifests(documents)
     # Files in name order (helm-output.yaml, k8s/…, kubectl-get.json), images as first used.
     assert list(found.keep) == [
@@ -157,15 +158,15 @@ def test_yaml_aliases_that_expand_without_bound_are_refused_at_once() -> None:
     bomb = "\n".join([*lines, "kind: List", "items: [*a9]"]) + "\n"
     assert len(bomb) < 1024
     with pytest.raises(ConfigError, match=r"YAML aliases expand .* refused") as caught:
-        configs.documents(bomb, "bomb.yaml")
+        yamlsafe.documents(bomb, "bomb.yaml")
     assert str(caught.value).startswith("bomb.yaml:1: ")
     with pytest.raises(ConfigError, match="YAML aliases expand"):
         configs.parse(bomb.replace("kind: List\nitems: [*a9]", "images: *a9"), "list.yaml")
     with pytest.raises(ConfigError, match="refers to itself"):
-        configs.documents("a: &a [*a]\n", "loop.yaml")
+        yamlsafe.documents("a: &a [*a]\n", "loop.yaml")
     # Aliases within reason (shared env blocks, as Helm output has) are kept.
     shared = "env: &env [{name: A, value: '1'}]\nx: *env\ny: *env\n"
-    assert configs.documents(shared, "ok.yaml") == [
+    assert yamlsafe.documents(shared, "ok.yaml") == [
         {
             "env": [{"name": "A", "value": "1"}],
             "x": [{"name": "A", "value": "1"}],

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import RegistrySettings
-from agent.errors import ConfigError
-from agent.hosts import Endpoint, HostsDirectory, endpoints_for, parse_hosts_toml
+from agent.adapters.registry.hosts import Endpoint, HostsDirectory, endpoints_for, parse_hosts_toml
+from agent.core.config import RegistrySettings
+from agent.core.errors import ConfigError
 
 HOSTS = """\
 server = "https://registry.example.com"

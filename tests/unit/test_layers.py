@@ -1,4 +1,5 @@
-"""Import rules keeping each external system behind one module (as an import-linter contract)."""
+"""The import contract that keeps agent/'s layers what ARCHITECTURE.md says they are (as
+import-linter's "layers" and "forbidden" contracts would), over every module of the package."""
 
 from __future__ import annotations
 
@@ -8,29 +9,46 @@ from pathlib import Path
 import pytest
 
 AGENT = Path(__file__).resolve().parents[2] / "agent"
-# module prefix → the only agent modules allowed to import it
+# Lowest first: a module may import its own layer and the layers below it, never one above.
+LAYERS = ("core", "preload", "adapters", "wiring", "daemon", "cli")
+# The package's own entry points, above every layer.
+ENTRY = {"agent", "agent.__main__"}
+# module prefix → the only modules allowed to import it: each external system behind one place.
 OWNERS = {
-    "agent._proto.runtime": {"cri"},
-    "agent._proto.containerd": {"containerd"},
-    "grpc": {"rpc", "cri", "containerd"},
-    "google.protobuf": {"containerd"},
-    # transport.py holds the registries' client session; server.py serves the probes; kube.py
-    # is the Kubernetes API's client (the readiness gate, on a session app.py opens).
-    "aiohttp": {"transport", "server", "app", "kube"},
-    "yaml": {"config"},
+    "agent._proto.runtime": {"agent.adapters.runtime.cri"},
+    "agent._proto.containerd": {"agent.adapters.runtime.containerd"},
+    "grpc": {
+        "agent.adapters.runtime.rpc",
+        "agent.adapters.runtime.cri",
+        "agent.adapters.runtime.containerd",
+    },
+    "google.protobuf": {"agent.adapters.runtime.containerd"},
+    "aiohttp": {
+        "agent.adapters.registry.transport",
+        "agent.adapters.kube",
+        "agent.daemon.server",
+        "agent.daemon.app",
+        "agent.daemon.readiness",
+    },
+    "prometheus_client": {"agent.daemon.metrics", "agent.daemon.server", "agent.daemon.app"},
+    "yaml": {"agent.core.config", "agent.core.yamlsafe", "agent.preload.lock"},
 }
-# The pure core does no I/O: it may not import the adapters either.
-PURE = {
-    "reference", "platform", "manifest", "plan", "config", "errors", "retry", "auth", "runtimes",
-    "settings", "starts", "gate", "progress",
-}  # fmt: skip
-ADAPTERS = {
-    "agent.cri", "agent.containerd", "agent.registry", "agent.transport", "agent.rpc",
-    "agent.reconcile", "agent.wiring", "agent.app", "agent.kube",
-}  # fmt: skip
+# The pure core does no network or runtime I/O; asyncio's primitives it may use.
+CORE_FORBIDDEN = ("socket", "ssl", "http", "urllib", "subprocess", "grpc", "aiohttp")
+MAX_LINES = 450
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(AGENT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = sorted(p for p in AGENT.rglob("*.py") if "_proto" not in p.parts)
+NAMES = {module_name(p) for p in MODULES}
 
 
 def imports_of(path: Path) -> set[str]:
+    """Every module `path` imports, at any depth (lazy imports in functions count too)."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -41,18 +59,64 @@ def imports_of(path: Path) -> set[str]:
     return names
 
 
-MODULES = sorted(p for p in AGENT.glob("*.py") if p.stem != "__init__")
+def layer_of(name: str) -> int | None:
+    """The index of `name`'s layer in LAYERS; None for the entry points."""
+    if name in ENTRY:
+        return None
+    return LAYERS.index(name.split(".")[1])
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.stem)
-def test_external_systems_stay_behind_their_module(path: Path) -> None:
+def test_every_module_is_in_a_layer() -> None:
+    for name in NAMES - ENTRY:
+        layer = name.split(".")[1]
+        assert layer in LAYERS or layer == "_proto", f"{name} is in no layer of {LAYERS}"
+    assert len(NAMES) > 40, "the contract sees the whole package"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=module_name)
+def test_no_module_imports_a_layer_above_its_own(path: Path) -> None:
+    own = layer_of(module_name(path))
+    if own is None:
+        return
     for name in imports_of(path):
+        if not name.startswith("agent.") or name.startswith("agent._proto"):
+            continue
+        target = ".".join(name.split(".")[:2])
+        if target in ("agent.__version__",):
+            continue
+        assert target.split(".")[1] in LAYERS, f"{module_name(path)} imports {name}"
+        assert layer_of(target) <= own, (  # type: ignore[operator]
+            f"{module_name(path)} ({LAYERS[own]}) imports {name} ({target.split('.')[1]}), "
+            "a layer above it"
+        )
+
+
+@pytest.mark.parametrize("path", MODULES, ids=module_name)
+def test_external_systems_stay_behind_their_module(path: Path) -> None:
+    name = module_name(path)
+    for imported in imports_of(path):
         for prefix, owners in OWNERS.items():
-            if name == prefix or name.startswith(prefix + "."):
-                assert path.stem in owners, f"agent/{path.name} imports {name}; only {owners} may"
+            if imported == prefix or imported.startswith(prefix + "."):
+                assert name in owners, f"{name} imports {imported}; only {sorted(owners)} may"
 
 
-@pytest.mark.parametrize("path", [p for p in MODULES if p.stem in PURE], ids=lambda p: p.stem)
-def test_pure_modules_import_no_adapter(path: Path) -> None:
-    leaks = {n for n in imports_of(path) if ".".join(n.split(".")[:2]) in ADAPTERS}
-    assert not leaks, f"agent/{path.name} imports adapters {leaks}"
+@pytest.mark.parametrize(
+    "path", [p for p in MODULES if module_name(p).startswith("agent.core")], ids=module_name
+)
+def test_the_core_does_no_network_or_runtime_io(path: Path) -> None:
+    leaks = {n for n in imports_of(path) if n.split(".")[0] in CORE_FORBIDDEN}
+    assert not leaks, f"{module_name(path)} imports {leaks}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=module_name)
+def test_no_module_is_over_the_size_a_reader_holds_at_once(path: Path) -> None:
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_LINES, f"{module_name(path)} has {lines} lines; split it by concept"
+
+
+def test_the_contract_catches_an_import_upwards(tmp_path: Path) -> None:
+    """The checks above can fail: a core module importing the daemon is caught."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from agent.daemon.app import Daemon\n")
+    target = ".".join(sorted(imports_of(bad))[0].split(".")[:2])
+    assert layer_of(target) > LAYERS.index("core")  # type: ignore[operator]

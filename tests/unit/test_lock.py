@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent.config import lock_text, parse
-from agent.lock import stale
+from agent.core.config import parse
+from agent.preload.lock import lock_text, stale
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

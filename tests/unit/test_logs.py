@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import logging
 
-from agent.logs import JsonFormatter, TextFormatter
+from agent.cli.logs import JsonFormatter, TextFormatter
 
 
 def record(**extra: object) -> logging.LogRecord:

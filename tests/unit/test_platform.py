@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from agent.errors import InvalidPlatform
-from agent.platform import Platform, best_match, can_run, normalize, parse
+from agent.core.errors import InvalidPlatform
+from agent.core.platform import Platform, best_match, can_run, normalize, parse
 
 
 @pytest.mark.parametrize(

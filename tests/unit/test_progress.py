@@ -5,9 +5,9 @@ import io
 
 import pytest
 
-from agent.errors import AgentError
-from agent.live import LiveDisplay
-from agent.progress import Ingest, Progress, PullView, follow, format_bytes, ingest_digest
+from agent.cli.live import LiveDisplay
+from agent.core.errors import AgentError
+from agent.core.progress import Ingest, Progress, PullView, follow, format_bytes, ingest_digest
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64

@@ -6,14 +6,15 @@ import asyncio
 
 import pytest
 
-from agent import reconcile
-from agent.config import parse
-from agent.disk import DiskGuard, DiskUsage
-from agent.errors import RuntimeUnavailable
-from agent.manifest import Resolution
-from agent.platform import Platform
-from agent.reconcile import Outcome, Reconciler
-from agent.reference import Reference
+from agent.core import deadline, slots
+from agent.core.config import parse
+from agent.core.disk import DiskGuard, DiskUsage
+from agent.core.errors import RuntimeUnavailable
+from agent.core.manifest import Resolution
+from agent.core.platform import Platform
+from agent.core.ports import Outcome
+from agent.core.reconcile import Reconciler
+from agent.core.reference import Reference
 from tests.fakes import D1, NODE, FakeBinder, FakeRegistry, FakeRuntime
 
 
@@ -241,8 +242,8 @@ class DeadFirst(FakeRegistry):
 async def test_an_entry_whose_registry_never_answers_holds_up_the_others_briefly_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(reconcile, "TURN_PATIENCE", 0.2)
-    monkeypatch.setattr(reconcile, "LOOKUP_DEADLINE", 5.0)
+    monkeypatch.setattr(slots, "TURN_PATIENCE", 0.2)
+    monkeypatch.setattr(deadline, "LOOKUP_DEADLINE", 5.0)
     config = parse("images:\n  - r.io/a/dead:1\n  - r.io/a/good:1\nmaxDiskUsagePercent: 90\n")
     runtime = FakeRuntime()
 

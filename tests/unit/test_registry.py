@@ -11,15 +11,15 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from agent.config import RegistrySettings
-from agent.credentials import Credential
-from agent.errors import RegistryError, TransientRegistryError
-from agent.hosts import HostsDirectory, resolver
-from agent.manifest import ACCEPT, OCI_INDEX, OCI_MANIFEST, sha256_digest
-from agent.platform import Platform
-from agent.reference import Reference
-from agent.registry import RegistryClient, open_session
-from agent.retry import RetryPolicy
+from agent.adapters.registry.client import RegistryClient, open_session
+from agent.adapters.registry.hosts import HostsDirectory, resolver
+from agent.core.config import RegistrySettings
+from agent.core.credentials import Credential
+from agent.core.errors import RegistryError, TransientRegistryError
+from agent.core.manifest import ACCEPT, OCI_INDEX, OCI_MANIFEST, sha256_digest
+from agent.core.platform import Platform
+from agent.core.reference import Reference
+from agent.core.retry import RetryPolicy
 
 INDEX = json.dumps(
     {

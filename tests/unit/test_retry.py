@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from agent.retry import RetryPolicy, retry
+from agent.core.retry import RetryPolicy, retry
 
 
 class Flaky(Exception):

@@ -11,12 +11,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent import rpc
 from agent._proto.runtime.v1 import api_pb2, api_pb2_grpc
-from agent.containerd import ContainerdImages
-from agent.cri import CriClient
-from agent.errors import ImageError, RuntimeUnavailable, TagBindingUnsupported
-from agent.retry import RetryPolicy
+from agent.adapters.runtime import rpc
+from agent.adapters.runtime.containerd import ContainerdImages
+from agent.adapters.runtime.cri import CriClient
+from agent.core.errors import ImageError, RuntimeUnavailable, TagBindingUnsupported
+from agent.core.retry import RetryPolicy
 
 FAST = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.001)
 

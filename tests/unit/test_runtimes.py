@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.runtimes import features_of, parse_version
+from agent.core.runtimes import features_of, parse_version
 
 
 @pytest.mark.parametrize(

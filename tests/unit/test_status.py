@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from agent.config import parse
-from agent.metrics import Metrics, observe_pass
-from agent.plan import Action
-from agent.platform import Platform
-from agent.reconcile import Outcome, Status
-from agent.status import NodeReport
+from agent.core.config import parse
+from agent.core.plan import Action
+from agent.core.platform import Platform
+from agent.core.ports import Outcome, Status
+from agent.core.status import NodeReport
+from agent.daemon.metrics import Metrics, observe_pass
 
 D = "sha256:" + "d" * 64
 CONFIG = parse(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.app import ConfigWatcher
+from agent.daemon.watch import ConfigWatcher
 
 
 def test_a_configmap_style_symlink_swap_is_a_change(tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def test_a_file_that_disappears_and_returns_is_a_change(tmp_path: Path) -> None:
 
 
 def test_resync_is_jittered_within_ten_percent() -> None:
-    from agent.app import jittered
+    from agent.daemon.passes import jittered
 
     assert jittered(300, lambda: 0.0) == 270
     assert jittered(300, lambda: 1.0) == 330

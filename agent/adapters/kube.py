@@ -1,0 +1,182 @@
+"""The Kubernetes API, for the agent's own Node only: read it, patch its status (the
+PrepullReady condition), JSON-patch it (remove the startup taint). aiohttp, already the
+registry client's, is the HTTP client; the service account's token is read again for every
+request, so a rotated token is used as soon as kubelet writes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from agent.adapters.registry import auth
+from agent.adapters.registry.transport import BodyTooLarge, read_bounded
+from agent.core import files
+from agent.core.errors import AgentError, InputError
+from agent.core.gate import Conflict, checked_node
+
+# Where kubelet mounts a pod's service account (Kubernetes docs, "Accessing the Kubernetes API
+# from a Pod").
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+@dataclass(frozen=True)
+class ClusterAccess:
+    server: str
+    """https://host:port of the API server."""
+    token_file: Path
+    ca_file: Path | None
+    node: str
+
+    @classmethod
+    def resolve(
+        cls,
+        node: str | None,
+        server: str | None = None,
+        token_file: Path | None = None,
+        ca_file: Path | None = None,
+    ) -> ClusterAccess:
+        """In-cluster defaults (KUBERNETES_SERVICE_HOST/PORT, the service account's token and
+        CA, NODE_NAME from the downward API), each overridable; InputError naming what is
+        missing when the agent runs outside a pod without them."""
+        node = node or os.environ.get("NODE_NAME")
+        if not node:
+            raise InputError(
+                "the readiness gate needs this node's name: --node-name, or NODE_NAME from "
+                "the downward API (fieldRef: spec.nodeName)"
+            )
+        if server is None:
+            host = os.environ.get("KUBERNETES_SERVICE_HOST")
+            port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+            if not host:
+                raise InputError(
+                    "the readiness gate needs the API server: run in a pod (KUBERNETES_SERVICE_"
+                    "HOST is set there) or give --kube-api https://host:port"
+                )
+            server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+        if not server.startswith("https://"):
+            # Every request carries the service account's token: never in the clear.
+            raise InputError(f"--kube-api must be an https:// URL, not {server!r}")
+        default_ca = SERVICE_ACCOUNT / "ca.crt"
+        return cls(
+            server=server.rstrip("/"),
+            token_file=token_file or SERVICE_ACCOUNT / "token",
+            ca_file=ca_file or (default_ca if default_ca.exists() else None),
+            node=node,
+        )
+
+
+REQUEST_TIMEOUT = 10.0
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+# A projected service-account token is a JWT of ~1 kB.
+MAX_TOKEN_BYTES = 64 * 1024
+MERGE_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+def tls_context(access: ClusterAccess) -> ssl.SSLContext | None:
+    """The TLS context trusting the API server's CA (None: the system's CAs); InputError if
+    the CA file cannot be loaded. The daemon calls it at start, so that is exit 2, not a
+    failure later."""
+    if access.ca_file is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(access.ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        reason = f"cannot load the API server's CA {access.ca_file}: {exc}"
+        raise InputError(reason) from None
+
+
+class KubeApi:
+    """NodeApi (agent.gate) over HTTPS, for `access.node`."""
+
+    def __init__(self, session: aiohttp.ClientSession, access: ClusterAccess) -> None:
+        self._session = session
+        self._access = access
+        self._ssl = tls_context(access)
+        self._path = f"/api/v1/nodes/{quote(access.node, safe='')}"
+
+    async def get_node(self) -> dict[str, Any]:
+        """The Node, its shape checked where the gate reads it (agent.gate.checked_node)."""
+        return checked_node(await self._request("GET", self._path))
+
+    async def patch_status(self, patch: dict[str, Any]) -> None:
+        await self._request("PATCH", self._path + "/status", patch, MERGE_PATCH)
+
+    async def json_patch(self, operations: list[dict[str, Any]]) -> None:
+        await self._request("PATCH", self._path, operations, JSON_PATCH)
+
+    def _token(self) -> str:
+        try:
+            token = files.read_text(self._access.token_file, MAX_TOKEN_BYTES).strip()
+        except files.UnreadableFile as exc:
+            raise AgentError(f"cannot read the service account token: {exc}") from None
+        # Never quoted: it is a credential. A CR or LF would forge header lines.
+        if not auth.fits_header(token):
+            raise AgentError(
+                f"the service account token in {self._access.token_file} is empty or holds "
+                "spaces or control characters: not sent"
+            )
+        return token
+
+    async def _request(
+        self, method: str, path: str, body: object = None, content_type: str | None = None
+    ) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self._token()}", "Accept": "application/json"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+            data = json.dumps(body)
+        what = f"{method} {path}"
+        try:
+            async with self._session.request(
+                method,
+                self._access.server + path,
+                data=data,
+                headers=headers,
+                ssl=self._ssl if self._ssl is not None else True,
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+            ) as response:
+                text = (await read_bounded(response, MAX_RESPONSE_BYTES)).decode(errors="replace")
+                if response.status in (409, 422) and method == "PATCH":
+                    raise Conflict(f"{what}: {_message(text)}")
+                if response.status >= 400:
+                    raise AgentError(_refusal(what, response.status, text))
+        except BodyTooLarge as exc:
+            raise AgentError(f"{what}: the API server sent {exc}") from None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise AgentError(f"{what}: the API server at {self._access.server}: {exc}") from None
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            raise AgentError(f"{what}: the API server answered no JSON") from None
+        if not isinstance(document, dict):
+            raise AgentError(f"{what}: the API server answered JSON that is not an object")
+        return document
+
+
+def _message(text: str) -> str:
+    """The `message` of a Kubernetes Status body, else the body's start."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return text[:200]
+    if isinstance(document, dict) and isinstance(document.get("message"), str):
+        return str(document["message"])
+    return text[:200]
+
+
+def _refusal(what: str, status: int, text: str) -> str:
+    hint = {
+        401: "the service account token was refused",
+        403: "forbidden: apply deploy/ readiness-gate RBAC (nodes get/patch, nodes/status "
+        "patch) and run with its service account",
+        404: "no such node: is NODE_NAME (spec.nodeName) right?",
+    }.get(status, "")
+    return f"{what}: HTTP {status}: {_message(text)}" + (f" ({hint})" if hint else "")

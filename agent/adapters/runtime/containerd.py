@@ -1,0 +1,262 @@
+"""containerd's own APIs: Images (bind a tag to pinned content, pin labels), Introspection
+(the platform the CRI plugin pulls for) and Content (downloads in progress). The only module
+for those stubs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import field_mask_pb2
+
+from agent._proto.containerd.services.content.v1 import content_pb2, content_pb2_grpc
+from agent._proto.containerd.services.images.v1 import images_pb2, images_pb2_grpc
+from agent._proto.containerd.services.introspection.v1 import (
+    introspection_pb2,
+    introspection_pb2_grpc,
+)
+from agent.adapters.runtime import rpc
+from agent.core import platform as platforms
+from agent.core.errors import AgentError, ImageError, RuntimeUnavailable, TagBindingUnsupported
+from agent.core.progress import Ingest
+from agent.core.retry import RetryPolicy
+
+# CRI keeps its images in this namespace and sees changes there through its event stream.
+CRI_NAMESPACE = "k8s.io"
+NAMESPACE_HEADER = "containerd-namespace"
+# The label the CRI plugin puts on images it manages; a bound tag carries it too.
+MANAGED_LABEL = ("io.cri-containerd.image", "managed")
+# CRI reports an image with this label as pinned, and kubelet's image GC skips it
+# (containerd 1.6.22+, 1.7.3+, 2.x; older versions keep the label but ignore it).
+PINNED_LABEL = ("io.cri-containerd.pinned", "pinned")
+# Beside every pin this agent sets: the pins it may take back when their image leaves the list.
+# A pin without it (the sandbox image's, an operator's, a node image baker's) is never touched.
+OWN_PIN_LABEL = ("prepull.io/pinned", "true")
+CALL_TIMEOUT = 30.0
+# Pin updates in flight at once: a takeover of a node with 1000 images pins them together.
+PIN_CONCURRENCY = 16
+_OUR_PIN = dict([PINNED_LABEL, OWN_PIN_LABEL])
+_PIN_PATHS = [f"labels.{key}" for key in _OUR_PIN]
+log = logging.getLogger(__name__)
+# The CRI plugin, which reports the platform it pulls for: (type, id) in 1.6/1.7, then in 2.x.
+CRI_PLUGINS = (("io.containerd.grpc.v1", "cri"), ("io.containerd.cri.v1", "runtime"))
+
+
+async def cri_platform(channel: grpc.aio.Channel) -> platforms.Platform | None:
+    """The platform containerd's CRI plugin pulls for, or None if containerd does not say.
+
+    This, not the agent's own uname, is the node's platform: an agent image running under
+    emulation (amd64 on an arm64 node through binfmt) must still preload the node's content."""
+    stub = introspection_pb2_grpc.IntrospectionStub(channel)
+    try:
+        reply = await stub.Plugins(introspection_pb2.PluginsRequest(), timeout=CALL_TIMEOUT)
+    except grpc.aio.AioRpcError:
+        return None
+    for plugin in reply.plugins:
+        if (plugin.type, plugin.id) in CRI_PLUGINS and plugin.platforms:
+            first = plugin.platforms[0]
+            return platforms.normalize(first.os, first.architecture, first.variant)
+    return None
+
+
+class ContainerdImages:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        endpoint: str,
+        namespace: str = CRI_NAMESPACE,
+        policy: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        self.endpoint = endpoint
+        self._channel = channel
+        self._stub = images_pb2_grpc.ImagesStub(channel)
+        self._content = content_pb2_grpc.ContentStub(channel)
+        self._metadata = ((NAMESPACE_HEADER, namespace),)
+        self._policy = policy
+
+    async def node_platform(self) -> platforms.Platform:
+        """The platform containerd pulls for (its Introspection API), else this machine's."""
+        reported = await cri_platform(self._channel)
+        if reported is not None:
+            return reported
+        detected = platforms.detect()
+        log.warning("the runtime does not report its platform; using this machine's: %s", detected)
+        return detected
+
+    async def bind_tag(
+        self, tag_name: str, content_name: str, *, pin: Collection[str] = ()
+    ) -> None:
+        """Make `tag_name` (name:tag) name the same content as `content_name` (name@digest).
+
+        `pin` names which of the two records to label pinned on the way, so a cold preload
+        needs no second update per record at the end of the pass."""
+        key, value = PINNED_LABEL
+        try:
+            source = await self._get(content_name)
+            if source is None:
+                raise ImageError(tag_name, f"binding the tag failed: {content_name} is not present")
+            if content_name in pin and source.labels.get(key) != value:
+                source.labels.update(_OUR_PIN)
+                await self._update(source, _PIN_PATHS)
+            pinned = _OUR_PIN if tag_name in pin else {}
+            if not await self._create(tag_name, source.target, {**dict([MANAGED_LABEL]), **pinned}):
+                existing = await self._get(tag_name)
+                if existing is None:
+                    raise ImageError(tag_name, "binding the tag failed: removed while binding")
+                if existing.labels.get(key) == value and OWN_PIN_LABEL[0] not in existing.labels:
+                    pinned = {}  # pinned by someone else: theirs, not ours to claim
+                labels = {**dict([MANAGED_LABEL]), **pinned}
+                # The whole record goes back, as containerd's own clients send it (1.7 and 2.x
+                # dereference `target` unconditionally); the mask names only what changes, so
+                # other labels (a pin) stay as they are.
+                existing.target.CopyFrom(source.target)
+                existing.labels.update(labels)
+                await self._update(existing, ["target", *(f"labels.{k}" for k in labels)])
+        except grpc.aio.AioRpcError as exc:
+            raise _image_error(tag_name, "binding the tag", exc) from exc
+
+    async def _create(self, name: str, target: Any, labels: dict[str, str]) -> bool:
+        """Create the record `name` → `target`; False if a record by that name exists."""
+        image = images_pb2.Image(name=name, target=target, labels=labels)
+        try:
+            await self._call(
+                self._stub.Create,
+                images_pb2.CreateImageRequest(image=image),
+                f"Images.Create {name}",
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
+                return False
+            raise
+        return True
+
+    async def pin(self, names: Sequence[str]) -> list[str]:
+        """Label each of `names` present and not pinned as pinned, and as pinned by this agent
+        (OWN_PIN_LABEL); return those labelled. A record someone else pinned is left as it is.
+
+        One List call finds them; the updates go out together (PIN_CONCURRENCY at a time), each
+        with the full record as listed and a mask of the two pin labels only."""
+        wanted = set(names)
+        key, value = PINNED_LABEL
+        todo = [
+            image
+            for image in await self._list()
+            if image.name in wanted and image.labels.get(key) != value
+        ]
+
+        def labelled(image: images_pb2.Image) -> images_pb2.Image:
+            image.labels.update(_OUR_PIN)
+            return image
+
+        return await self._relabel([labelled(image) for image in todo], "pinning")
+
+    async def release(self, keep: Collection[str]) -> list[str]:
+        """Take this agent's pin off every record that carries it and is not in `keep` (the
+        records the list still owns); return the names released. Pins set by anyone else (no
+        OWN_PIN_LABEL) are never touched. One List call; the updates go out together."""
+        kept = set(keep)
+        own, _ = OWN_PIN_LABEL
+        key, value = PINNED_LABEL
+        todo = [
+            image for image in await self._list() if own in image.labels and image.name not in kept
+        ]
+        for image in todo:
+            # A label named in the mask and absent from the record is removed (containerd
+            # metadata/images.go), so both go in one update.
+            del image.labels[own]
+            if image.labels.get(key) == value:
+                del image.labels[key]
+        return await self._relabel(todo, "releasing the pin of")
+
+    async def _relabel(self, images: Sequence[images_pb2.Image], doing: str) -> list[str]:
+        """Write the pin labels of `images` as they are now (PIN_CONCURRENCY at a time); the
+        names written, without those removed since the listing."""
+        slots = asyncio.Semaphore(PIN_CONCURRENCY)
+
+        async def one(image: images_pb2.Image) -> str | None:
+            async with slots:
+                try:
+                    await self._update(image, _PIN_PATHS)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.NOT_FOUND:
+                        return None  # removed since the listing (kubelet GC, an operator)
+                    raise _image_error(image.name, doing, exc) from exc
+            return image.name
+
+        done = await asyncio.gather(*(one(image) for image in images))
+        return [name for name in done if name is not None]
+
+    async def created_ns(self) -> dict[str, int]:
+        """Image name → when containerd created that record, in ns since the epoch."""
+        return {
+            image.name: image.created_at.seconds * 1_000_000_000 + image.created_at.nanos
+            for image in await self._list()
+        }
+
+    async def ingests(self) -> list[Ingest]:
+        """The downloads in progress in our namespace (CRI pulls write there), unretried: a
+        progress display asks again in a moment anyway."""
+        try:
+            reply = await self._content.ListStatuses(
+                content_pb2.ListStatusesRequest(), metadata=self._metadata, timeout=CALL_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise AgentError(f"Content.ListStatuses: {rpc.details_of(exc)}") from None
+        return [Ingest(s.ref, s.offset, s.total) for s in reply.statuses]
+
+    async def _get(self, name: str) -> images_pb2.Image | None:
+        """The full record of `name`, or None if containerd has none by that name."""
+        try:
+            reply = await self._call(
+                self._stub.Get, images_pb2.GetImageRequest(name=name), f"Images.Get {name}"
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return reply.image if reply.HasField("image") else None
+
+    async def _list(self) -> list[images_pb2.Image]:
+        """Every image record in our namespace, in one call."""
+        try:
+            listing = await self._call(
+                self._stub.List, images_pb2.ListImagesRequest(), "Images.List"
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise RuntimeUnavailable(self.endpoint, f"Images.List: {rpc.details_of(exc)}") from exc
+        return list(listing.images)
+
+    async def _update(self, image: images_pb2.Image, paths: list[str]) -> None:
+        """Update with the full record `image`; never send one without its target."""
+        if not image.HasField("target") or not image.target.digest:
+            # containerd 1.7/2.x panic on an Update without target (services/images
+            # imageFromProto, containerd/containerd); refuse rather than crash the runtime.
+            raise AgentError(f"refusing to update {image.name}: the record has no target")
+        mask = field_mask_pb2.FieldMask(paths=paths)
+        update = images_pb2.UpdateImageRequest(image=image, update_mask=mask)
+        await self._call(self._stub.Update, update, f"Images.Update {image.name}")
+
+    async def _call(self, method: Any, request: Any, what: str) -> Any:
+        """One call in our namespace; every error reaches the caller, which maps it."""
+        return await rpc.call(
+            self.endpoint,
+            lambda: method(request, metadata=self._metadata, timeout=CALL_TIMEOUT),
+            what=what,
+            policy=self._policy,
+            handled=rpc.ALL_CODES,
+        )
+
+
+def _image_error(name: str, doing: str, exc: grpc.aio.AioRpcError) -> ImageError:
+    """The one table from containerd's Images API errors to the project's, for one image."""
+    if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+        return TagBindingUnsupported(
+            name,
+            "the runtime has no containerd Images API, so the tag cannot be bound to the "
+            "pinned digest; pods must reference the digest",
+        )
+    permanent = exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
+    return ImageError(name, f"{doing} failed: {rpc.details_of(exc)}", permanent=permanent)

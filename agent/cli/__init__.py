@@ -1,0 +1,30 @@
+"""The command line, `prepull-agent`: main() turns each verb's result or error into an exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from agent.cli import converge, logs
+from agent.cli.common import exit_code, log
+from agent.cli.parser import parser
+from agent.core.errors import AgentError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    daemon = args.command is converge.run
+    logs.setup(getattr(args, "log_format", "text"), verbose=args.verbose or daemon)
+    try:
+        code: int = asyncio.run(args.command(args))
+        return code
+    except AgentError as exc:
+        if getattr(args, "log_format", "text") == "json":
+            # The daemon's log collector reads JSON lines: a start-up error is one of them.
+            log.error("%s", exc, extra={"event": "fatal", "error": str(exc)})
+        else:
+            print(f"prepull-agent: {exc}", file=sys.stderr)
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        return 130

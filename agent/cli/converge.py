@@ -1,0 +1,254 @@
+"""`once` and `run`: converge this node once, or keep it converged as a daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from agent.adapters.kube import ClusterAccess
+from agent.cli.common import (
+    EXIT_CONVERGED,
+    EXIT_NOT_CONVERGED,
+    credential_files,
+    digests_for,
+    hosts_dir_of,
+    load_wiring,
+    log,
+    platform_arg,
+    print_json,
+)
+from agent.cli.live import LiveDisplay
+from agent.core import config as configs
+from agent.core.config import PreloadConfig
+from agent.core.errors import InputError
+from agent.core.plan import Action, NodeImage, Step
+from agent.core.platform import Platform
+from agent.core.ports import Outcome, Status
+from agent.core.progress import Progress, format_bytes
+from agent.core.reference import Reference
+from agent.daemon.settings import DaemonSettings, GateSettings, parse_listen
+
+if TYPE_CHECKING:
+    from agent.adapters.registry.client import RegistryClient
+    from agent.core.credentials import Credential
+    from agent.wiring import Runtime
+
+
+# `once`: how often pulls in flight are redrawn on a terminal, looked at for -v otherwise, and
+# how often -v logs a pull still running.
+LIVE_INTERVAL = 0.5
+
+
+PROGRESS_INTERVAL = 2.0
+
+
+PROGRESS_LOG_SECONDS = 10.0
+
+
+async def once(args: argparse.Namespace) -> int:
+    wiring = load_wiring()
+
+    async with (
+        wiring.runtime(args.cri_endpoint) as runtime,
+        wiring.early_listing(runtime) as listing,
+    ):
+        config = await asyncio.to_thread(configs.load, args.config)
+        files = credential_files(config)
+        # Bad input is exit 2 before anything but that listing has asked the runtime.
+        override = platform_arg(args.platform)
+        info = await runtime.meet()
+        node = await runtime.node(override)
+        log.info("runtime %s %s (CRI %s), node %s", info.name, info.version, info.api_version, node)
+        for note in runtime.features.limitations():
+            log.warning("%s", note)
+        async with wiring.registry_client(
+            config.registry, hosts_dir_of(args), files.lookup
+        ) as registry:
+            if args.dry_run:
+                reconciler = runtime.reconciler(registry, node, files.lookup)
+                return _print_plan(await reconciler.plan(config, listing), args)
+            outcomes, released = await _converge_once(
+                args, config, runtime, registry, node, files.lookup, listing
+            )
+    failed = [o for o in outcomes if not o.converged]
+    if args.format == "json":
+        print_json(
+            {
+                "node": str(node),
+                "converged": not failed,
+                "images": [outcome_document(o) for o in outcomes],
+                "released_pins": released,
+            }
+        )
+        return EXIT_NOT_CONVERGED if failed else EXIT_CONVERGED
+    for name in released:
+        print(f"unpinned {name}  (no longer listed: kubelet's image GC may reclaim it)")
+    counts = {
+        s: sum(o.status == s for o in outcomes)
+        for s in (Status.HIT, Status.PULLED, Status.BOUND, Status.SKIPPED)
+    }
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    if failed:
+        others = f" ({summary})" if summary else ""
+        print(f"not converged on {node}: {len(failed)} of {len(outcomes)} failed{others}")
+        return EXIT_NOT_CONVERGED
+    images = "image" if len(outcomes) == 1 else "images"
+    print(f"converged on {node}: {len(outcomes)} {images} ({summary or 'none listed'})")
+    return EXIT_CONVERGED
+
+
+async def _converge_once(
+    args: argparse.Namespace,
+    config: PreloadConfig,
+    runtime: Runtime,
+    registry: RegistryClient,
+    node: Platform,
+    credentials: Callable[[Reference], Sequence[Credential]],
+    listed: Awaitable[list[NodeImage]],
+) -> tuple[list[Outcome], list[str]]:
+    """One pass, printing each image's line as soon as it is done. On a terminal, the pulls in
+    flight are drawn below the results (bytes so far, rate) and redrawn; with -v, a pull still
+    running logs how far it has got every PROGRESS_LOG_SECONDS. Returns the outcomes and the
+    records whose pins this agent took back (they left the list)."""
+    show = digests_for(args)
+    width = max((len(show(e.written)) for e in config.images), default=0)
+    text = args.format != "json"
+    live = text and sys.stdout.isatty()
+    verbose = log.isEnabledFor(logging.INFO)
+    progress = Progress() if live or verbose else None
+    display = LiveDisplay(sys.stdout, progress, show) if progress and live else None
+
+    def on_outcome(outcome: Outcome) -> None:
+        if display is not None:
+            display.result(format_outcome(outcome, width, show))
+        elif text:
+            print(format_outcome(outcome, width, show), flush=True)
+
+    def on_tick() -> None:
+        assert progress is not None
+        if display is not None:
+            display.redraw()
+        for view in progress.due(PROGRESS_LOG_SECONDS) if verbose else ():
+            log.info("%s: pulling, %s", view.image, view.describe())
+
+    reconciler = runtime.reconciler(
+        registry,
+        node,
+        credentials,
+        on_start=lambda entry: log.info("%s: started", entry.written),
+        progress=progress,
+    )
+    if progress is None:
+        return await reconciler.converge(config, on_outcome, listed), reconciler.released
+    interval = LIVE_INTERVAL if live else PROGRESS_INTERVAL
+    following = asyncio.create_task(runtime.follow_pulls(progress, interval, on_tick))
+    try:
+        return await reconciler.converge(config, on_outcome, listed), reconciler.released
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+        if display is not None:
+            display.close()
+
+
+def _print_plan(plan: Sequence[Step | Outcome], args: argparse.Namespace) -> int:
+    """`once --dry-run`: one line per image, what a pass would do; 0 if nothing."""
+    show = digests_for(args)
+    width = max((len(show(item.entry.written)) for item in plan), default=0)
+    for item in plan:
+        if isinstance(item, Outcome):
+            print(format_outcome(item, width, show))
+            continue
+        what = item.pull_ref if item.action is Action.PULL else item.bind_tag
+        parts = [f"{item.action.value:<8}", show(item.entry.written).ljust(width)]
+        if what and what != item.entry.written and item.action is not Action.HIT:
+            parts.append(show(what))
+        print("  ".join([*parts, f"({show(item.reason)})"]))
+    idle = all(isinstance(i, Step) and i.action in (Action.HIT, Action.SKIP) for i in plan)
+    return EXIT_CONVERGED if idle else EXIT_NOT_CONVERGED
+
+
+def format_outcome(
+    outcome: Outcome, width: int = 0, show: Callable[[str], str] = lambda text: text
+) -> str:
+    """One line per image: status, the reference as written (padded to `width`), what the
+    node holds, and why; `show` shortens digests for a terminal."""
+    entry = outcome.entry
+    parts = [f"{outcome.status:<8}", show(entry.written).ljust(width)]
+    if outcome.status == Status.PULLED:
+        size = format_bytes(outcome.size)
+        parts.append(f"{show(str(outcome.digest))}  {size} in {outcome.seconds:.1f}s")
+    elif outcome.status in (Status.HIT, Status.BOUND):
+        parts.append(show(str(outcome.digest)))
+    if outcome.status != Status.HIT and outcome.detail:
+        detail = show(outcome.detail)
+        parts.append(f"({detail})" if outcome.status != Status.FAILED else detail)
+    return "  ".join(parts).rstrip()
+
+
+def outcome_document(outcome: Outcome) -> dict[str, object]:
+    """One image in `-o json`: stable field names (README, "Output for scripts")."""
+    return {
+        "image": outcome.entry.written,
+        "line": outcome.entry.line,
+        "status": str(outcome.status),
+        "digest": outcome.digest,
+        "image_id": outcome.image_id,
+        "bytes": outcome.size,
+        "seconds": round(outcome.seconds, 3),
+        "pinned": outcome.pinned,
+        "permanent": outcome.permanent,
+        "detail": outcome.detail or None,
+    }
+
+
+async def run(args: argparse.Namespace) -> int:
+    try:
+        listen = parse_listen(args.listen)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    settings = DaemonSettings(
+        config_path=args.config,
+        endpoint=args.cri_endpoint,
+        node=platform_arg(args.platform),
+        listen=listen,
+        shutdown_grace=args.shutdown_grace,
+        hosts_dir=hosts_dir_of(args),
+        watch_interval=args.watch_interval,
+        container_scan_interval=args.container_scan_interval,
+        strict_readiness=args.strict_readiness,
+        progress_log_interval=args.progress_log_interval,
+        node_name=args.node_name or os.environ.get("NODE_NAME") or socket.gethostname(),
+        gate=_gate_settings(args),
+    )
+    # The daemon's web server and Prometheus code load only for `run`.
+    from agent.daemon.app import Daemon
+
+    gc.freeze()  # as load_wiring: the daemon's passes need not rescan what start-up loaded
+    return await Daemon(settings).run()
+
+
+def _gate_settings(args: argparse.Namespace) -> GateSettings | None:
+    """The readiness gate's settings, None if not asked for; InputError (exit 2) if asked for
+    without what it needs."""
+    wanted = args.node_condition or args.remove_startup_taint is not None
+    if not wanted:
+        if args.ready_timeout is not None:
+            raise InputError("--ready-timeout applies to --remove-startup-taint; give both")
+        return None
+    access = ClusterAccess.resolve(
+        args.node_name, args.kube_api, args.kube_token_file, args.kube_ca_file
+    )
+    from agent.adapters.kube import tls_context  # aiohttp loads for `run` anyway
+
+    tls_context(access)  # a CA that cannot be loaded is bad input now, not a dead task later
+    return GateSettings(access, args.node_condition, args.remove_startup_taint, args.ready_timeout)

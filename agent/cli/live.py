@@ -1,0 +1,59 @@
+"""`once` on a terminal: results scroll as each image finishes, and below them one line per
+pull in flight (bytes so far, of how many, rate) is redrawn in place, as `ctr pull` does."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from typing import TextIO
+
+from agent.core.progress import Progress
+
+# ANSI: move the cursor up N lines to their start, then clear to the end of the screen.
+_UP = "\x1b[{}F"
+_CLEAR_BELOW = "\x1b[J"
+_AMOUNT_WIDTH = len("999.9 MB of 999.9 MB (99%), 99.9 MB/s, 999s")
+
+
+class LiveDisplay:
+    def __init__(
+        self,
+        stream: TextIO,
+        progress: Progress,
+        show: Callable[[str], str] = lambda text: text,
+    ) -> None:
+        self._stream = stream
+        self._progress = progress
+        self._show = show
+        self._drawn = 0
+        """Lines of the progress block now on screen, below the results."""
+
+    def result(self, line: str) -> None:
+        """Print a finished image's line above the progress block."""
+        self._erase()
+        self._stream.write(line + "\n")
+        self._draw()
+
+    def redraw(self) -> None:
+        self._erase()
+        self._draw()
+
+    def close(self) -> None:
+        self._erase()
+        self._stream.flush()
+
+    def _erase(self) -> None:
+        if self._drawn:
+            self._stream.write(_UP.format(self._drawn) + _CLEAR_BELOW)
+            self._drawn = 0
+
+    def _draw(self) -> None:
+        # A line longer than the terminal wraps, and the block would be erased a line short.
+        columns = shutil.get_terminal_size().columns - 1
+        views = self._progress.views()
+        for view in views:
+            # The amount first: a narrow terminal cuts the end of the name, not the numbers.
+            line = f"{'pulling':<8}  {view.describe():<{_AMOUNT_WIDTH}}  {self._show(view.image)}"
+            self._stream.write(line[:columns] + "\n")
+        self._drawn = len(views)
+        self._stream.flush()

@@ -1,0 +1,83 @@
+"""`status`: a running daemon's /status, as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent.cli.common import EXIT_CONVERGED, EXIT_NOT_CONVERGED, digests_for, print_json
+from agent.core.errors import AgentError
+from agent.core.progress import PullView, format_bytes
+
+
+async def status(args: argparse.Namespace) -> int:
+    url = args.endpoint.rstrip("/") + "/status"
+    try:
+        document = await asyncio.to_thread(_get_json, url)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise AgentError(f"cannot read {url}: {reason}; is the daemon running there?") from None
+    if args.format == "json":
+        print_json(document)
+    else:
+        print(format_status(document, digests_for(args), time.time()))
+    return EXIT_CONVERGED if document.get("ready") else EXIT_NOT_CONVERGED
+
+
+def _get_json(url: str) -> Any:
+    # urllib.request brings ssl, email and http.client: loaded for `status` only, not at the
+    # start of every command.
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read(8 * 1024 * 1024))
+
+
+def format_status(document: dict[str, Any], show: Callable[[str], str], now: float) -> str:
+    """A daemon's /status as `kubectl get` would print it: a header line, then a table."""
+    runtime = document.get("runtime") or {}
+    last = document.get("last_reconcile")
+    ago = f"last pass {now - last:.0f}s ago" if last else "no pass yet"
+    header = (
+        f"node {document.get('node_platform') or '?'}  "
+        f"{'READY' if document.get('ready') else 'NOT READY'}  "
+        f"runtime {runtime.get('name', '?')} {runtime.get('version', '')}".rstrip()
+        + f"  {ago}"
+    )
+    lines = [header]
+    if document.get("last_error"):
+        lines.append(f"last error: {document['last_error']}")
+    rejected = (document.get("config") or {}).get("rejected")
+    if rejected:
+        lines.append(f"config update rejected: {rejected['error']}")
+    rows = [("IMAGE", "STATE", "DIGEST", "SIZE", "PINNED", "LAST PULL", "DETAIL")]
+    for image in document.get("images") or []:
+        pull = image.get("last_pull_seconds")
+        rows.append(
+            (
+                show(image["image"]),
+                image["state"],
+                show(image.get("digest") or "-"),
+                format_bytes(image["bytes"]) if image.get("bytes") else "-",
+                "yes" if image.get("pinned") else "no",
+                f"{pull:.1f}s" if pull is not None else "-",
+                _in_flight(image.get("pull")) or image.get("last_error") or "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def _in_flight(pull: dict[str, Any] | None) -> str | None:
+    """A pull in progress as /status reports it, in the words `once` uses."""
+    if not pull:
+        return None
+    view = PullView("", pull["bytes_done"], pull["bytes_total"], pull["seconds"])
+    return f"pulling: {view.describe()}"

@@ -1,0 +1,99 @@
+"""Pins: the label that keeps preloaded images from kubelet's image GC, put on the records the
+list owns, taken off those it no longer owns, and read back as CRI reports it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+
+from agent.core.config import ImageEntry, Kind, PreloadConfig
+from agent.core.errors import AgentError
+from agent.core.ports import ImageRuntime, Outcome, Status, TagBinder
+
+log = logging.getLogger(__name__)
+# CRI learns of a label from containerd's event stream, a moment after the update.
+PIN_VISIBLE_TIMEOUT = 2.0
+POLL_INTERVAL = 0.05
+
+
+class PinKeeper:
+    def __init__(
+        self, binder: TagBinder, runtime: ImageRuntime, clock: Callable[[], float]
+    ) -> None:
+        self._binder = binder
+        self._runtime = runtime
+        self._clock = clock
+        self._released_for: tuple[PreloadConfig, frozenset[str]] | None = None
+        """The list, and the records it owned, when this agent's pins were last released:
+        released again only when the records change (a steady pass costs no call, and the
+        same list object not even the set)."""
+
+    async def pin(self, outcomes: Sequence[Outcome]) -> bool:
+        """Label what we preloaded so kubelet's image GC keeps it (containerd 1.6.22+, 1.7.3+);
+        True if any label was added."""
+        names = [name for o in outcomes for name in names_of(o)]
+        try:
+            return bool(await self._binder.pin(names))
+        except AgentError as exc:
+            # Pinning protects against GC; failing to pin does not make the node wrong.
+            log.warning("could not label images as pinned: %s", exc)
+            return False
+
+    async def release(self, config: PreloadConfig) -> list[str]:
+        """Take this agent's pins off records the list no longer owns (every pin, with `pin:
+        false`), so kubelet's image GC may reclaim them: a list that changes must not leak
+        disk on every node. Entries that failed this pass still own their records."""
+        if self._released_for is not None and self._released_for[0] is config:
+            return []
+        owned = frozenset(
+            name for entry in config.images for name in pin_names(entry) if config.pin
+        )
+        if self._released_for is not None and self._released_for[1] == owned:
+            self._released_for = (config, owned)
+            return []
+        try:
+            released = await self._binder.release(owned)
+        except AgentError as exc:
+            log.warning("could not release the pins of images no longer listed: %s", exc)
+            return []
+        self._released_for = (config, owned)
+        return released
+
+    async def read_back(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """The outcomes with `pinned` as CRI reports it now that the labels are on. CRI learns
+        of the label from containerd's event stream, a moment after the update: look again
+        briefly until every preloaded image shows it."""
+        wanted = {o.image_id for o in outcomes if o.converged and o.image_id}
+        deadline = self._clock() + PIN_VISIBLE_TIMEOUT
+        while True:
+            pinned = {image.id for image in await self._runtime.list_images() if image.pinned}
+            if wanted <= pinned or self._clock() > deadline:
+                break
+            await asyncio.sleep(POLL_INTERVAL)
+        return [
+            dataclasses.replace(o, pinned=o.image_id in pinned) if o.image_id else o
+            for o in outcomes
+        ]
+
+
+def owns_records(outcome: Outcome) -> bool:
+    """Whether the entry was preloaded, so its record is ours to pin."""
+    return outcome.converged and outcome.status is not Status.SKIPPED
+
+
+def names_of(outcome: Outcome) -> list[str]:
+    """The records a converged, preloaded entry owns (what pinning labels)."""
+    return pin_names(outcome.entry) if owns_records(outcome) else []
+
+
+def pin_names(entry: ImageEntry) -> list[str]:
+    """The containerd image record an entry owns: its tag if it has one, else its digest.
+
+    CRI reports an image pinned while any of its records is labelled (containerd
+    internal/cri/store/image), so one label is enough; and labelling only the tag means that
+    when the tag moves to new content, the old content is no longer pinned and kubelet's image
+    GC may reclaim it."""
+    ref = entry.reference
+    return [ref.tagged] if entry.kind in (Kind.TAG, Kind.PINNED) else [ref.by_digest()]

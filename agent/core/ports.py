@@ -1,0 +1,94 @@
+"""The ports: what the core needs of the outside (a runtime, a tag binder, a registry), as
+Protocols the adapters implement, and what one image's work comes to (Outcome)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Sequence
+from enum import StrEnum
+from typing import Protocol
+
+from agent.core.config import ImageEntry
+from agent.core.credentials import Credential
+from agent.core.manifest import Manifest, Resolution
+from agent.core.plan import Action, NodeImage
+from agent.core.platform import Platform
+from agent.core.reference import Reference
+
+
+class ImageRuntime(Protocol):
+    """What reconciling needs of CRI (agent.cri.CriClient implements it)."""
+
+    endpoint: str
+
+    async def list_images(self) -> list[NodeImage]: ...
+    async def image_status(self, reference: str) -> NodeImage | None: ...
+    async def pull(self, reference: str, credential: Credential | None = None) -> str: ...
+
+
+class TagBinder(Protocol):
+    """Points a tag at present content, and labels images (agent.containerd.ContainerdImages)."""
+
+    async def bind_tag(
+        self, tag_name: str, content_name: str, *, pin: Collection[str] = ()
+    ) -> None: ...
+    async def pin(self, names: Sequence[str]) -> list[str]: ...
+    async def release(self, keep: Collection[str]) -> list[str]: ...
+
+
+class Resolver(Protocol):
+    """What reconciling needs of a registry (agent.registry.RegistryClient)."""
+
+    async def head_digest(self, ref: Reference) -> tuple[str, str]: ...
+    async def resolve(self, ref: Reference, platform: Platform) -> Resolution: ...
+    async def fetch_manifest(self, ref: Reference, target: str | None = None) -> Manifest: ...
+    async def blob_range(self, ref: Reference, digest: str, byte_range: str) -> bytes | None: ...
+
+
+class Status(StrEnum):
+    """What became of one image in a pass."""
+
+    HIT = "hit"
+    PULLED = "pulled"
+    BOUND = "bound"
+    """The content was present; the tag was pointed at it."""
+    SKIPPED = "skipped"
+    """Listed for other platforms."""
+    REFUSED = "refused"
+    """The content is not for this node's platform; nothing was pulled."""
+    DEFERRED = "deferred"
+    """Not pulled yet: it would take the image filesystem past the disk budget (agent.disk), or
+    its new content waits for this node's moment in a rollout (agent.rollout)."""
+    FAILED = "failed"
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """Built once per image per pass and never changed (dataclasses.replace makes a new one);
+    not frozen, as a frozen dataclass's __init__ costs 5x and lists run to thousands."""
+
+    entry: ImageEntry
+    status: Status
+    detail: str = ""
+    digest: str | None = None
+    image_id: str | None = None
+    size: int = 0
+    seconds: float = 0.0
+    drift: bool = False
+    action: Action | None = None
+    """What the plan said to do; None when the image failed before it could be planned."""
+    pinned: bool = False
+    """The runtime reports the image pinned against kubelet's image GC."""
+    pull_attempted: bool = False
+    """A PullImage call was made for it in this pass (what pull metrics count)."""
+    permanent: bool = False
+    """Failed or refused in a way no retry fixes (not found, denied, wrong platform)."""
+
+    @property
+    def converged(self) -> bool:
+        return self.status not in (Status.FAILED, Status.REFUSED, Status.DEFERRED)
+
+    @property
+    def was_absent(self) -> bool:
+        """The node did not have this image at all (as opposed to a moved tag)."""
+        return self.action is Action.PULL and not self.drift

@@ -1,0 +1,211 @@
+"""What the node holds of its list, across passes: per-image state, readiness, evictions. Pure."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from enum import StrEnum
+from typing import Any
+
+from agent.core.config import ImageEntry
+from agent.core.platform import Platform
+from agent.core.ports import Outcome, Status
+from agent.core.progress import Progress
+
+
+class State(StrEnum):
+    """Where one listed image stands on this node, across passes."""
+
+    PENDING = "pending"
+    """Not checked yet."""
+    PULLING = "pulling"
+    PRESENT = "present"
+    FAILED = "failed"
+    REFUSED = "refused"
+    """Not for this node's platform; nothing was pulled."""
+    DEFERRED = "deferred"
+    """Not pulled yet: over the disk budget (tried again every pass), or waiting for the
+    node's moment in a rollout."""
+    SKIPPED = "skipped"
+    """Listed for other platforms."""
+
+
+_STATE_OF = {
+    Status.HIT: State.PRESENT,
+    Status.PULLED: State.PRESENT,
+    Status.BOUND: State.PRESENT,
+    Status.FAILED: State.FAILED,
+    Status.REFUSED: State.REFUSED,
+    Status.DEFERRED: State.DEFERRED,
+    Status.SKIPPED: State.SKIPPED,
+}
+
+
+@dataclasses.dataclass
+class ImageReport:
+    image: str
+    """As written in the config: the name dashboards and operators know it by."""
+    state: State = State.PENDING
+    digest: str | None = None
+    bytes: int = 0
+    last_pull_seconds: float | None = None
+    last_error: str | None = None
+    pinned: bool = False
+    """The runtime reports the image pinned: kubelet's image GC will not evict it."""
+    permanent: bool = False
+    """Failed in a way no retry fixes (not found, denied, wrong platform): readiness reports
+    it but does not wait for it (unless strict)."""
+    held: bool = dataclasses.field(default=False, repr=False)
+    """The last pass left it present and correct: if it is absent later, it was evicted."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PassSummary:
+    evicted: tuple[str, ...]
+    """Images present after the last pass and gone before this one."""
+    converged: bool
+
+
+class NodeReport:
+    def __init__(
+        self, node: Platform | None, *, strict: bool = False, progress: Progress | None = None
+    ) -> None:
+        self.node = node
+        """None until the runtime has said which platform it pulls for."""
+        self.progress = progress
+        """The pulls in flight, for the bytes each has downloaded so far."""
+        self.strict = strict
+        """Readiness waits for permanently failed images too."""
+        self.runtime: dict[str, object] = {}
+        self.disk: dict[str, Any] | None = None
+        """The disk budget: budget, image filesystem use, why it cannot be checked."""
+        self.released_pins: dict[str, Any] | None = None
+        """The last pins this agent took back (images that left the list) and when."""
+        self.gate: dict[str, Any] | None = None
+        """The readiness gate's state (agent.gate.NodeGate), when it is on."""
+        self.images: dict[str, ImageReport] = {}
+        self._recorded: dict[str, Outcome] = {}
+        """The outcome each image's report was last set from. A steady pass hands back the
+        same outcome objects (agent.reconcile reuses what it settled): they change nothing."""
+        self.last_reconcile: float | None = None
+        """Unix time the last pass finished."""
+        self.last_error: str | None = None
+        """Why the last pass could not run at all (runtime unreachable), if it could not."""
+        self.passes = 0
+        self._entries: list[ImageEntry] = []
+        self.config: dict[str, Any] = {}
+        """The list in force (file, images, loaded_at) and, if the file now on disk was
+        rejected, why and since when."""
+
+    def configure(self, entries: Iterable[ImageEntry]) -> None:
+        """Adopt a (new) list: keep what is known of images still listed, forget the rest."""
+        self._entries = list(entries)
+        self._recorded.clear()
+        images = {}
+        for entry in self._entries:
+            known = self.images.get(entry.written)
+            if self.node is not None and not entry.applies_to(self.node):
+                images[entry.written] = ImageReport(entry.written, state=State.SKIPPED)
+            elif known is None or known.state == State.SKIPPED:
+                images[entry.written] = ImageReport(entry.written)
+            else:
+                images[entry.written] = known
+        self.images = images
+
+    def config_loaded(self, source: str, images: int, when: float) -> None:
+        self.config = {"file": source, "images": images, "loaded_at": when, "rejected": None}
+
+    def config_rejected(self, error: str, when: float) -> None:
+        previous = self.config.get("rejected")
+        since = previous["since"] if previous and previous["error"] == error else when
+        self.config["rejected"] = {"error": error, "since": since}
+
+    def located(self, node: Platform) -> None:
+        """The node's platform is known now: entries for other platforms become skipped."""
+        if node != self.node:
+            self.node = node
+            self.configure(self._entries)
+
+    def pulling(self, entry: ImageEntry) -> None:
+        report = self.images.get(entry.written)
+        if report is not None:
+            report.state = State.PULLING
+            self._recorded.pop(entry.written, None)
+
+    def record(self, outcomes: Sequence[Outcome], finished_at: float) -> PassSummary:
+        evicted = []
+        recorded = self._recorded
+        for outcome in outcomes:
+            image = outcome.entry.written
+            if recorded.get(image) is outcome:
+                continue
+            recorded[image] = outcome
+            report = self.images.setdefault(image, ImageReport(image))
+            # Evicted: this agent saw it present and correct, and now it is gone. (A moved tag
+            # is drift; an image that never arrived, or is new to the list, was never held.)
+            if outcome.was_absent and report.held:
+                evicted.append(report.image)
+            report.state = _STATE_OF[outcome.status]
+            report.held = report.state == State.PRESENT
+            report.permanent = outcome.permanent
+            report.pinned = outcome.pinned
+            if outcome.converged:
+                report.digest = outcome.digest or report.digest
+                report.bytes = outcome.size or report.bytes
+                report.last_error = None
+            else:
+                report.last_error = outcome.detail
+            if outcome.pull_attempted:
+                report.last_pull_seconds = outcome.seconds
+        self.passes += 1
+        self.last_reconcile = finished_at
+        self.last_error = None
+        return PassSummary(tuple(evicted), all(o.converged for o in outcomes))
+
+    @property
+    def desired(self) -> list[ImageReport]:
+        return [r for r in self.images.values() if r.state != State.SKIPPED]
+
+    @property
+    def missing(self) -> list[ImageReport]:
+        return [r for r in self.desired if r.state != State.PRESENT]
+
+    @property
+    def waiting_for(self) -> list[ImageReport]:
+        """What readiness waits for: every missing image that can still arrive (with `strict`,
+        the permanently failed ones too)."""
+        return [r for r in self.missing if self.strict or not r.permanent]
+
+    @property
+    def ready(self) -> bool:
+        """A pass has completed and every image meant for this node is present, except those
+        that failed permanently (reported, not waited for) unless readiness is strict."""
+        return self.passes > 0 and not self.waiting_for
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node_platform": str(self.node) if self.node else None,
+            "runtime": dict(self.runtime),
+            "disk": self.disk,
+            "gate": self.gate,
+            "released_pins": self.released_pins,
+            "ready": self.ready,
+            "strict_readiness": self.strict,
+            "config": dict(self.config),
+            "last_reconcile": self.last_reconcile,
+            "last_error": self.last_error,
+            "images": [self._image_json(r) for r in self.images.values()],
+        }
+
+    def _image_json(self, report: ImageReport) -> dict[str, Any]:
+        document = dataclasses.asdict(report)
+        view = self.progress.view(report.image) if self.progress is not None else None
+        document["pull"] = None
+        if view is not None and report.state == State.PULLING:
+            document["pull"] = {
+                "bytes_done": view.done,
+                "bytes_total": view.total,
+                "seconds": round(view.seconds, 3),
+                "bytes_per_second": round(view.rate),
+            }
+        return document

@@ -1,0 +1,281 @@
+"""Every Prometheus metric of the agent, declared once; the names are a contract (README)."""
+
+from __future__ import annotations
+
+import platform as _host
+from collections.abc import Iterator, Mapping, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from agent import __version__
+from agent.core.ports import Outcome, Status
+from agent.core.status import NodeReport, PassSummary, State
+
+# 0.1 s to 30 min: a cached small image up to a multi-GB pull on a slow link.
+PULL_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800)
+REGISTRY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+RECONCILE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600)
+
+
+class ImageGauges:
+    """prepull_image_ready and prepull_image_pinned, one series per configured image, rendered
+    at scrape time from the last pass's states. At thousands of images a labelled Gauge keeps
+    an object and two locks per series (1.3 MB at 1000 images, measured with tracemalloc); the
+    states are a dict the pass builds anyway."""
+
+    def __init__(self) -> None:
+        self.states: Mapping[str, tuple[bool, bool]] = {}
+        """Image → (ready, pinned), replaced whole after every pass (scrapes see one pass)."""
+
+    def collect(self) -> Iterator[Metric]:
+        states = self.states
+        ready = GaugeMetricFamily(
+            "prepull_image_ready",
+            "1 if the configured image is present and correct, else 0 (entries meant for this "
+            "node's platform; entries for other platforms have no series).",
+            labels=["image"],
+        )
+        pinned = GaugeMetricFamily(
+            "prepull_image_pinned",
+            "1 if the runtime reports the image pinned against kubelet image GC, else 0.",
+            labels=["image"],
+        )
+        for image, (is_ready, is_pinned) in states.items():
+            ready.add_metric([image], is_ready)
+            pinned.add_metric([image], is_pinned)
+        yield ready
+        yield pinned
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.cache_hits = Counter(
+            "prepull_cache_hits",
+            "Desired images already present with the right digest when checked.",
+            registry=registry,
+        )
+        self.cache_misses = Counter(
+            "prepull_cache_misses",
+            "Desired images that had to be pulled or re-tagged when checked.",
+            registry=registry,
+        )
+        self.pull_duration = Histogram(
+            "prepull_pull_duration_seconds",
+            "Time to pull one image, successful or not.",
+            buckets=PULL_BUCKETS,
+            registry=registry,
+        )
+        self.pulls = Counter(
+            "prepull_pulls", "Image pulls by result.", ["result"], registry=registry
+        )
+        self.pulled_bytes = Counter(
+            "prepull_pulled_bytes",
+            "Bytes of images pulled (image size as the runtime reports it).",
+            registry=registry,
+        )
+        self.pull_bytes_in_flight = Gauge(
+            "prepull_pull_bytes_in_flight",
+            "Bytes downloaded so far by the pulls in progress (containerd's active downloads).",
+            registry=registry,
+        )
+        self.images_over_disk_budget = Gauge(
+            "prepull_images_over_disk_budget",
+            "Desired images not pulled because they would take the image filesystem past "
+            "maxDiskUsagePercent (tried again every pass).",
+            registry=registry,
+        )
+        self.images_waiting_for_rollout = Gauge(
+            "prepull_images_waiting_for_rollout",
+            "Desired images whose new content waits for this node's moment in the rollout "
+            "(rollout.spread); /status says until when.",
+            registry=registry,
+        )
+        self.image_fs_used_percent = Gauge(
+            "prepull_image_fs_used_percent",
+            "How full the image filesystem is (statvfs, as kubelet's image GC measures it).",
+            registry=registry,
+        )
+        self.images_desired = Gauge(
+            "prepull_images_desired",
+            "Images in the list meant for this node's platform.",
+            registry=registry,
+        )
+        self.images_ready = Gauge(
+            "prepull_images_ready",
+            "Desired images present and correct on this node.",
+            registry=registry,
+        )
+        self.node_ready = Gauge(
+            "prepull_node_ready",
+            "1 if /readyz says ready: every image meant for this node is present, except those "
+            "failed permanently (unless strict readiness).",
+            registry=registry,
+        )
+        self.images_failed_permanently = Gauge(
+            "prepull_images_failed_permanently",
+            "Desired images that failed in a way no retry fixes (not found, denied, refused for "
+            "this platform): an operator must act.",
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "prepull_refusals",
+            "Images refused before any pull: the content is not for this node's platform.",
+            registry=registry,
+        )
+        self.start_time = Gauge(
+            "prepull_start_time_seconds",
+            "Unix time the agent started (alerts tell 'never converged' from 'stale' with it).",
+            registry=registry,
+        )
+        self.images = ImageGauges()
+        registry.register(self.images)
+        self.tag_drift = Counter(
+            "prepull_tag_drift",
+            "A tag on the node named other content than the registry or the pin says.",
+            registry=registry,
+        )
+        self.evictions = Counter(
+            "prepull_evictions",
+            "Preloaded images that disappeared from the node (image GC, crictl rmi) and came back.",
+            registry=registry,
+        )
+        self.config_reload_errors = Counter(
+            "prepull_config_reload_errors",
+            "Config updates rejected; the last good list keeps running.",
+            registry=registry,
+        )
+        self.config_last_reload_successful = Gauge(
+            "prepull_config_last_reload_successful",
+            "1 if the preload list file as it is now was accepted, 0 if it is rejected (the "
+            "last good list keeps running).",
+            registry=registry,
+        )
+        self.registry_request_duration = Histogram(
+            "prepull_registry_request_duration_seconds",
+            "Registry API requests by outcome.",
+            ["registry", "method", "status"],
+            buckets=REGISTRY_BUCKETS,
+            registry=registry,
+        )
+        self.registry_ratelimit_remaining = Gauge(
+            "prepull_registry_ratelimit_remaining",
+            "Pulls left in the registry's rate-limit window, from its RateLimit-Remaining header.",
+            ["registry"],
+            registry=registry,
+        )
+        self.reconcile_duration = Histogram(
+            "prepull_reconcile_duration_seconds",
+            "Time of one pass over the preload list.",
+            buckets=RECONCILE_BUCKETS,
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            "prepull_last_reconcile_success_timestamp_seconds",
+            "Unix time of the last pass that left every desired image ready.",
+            registry=registry,
+        )
+        self.container_starts = Counter(
+            "prepull_container_starts",
+            "New containers whose image was on the node before their pod started (hit) or "
+            "arrived after (miss: pulled for that pod).",
+            ["cache"],
+            registry=registry,
+        )
+        for cache in ("hit", "miss"):
+            self.container_starts.labels(cache)
+        self.build_info = Gauge(
+            "prepull_build_info",
+            "Always 1; labels say which agent this is.",
+            ["version", "python"],
+            registry=registry,
+        )
+        self.build_info.labels(__version__, _host.python_version()).set(1)
+        self.runtime_info = Gauge(
+            "prepull_runtime_info",
+            "Always 1; labels name the container runtime the agent last spoke to.",
+            ["runtime_name", "runtime_version"],
+            registry=registry,
+        )
+        for result in ("success", "failure"):
+            self.pulls.labels(result)
+        self.task_failures = Counter(
+            "prepull_task_failures",
+            "Unexpected failures of one of the daemon's loops; the loop is restarted after a "
+            "backoff, the daemon keeps running (the log has the traceback).",
+            ["task"],
+            registry=registry,
+        )
+        self.unpinned = Counter(
+            "prepull_images_unpinned",
+            "Image records this agent had pinned and released because they left the list "
+            "(kubelet's image GC may reclaim them now).",
+            registry=registry,
+        )
+
+    def registry_request(self, host: str, method: str, status: str, seconds: float) -> None:
+        self.registry_request_duration.labels(host, method, status).observe(seconds)
+
+    def registry_rate_limit(self, host: str, remaining: float) -> None:
+        self.registry_ratelimit_remaining.labels(host).set(remaining)
+
+    def runtime_is(self, name: str, version: str) -> None:
+        """One series: the runtime now behind the socket (an upgrade replaces it)."""
+        self.runtime_info.clear()
+        self.runtime_info.labels(name, version).set(1)
+
+
+def observe_pass(
+    metrics: Metrics,
+    outcomes: Sequence[Outcome],
+    report: NodeReport,
+    summary: PassSummary,
+    seconds: float,
+    now: float,
+) -> None:
+    """Turn one pass into counters and gauges (the loop stays free of metric calls). One loop
+    over the outcomes and one over the desired images: lists run to thousands."""
+    hits = 0
+    for outcome in outcomes:
+        status = outcome.status
+        if status is Status.HIT:
+            hits += 1
+            continue
+        if outcome.pull_attempted or status is Status.BOUND:
+            metrics.cache_misses.inc()
+        if status is Status.REFUSED:
+            metrics.refusals.inc()
+        if outcome.pull_attempted:
+            # Only pulls that happened: a refusal or a failed lookup pulled nothing.
+            result = "success" if status is Status.PULLED else "failure"
+            metrics.pulls.labels(result).inc()
+            metrics.pull_duration.observe(outcome.seconds)
+            if status is Status.PULLED:
+                metrics.pulled_bytes.inc(outcome.size)
+        if outcome.drift:
+            metrics.tag_drift.inc()
+    metrics.cache_hits.inc(hits)
+    metrics.evictions.inc(len(summary.evicted))
+    states: dict[str, tuple[bool, bool]] = {}
+    failed_permanently = over_budget = waiting_for_rollout = 0
+    for image in report.desired:
+        state = image.state
+        states[image.image] = (state is State.PRESENT, image.pinned)
+        if state is State.DEFERRED:
+            if image.permanent:
+                over_budget += 1
+            else:
+                waiting_for_rollout += 1
+        elif image.permanent and state is not State.PRESENT:
+            failed_permanently += 1
+    metrics.images_desired.set(len(states))
+    metrics.images_ready.set(sum(ready for ready, _ in states.values()))
+    metrics.images_failed_permanently.set(failed_permanently)
+    metrics.images_over_disk_budget.set(over_budget)
+    metrics.images_waiting_for_rollout.set(waiting_for_rollout)
+    metrics.node_ready.set(report.ready)
+    metrics.images.states = states
+    metrics.reconcile_duration.observe(seconds)
+    if summary.converged:
+        metrics.last_success.set(now)

@@ -1,0 +1,52 @@
+"""The readiness gate's loop: keeps the node's condition and startup taint (agent.core.gate) in
+line with /readyz, through the Kubernetes API (agent.adapters.kube)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import aiohttp
+
+from agent.adapters.kube import KubeApi
+from agent.core.errors import AgentError
+from agent.core.gate import NodeGate
+from agent.daemon.settings import GateSettings
+from agent.daemon.state import Shared, first_of
+
+log = logging.getLogger(__name__)
+# The gate looks again after every pass, and at least this often (the ready timeout must fire
+# while a pull hangs); it writes to the API server only when something changed.
+GATE_INTERVAL = 5.0
+
+
+class GateLoop:
+    def __init__(self, shared: Shared) -> None:
+        self._shared = shared
+
+    async def run(self, settings: GateSettings) -> None:
+        """Keep the node's condition and startup taint in line with /readyz's rule. An API
+        error is logged (once while it lasts) and the next look tries again."""
+        async with aiohttp.ClientSession() as session:
+            gate = NodeGate(
+                KubeApi(session, settings.access),
+                condition=settings.condition,
+                taint_key=settings.startup_taint,
+                timeout=settings.ready_timeout,
+                clock=time.monotonic,
+            )
+            failing: str | None = None
+            while True:
+                self._shared.pass_done.clear()
+                report = self._shared.report
+                waiting = [r.image for r in report.waiting_for]
+                present = len(report.desired) - len(report.missing)
+                try:
+                    await gate.sync(report.ready, waiting, present, report.passes)
+                    failing = None
+                except AgentError as exc:
+                    if str(exc) != failing:
+                        log.warning("readiness gate: %s", exc, extra={"event": "gate_error"})
+                    failing = str(exc)
+                report.gate = {**gate.to_json(), "error": failing}
+                await first_of(self._shared.pass_done.wait(), seconds=GATE_INTERVAL)

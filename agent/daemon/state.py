@@ -1,0 +1,62 @@
+"""What the daemon's loops share: its settings, what it reports, the list it runs, and the
+events by which the loops tell each other what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+
+from agent.core.config import PreloadConfig
+from agent.core.credentials import Credential, CredentialFiles
+from agent.core.progress import Progress
+from agent.core.reference import Reference
+from agent.core.rollout import Rollout
+from agent.core.status import NodeReport
+from agent.daemon.metrics import Metrics
+from agent.daemon.settings import DaemonSettings
+
+
+@dataclass
+class Shared:
+    settings: DaemonSettings
+    metrics: Metrics
+    progress: Progress
+    report: NodeReport
+    rollout: Rollout
+    """This node's place in rollouts: when it first wanted new content, what it held."""
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    reload_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    """SIGHUP: read the config again."""
+    list_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by the config loop when it adopts a new list; the pass loop clears it."""
+    pass_done: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set after every pass, for the readiness gate to look at once."""
+    config: PreloadConfig | None = None
+    credential_files: CredentialFiles = field(default_factory=lambda: CredentialFiles(()))
+
+    def current(self) -> PreloadConfig:
+        assert self.config is not None, "a list is adopted before any loop starts"
+        return self.config
+
+    def credentials(self, ref: Reference) -> list[Credential]:
+        return self.credential_files.lookup(ref)
+
+    def adopt(self, config: PreloadConfig) -> None:
+        self.config = config
+        self.credential_files = CredentialFiles(config.credential_paths())
+        self.report.configure(config.images)
+        self.report.config_loaded(config.source, len(config.images), time.time())
+        self.metrics.config_last_reload_successful.set(1)
+
+
+async def first_of(*waits: Awaitable[object], seconds: float) -> None:
+    """Return when the first of `waits` completes or `seconds` pass; cancel the rest."""
+    futures = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(futures, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in futures:
+            future.cancel()
+        await asyncio.gather(*futures, return_exceptions=True)

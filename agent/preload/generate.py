@@ -1,0 +1,192 @@
+"""Preload lists that maintain themselves: from the workloads' manifests (`from-manifests`) or
+from what a node runs now (`suggest`). Both write a normal preload list, to be locked. Pure."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.core import reference as references
+from agent.core.errors import InvalidReference
+
+# Where each kind keeps its pod template (k8s.io/api: apps/v1, batch/v1, core/v1).
+_POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
+    "Pod": ("spec",),
+    "PodTemplate": ("template", "spec"),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "ReplicationController": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+_CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+ALWAYS, IF_NOT_PRESENT, NEVER = "Always", "IfNotPresent", "Never"
+
+
+@dataclass(frozen=True)
+class ContainerImage:
+    image: str
+    """As the manifest writes it."""
+    policy: str
+    """The effective imagePullPolicy, after Kubernetes' defaulting."""
+    workload: str
+    """`Kind namespace/name (container c)`: who uses it."""
+
+
+@dataclass
+class Found:
+    """What a set of manifests asks nodes to run."""
+
+    keep: dict[str, list[str]] = field(default_factory=dict)
+    """IfNotPresent/Never images, in order of first use → the workloads using them."""
+    always: dict[str, list[str]] = field(default_factory=dict)
+    """Always images (kubelet pulls them on every start anyway) → workloads."""
+    invalid: list[str] = field(default_factory=list)
+    """Images no node could pull (not a valid reference), each with its workload."""
+
+    def mutable(self) -> dict[str, list[str]]:
+        """Kept images named by a tag alone: each node keeps whatever the tag meant when it
+        first pulled it (the drift a lock prevents)."""
+        return {image: users for image, users in self.keep.items() if "@" not in image}
+
+
+def effective_policy(image: str, written: object) -> str:
+    """imagePullPolicy as Kubernetes defaults it (k8s.io/kubernetes pkg/apis/core/v1
+    defaults.go): an explicit policy wins; else the tag `latest` (even with a digest) or
+    neither tag nor digest → Always; anything else → IfNotPresent."""
+    if written in (ALWAYS, IF_NOT_PRESENT, NEVER):
+        return str(written)
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.partition(":")[2] if ":" in last else ""
+    if tag == "latest" or (not tag and not digest):
+        return ALWAYS
+    return IF_NOT_PRESENT
+
+
+def objects(documents: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    """Every object in YAML documents, `List` kinds (`kubectl get -o yaml`) opened."""
+    for document in documents:
+        if not isinstance(document, dict):
+            continue
+        if isinstance(document.get("items"), list) and str(document.get("kind", "")).endswith(
+            "List"
+        ):
+            yield from objects(document["items"])
+        else:
+            yield document
+
+
+def container_images(item: Mapping[str, Any]) -> Iterator[ContainerImage]:
+    kind = str(item.get("kind", ""))
+    path = _POD_SPEC_PATHS.get(kind)
+    if path is None:
+        return
+    spec: Any = item
+    for key in path:
+        spec = spec.get(key) if isinstance(spec, dict) else None
+    if not isinstance(spec, dict):
+        return
+    metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+    assert isinstance(metadata, dict)
+    namespace = printable(metadata.get("namespace") or "default")
+    owner = f"{printable(kind)} {namespace}/{printable(metadata.get('name', '?'))}"
+    for listed in _CONTAINER_LISTS:
+        for container in spec.get(listed) or []:
+            if not isinstance(container, dict) or not isinstance(container.get("image"), str):
+                continue
+            image = container["image"].strip()
+            which = "init container" if listed == "initContainers" else "container"
+            if listed == "ephemeralContainers":
+                which = "ephemeral container"
+            policy = effective_policy(image, container.get("imagePullPolicy"))
+            name = printable(container.get("name", "?"))
+            yield ContainerImage(image, policy, f"{owner} ({which} {name})")
+
+
+def from_manifests(documents: Iterable[Any]) -> Found:
+    found = Found()
+    written: dict[references.Reference, str] = {}
+    """One entry per image however it is written (`nginx:1` and `docker.io/library/nginx:1`)."""
+    for item in objects(documents):
+        for used in container_images(item):
+            try:
+                ref = references.parse(used.image)
+            except InvalidReference as exc:
+                found.invalid.append(f"{used.workload}: {exc}")
+                continue
+            image = written.setdefault(ref, used.image)
+            target = found.always if used.policy == ALWAYS else found.keep
+            users = target.setdefault(image, [])
+            if used.workload not in users:
+                users.append(used.workload)
+    return found
+
+
+@dataclass(frozen=True)
+class Running:
+    """One container running on a node, as CRI reports it: its image's names there."""
+
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+
+
+def suggest(running: Sequence[Running]) -> list[tuple[str, int]]:
+    """The references of the images a node runs now, pinned to the digest running, most used
+    first (ties in name order): `name:tag@digest` where the node knows a tag, else
+    `name@digest`. Images the node knows by no name are left out."""
+    counts: Counter[str] = Counter()
+    for container in running:
+        reference = _pinned(container)
+        if reference is not None and _parses(reference):
+            counts[reference] += 1
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _parses(reference: str) -> bool:
+    """Whether a name the runtime reports is an image reference (it goes into a list as is)."""
+    try:
+        references.parse(reference)
+    except InvalidReference:
+        return False
+    return True
+
+
+def _pinned(container: Running) -> str | None:
+    digests = {d.partition("@")[0]: d.partition("@")[2] for d in container.repo_digests}
+    for tagged in container.repo_tags:
+        name = tagged.rpartition(":")[0]
+        if name in digests:
+            return f"{tagged}@{digests[name]}"
+    if container.repo_digests:
+        return sorted(container.repo_digests)[0]
+    return container.repo_tags[0] if container.repo_tags else None
+
+
+def printable(value: object) -> str:
+    """Text from a manifest, fit for one line of a comment or a terminal: every character that
+    is not printable (newlines, escapes, line separators) is written as its escape. A name
+    holding a newline must not add lines — entries, a `registries:` block — to a generated list."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def render_list(images: Iterable[tuple[str, str]], header: str) -> str:
+    """A preload list: one entry per (image, comment), the comment after it. Comments are
+    escaped (printable) whatever their source; images are references that parsed."""
+    lines = [f"# {printable(line)}".rstrip() for line in header.splitlines()]
+    lines.append("images:")
+    entries = list(images)
+    width = max((len(image) for image, _ in entries), default=0)
+    for image, comment in entries:
+        comment = printable(comment)
+        lines.append(f"  - {image.ljust(width)}  # {comment}" if comment else f"  - {image}")
+    if not entries:
+        lines[-1] = "images: []"
+    return "\n".join(lines) + "\n"
