@@ -88,8 +88,8 @@ def run(workdir: Path, platform: Platform) -> list[Row]:
         config = workdir / "daemon.yaml"
         config.write_text(text)
         # The default watch interval, as operators run it (the test harness polls faster).
-        daemon = DaemonProc(config, node.endpoint, "--watch-interval", "2")
-        daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 120, "the daemon to be ready")
+        daemon = proc = DaemonProc(config, node.endpoint, "--watch-interval", "2")
+        proc.wait_for(lambda: proc.get("/readyz")[0] == 200, 120, "the daemon to be ready")
         pid = daemon.proc.pid
         time.sleep(SAMPLE_EVERY)  # the first passes warm caches up
         passes0, cpu0, started = daemon.metric(PASSES) or 0, _cpu_seconds(pid), time.monotonic()

@@ -39,11 +39,11 @@ def counting_runtime_calls() -> Iterator[list[int]]:
         count[0] += 1
         return await original(endpoint, operation, **kw)
 
-    rpc.call = counted  # type: ignore[assignment]
+    rpc.call = counted
     try:
         yield count
     finally:
-        rpc.call = original  # type: ignore[assignment]
+        rpc.call = original
 
 
 async def agent_pass(endpoint: str, text: str) -> Pass:

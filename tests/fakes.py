@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from agent.core.errors import RegistryError, RuntimeUnavailable
 from agent.core.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, Resolution
 from agent.core.plan import NodeImage
 from agent.core.platform import Platform
+from agent.core.ports import ImageRuntime, Resolver, TagBinder
 from agent.core.reference import Reference
 
 NODE = Platform("linux", "amd64")
@@ -96,7 +97,7 @@ class FakeBinder:
         self.runtime.pinned_names.difference_update(gone)
         return gone
 
-    async def pin(self, names: list[str]) -> list[str]:
+    async def pin(self, names: Sequence[str]) -> list[str]:
         self.pin_calls += 1
         known = {n for i in self.runtime.images for n in (*i.repo_tags, *i.repo_digests)}
         new = [n for n in names if n in known and n not in self.pinned]
@@ -171,3 +172,11 @@ class FakeRegistry:
         return Resolution(
             ref, D1, OCI_INDEX, platform, offered, chosen if platform == NODE else None
         )
+
+
+def _held_to_their_ports(
+    runtime: FakeRuntime, binder: FakeBinder, registry: FakeRegistry
+) -> tuple[ImageRuntime, TagBinder, Resolver]:
+    """mypy (`make check`) holds each fake to the Protocol it stands in for: a fake that drifts
+    from its port is a type error, not a green suite."""
+    return runtime, binder, registry

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Self
 
 import aiohttp
 from aiohttp import web
@@ -85,7 +86,7 @@ class FaultProxy:
         await self._runner.cleanup()
         await self._session.close()
 
-    def start(self) -> FaultProxy:
+    def start(self) -> Self:
         self._thread = LoopThread()
         self._thread.run(self._start())
         return self

@@ -147,8 +147,8 @@ def payload(size: int, unpack_ratio: int = 1) -> bytes:
     """`size` bytes that gzip packs to about 1/`unpack_ratio` of it: random 64 KiB runs, each
     followed by zeros (a real layer's mix of binaries and sparse or text files)."""
     run = 64 * 1024
-    chunks = []
-    while sum(map(len, chunks)) < size:
+    chunks: list[bytes] = []
+    while sum(len(chunk) for chunk in chunks) < size:
         chunks += [os.urandom(run), bytes((unpack_ratio - 1) * run)]
     return b"".join(chunks)[:size]
 

@@ -373,10 +373,11 @@ def _status(code: int, reason: str, message: str) -> web.Response:
 def _apply(content_type: str, document: dict[str, Any], patch: Any) -> dict[str, Any]:
     if content_type == "application/json-patch+json":
         return _json_patch(document, patch)
-    if content_type == "application/merge-patch+json":
-        return _merge(document, patch, ())
-    if content_type == "application/strategic-merge-patch+json":
-        return _merge(document, patch, (), strategic=True)
+    if content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+        merged: dict[str, Any] = _merge(
+            document, patch, (), strategic=content_type.startswith("application/strategic")
+        )
+        return merged
     raise PatchFailed(415, "UnsupportedMediaType", f"unsupported patch type {content_type}")
 
 

@@ -38,14 +38,14 @@ class SlowProxy:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)  # type: ignore[arg-type]
+        self._connections.add(task)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
             await asyncio.gather(_pipe(reader, up_writer, 0), _pipe(up_reader, writer, self.delay))
         except (ConnectionError, asyncio.CancelledError):
             writer.close()
         finally:
-            self._connections.discard(task)  # type: ignore[arg-type]
+            self._connections.discard(task)
 
     async def _start(self) -> None:
         # A backlog for hundreds of simultaneous connects (asyncio's default 100 drops SYNs: +1s).

@@ -116,7 +116,7 @@ def test_a_tag_and_digest_pull_records_only_the_digest_and_a_bind_shows_at_once(
     assert records == {image.by_digest(), image.configs[NODE]}, records
     assert image_status(node, image.tagged) is None
 
-    async def bind_then_look(cri) -> object:  # type: ignore[no-untyped-def]
+    async def bind_then_look(cri) -> object:
         channel = rpc.open_channel(node.endpoint)
         try:
             await ContainerdImages(channel, node.endpoint).bind_tag(image.tagged, image.by_digest())

@@ -12,7 +12,7 @@ from agent.cli.converge import format_outcome
 from agent.cli.parser import parser
 from agent.core.config import parse
 from agent.core.errors import ConfigError, InvalidReference, RegistryError, RuntimeUnavailable
-from agent.core.ports import Outcome
+from agent.core.ports import Outcome, Status
 from agent.core.progress import format_bytes
 
 D = "sha256:" + "f" * 64
@@ -86,11 +86,11 @@ def test_lock_concurrency_out_of_range_is_a_usage_error(
 
 def test_outcome_lines() -> None:
     entry = parse(f"images:\n  - r.io/a/b@{D}\n").images[0]
-    pulled = Outcome(entry, "pulled", "absent", D, "sha256:id", 12_345_678, 4.21)
+    pulled = Outcome(entry, Status.PULLED, "absent", D, "sha256:id", 12_345_678, 4.21)
     assert format_outcome(pulled) == f"pulled    r.io/a/b@{D}  {D}  12.3 MB in 4.2s  (absent)"
-    failed = Outcome(entry, "failed", "no linux/arm64 manifest in x")
+    failed = Outcome(entry, Status.FAILED, "no linux/arm64 manifest in x")
     assert format_outcome(failed) == f"failed    r.io/a/b@{D}  no linux/arm64 manifest in x"
-    hit = Outcome(entry, "hit", "present", D)
+    hit = Outcome(entry, Status.HIT, "present", D)
     assert format_outcome(hit) == f"hit       r.io/a/b@{D}  {D}"
 
 
@@ -102,8 +102,10 @@ def test_outcome_lines_align_and_shorten_digests_for_a_terminal(
     show = digests_for(argparse.Namespace(no_trunc=False))
     width = max(len(show(e.written)) for e in config.images)
     lines = [
-        format_outcome(Outcome(config.images[0], "hit", "present", D), width, show),
-        format_outcome(Outcome(config.images[1], "pulled", "absent", D, "i", 10, 1.0), width, show),
+        format_outcome(Outcome(config.images[0], Status.HIT, "present", D), width, show),
+        format_outcome(
+            Outcome(config.images[1], Status.PULLED, "absent", D, "i", 10, 1.0), width, show
+        ),
     ]
     short = D[:19] + "…"
     assert lines[0] == f"hit       r.io/a/b@{short}  {short}"

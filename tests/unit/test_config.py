@@ -154,7 +154,7 @@ _digest = st.from_regex(r"[0-9a-f]{64}", fullmatch=True).map(lambda h: f"sha256:
 def test_any_valid_list_locks_into_a_valid_fully_pinned_list(
     items: list[tuple[str, str | None, str | None]], resolved: str
 ) -> None:
-    names = {}
+    names: dict[str, tuple[str | None, str | None]] = {}
     for name, tag, digest in items:
         names.setdefault(name, (tag, digest))  # one entry per repository avoids tag conflicts
     lines = [

@@ -45,6 +45,7 @@ def one(kind: str) -> dict[str, Any]:
 
 
 def container() -> dict[str, Any]:
+    agent: dict[str, Any]
     (agent,) = one("DaemonSet")["spec"]["template"]["spec"]["containers"]
     return agent
 
@@ -305,7 +306,8 @@ def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
     for path in CRDS.glob(f"{group}_*.{version}.json"):
         document = json.loads(path.read_text())
         if document["kind"] == kind:
-            return _strict(document["openAPIV3Schema"])
+            schema: dict[str, Any] = _strict(document["openAPIV3Schema"])
+            return schema
     raise AssertionError(f"no vendored schema for {api_version} {kind} in {CRDS}")
 
 

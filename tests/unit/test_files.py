@@ -27,7 +27,7 @@ def test_a_regular_file_is_read(tmp_path: Path) -> None:
         (lambda p: None, "No such file"),
     ],
 )
-def test_what_cannot_be_a_list_is_refused_with_a_reason(tmp_path: Path, make, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_what_cannot_be_a_list_is_refused_with_a_reason(tmp_path: Path, make, reason: str) -> None:
     path = tmp_path / "thing"
     make(path)
     with pytest.raises(files.UnreadableFile, match=reason):

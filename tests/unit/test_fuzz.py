@@ -116,7 +116,7 @@ def yaml_documents(draw: st.DrawFn) -> str:
     return "\n".join(lines) + "\n"
 
 
-def only_our_errors(parse, *args: object) -> None:  # type: ignore[no-untyped-def]
+def only_our_errors(parse, *args: object) -> None:
     with contextlib.suppress(AgentError, ManifestError):
         parse(*args)
 

@@ -15,9 +15,8 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.adapters.kube import MAX_RESPONSE_BYTES, KubeApi
+from agent.adapters.kube import MAX_RESPONSE_BYTES, ClusterAccess, KubeApi
 from agent.core.errors import AgentError
-from agent.daemon.settings import ClusterAccess
 
 Answer = Callable[[web.Request], web.StreamResponse]
 

@@ -90,8 +90,8 @@ class FakeRegistry:
             status = self.failures.pop(0)
             return web.Response(status=status, headers={"Retry-After": self.retry_after})
         if request.match_info["ref"] not in ("1", INDEX_DIGEST):
-            body = {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}
-            return web.json_response(body, status=404)
+            unknown = {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}
+            return web.json_response(unknown, status=404)
         headers = {"Content-Type": OCI_INDEX}
         if self.send_digest_header:
             headers["Docker-Content-Digest"] = INDEX_DIGEST

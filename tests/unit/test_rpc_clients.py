@@ -21,7 +21,7 @@ from agent.core.retry import RetryPolicy
 FAST = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.001)
 
 
-class FlakyImages(api_pb2_grpc.ImageServiceServicer):
+class FlakyImages(api_pb2_grpc.ImageServiceServicer):  # type: ignore[misc]
     """Resets the first pulls, as containerd 1.6 was seen to under parallel pulls."""
 
     def __init__(self, resets: int) -> None:
@@ -47,7 +47,7 @@ class FlakyImages(api_pb2_grpc.ImageServiceServicer):
         return api_pb2.ImageStatusResponse()
 
 
-class FakeRuntime(api_pb2_grpc.RuntimeServiceServicer):
+class FakeRuntime(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc]
     """Answers Version as the configured runtime; None: a runtime without CRI v1."""
 
     def __init__(self) -> None:
