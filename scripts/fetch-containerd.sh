@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the containerd release lines nodes run, from Debian's own package registry, without
 # installing anything over the system's packages:
-#   1.6  Debian bookworm's containerd: the system package (apt, by install-deps.sh)
+#   1.6  Debian bookworm's containerd -> .cache/containerd/1.6/usr/bin
 #   1.7  Debian trixie's containerd   -> .cache/containerd/1.7/usr/bin
 #   2    Debian unstable's containerd -> .cache/containerd/2/usr/bin
 #   arm64  bookworm's containerd:arm64 + libc6:arm64 in one sysroot -> .cache/containerd/arm64
@@ -22,6 +22,7 @@ mirror=$(grep -hoE 'https?://[^ ]*/debian/?( |$)' /etc/apt/sources.list.d/*.sour
 mirror=${mirror:-http://deb.debian.org/debian}
 
 # fetch <dest> <suite> <arch> <packages...>: download and unpack into <dest>.
+fetched=0
 fetch() {
   local dest=$1 suite=$2 arch=$3
   shift 3
@@ -44,16 +45,27 @@ fetch() {
   for deb in "$apt"/*.deb; do basename "$deb"; done >"$dest/PACKAGES"
   rm -rf "$apt"
   touch "$stamp"
+  fetched=1
 }
 
+fetch $CACHE/1.6 bookworm amd64 containerd
 fetch $CACHE/1.7 trixie amd64 containerd
 fetch $CACHE/2 sid amd64 containerd
 fetch $CACHE/arm64 bookworm arm64 containerd libc6
 fetch .cache/kubectl trixie amd64 kubectl
 
-for line in 1.7 2; do
-  "$CACHE/$line/usr/bin/containerd" --version
+# Each line must be what its name says (a suite may move to another release line one day).
+# Quiet when nothing was fetched: `make` runs this before every target.
+say() { [ "$fetched" = 1 ] && echo "$1" || true; }
+for line in 1.6 1.7 2; do
+  version=$("$CACHE/$line/usr/bin/containerd" --version)
+  say "$version"
+  case "$version" in
+  *" $line."*) ;;
+  *) echo "containerd $line: $CACHE/$line holds another line: $version" >&2 && exit 1 ;;
+  esac
 done
 command -v qemu-aarch64-static >/dev/null
-qemu-aarch64-static -L "$CACHE/arm64" "$CACHE/arm64/usr/bin/containerd" --version
-.cache/kubectl/usr/bin/kubectl version --client
+# (qemu's arm64 containerd warns that it cannot read a CPU variant: harmless here.)
+say "$(qemu-aarch64-static -L "$CACHE/arm64" "$CACHE/arm64/usr/bin/containerd" --version 2>/dev/null)"
+say "$(.cache/kubectl/usr/bin/kubectl version --client)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a Debian/Ubuntu machine:
-# containerd (1.6, bookworm's), docker-registry, runc, prometheus, busybox-static and
-# qemu-user-static from apt; containerd 1.7, 2.x, an arm64 build and kubectl into .cache/
+# docker-registry, runc, prometheus, busybox-static and
+# qemu-user-static from apt; containerd 1.6, 1.7, 2.x, an arm64 build and kubectl into .cache/
 # (never installed: scripts/fetch-containerd.sh); and this package with its test extras in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,6 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 fi
 
 apt_packages=()
-command -v containerd >/dev/null || apt_packages+=(containerd)
 command -v docker-registry >/dev/null || apt_packages+=(docker-registry)
 command -v runc >/dev/null || apt_packages+=(runc)
 # prometheus: a real server scrapes the agent in the tests; promtool checks deploy/ rules.

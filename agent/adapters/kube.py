@@ -116,10 +116,10 @@ class KubeApi:
         try:
             token = files.read_text(self._access.token_file, MAX_TOKEN_BYTES).strip()
         except files.UnreadableFile as exc:
-            raise AgentError(f"cannot read the service account token: {exc}") from None
+            raise KubeApiError(f"cannot read the service account token: {exc}") from None
         # Never quoted: it is a credential. A CR or LF would forge header lines.
         if not auth.fits_header(token):
-            raise AgentError(
+            raise KubeApiError(
                 f"the service account token in {self._access.token_file} is empty or holds "
                 "spaces or control characters: not sent"
             )
@@ -144,20 +144,20 @@ class KubeApi:
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
             ) as response:
                 text = (await read_bounded(response, MAX_RESPONSE_BYTES)).decode(errors="replace")
-                if response.status in (409, 422) and method == "PATCH":
-                    raise Conflict(f"{what}: {_message(text)}")
-                if response.status >= 400:
-                    raise AgentError(_refusal(what, response.status, text))
+                status = response.status
         except BodyTooLarge as exc:
-            raise AgentError(f"{what}: the API server sent {exc}") from None
+            raise KubeApiError(f"{what}: the API server sent {exc}") from exc
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise AgentError(f"{what}: the API server at {self._access.server}: {exc}") from None
+            # aiohttp's messages name the URL, never the request's headers (the token).
+            raise KubeApiError(f"{what}: the API server at {self._access.server}: {exc}") from exc
+        if status >= 400:
+            raise _refusal(what, method, status, text)
         try:
             document = json.loads(text)
-        except (ValueError, RecursionError):
-            raise AgentError(f"{what}: the API server answered no JSON") from None
+        except (ValueError, RecursionError) as exc:
+            raise KubeApiError(f"{what}: the API server answered no JSON") from exc
         if not isinstance(document, dict):
-            raise AgentError(f"{what}: the API server answered JSON that is not an object")
+            raise KubeApiError(f"{what}: the API server answered JSON that is not an object")
         return document
 
 
@@ -172,11 +172,29 @@ def _message(text: str) -> str:
     return text[:200]
 
 
-def _refusal(what: str, status: int, text: str) -> str:
-    hint = {
-        401: "the service account token was refused",
-        403: "forbidden: apply deploy/ readiness-gate RBAC (nodes get/patch, nodes/status "
-        "patch) and run with its service account",
-        404: "no such node: is NODE_NAME (spec.nodeName) right?",
-    }.get(status, "")
-    return f"{what}: HTTP {status}: {_message(text)}" + (f" ({hint})" if hint else "")
+# What an operator does about each refusal.
+_HINTS = {
+    401: "the service account token was refused",
+    403: "forbidden: apply deploy/ readiness-gate RBAC (nodes get/patch, nodes/status "
+    "patch) and run with its service account",
+    404: "no such node: is NODE_NAME (spec.nodeName) right?",
+}
+
+
+def _refusal(what: str, method: str, status: int, text: str) -> AgentError:
+    """The one table from the API server's refusals to the project's errors: a guarded write
+    that lost a race is a Conflict (the gate reads the Node again); anything else says what
+    the server said, with what to do about it where that is known."""
+    if status in (409, 422) and method == "PATCH":
+        return Conflict(f"{what}: {_message(text)}")
+    hint = _HINTS.get(status)
+    message = f"{what}: HTTP {status}: {_message(text)}" + (f" ({hint})" if hint else "")
+    return KubeApiError(message, status)
+
+
+class KubeApiError(AgentError):
+    """The Kubernetes API could not be asked, or refused; `status` is its HTTP status, if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

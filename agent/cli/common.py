@@ -34,7 +34,7 @@ EXIT_BAD_INPUT = 2
 ENDPOINT_ENV = "PREPULL_CRI_ENDPOINT"
 
 
-log = logging.getLogger("prepull-agent")
+log = logging.getLogger(__name__)
 
 
 MAX_INTERVAL_SECONDS = 24 * 3600.0

@@ -1,8 +1,8 @@
 """A real containerd run as root in a temp dir, trusting the test registry.
 
-Every release line nodes run is here (scripts/fetch-containerd.sh): 1.6 is Debian bookworm's
-system package, 1.7 (trixie) and 2.x (unstable) are unpacked into .cache/containerd, and an arm64
-build runs under qemu-aarch64-static. PREPULL_CONTAINERD picks the line the tests use.
+Every release line nodes run is here (scripts/fetch-containerd.sh): 1.6 (Debian bookworm),
+1.7 (trixie) and 2.x (unstable) are unpacked into .cache/containerd, each checked to be the line
+its name says before it starts, and an arm64 build runs under qemu-aarch64-static. PREPULL_CONTAINERD picks the line the tests use.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from tests.harness.procs import HarnessError, require_binary, stop, tail, wait_u
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "containerd"
 LINE_VARIABLE = "PREPULL_CONTAINERD"
 LINES = ("1.6", "1.7", "2")
+_CHECKED: set[str] = set()
+"""The lines whose binary has been seen to be of that line in this run."""
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,8 @@ class Release:
     """One containerd build: where its binaries are, and how to run them."""
 
     line: str
-    bin_dir: Path | None
-    """None: the system package on PATH (bookworm's 1.6)."""
+    bin_dir: Path
+    """Where scripts/fetch-containerd.sh unpacked it (never the machine's own containerd)."""
     sysroot: Path | None = None
     """Set for the arm64 build: run under qemu-aarch64-static with this sysroot."""
 
@@ -43,8 +45,6 @@ class Release:
         return self.line in ("1.6", "arm64")
 
     def binary(self, name: str) -> str:
-        if self.bin_dir is None:
-            return require_binary(name, "containerd")
         path = self.bin_dir / name
         if not path.exists():
             raise HarnessError(f"{path} is missing: run scripts/fetch-containerd.sh (make deps)")
@@ -56,15 +56,26 @@ class Release:
         qemu = require_binary("qemu-aarch64-static", "qemu-user-static")
         return [qemu, "-L", str(self.sysroot), self.binary("containerd")]
 
+    def check_version(self) -> None:
+        """HarnessError unless the binary is of the line its name says (tests tie behaviour,
+        such as 1.6's ignored pins, to the name): checked once per line and run."""
+        if self.line in _CHECKED:
+            return
+        said = subprocess.run(
+            [*self.command(), "--version"], capture_output=True, text=True, check=False
+        ).stdout
+        line = "1.6" if self.line == "arm64" else self.line
+        if f" {line}." not in said:
+            raise HarnessError(f"containerd {self.line!r} is not that line: {said.strip()!r}")
+        _CHECKED.add(self.line)
+
     def ctr(self) -> str:
         """An x86 ctr for this node; any line's ctr speaks to any (the API is stable)."""
         return release_of(LINES[0]).binary("ctr") if self.sysroot else self.binary("ctr")
 
 
 def release_of(line: str) -> Release:
-    if line == "1.6":
-        return Release(line, None)
-    if line in ("1.7", "2"):
+    if line in LINES:
         return Release(line, CACHE / line / "usr" / "bin")
     if line == "arm64":
         return Release(line, CACHE / "arm64" / "usr" / "bin", sysroot=CACHE / "arm64")
@@ -72,7 +83,7 @@ def release_of(line: str) -> Release:
 
 
 def selected_release() -> Release:
-    """The line the test run uses: $PREPULL_CONTAINERD, 1.6 (the system package) if unset."""
+    """The line the test run uses: $PREPULL_CONTAINERD, 1.6 if unset."""
     return release_of(os.environ.get(LINE_VARIABLE, LINES[0]))
 
 
@@ -220,6 +231,7 @@ class Containerd:
         if os.geteuid() != 0:
             raise HarnessError("containerd needs root: run the tests as root (sudo make test)")
         command = self.release.command()
+        self.release.check_version()
         require_binary("runc", "runc")
         self.certs_d.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "config.toml"
@@ -238,8 +250,7 @@ class Containerd:
         )
         # containerd finds its shim on PATH: this line's own, next to its binary.
         env = dict(os.environ)
-        if self.release.bin_dir is not None:
-            env["PATH"] = f"{self.release.bin_dir}:{env.get('PATH', '')}"
+        env["PATH"] = f"{self.release.bin_dir}:{env.get('PATH', '')}"
         log = self.workdir / "containerd.log"
         with log.open("wb") as out:
             self._proc = subprocess.Popen(

@@ -35,7 +35,6 @@ PINNED_LABEL = ("io.cri-containerd.pinned", "pinned")
 # Beside every pin this agent sets: the pins it may take back when their image leaves the list.
 # A pin without it (the sandbox image's, an operator's, a node image baker's) is never touched.
 OWN_PIN_LABEL = ("prepull.io/pinned", "true")
-CALL_TIMEOUT = 30.0
 # Pin updates in flight at once: a takeover of a node with 1000 images pins them together.
 PIN_CONCURRENCY = 16
 _OUR_PIN = dict([PINNED_LABEL, OWN_PIN_LABEL])
@@ -52,7 +51,7 @@ async def cri_platform(channel: grpc.aio.Channel) -> platforms.Platform | None:
     emulation (amd64 on an arm64 node through binfmt) must still preload the node's content."""
     stub = introspection_pb2_grpc.IntrospectionStub(channel)
     try:
-        reply = await stub.Plugins(introspection_pb2.PluginsRequest(), timeout=CALL_TIMEOUT)
+        reply = await stub.Plugins(introspection_pb2.PluginsRequest(), timeout=rpc.CALL_TIMEOUT)
     except grpc.aio.AioRpcError:
         return None
     for plugin in reply.plugins:
@@ -95,12 +94,14 @@ class ContainerdImages:
         needs no second update per record at the end of the pass."""
         key, value = PINNED_LABEL
         try:
+            gone = ImageError(tag_name, f"binding the tag failed: {content_name} is not present")
             source = await self._get(content_name)
             if source is None:
-                raise ImageError(tag_name, f"binding the tag failed: {content_name} is not present")
+                raise gone
             if content_name in pin and source.labels.get(key) != value:
                 source.labels.update(_OUR_PIN)
-                await self._update(source, _PIN_PATHS)
+                if not await self._update(source, _PIN_PATHS):
+                    raise gone
             pinned = _OUR_PIN if tag_name in pin else {}
             if not await self._create(tag_name, source.target, {**dict([MANAGED_LABEL]), **pinned}):
                 existing = await self._get(tag_name)
@@ -114,24 +115,21 @@ class ContainerdImages:
                 # other labels (a pin) stay as they are.
                 existing.target.CopyFrom(source.target)
                 existing.labels.update(labels)
-                await self._update(existing, ["target", *(f"labels.{k}" for k in labels)])
+                if not await self._update(existing, ["target", *(f"labels.{k}" for k in labels)]):
+                    raise ImageError(tag_name, "binding the tag failed: removed while binding")
         except grpc.aio.AioRpcError as exc:
             raise _image_error(tag_name, "binding the tag", exc) from exc
 
     async def _create(self, name: str, target: Any, labels: dict[str, str]) -> bool:
         """Create the record `name` → `target`; False if a record by that name exists."""
         image = images_pb2.Image(name=name, target=target, labels=labels)
-        try:
-            await self._call(
-                self._stub.Create,
-                images_pb2.CreateImageRequest(image=image),
-                f"Images.Create {name}",
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
-                return False
-            raise
-        return True
+        created = await self._call(
+            self._stub.Create,
+            images_pb2.CreateImageRequest(image=image),
+            f"Images.Create {name}",
+            absent=grpc.StatusCode.ALREADY_EXISTS,
+        )
+        return created is not None
 
     async def pin(self, names: Sequence[str]) -> list[str]:
         """Label each of `names` present and not pinned as pinned, and as pinned by this agent
@@ -179,12 +177,11 @@ class ContainerdImages:
         async def one(image: images_pb2.Image) -> str | None:
             async with slots:
                 try:
-                    await self._update(image, _PIN_PATHS)
+                    # Not found: removed since the listing (kubelet GC, an operator).
+                    found = await self._update(image, _PIN_PATHS)
                 except grpc.aio.AioRpcError as exc:
-                    if exc.code() == grpc.StatusCode.NOT_FOUND:
-                        return None  # removed since the listing (kubelet GC, an operator)
                     raise _image_error(image.name, doing, exc) from exc
-            return image.name
+            return image.name if found else None
 
         done = await asyncio.gather(*(one(image) for image in images))
         return [name for name in done if name is not None]
@@ -201,23 +198,21 @@ class ContainerdImages:
         progress display asks again in a moment anyway."""
         try:
             reply = await self._content.ListStatuses(
-                content_pb2.ListStatusesRequest(), metadata=self._metadata, timeout=CALL_TIMEOUT
+                content_pb2.ListStatusesRequest(), metadata=self._metadata, timeout=rpc.CALL_TIMEOUT
             )
         except grpc.aio.AioRpcError as exc:
-            raise AgentError(f"Content.ListStatuses: {rpc.details_of(exc)}") from None
+            raise AgentError(f"Content.ListStatuses: {rpc.details_of(exc)}") from exc
         return [Ingest(s.ref, s.offset, s.total) for s in reply.statuses]
 
     async def _get(self, name: str) -> images_pb2.Image | None:
         """The full record of `name`, or None if containerd has none by that name."""
-        try:
-            reply = await self._call(
-                self._stub.Get, images_pb2.GetImageRequest(name=name), f"Images.Get {name}"
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise
-        return reply.image if reply.HasField("image") else None
+        reply = await self._call(
+            self._stub.Get,
+            images_pb2.GetImageRequest(name=name),
+            f"Images.Get {name}",
+            absent=grpc.StatusCode.NOT_FOUND,
+        )
+        return reply.image if reply is not None and reply.HasField("image") else None
 
     async def _list(self) -> list[images_pb2.Image]:
         """Every image record in our namespace, in one call."""
@@ -229,25 +224,41 @@ class ContainerdImages:
             raise RuntimeUnavailable(self.endpoint, f"Images.List: {rpc.details_of(exc)}") from exc
         return list(listing.images)
 
-    async def _update(self, image: images_pb2.Image, paths: list[str]) -> None:
-        """Update with the full record `image`; never send one without its target."""
+    async def _update(self, image: images_pb2.Image, paths: list[str]) -> bool:
+        """Update with the full record `image`, never one without its target; False if
+        containerd has no record by its name (any more)."""
         if not image.HasField("target") or not image.target.digest:
             # containerd 1.7/2.x panic on an Update without target (services/images
             # imageFromProto, containerd/containerd); refuse rather than crash the runtime.
             raise AgentError(f"refusing to update {image.name}: the record has no target")
         mask = field_mask_pb2.FieldMask(paths=paths)
         update = images_pb2.UpdateImageRequest(image=image, update_mask=mask)
-        await self._call(self._stub.Update, update, f"Images.Update {image.name}")
-
-    async def _call(self, method: Any, request: Any, what: str) -> Any:
-        """One call in our namespace; every error reaches the caller, which maps it."""
-        return await rpc.call(
-            self.endpoint,
-            lambda: method(request, metadata=self._metadata, timeout=CALL_TIMEOUT),
-            what=what,
-            policy=self._policy,
-            handled=rpc.ALL_CODES,
+        updated = await self._call(
+            self._stub.Update,
+            update,
+            f"Images.Update {image.name}",
+            absent=grpc.StatusCode.NOT_FOUND,
         )
+        return updated is not None
+
+    async def _call(
+        self, method: Any, request: Any, what: str, *, absent: grpc.StatusCode | None = None
+    ) -> Any:
+        """One call in our namespace (transient faults retried); None if containerd answers
+        `absent` (the record is not there, or already is). Any other error reaches the
+        operation, which maps it with _image_error, the table of this adapter's errors."""
+        try:
+            return await rpc.call(
+                self.endpoint,
+                lambda: method(request, metadata=self._metadata, timeout=rpc.CALL_TIMEOUT),
+                what=what,
+                policy=self._policy,
+                handled=rpc.ALL_CODES,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if absent is not None and exc.code() == absent:
+                return None
+            raise
 
 
 def _image_error(name: str, doing: str, exc: grpc.aio.AioRpcError) -> ImageError:

@@ -19,8 +19,6 @@ from agent.core.retry import RetryPolicy
 from agent.core.runtimes import RuntimeFeatures, features_of
 from agent.core.starts import ContainerInfo
 
-# Short calls answer in milliseconds; a pull takes as long as the image needs.
-CALL_TIMEOUT = 30.0
 PULL_TIMEOUT = 30 * 60.0
 
 
@@ -52,7 +50,7 @@ class CriClient:
         request: Any,
         what: str,
         *,
-        deadline: float = CALL_TIMEOUT,
+        deadline: float = rpc.CALL_TIMEOUT,
         handled: frozenset[grpc.StatusCode] = frozenset(),
         transient: Callable[[BaseException], bool] = rpc.is_transient,
         policy: RetryPolicy | None = None,

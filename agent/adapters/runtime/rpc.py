@@ -14,6 +14,8 @@ from agent.core.retry import RetryPolicy, retry
 
 # containerd's own default socket (CRI is served on it).
 DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"
+# Short calls answer in milliseconds; a pull takes as long as the image needs (no deadline).
+CALL_TIMEOUT = 30.0
 
 __all__ = ["DEFAULT_ENDPOINT", "call", "open_channel"]
 
