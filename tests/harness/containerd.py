@@ -2,7 +2,8 @@
 
 Every release line nodes run is here (scripts/fetch-containerd.sh): 1.6 (Debian bookworm),
 1.7 (trixie) and 2.x (unstable) are unpacked into .cache/containerd, each checked to be the line
-its name says before it starts, and an arm64 build runs under qemu-aarch64-static. PREPULL_CONTAINERD picks the line the tests use.
+its name says before it starts, and an arm64 build runs under qemu-aarch64-static.
+PREPULL_CONTAINERD picks the line the tests use.
 """
 
 from __future__ import annotations

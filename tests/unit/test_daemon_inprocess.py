@@ -1,0 +1,163 @@
+"""The daemon in process, on the fakes (no containerd, no registry): its loops, the one pass
+driver following a list that changes, and the guard that restarts a loop that fails. The
+subprocess tests (tests/integration/test_daemon.py) hold it to the real runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry
+
+from agent import wiring
+from agent.adapters.runtime.cri import RuntimeInfo
+from agent.core.disk import DiskGuard, DiskUsage
+from agent.core.progress import Ingest
+from agent.core.runtimes import features_of
+from agent.daemon.app import Daemon
+from agent.daemon.settings import DaemonSettings
+from tests.fakes import NODE, FakeBinder, FakeRegistry, FakeRuntime
+
+WAIT = 10.0
+
+
+class FakeCri(FakeRuntime):
+    """What the daemon asks of CRI beyond the reconciler's port."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = features_of("containerd", "2.1.9")
+        self.container_failures = 0
+
+    async def version(self) -> RuntimeInfo:
+        return RuntimeInfo("containerd", "2.1.9", "v1")
+
+    async def ping(self, deadline: float) -> None:
+        return None
+
+    async def list_containers(self) -> list[Any]:
+        if self.container_failures:
+            self.container_failures -= 1
+            raise RuntimeError("a bug in the start scanner")
+        return []
+
+    async def sandbox_created(self) -> dict[str, int]:
+        return {}
+
+    async def image_fs_mountpoint(self) -> str | None:
+        return "/fake"
+
+
+class FakeImages(FakeBinder):
+    """containerd's own APIs: the binder, and what the daemon's other loops read."""
+
+    async def node_platform(self) -> Any:
+        return NODE
+
+    async def ingests(self) -> list[Ingest]:
+        return []
+
+    async def created_ns(self) -> dict[str, int]:
+        return {}
+
+
+def fakes() -> tuple[FakeCri, FakeImages, FakeRegistry]:
+    cri = FakeCri()
+    return cri, FakeImages(cri), FakeRegistry()
+
+
+def factories(
+    cri: FakeCri, images: FakeImages, registry: FakeRegistry
+) -> tuple[wiring.RuntimeFactory, wiring.RegistryClientFactory]:
+    async def mountpoint() -> str | None:
+        return "/fake"
+
+    @contextlib.asynccontextmanager
+    async def runtime(endpoint: str) -> AsyncIterator[wiring.Runtime]:
+        disk = DiskGuard(mountpoint, lambda path: DiskUsage(100, 90))
+        yield wiring.Runtime(endpoint, cast(Any, cri), cast(Any, images), disk)
+
+    @contextlib.asynccontextmanager
+    async def registry_client(*args: object, **kwargs: object) -> AsyncIterator[Any]:
+        yield registry
+
+    return runtime, registry_client
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    """Wait for a state (never for a moment)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while not check() and loop.time() < deadline:  # noqa: ASYNC110 (the fakes signal nothing)
+        await asyncio.sleep(0.01)
+    assert check(), f"waited {WAIT:.0f}s for {what}"
+
+
+def settings(config: Path) -> DaemonSettings:
+    return DaemonSettings(
+        config_path=config,
+        endpoint="fake://runtime",
+        node=None,
+        listen=("127.0.0.1", 0),
+        watch_interval=0.05,
+        container_scan_interval=0.05,
+        shutdown_grace=1.0,
+        node_name="node-a",
+    )
+
+
+async def test_the_daemon_converges_follows_a_new_list_and_stops(tmp_path: Path) -> None:
+    config = tmp_path / "preload.yaml"
+    config.write_text("images:\n  - r.io/team/app:1\n")
+    cri, images, registry = fakes()
+    runtime, registry_client = factories(cri, images, registry)
+    daemon = Daemon(
+        settings(config),
+        registry=CollectorRegistry(),
+        runtime=runtime,
+        registry_client=registry_client,
+    )
+    running = asyncio.create_task(daemon.run())
+    await until(lambda: daemon.report.ready, "ready after the first pass")
+    assert [p for p in cri.pulls if "r.io/team/app" in p], cri.pulls
+    assert images.pinned, "what the pass preloaded is pinned"
+
+    config.write_text("images:\n  - r.io/team/app:1\n  - r.io/team/web:2\n")
+    await until(
+        lambda: any("r.io/team/web" in p for p in cri.pulls) and daemon.report.ready,
+        "the new list's image pulled and the node ready again",
+    )
+    assert [r.image for r in daemon.report.desired] == ["r.io/team/app:1", "r.io/team/web:2"]
+
+    daemon.stop()
+    assert await asyncio.wait_for(running, WAIT) == 0
+
+
+async def test_a_loop_that_fails_is_restarted_and_counted(tmp_path: Path) -> None:
+    config = tmp_path / "preload.yaml"
+    config.write_text("images:\n  - r.io/team/app:1\n")
+    cri, images, registry = fakes()
+    runtime, registry_client = factories(cri, images, registry)
+    metrics = CollectorRegistry()
+    daemon = Daemon(
+        settings(config),
+        registry=metrics,
+        runtime=runtime,
+        registry_client=registry_client,
+        rng=lambda: 0.0,  # no backoff: restart at once
+    )
+    cri.container_failures = 2
+    running = asyncio.create_task(daemon.run())
+
+    def failures() -> float:
+        value = metrics.get_sample_value("prepull_task_failures_total", {"task": "starts"})
+        return value or 0.0
+
+    await until(lambda: failures() == 2 and cri.container_failures == 0, "two failures counted")
+    await until(lambda: daemon.report.ready, "the other loops went on")
+    assert not running.done(), "one failing loop never ends the daemon"
+    daemon.stop()
+    assert await asyncio.wait_for(running, WAIT) == 0
