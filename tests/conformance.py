@@ -1,7 +1,9 @@
-"""What the reconciler relies on from the runtime (CRI) and containerd's Images API, as one
-suite run twice: against the fakes in tests/fakes.py (tests/unit/test_conformance.py) and against
-the real CriClient and ContainerdImages on real containerd, every release line
-(tests/integration/test_conformance.py). If a fake drifts from containerd, one of them fails."""
+"""What the reconciler relies on from its ports — the runtime (CRI), containerd's Images API and
+a registry — as suites run twice: against the fakes in tests/fakes.py
+(tests/unit/test_conformance.py) and against the real CriClient, ContainerdImages and
+RegistryClient on real containerd (every release line) and docker-registry
+(tests/integration/test_conformance.py). If a fake drifts from the real thing, one of them fails.
+Error paths are held too: which error, and whether it is permanent, is what the agent decides by."""
 
 from __future__ import annotations
 
@@ -10,9 +12,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from agent.core.errors import ImageError, RegistryError, TransientRegistryError
+from agent.core.manifest import Descriptor
 from agent.core.plan import NodeImage
-from agent.core.ports import ImageRuntime, TagBinder
+from agent.core.platform import Platform
+from agent.core.ports import ImageRuntime, Resolver, TagBinder
 from agent.core.reconcile import BIND_POLL_INTERVAL, BIND_VISIBLE_TIMEOUT
+from agent.core.reference import Reference
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,30 @@ async def _unpinned(runtime: ImageRuntime, name: str) -> NodeImage | None:
     return found if found is not None and not found.pinned else None
 
 
+async def a_tag_the_registry_lacks_fails_its_pull_for_good(
+    runtime: ImageRuntime, binder: TagBinder, image: Sample
+) -> None:
+    try:
+        await runtime.pull(f"{image.name}:absent")
+    except ImageError as exc:
+        assert exc.permanent, f"a missing tag is not worth retrying: {exc}"
+    else:
+        raise AssertionError("pulling a tag the registry lacks succeeded")
+    assert await runtime.image_status(f"{image.name}:absent") is None
+
+
+async def binding_a_tag_to_absent_content_is_an_image_error(
+    runtime: ImageRuntime, binder: TagBinder, image: Sample
+) -> None:
+    try:
+        await binder.bind_tag(image.tagged, image.by_digest)
+    except ImageError as exc:
+        assert image.tagged in str(exc) or image.by_digest in str(exc), exc
+    else:
+        raise AssertionError("a tag was bound to content the node does not hold")
+    assert await runtime.image_status(image.tagged) is None
+
+
 CASES: list[Callable[[ImageRuntime, TagBinder, Sample], Awaitable[None]]] = [
     an_absent_image_has_no_status,
     a_tag_and_digest_pull_records_only_the_digest,
@@ -133,4 +163,78 @@ CASES: list[Callable[[ImageRuntime, TagBinder, Sample], Awaitable[None]]] = [
     pinning_labels_each_name_once,
     a_bind_labels_only_the_records_it_is_told_to,
     released_pins_are_this_agents_and_leave_the_records_it_keeps,
+    a_tag_the_registry_lacks_fails_its_pull_for_good,
+    binding_a_tag_to_absent_content_is_an_image_error,
+]
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """A multi-platform image the registry holds: `ref` (a tag) names the index `digest`, which
+    has a manifest for `node`; `missing` names a repository the registry never saw."""
+
+    ref: Reference
+    digest: str
+    node: Platform
+    missing: Reference
+
+
+OTHER = Platform("linux", "s390x")
+
+
+async def a_tag_names_its_index(registry: Resolver, image: Pushed) -> None:
+    digest, media_type = await registry.head_digest(image.ref)
+    assert digest == image.digest
+    assert "index" in media_type or "manifest.list" in media_type, media_type
+
+
+async def a_missing_repository_is_a_permanent_registry_error(
+    registry: Resolver, image: Pushed
+) -> None:
+    try:
+        await registry.head_digest(image.missing)
+    except TransientRegistryError as exc:
+        raise AssertionError(f"a missing repository is not transient: {exc}") from exc
+    except RegistryError as exc:
+        assert exc.status == 404, exc.status
+    else:
+        raise AssertionError("a repository the registry never saw resolved")
+
+
+async def the_nodes_manifest_is_chosen(registry: Resolver, image: Pushed) -> None:
+    resolution = await registry.resolve(image.ref, image.node)
+    assert resolution.digest == image.digest
+    assert resolution.chosen is not None and resolution.chosen.platform == image.node
+    assert image.node in resolution.offered
+    assert resolution.refusal() is None
+
+
+async def a_platform_not_offered_is_refused(registry: Resolver, image: Pushed) -> None:
+    resolution = await registry.resolve(image.ref, OTHER)
+    assert resolution.chosen is None
+    refusal = resolution.refusal()
+    assert refusal is not None and str(OTHER) in refusal, refusal
+
+
+async def the_chosen_manifest_names_its_layers_and_their_sizes_can_be_read(
+    registry: Resolver, image: Pushed
+) -> None:
+    resolution = await registry.resolve(image.ref, image.node)
+    assert resolution.chosen is not None
+    manifest = await registry.fetch_manifest(image.ref, resolution.chosen.digest)
+    assert manifest.layers, "a manifest with no layers"
+    gzip: Descriptor = next(layer for layer in manifest.layers if layer.media_type.endswith("gzip"))
+    tail = await registry.blob_range(image.ref, gzip.digest, "-4")
+    assert tail is not None and len(tail) == 4, tail
+
+
+REGISTRY_CASES: list[Callable[[Resolver, Pushed], Awaitable[None]]] = [
+    a_tag_names_its_index,
+    a_missing_repository_is_a_permanent_registry_error,
+    the_nodes_manifest_is_chosen,
+    a_platform_not_offered_is_refused,
+    the_chosen_manifest_names_its_layers_and_their_sizes_can_be_read,
 ]

@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 from collections.abc import Collection, Sequence
 
-from agent.core.errors import RegistryError, RuntimeUnavailable
+from agent.core.errors import ImageError, RegistryError, RuntimeUnavailable
 from agent.core.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, Resolution
 from agent.core.plan import NodeImage
 from agent.core.platform import Platform
@@ -17,6 +17,8 @@ from agent.core.reference import Reference
 
 NODE = Platform("linux", "amd64")
 D1 = "sha256:" + "1" * 64
+ABSENT_TAGS = frozenset({"absent"})
+"""Tags the fakes' registry does not have (every other tag names D1)."""
 
 
 class FakeRuntime:
@@ -55,6 +57,9 @@ class FakeRuntime:
         return None
 
     async def pull(self, reference: str, credential: object = None) -> str:
+        if reference.partition("@")[0].rpartition(":")[2] in ABSENT_TAGS:
+            # As containerd reports a registry's 404: permanent (agent.adapters.runtime.rpc).
+            raise ImageError(reference, "pull failed: not found", permanent=True)
         self.credentials_used.append(credential)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -109,7 +114,8 @@ class FakeBinder:
         self, tag_name: str, content_name: str, *, pin: Collection[str] = ()
     ) -> None:
         content = next((i for i in self.runtime.images if content_name in i.repo_digests), None)
-        assert content is not None
+        if content is None:
+            raise ImageError(tag_name, f"binding the tag failed: {content_name} is not present")
         for name in (content_name, tag_name):
             if name in pin and name not in self.pinned:
                 self.pinned.append(name)
