@@ -104,6 +104,20 @@ def _no_trunc(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _daemon_seconds(
+    run: argparse.ArgumentParser, flag: str, field: str, minimum: float, what: str
+) -> None:
+    """A number of seconds whose default is DaemonSettings' own: declared once, there."""
+    default = getattr(DaemonSettings, field)
+    run.add_argument(
+        flag,
+        type=seconds_arg(minimum),
+        default=default,
+        metavar="SECONDS",
+        help=f"{what} (default {default:g})",
+    )
+
+
 def _output(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("-o", "--output", type=Path, help="where to write the list (default: stdout)")
 
@@ -157,30 +171,26 @@ def _run(commands: Commands) -> None:
         default="json",
         help="json: one object per line, for log collectors (default); text: for people",
     )
-    # The defaults are DaemonSettings' own: declared once, there.
-    run.add_argument(
+    _daemon_seconds(
+        run,
         "--shutdown-grace",
-        type=seconds_arg(0.0),
-        default=DaemonSettings.shutdown_grace,
-        metavar="SECONDS",
-        help="after SIGTERM, how long pulls in flight may finish (default "
-        f"{DaemonSettings.shutdown_grace:g})",
+        "shutdown_grace",
+        0.0,
+        "after SIGTERM, how long pulls in flight may finish",
     )
-    run.add_argument(
+    _daemon_seconds(
+        run,
         "--watch-interval",
-        type=seconds_arg(0.1),
-        default=DaemonSettings.watch_interval,
-        metavar="SECONDS",
-        help="how often to look for a changed config file (default "
-        f"{DaemonSettings.watch_interval:g})",
+        "watch_interval",
+        0.1,
+        "how often to look for a changed config file",
     )
-    run.add_argument(
+    _daemon_seconds(
+        run,
         "--container-scan-interval",
-        type=seconds_arg(0.1),
-        default=DaemonSettings.container_scan_interval,
-        metavar="SECONDS",
-        help="how often to count new containers as cache hits or misses (default "
-        f"{DaemonSettings.container_scan_interval:g})",
+        "container_scan_interval",
+        0.1,
+        "how often to count new containers as cache hits or misses",
     )
     gate = run.add_argument_group(
         "readiness gate (opt-in; needs deploy/readiness-gate RBAC)",
@@ -227,13 +237,12 @@ def _run(commands: Commands) -> None:
         metavar="FILE",
         help=f"CA bundle of the API server (default {SERVICE_ACCOUNT}/ca.crt)",
     )
-    run.add_argument(
+    _daemon_seconds(
+        run,
         "--progress-log-interval",
-        type=seconds_arg(0.1),
-        default=DaemonSettings.progress_log_interval,
-        metavar="SECONDS",
-        help="a pull still running logs its bytes so far and rate this often (default "
-        f"{DaemonSettings.progress_log_interval:g})",
+        "progress_log_interval",
+        0.1,
+        "a pull still running logs its bytes so far and rate this often",
     )
     run.add_argument(
         "--strict-readiness",
