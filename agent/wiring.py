@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.adapters.disk import usage_of
+from agent.adapters.kube import ClusterAccess, KubeApi, kube_session
 from agent.adapters.registry.client import RegistryClient, RegistryObserver, open_session
 from agent.adapters.registry.hosts import HostsDirectory, resolver
 from agent.adapters.runtime import rpc
@@ -139,6 +140,13 @@ async def runtime(endpoint: str) -> AsyncIterator[Runtime]:
         )
     finally:
         await channel.close()
+
+
+@contextlib.asynccontextmanager
+async def node_api(access: ClusterAccess) -> AsyncIterator[KubeApi]:
+    """The Kubernetes API for this node's readiness gate, on its own HTTP session."""
+    async with kube_session() as session:
+        yield KubeApi(session, access)
 
 
 RuntimeFactory = Callable[[str], AbstractAsyncContextManager[Runtime]]

@@ -93,6 +93,11 @@ def tls_context(access: ClusterAccess) -> ssl.SSLContext | None:
         raise InputError(reason) from None
 
 
+def kube_session() -> aiohttp.ClientSession:
+    """The HTTP session the gate's API client runs on (each request sets its own timeout)."""
+    return aiohttp.ClientSession()
+
+
 class KubeApi:
     """NodeApi (agent.gate) over HTTPS, for `access.node`."""
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-import aiohttp
-
-from agent.adapters.kube import KubeApi
+from agent import wiring
 from agent.core.errors import AgentError
 from agent.core.gate import NodeGate
 from agent.daemon.settings import GateSettings
@@ -27,9 +25,9 @@ class GateLoop:
     async def run(self, settings: GateSettings) -> None:
         """Keep the node's condition and startup taint in line with /readyz's rule. An API
         error is logged (once while it lasts) and the next look tries again."""
-        async with aiohttp.ClientSession() as session:
+        async with wiring.node_api(settings.access) as api:
             gate = NodeGate(
-                KubeApi(session, settings.access),
+                api,
                 condition=settings.condition,
                 taint_key=settings.startup_taint,
                 timeout=settings.ready_timeout,
