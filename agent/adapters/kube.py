@@ -90,7 +90,7 @@ def tls_context(access: ClusterAccess) -> ssl.SSLContext | None:
         return ssl.create_default_context(cafile=str(access.ca_file))
     except (OSError, ssl.SSLError) as exc:
         reason = f"cannot load the API server's CA {access.ca_file}: {exc}"
-        raise InputError(reason) from None
+        raise InputError(reason) from exc
 
 
 def kube_session() -> aiohttp.ClientSession:

@@ -162,7 +162,7 @@ def write_atomically(path: Path, text: str) -> None:
     except OSError as exc:
         if temp is not None and os.path.exists(temp):
             os.unlink(temp)
-        raise InputError(f"cannot write {path}: {exc}") from None
+        raise InputError(f"cannot write {path}: {exc}") from exc
 
 
 async def version(args: argparse.Namespace) -> int:

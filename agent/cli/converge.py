@@ -215,7 +215,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         listen = parse_listen(args.listen)
     except ValueError as exc:
-        raise InputError(str(exc)) from None
+        raise InputError(str(exc)) from exc
     settings = DaemonSettings(
         config_path=args.config,
         endpoint=args.cri_endpoint,

@@ -62,7 +62,7 @@ def _manifest_texts(paths: Sequence[str]) -> Iterator[tuple[str, str]]:
             try:
                 yield str(file), read_text(file)
             except OSError as exc:
-                raise InputError(f"{file}: cannot read: {exc}") from None
+                raise InputError(f"{file}: cannot read: {exc}") from exc
 
 
 def _users(users: Sequence[str]) -> str:

@@ -20,7 +20,7 @@ async def status(args: argparse.Namespace) -> int:
         document = await asyncio.to_thread(_get_json, url)
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise AgentError(f"cannot read {url}: {reason}; is the daemon running there?") from None
+        raise AgentError(f"cannot read {url}: {reason}; is the daemon running there?") from exc
     if args.format == "json":
         print_json(document)
     else:

@@ -149,7 +149,7 @@ def load(path: str | Path) -> PreloadConfig:
     try:
         text = files.read_text(path)
     except files.UnreadableFile as exc:
-        raise ConfigError(str(path), None, f"cannot read the preload list: {exc}") from None
+        raise ConfigError(str(path), None, f"cannot read the preload list: {exc}") from exc
     return parse(text, str(path))
 
 
@@ -199,7 +199,7 @@ class _Parser:
             reason = getattr(exc, "problem", None) or str(exc) or type(exc).__name__
             raise self.error(
                 node, f"{what}: {node.value!r} is not a valid value ({reason})"
-            ) from None
+            ) from exc
 
     def text(self, node: yaml.Node, what: str) -> str:
         """A scalar exactly as written: `- 0` or `- 1.25` name images, not numbers."""
@@ -278,7 +278,7 @@ class _Parser:
         try:
             ref = references.parse(written)
         except InvalidReference as exc:
-            raise self.error(node, str(exc)) from None
+            raise self.error(node, str(exc)) from exc
         return ImageEntry(ref, written, line, platform_list)
 
     def platform_list(self, node: yaml.Node) -> tuple[Platform, ...]:
@@ -289,7 +289,7 @@ class _Parser:
             try:
                 result.append(platforms.parse(self.text(item, "a platform")))
             except InvalidPlatform as exc:
-                raise self.error(item, str(exc)) from None
+                raise self.error(item, str(exc)) from exc
         return tuple(result)
 
     def registries(self, node: yaml.Node | None) -> dict[str, RegistrySettings]:

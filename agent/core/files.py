@@ -24,7 +24,7 @@ def read_text(path: str | Path, limit: int = MAX_FILE_BYTES) -> str:
         # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise UnreadableFile(exc.strerror or str(exc)) from None
+        raise UnreadableFile(exc.strerror or str(exc)) from exc
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UnreadableFile("not a regular file")
@@ -33,7 +33,7 @@ def read_text(path: str | Path, limit: int = MAX_FILE_BYTES) -> str:
     except UnreadableFile:
         raise
     except OSError as exc:
-        raise UnreadableFile(exc.strerror or str(exc)) from None
+        raise UnreadableFile(exc.strerror or str(exc)) from exc
     finally:
         os.close(fd)
     if len(data) > limit:

@@ -111,7 +111,7 @@ def parse_manifest(body: bytes, digest: str, header_type: str | None = None) -> 
     try:
         document = json.loads(body)
     except ValueError as exc:
-        raise ManifestError(f"manifest is not JSON: {exc}") from None
+        raise ManifestError(f"manifest is not JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise ManifestError("manifest is not a JSON object")
     media_type = document.get("mediaType") or (header_type or "").split(";")[0].strip()
@@ -162,7 +162,7 @@ def config_platform(body: bytes) -> Platform:
     try:
         document = json.loads(body)
     except ValueError as exc:
-        raise ManifestError(f"image config is not JSON: {exc}") from None
+        raise ManifestError(f"image config is not JSON: {exc}") from exc
     platform = _platform(document)
     if platform is None:
         raise ManifestError("image config names no os/architecture")

@@ -136,7 +136,7 @@ def _parse_step_by_step(text: str) -> Reference:
         try:
             validate_digest(digest)
         except ValueError as exc:
-            raise InvalidReference(text, str(exc)) from None
+            raise InvalidReference(text, str(exc)) from exc
 
     tag = None
     last_slash = remainder.rfind("/")

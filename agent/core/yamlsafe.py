@@ -20,12 +20,12 @@ def errors(source: str) -> Iterator[None]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        raise ConfigError(source, line, f"invalid YAML: {exc.problem or exc}") from None
+        raise ConfigError(source, line, f"invalid YAML: {exc.problem or exc}") from exc
     except RecursionError:
         raise ConfigError(source, None, "invalid YAML: nested too deeply") from None
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         # A value YAML cannot build (`2024-02-30`) raises ValueError or TypeError.
-        raise ConfigError(source, None, f"invalid YAML: {exc}") from None
+        raise ConfigError(source, None, f"invalid YAML: {exc}") from exc
 
 
 def documents(text: str, source: str) -> list[Any]:

@@ -116,7 +116,7 @@ class RegistryClient:
             digest = expected or manifests.sha256_digest(body)
             return manifests.parse_manifest(body, digest, response.headers.get("Content-Type"))
         except ManifestError as exc:
-            raise RegistryError(ref.domain, ref.path, f"manifest {target}: {exc}") from None
+            raise RegistryError(ref.domain, ref.path, f"manifest {target}: {exc}") from exc
 
     async def fetch_blob(
         self, ref: Reference, digest: str, max_bytes: int = MAX_CONFIG_BYTES
@@ -127,7 +127,7 @@ class RegistryClient:
         try:
             manifests.verify(response.body, digest)
         except ManifestError as exc:
-            raise RegistryError(ref.domain, ref.path, f"blob {digest}: {exc}") from None
+            raise RegistryError(ref.domain, ref.path, f"blob {digest}: {exc}") from exc
         return response.body
 
     async def blob_range(self, ref: Reference, digest: str, byte_range: str) -> bytes | None:
@@ -154,7 +154,7 @@ class RegistryClient:
             try:
                 declared = manifests.config_platform(config)
             except ManifestError as exc:
-                raise RegistryError(ref.domain, ref.path, f"config: {exc}") from None
+                raise RegistryError(ref.domain, ref.path, f"config: {exc}") from exc
         return manifests.choose(ref, document, platform, declared)
 
     # -- requests: mirrors, retries, auth ---------------------------------------------------

@@ -44,7 +44,7 @@ def parse_hosts_toml(text: str, source: str, upstream: str) -> tuple[Endpoint, .
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, None, f"invalid TOML: {exc}") from None
+        raise ConfigError(source, None, f"invalid TOML: {exc}") from exc
     except RecursionError:
         raise ConfigError(source, None, "invalid TOML: nested too deeply") from None
     base = Path(source).parent
@@ -119,7 +119,7 @@ class HostsDirectory:
                 try:
                     text = files.read_text(file)
                 except files.UnreadableFile as exc:
-                    raise ConfigError(str(file), None, f"cannot read: {exc}") from None
+                    raise ConfigError(str(file), None, f"cannot read: {exc}") from exc
                 cached = (signature, parse_hosts_toml(text, str(file), upstream))
                 self._cache[file] = cached
             return cached[1]

@@ -166,7 +166,7 @@ class Transport:
                 try:
                     context.load_verify_locations(cafile=ca)
                 except (OSError, ssl.SSLError) as exc:
-                    raise ConfigError(ca, None, f"cannot load CA certificates: {exc}") from None
+                    raise ConfigError(ca, None, f"cannot load CA certificates: {exc}") from exc
             self._ssl_contexts[endpoint.ca] = context
         return context
 

@@ -115,7 +115,7 @@ async def call(
                 endpoint,
                 f"nothing listens there ({reason}); is containerd "
                 "running, and is --cri-endpoint (or $PREPULL_CRI_ENDPOINT) right?",
-            ) from None
+            ) from exc
         raise RuntimeUnavailable(endpoint, f"{what}: {details_of(exc)}") from exc
 
 
