@@ -1,5 +1,5 @@
 """A fleet rolling out a new digest, simulated: no network, the agent's own rollout planner
-(agent.rollout) driven by a simulated clock. 5000 nodes see a re-locked 2 GB image when
+(agent.core.rollout) driven by a simulated clock. 5000 nodes see a re-locked 2 GB image when
 kubelet refreshes their ConfigMap volume (uniformly within its sync period), and pull it at
 once, at a random moment within a window ("jitter", what any fleet gets from uneven timers), or
 at their hashed moment within `rollout.spread`. Reported: the peak registry requests and bytes
@@ -101,7 +101,7 @@ def run() -> list[Row]:
             spread_30m / 1e9,
             " GB/s",
             TARGET,
-            note="5000 nodes x 2 GB, simulated with agent.rollout; the rest of the table above",
+            note="5000 nodes x 2 GB, simulated with core.rollout; the rest of the table above",
         )
     ]
 

@@ -72,7 +72,7 @@ async def a_bound_tag_names_the_content_at_once(
     image_id = await runtime.pull(image.by_digest)
     await binder.bind_tag(image.tagged, image.by_digest)
     # CRI learns of the tag from containerd's event stream, a moment later: the agent waits
-    # up to BIND_VISIBLE_TIMEOUT for it (agent.reconcile), so that is what is held here.
+    # up to BIND_VISIBLE_TIMEOUT for it (agent.core.reconcile), so that is what is held here.
     found = await _within(BIND_VISIBLE_TIMEOUT, lambda: runtime.image_status(image.tagged))
     assert found is not None and found.id == image_id
     assert image.tagged in found.repo_tags

@@ -99,7 +99,7 @@ def kube_session() -> aiohttp.ClientSession:
 
 
 class KubeApi:
-    """NodeApi (agent.gate) over HTTPS, for `access.node`."""
+    """NodeApi (agent.core.gate) over HTTPS, for `access.node`."""
 
     def __init__(self, session: aiohttp.ClientSession, access: ClusterAccess) -> None:
         self._session = session
@@ -108,7 +108,7 @@ class KubeApi:
         self._path = f"/api/v1/nodes/{quote(access.node, safe='')}"
 
     async def get_node(self) -> dict[str, Any]:
-        """The Node, its shape checked where the gate reads it (agent.gate.checked_node)."""
+        """The Node, its shape checked where the gate reads it (agent.core.gate.checked_node)."""
         return checked_node(await self._request("GET", self._path))
 
     async def patch_status(self, patch: dict[str, Any]) -> None:

@@ -59,7 +59,7 @@ class ImageEntry:
         self, reference: Reference, written: str, line: int, platforms: tuple[Platform, ...] = ()
     ) -> None:
         # Kind, has_tag and the hash are computed once, written straight into the instance (as
-        # agent.reference.Reference does): lists run to thousands of entries, each asked often.
+        # agent.core.reference.Reference does): lists run to thousands of entries, each asked often.
         has_tag = written_tag(written) or "@" not in written
         if reference.digest is None:
             kind = Kind.TAG
@@ -112,9 +112,9 @@ class PreloadConfig:
     """Label preloaded images io.cri-containerd.pinned so kubelet's image GC keeps them: a
     preloaded image nobody has run yet is otherwise the first one GC evicts."""
     max_disk_usage_percent: float = DEFAULT_DISK_BUDGET
-    """No pull may take the image filesystem past this (agent.disk); 100 turns it off."""
+    """No pull may take the image filesystem past this (agent.core.disk); 100 turns it off."""
     rollout_spread: float = 0.0
-    """Seconds over which a fleet's daemons spread the pulls of new content (agent.rollout)."""
+    """Seconds over which a fleet's daemons spread the pulls of new content (agent.core.rollout)."""
     rollout_spread_first_fill: bool = False
     """Spread a new node's first fill too (by default it pulls its whole list at once)."""
 

@@ -1,6 +1,6 @@
 """Keep pods off a node until its list is preloaded: a node condition saying whether it is, and
 the removal of a startup taint once it is (or once waiting has taken too long). The decisions
-are pure; NodeGate carries them out through a NodeApi (agent.kube implements it)."""
+are pure; NodeGate carries them out through a NodeApi (agent.adapters.kube implements it)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def verdict(
     timeout: float | None,
 ) -> Verdict:
     """The node's preload state, in the words a condition carries. `ready` and `waiting` are
-    /readyz's rule (agent.status.NodeReport)."""
+    /readyz's rule (agent.core.status.NodeReport)."""
     if ready:
         return Verdict(True, "Preloaded", f"{present} images present", release=True)
     message = f"waiting for {len(waiting)} images: {_named(waiting)}" if waiting else ""

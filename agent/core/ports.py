@@ -17,7 +17,7 @@ from agent.core.reference import Reference
 
 
 class ImageRuntime(Protocol):
-    """What reconciling needs of CRI (agent.cri.CriClient implements it)."""
+    """What reconciling needs of CRI (agent.adapters.runtime.cri.CriClient implements it)."""
 
     endpoint: str
 
@@ -27,7 +27,8 @@ class ImageRuntime(Protocol):
 
 
 class TagBinder(Protocol):
-    """Points a tag at present content, and labels images (agent.containerd.ContainerdImages)."""
+    """Points a tag at present content, and labels images (ContainerdImages, in
+    agent.adapters.runtime.containerd)."""
 
     async def bind_tag(
         self, tag_name: str, content_name: str, *, pin: Collection[str] = ()
@@ -37,7 +38,7 @@ class TagBinder(Protocol):
 
 
 class Resolver(Protocol):
-    """What reconciling needs of a registry (agent.registry.RegistryClient)."""
+    """What reconciling needs of a registry (agent.adapters.registry.client.RegistryClient)."""
 
     async def head_digest(self, ref: Reference) -> tuple[str, str]: ...
     async def resolve(self, ref: Reference, platform: Platform) -> Resolution: ...
@@ -57,8 +58,8 @@ class Status(StrEnum):
     REFUSED = "refused"
     """The content is not for this node's platform; nothing was pulled."""
     DEFERRED = "deferred"
-    """Not pulled yet: it would take the image filesystem past the disk budget (agent.disk), or
-    its new content waits for this node's moment in a rollout (agent.rollout)."""
+    """Not pulled yet: it would take the image filesystem past the disk budget (agent.core.disk), or
+    its new content waits for this node's moment in a rollout (agent.core.rollout)."""
     FAILED = "failed"
 
 

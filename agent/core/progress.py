@@ -1,6 +1,6 @@
 """How far the pulls in flight have got: the runtime's active downloads (containerd's ingests,
 what `ctr pull` draws its bars from) added up per image, through the blobs each image is made
-of. Pure: the caller lists the ingests (agent.containerd) and reads the result."""
+of. Pure: the caller lists the ingests (agent.adapters.runtime.containerd) and reads the result."""
 
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ class Reconciler:
         self._stopping = stopping
         self._credentials = credentials
         self._pins_honoured = pins_honoured
-        """The runtime reports our pin label (agent.runtimes): worth reading back."""
+        """The runtime reports our pin label (agent.core.runtimes): worth reading back."""
         self._progress = progress
         """Where pulls in flight are followed (the bytes they have downloaded), if anywhere."""
         self._disk = disk

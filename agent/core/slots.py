@@ -29,7 +29,7 @@ class PullSlots:
         self.disk_budget = disk_budget
         """A pull that would take the image filesystem past this percentage waits (100: none)."""
         self.rollout_spread = rollout_spread
-        """New content is pulled at the node's moment within this many seconds (agent.rollout)."""
+        """New content is pulled at the node's moment within this many seconds (core.rollout)."""
         self._ahead = 2 * concurrency
         self._checks: dict[str, asyncio.Semaphore] = {}
         self._order: dict[ImageEntry, int] = {}

@@ -82,11 +82,11 @@ class NodeReport:
         self.released_pins: dict[str, Any] | None = None
         """The last pins this agent took back (images that left the list) and when."""
         self.gate: dict[str, Any] | None = None
-        """The readiness gate's state (agent.gate.NodeGate), when it is on."""
+        """The readiness gate's state (agent.core.gate.NodeGate), when it is on."""
         self.images: dict[str, ImageReport] = {}
         self._recorded: dict[str, Outcome] = {}
         """The outcome each image's report was last set from. A steady pass hands back the
-        same outcome objects (agent.reconcile reuses what it settled): they change nothing."""
+        same outcome objects (agent.core.reconcile reuses what it settled): they change nothing."""
         self.last_reconcile: float | None = None
         """Unix time the last pass finished."""
         self.last_error: str | None = None

@@ -34,9 +34,9 @@ class DaemonSettings:
     """A pull still running logs how far it has got every this many seconds."""
     node_name: str = ""
     """This node's name (--node-name, $NODE_NAME, else the hostname): where it falls in a
-    rollout's spread (agent.rollout) depends on it."""
+    rollout's spread (agent.core.rollout) depends on it."""
     gate: GateSettings | None = None
-    """The readiness gate (agent.gate), if asked for; None: the agent never calls the API."""
+    """The readiness gate (agent.core.gate), if asked for; None: the agent never calls the API."""
 
 
 @dataclass(frozen=True)

@@ -257,7 +257,7 @@ def test_the_gate_without_what_it_needs_is_bad_input(tmp_path: Path) -> None:
     assert "cannot load the API server's CA" in no_ca.stderr and "Traceback" not in no_ca.stderr
 
 
-# Each was seen to end the daemon (spec or status null too: agent.gate's unit tests read them).
+# Each was seen to end the daemon (spec or status null too: agent.core.gate's unit tests read them).
 HOSTILE_NODES = {
     "spec a string": lambda n: {**n, "spec": "tainted"},
     "taints as a string": lambda n: {**n, "spec": {"taints": "prepull.io/not-ready"}},

@@ -391,7 +391,7 @@ def test_the_readiness_gate_overlay_turns_on_the_gate_with_the_rights_it_uses() 
     assert account["automountServiceAccountToken"] is True
     (role,) = [o for o in rendered if o["kind"] == "ClusterRole"]
     granted = {(v, r) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
-    # Exactly what agent.kube calls: GET and PATCH the node, PATCH its status; nothing else.
+    # Exactly what adapters.kube calls: GET and PATCH the node, PATCH its status; nothing else.
     assert granted == {("get", "nodes"), ("patch", "nodes"), ("patch", "nodes/status")}
     (binding,) = [o for o in rendered if o["kind"] == "ClusterRoleBinding"]
     assert binding["subjects"] == [

@@ -1,6 +1,6 @@
 """The OCI distribution API: resolve tags, fetch and verify manifests and configs, through
 mirrors and with retries, answering auth challenges with the credentials issued for each host.
-HTTP itself is agent.transport's; challenges, headers and tokens are agent.auth's."""
+HTTP itself is transport's; challenges, headers and tokens are auth's (both beside it)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """HTTP to registries over aiohttp: one keep-alive session, TLS per endpoint, per-registry
 concurrency slots, the pause a 429 imposes on its host, bounded reads and timeouts, and the
-observer that metrics hang on. It knows nothing of manifests or auth flows (agent.registry)."""
+observer that metrics hang on. It knows nothing of manifests or auth flows (client.py, beside
+it)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def open_session() -> aiohttp.ClientSession:
 
 
 class RegistryObserver(Protocol):
-    """What the registry client reports as it works (agent.metrics.Metrics implements it)."""
+    """What the registry client reports as it works (agent.daemon.metrics.Metrics implements it)."""
 
     def registry_request(self, host: str, method: str, status: str, seconds: float) -> None:
         """One request: its host, method, status (or "error") and duration."""
