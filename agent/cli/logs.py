@@ -43,7 +43,9 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(f"{f}={getattr(record, f)}" for f in FIELDS if hasattr(record, f))
-        line = f"{record.levelname} {record.name}: {record.getMessage()}"
+        # People read the program's voice; the module (JSON's `logger`) is for log queries.
+        name = "prepull-agent" if record.name.split(".")[0] == "agent" else record.name
+        line = f"{record.levelname} {name}: {record.getMessage()}"
         return f"{line} {extras}" if extras else line
 
 

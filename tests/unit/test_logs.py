@@ -6,10 +6,8 @@ import logging
 from agent.cli.logs import JsonFormatter, TextFormatter
 
 
-def record(**extra: object) -> logging.LogRecord:
-    entry = logging.LogRecord(
-        "prepull-agent", logging.INFO, __file__, 1, "%s pulled", ("r.io/a:1",), None
-    )
+def record(name: str = "agent.core.reconcile", **extra: object) -> logging.LogRecord:
+    entry = logging.LogRecord(name, logging.INFO, __file__, 1, "%s pulled", ("r.io/a:1",), None)
     for key, value in extra.items():
         setattr(entry, key, value)
     return entry
@@ -34,3 +32,9 @@ def test_json_lines_carry_the_pull_fields() -> None:
 def test_text_lines_are_for_humans() -> None:
     line = TextFormatter().format(record(outcome="pulled"))
     assert line == "INFO prepull-agent: r.io/a:1 pulled outcome=pulled"
+    other = TextFormatter().format(record("aiohttp.server"))
+    assert other == "INFO aiohttp.server: r.io/a:1 pulled", "a library speaks under its own name"
+
+
+def test_json_lines_name_the_module() -> None:
+    assert json.loads(JsonFormatter().format(record()))["logger"] == "agent.core.reconcile"
