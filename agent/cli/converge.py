@@ -98,11 +98,23 @@ async def once(args: argparse.Namespace) -> int:
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     if failed:
         others = f" ({summary})" if summary else ""
-        print(f"not converged on {node}: {len(failed)} of {len(outcomes)} failed{others}")
+        print(f"not converged on {node}: {_not_converged(failed, len(outcomes))}{others}")
         return EXIT_NOT_CONVERGED
     images = "image" if len(outcomes) == 1 else "images"
     print(f"converged on {node}: {len(outcomes)} {images} ({summary or 'none listed'})")
     return EXIT_CONVERGED
+
+
+def _not_converged(outcomes: Sequence[Outcome], total: int) -> str:
+    """`1 of 4 failed`, `2 of 5 deferred, 1 failed`: a deferral (disk budget, rollout moment) is
+    not a failure, and is not counted as one."""
+    kinds = [(s, sum(o.status is s for o in outcomes)) for s in NOT_CONVERGED]
+    (first, count), *rest = [(s, n) for s, n in kinds if n]
+    return ", ".join([f"{count} of {total} {first}", *(f"{n} {s}" for s, n in rest)])
+
+
+# In the order a summary names them.
+NOT_CONVERGED = (Status.FAILED, Status.REFUSED, Status.DEFERRED)
 
 
 async def _converge_once(

@@ -50,11 +50,14 @@ def verdict(
     passes: int,
     waited: float,
     timeout: float | None,
+    failed: Sequence[str] = (),
 ) -> Verdict:
     """The node's preload state, in the words a condition carries. `ready` and `waiting` are
     /readyz's rule (agent.core.status.NodeReport)."""
     if ready:
-        return Verdict(True, "Preloaded", f"{present} images present", release=True)
+        # Ready with permanent failures (reported, not waited for): the message names them.
+        broken = f"; {len(failed)} failed for good: {_named(failed)}" if failed else ""
+        return Verdict(True, "Preloaded", f"{present} images present{broken}", release=True)
     message = f"waiting for {len(waiting)} images: {_named(waiting)}" if waiting else ""
     if passes == 0:
         message = "; ".join(filter(None, ["the first pass has not finished", message]))
@@ -185,7 +188,14 @@ class NodeGate:
             "taint_released": self.released,
         }
 
-    async def sync(self, ready: bool, waiting: Sequence[str], present: int, passes: int) -> None:
+    async def sync(
+        self,
+        ready: bool,
+        waiting: Sequence[str],
+        present: int,
+        passes: int,
+        failed: Sequence[str] = (),
+    ) -> None:
         """Bring the node's condition and taint in line with the readiness now. Writes only
         what changed; a failed write is tried again at the next sync (AgentError surfaces)."""
         found = verdict(
@@ -195,6 +205,7 @@ class NodeGate:
             passes=passes,
             waited=self._clock() - self._started,
             timeout=self._timeout,
+            failed=failed,
         )
         self.last = found
         if self._condition:

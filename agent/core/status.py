@@ -85,6 +85,10 @@ class NodeReport:
         """The readiness gate's state (agent.core.gate.NodeGate), when it is on."""
         self.images: dict[str, ImageReport] = {}
         self._recorded: dict[str, Outcome] = {}
+        self._evicted: list[str] = []
+        """Images found evicted in the pass under way."""
+        self._this_pass: set[str] = set()
+        """Images settled in the pass under way."""
         """The outcome each image's report was last set from. A steady pass hands back the
         same outcome objects (agent.core.reconcile reuses what it settled): they change nothing."""
         self.last_reconcile: float | None = None
@@ -132,35 +136,45 @@ class NodeReport:
             report.state = State.PULLING
             self._recorded.pop(entry.written, None)
 
+    def settle(self, outcome: Outcome) -> bool:
+        """One image's outcome, as soon as it is known (the pass goes on): /status, readiness
+        and the gate see it at once. False if this very outcome was recorded already."""
+        image = outcome.entry.written
+        if self._recorded.get(image) is outcome:
+            return False
+        self._recorded[image] = outcome
+        report = self.images.setdefault(image, ImageReport(image))
+        # Evicted: this agent saw it present and correct, and now it is gone. (A moved tag
+        # is drift; an image that never arrived, or is new to the list, was never held.)
+        # Once per pass: the same image settled again (its pin read back) is not evicted.
+        if outcome.was_absent and report.held and image not in self._this_pass:
+            self._evicted.append(report.image)
+        self._this_pass.add(image)
+        report.state = _STATE_OF[outcome.status]
+        report.held = report.state == State.PRESENT
+        report.permanent = outcome.permanent
+        report.pinned = outcome.pinned
+        if outcome.converged:
+            report.digest = outcome.digest or report.digest
+            report.bytes = outcome.size or report.bytes
+            report.last_error = None
+        else:
+            report.last_error = outcome.detail
+        if outcome.pull_attempted:
+            report.last_pull_seconds = outcome.seconds
+        return True
+
     def record(self, outcomes: Sequence[Outcome], finished_at: float) -> PassSummary:
-        evicted = []
-        recorded = self._recorded
+        """The pass is over: every outcome settled (those not settled as they came, and pins
+        as read back at the end), the pass counted."""
         for outcome in outcomes:
-            image = outcome.entry.written
-            if recorded.get(image) is outcome:
-                continue
-            recorded[image] = outcome
-            report = self.images.setdefault(image, ImageReport(image))
-            # Evicted: this agent saw it present and correct, and now it is gone. (A moved tag
-            # is drift; an image that never arrived, or is new to the list, was never held.)
-            if outcome.was_absent and report.held:
-                evicted.append(report.image)
-            report.state = _STATE_OF[outcome.status]
-            report.held = report.state == State.PRESENT
-            report.permanent = outcome.permanent
-            report.pinned = outcome.pinned
-            if outcome.converged:
-                report.digest = outcome.digest or report.digest
-                report.bytes = outcome.size or report.bytes
-                report.last_error = None
-            else:
-                report.last_error = outcome.detail
-            if outcome.pull_attempted:
-                report.last_pull_seconds = outcome.seconds
+            self.settle(outcome)
+        evicted, self._evicted = tuple(self._evicted), []
+        self._this_pass.clear()
         self.passes += 1
         self.last_reconcile = finished_at
         self.last_error = None
-        return PassSummary(tuple(evicted), all(o.converged for o in outcomes))
+        return PassSummary(evicted, all(o.converged for o in outcomes))
 
     @property
     def desired(self) -> list[ImageReport]:

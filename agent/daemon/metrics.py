@@ -226,6 +226,27 @@ class Metrics:
         self.runtime_info.labels(name, version).set(1)
 
 
+def observe_outcome(metrics: Metrics, outcome: Outcome) -> None:
+    """One image's work, counted as soon as it is done (hits are counted per pass: a steady
+    pass over thousands of them makes one call, not one each)."""
+    status = outcome.status
+    if status is Status.HIT:
+        return
+    if outcome.pull_attempted or status is Status.BOUND:
+        metrics.cache_misses.inc()
+    if status is Status.REFUSED:
+        metrics.refusals.inc()
+    if outcome.pull_attempted:
+        # Only pulls that happened: a refusal or a failed lookup pulled nothing.
+        result = "success" if status is Status.PULLED else "failure"
+        metrics.pulls.labels(result).inc()
+        metrics.pull_duration.observe(outcome.seconds)
+        if status is Status.PULLED:
+            metrics.pulled_bytes.inc(outcome.size)
+    if outcome.drift:
+        metrics.tag_drift.inc()
+
+
 def observe_pass(
     metrics: Metrics,
     outcomes: Sequence[Outcome],
@@ -234,29 +255,19 @@ def observe_pass(
     seconds: float,
     now: float,
 ) -> None:
-    """Turn one pass into counters and gauges (the loop stays free of metric calls). One loop
-    over the outcomes and one over the desired images: lists run to thousands."""
-    hits = 0
-    for outcome in outcomes:
-        status = outcome.status
-        if status is Status.HIT:
-            hits += 1
-            continue
-        if outcome.pull_attempted or status is Status.BOUND:
-            metrics.cache_misses.inc()
-        if status is Status.REFUSED:
-            metrics.refusals.inc()
-        if outcome.pull_attempted:
-            # Only pulls that happened: a refusal or a failed lookup pulled nothing.
-            result = "success" if status is Status.PULLED else "failure"
-            metrics.pulls.labels(result).inc()
-            metrics.pull_duration.observe(outcome.seconds)
-            if status is Status.PULLED:
-                metrics.pulled_bytes.inc(outcome.size)
-        if outcome.drift:
-            metrics.tag_drift.inc()
-    metrics.cache_hits.inc(hits)
+    """The pass is over: its hits, evictions and duration, the images' gauges, and — when the
+    node is ready by /readyz's rule (agent.core.status.NodeReport.ready, the one definition
+    every signal uses) — the moment of the last successful pass."""
+    metrics.cache_hits.inc(sum(o.status is Status.HIT for o in outcomes))
     metrics.evictions.inc(len(summary.evicted))
+    observe_images(metrics, report)
+    metrics.reconcile_duration.observe(seconds)
+    if report.ready:
+        metrics.last_success.set(now)
+
+
+def observe_images(metrics: Metrics, report: NodeReport) -> None:
+    """The gauges of the listed images as the report has them now: one walk of the list."""
     states: dict[str, tuple[bool, bool]] = {}
     failed_permanently = over_budget = waiting_for_rollout = 0
     for image in report.desired:
@@ -276,6 +287,3 @@ def observe_pass(
     metrics.images_waiting_for_rollout.set(waiting_for_rollout)
     metrics.node_ready.set(report.ready)
     metrics.images.states = states
-    metrics.reconcile_duration.observe(seconds)
-    if summary.converged:
-        metrics.last_success.set(now)

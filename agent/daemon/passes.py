@@ -15,12 +15,14 @@ from agent.core.errors import RuntimeUnavailable
 from agent.core.platform import Platform
 from agent.core.ports import Outcome, Status
 from agent.core.reconcile import Reconciler
-from agent.daemon.metrics import observe_pass
+from agent.daemon.metrics import observe_images, observe_outcome, observe_pass
 from agent.daemon.state import Shared, first_of
 
 log = logging.getLogger(__name__)
 # ±10% around `resync`, so a fleet started together does not hit registries in lockstep.
 RESYNC_JITTER = 0.1
+# The per-image gauges walk the whole list: while images finish, at most this often.
+GAUGE_INTERVAL = 0.5
 
 
 class PassLoop:
@@ -30,6 +32,7 @@ class PassLoop:
         self._reconciler: tuple[tuple[object, ...], Reconciler] | None = None
         self._node: Platform | None = shared.settings.node
         self._runtime_seen: tuple[str, str] | None = None
+        self._gauges_at = 0.0
 
     async def run(self, runtime: wiring.Runtime, registry: RegistryClient) -> None:
         while not self._shared.stop.is_set():
@@ -65,7 +68,7 @@ class PassLoop:
         try:
             node = await self._meet_runtime(runtime)
             reconciler = self._reconciler_for(runtime, registry, node)
-            outcomes = await reconciler.converge(config, follow=follow)
+            outcomes = await reconciler.converge(config, self._settled, follow=follow)
         except RuntimeUnavailable as exc:
             shared.report.last_error = str(exc)
             log.error("pass skipped: %s", exc, extra={"event": "runtime_unavailable"})
@@ -77,16 +80,28 @@ class PassLoop:
         await self._report_disk(runtime, config.max_disk_usage_percent)
         seconds = time.monotonic() - started
         observe_pass(shared.metrics, outcomes, shared.report, summary, seconds, time.time())
-        for outcome in outcomes:
-            _log_outcome(outcome)
         _log_pass(outcomes, len(shared.report.desired), time.monotonic() - started)
-        shared.pass_done.set()
+        shared.report_changed.set()
         for image in summary.evicted:
             log.warning(
                 "%s was evicted from the node and restored",
                 image,
                 extra={"event": "eviction", "image": image},
             )
+
+    def _settled(self, outcome: Outcome) -> None:
+        """One image is done, the pass goes on: /status, the log, its metrics and (through
+        report_changed) the node condition say so now, not when the slowest pull ends."""
+        shared = self._shared
+        if not shared.report.settle(outcome):
+            return  # the same outcome as last pass (a steady hit): nothing changed
+        _log_outcome(outcome)
+        observe_outcome(shared.metrics, outcome)
+        now = time.monotonic()
+        if now - self._gauges_at >= GAUGE_INTERVAL:  # one walk of the list: not per image
+            self._gauges_at = now
+            observe_images(shared.metrics, shared.report)
+        shared.report_changed.set()
 
     def _report_released(self, released: Sequence[str]) -> None:
         """Pins taken back this pass: the images left the list, kubelet's GC may take them."""

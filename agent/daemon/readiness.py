@@ -3,19 +3,24 @@ line with /readyz, through the Kubernetes API (agent.adapters.kube)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from agent import wiring
 from agent.core.errors import AgentError
 from agent.core.gate import NodeGate
+from agent.core.status import State
 from agent.daemon.settings import GateSettings
 from agent.daemon.state import Shared, first_of
 
 log = logging.getLogger(__name__)
-# The gate looks again after every pass, and at least this often (the ready timeout must fire
-# while a pull hangs); it writes to the API server only when something changed.
+# The gate looks again when an image is done or a pass ends, and at least this often (the
+# ready timeout must fire while a pull hangs); it writes to the API only when something changed.
 GATE_INTERVAL = 5.0
+GATE_BATCH = 0.5
+# What a ready node's condition names as failed for good (reported, not waited for).
+FAILED = (State.FAILED, State.REFUSED)
 
 
 class GateLoop:
@@ -35,16 +40,19 @@ class GateLoop:
             )
             failing: str | None = None
             while True:
-                self._shared.pass_done.clear()
+                self._shared.report_changed.clear()
                 report = self._shared.report
                 waiting = [r.image for r in report.waiting_for]
                 present = len(report.desired) - len(report.missing)
+                failed = [r.image for r in report.missing if r.permanent and r.state in FAILED]
                 try:
-                    await gate.sync(report.ready, waiting, present, report.passes)
+                    await gate.sync(report.ready, waiting, present, report.passes, failed)
                     failing = None
                 except AgentError as exc:
                     if str(exc) != failing:
                         log.warning("readiness gate: %s", exc, extra={"event": "gate_error"})
                     failing = str(exc)
                 report.gate = {**gate.to_json(), "error": failing}
-                await first_of(self._shared.pass_done.wait(), seconds=GATE_INTERVAL)
+                await first_of(self._shared.report_changed.wait(), seconds=GATE_INTERVAL)
+                # Images that finish together are looked at together: one sync, not one each.
+                await asyncio.sleep(GATE_BATCH)

@@ -31,8 +31,8 @@ class Shared:
     """SIGHUP: read the config again."""
     list_changed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set by the config loop when it adopts a new list; the pass loop clears it."""
-    pass_done: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set after every pass, for the readiness gate to look at once."""
+    report_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when an image is done and after every pass, for the readiness gate to look."""
     config: PreloadConfig | None = None
     credential_files: CredentialFiles = field(default_factory=lambda: CredentialFiles(()))
 

@@ -513,6 +513,42 @@ def test_a_new_list_takes_effect_within_the_watch_interval_while_a_long_pull_is_
         proxy.stop()
 
 
+def test_each_image_is_reported_as_it_finishes_while_a_long_pull_is_in_flight(
+    volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
+) -> None:
+    # 16 MiB through a proxy that holds every 16 KiB for 50 ms: a pull of ~50 s. Beside it, an
+    # image already present and a tag that does not exist: both are known within moments.
+    proxy = SlowProxy(registry.port, delay=0.05).start()
+    try:
+        push_image(registry, f"{repo}/slow", "1", (NODE,), layer_bytes=16 << 20)
+        containerd.trust_http_registry(proxy.host)
+        slow = f"{proxy.host}/{repo}/slow:1"
+        present = push_image(registry, f"{repo}/here", "1", (NODE,))
+        pull(containerd, present.by_digest())
+        missing = f"{registry.host}/{repo}/gone:never-pushed"
+        settings = f"registries:\n  {proxy.host}:\n    insecure: true\n"
+        settings += f"  {registry.host}:\n    insecure: true\nresync: 1h\n"
+        here = present.by_digest()
+        volume.write(f"images:\n  - {slow}\n  - {here}\n  - {missing}\n{settings}")
+        daemon = start_daemon(volume.path, "--shutdown-grace", "1")
+
+        def states() -> dict[str, str]:
+            images = json.loads(daemon.get("/status")[1])["images"]
+            return {i["image"]: i["state"] for i in images}
+
+        daemon.wait_for(
+            lambda: states()[missing] == "failed" and states()[here] == "present",
+            30,
+            "the missing tag failed and the present image present, mid-pass",
+        )
+        assert states()[slow] in ("pending", "pulling"), "the slow image is still on its way"
+        assert f"{missing} failed" in daemon.log(), "logged when known, not at the pass's end"
+        assert daemon.metric("prepull_images_ready") == 1
+        assert "pass done" not in daemon.log()
+    finally:
+        proxy.stop()
+
+
 def test_status_command_shows_the_daemons_view_as_a_table_and_as_json(
     volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
 ) -> None:

@@ -235,3 +235,14 @@ def test_lock_check_without_a_readable_lock_is_bad_input_before_any_registry_is_
     err = capsys.readouterr().err
     assert ("name the lock with -o" in err) if lock is None else (lock in err), err
     assert "registry.invalid" not in err, "a registry was asked"
+
+
+def test_the_summary_counts_deferrals_apart_from_failures() -> None:
+    from agent.cli.converge import _not_converged
+
+    entry = parse(f"images:\n  - r.io/a/b@{D}\n").images[0]
+    failed = Outcome(entry, Status.FAILED, "not found")
+    deferred = Outcome(entry, Status.DEFERRED, "over disk budget", permanent=True)
+    assert _not_converged([failed], 4) == "1 of 4 failed"
+    assert _not_converged([deferred, deferred, failed], 5) == "1 of 5 failed, 2 deferred"
+    assert _not_converged([deferred], 3) == "1 of 3 deferred"

@@ -26,6 +26,8 @@ KEY = "prepull.io/not-ready"
 
 
 def test_a_ready_node_is_released_with_what_is_present() -> None:
+    broken = verdict(True, [], 3, passes=1, waited=0, timeout=None, failed=["r.io/gone:1"])
+    assert broken.ready and broken.message == "3 images present; 1 failed for good: r.io/gone:1"
     found = verdict(True, [], 3, passes=1, waited=0, timeout=None)
     assert (found.ready, found.reason, found.release) == (True, "Preloaded", True)
     assert found.message == "3 images present"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 from prometheus_client import CollectorRegistry
 
 from agent.core.config import parse
@@ -7,7 +9,7 @@ from agent.core.plan import Action
 from agent.core.platform import Platform
 from agent.core.ports import Outcome, Status
 from agent.core.status import NodeReport
-from agent.daemon.metrics import Metrics, observe_pass
+from agent.daemon.metrics import Metrics, observe_outcome, observe_pass
 
 D = "sha256:" + "d" * 64
 CONFIG = parse(
@@ -74,6 +76,9 @@ def test_a_pass_becomes_metrics() -> None:
     report = NodeReport(Platform("linux", "amd64"))
     report.configure(CONFIG.images)
     passed = outcomes("hit", "failed")
+    for outcome in passed:  # as each image is done
+        report.settle(outcome)
+        observe_outcome(metrics, outcome)
     observe_pass(metrics, passed, report, report.record(passed, 5.0), 0.5, 5.0)
 
     value = registry.get_sample_value
@@ -85,6 +90,38 @@ def test_a_pass_becomes_metrics() -> None:
     assert value("prepull_image_ready", {"image": "r.io/b:1"}) == 0
     assert value("prepull_image_ready", {"image": "r.io/c:1"}) is None, "skipped: not this node's"
     assert value("prepull_last_reconcile_success_timestamp_seconds") == 0, "the pass failed"
+
+
+def test_the_last_success_is_the_last_pass_that_left_the_node_ready() -> None:
+    """One definition of ready: a permanent failure is reported, not waited for, so the node is
+    ready and the last-success moment moves (an alert on it must not fire on a ready node)."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    report = NodeReport(Platform("linux", "amd64"))
+    report.configure(CONFIG.images)
+    hit, failed, _ = outcomes("hit", "failed")
+    broken = dataclasses.replace(failed, permanent=True)
+    observe_pass(metrics, [hit, broken], report, report.record([hit, broken], 7.0), 0.5, 7.0)
+    assert report.ready
+    assert registry.get_sample_value("prepull_node_ready") == 1
+    assert registry.get_sample_value("prepull_last_reconcile_success_timestamp_seconds") == 7.0
+
+
+def test_an_image_is_reported_as_soon_as_it_is_done() -> None:
+    report = NodeReport(Platform("linux", "amd64"))
+    report.configure(CONFIG.images)
+    first, second, _ = outcomes("pulled", "failed")
+    report.settle(second)  # known at once, while the other still pulls
+    assert report.images["r.io/b:1"].state == "failed"
+    assert report.images["r.io/a:1"].state == "pending"
+    report.settle(first)
+    assert report.images["r.io/a:1"].state == "present"
+    assert report.record([first, second], 1.0).evicted == ()
+    again = outcomes("pulled", "failed")[0]  # absent again next pass: evicted, once
+    report.settle(again)
+    pinned = dataclasses.replace(again, pinned=True)  # its pin read back at the pass's end
+    assert report.record([pinned, second], 2.0).evicted == ("r.io/a:1",)
+    assert report.images["r.io/a:1"].pinned
 
 
 def test_only_an_image_seen_present_and_later_absent_is_an_eviction() -> None:
@@ -118,6 +155,8 @@ def test_a_refusal_is_its_own_outcome_not_a_pull() -> None:
         A, Status.REFUSED, "no linux/amd64 manifest", action=Action.PULL, permanent=True
     )
     passed = [refused, *outcomes("hit", "hit")[1:]]
+    for outcome in passed:
+        observe_outcome(metrics, outcome)
     observe_pass(metrics, passed, report, report.record(passed, 5.0), 0.5, 5.0)
 
     value = registry.get_sample_value
