@@ -206,8 +206,8 @@ def _run(commands: Commands) -> None:
     gate.add_argument(
         "--remove-startup-taint",
         metavar="KEY",
-        help="remove the taint KEY (e.g. prepull.io/not-ready, from the autoscaler's "
-        "startupTaints or --register-with-taints) from this node once it is ready",
+        help="remove the taint KEY (e.g. prepull.io/not-ready, from kubelet's "
+        "--register-with-taints or Karpenter's startupTaints) from this node once it is ready",
     )
     gate.add_argument(
         "--ready-timeout",
