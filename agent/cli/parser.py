@@ -194,13 +194,15 @@ def _run(commands: Commands) -> None:
     )
     gate = run.add_argument_group(
         "readiness gate (opt-in; needs deploy/readiness-gate RBAC)",
-        "keep pods off the node until its list is preloaded: a PrepullReady node condition, "
+        "keep pods off the node until its list is preloaded: a prepull.io/PrepullReady node "
+        "condition, "
         "and the removal of a startup taint",
     )
     gate.add_argument(
         "--node-condition",
         action="store_true",
-        help="keep this node's PrepullReady condition (status, reason, message naming what is "
+        help="keep this node's prepull.io/PrepullReady condition (status, reason, message naming "
+        "what is "
         "missing) up to date",
     )
     gate.add_argument(

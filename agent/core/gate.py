@@ -12,7 +12,12 @@ from typing import Any, Protocol
 
 from agent.core.errors import AgentError
 
-CONDITION_TYPE = "PrepullReady"
+# Domain-prefixed, as the Node Readiness Controller (kubernetes-sigs/node-readiness-controller)
+# expects of conditions reported for it (`projectcalico.org/CalicoReady`).
+CONDITION_TYPE = "prepull.io/PrepullReady"
+# Written again at least this often when nothing changed, as that controller's reporters do:
+# a condition whose heartbeat stops says its reporter stopped.
+HEARTBEAT_SECONDS = 300.0
 # A taint the agent could remove twice in a row without seeing it again is a conflict with
 # another writer each time: a few tries, then the next sync tries again.
 TAINT_ATTEMPTS = 5
@@ -174,6 +179,7 @@ class NodeGate:
         self._started = clock()
         self._written: tuple[str, str, str] | None = None
         """The condition's status, reason and message as last written."""
+        self._written_at = 0.0
         self.released: str | None = None
         """Why the startup taint is gone ("ready", "timeout", "absent"), once it is."""
         self.last: Verdict | None = None
@@ -215,13 +221,18 @@ class NodeGate:
 
     async def _write_condition(self, found: Verdict) -> None:
         status = "True" if found.ready else "False"
-        if self._written == (status, found.reason, found.message):
+        fresh = self._clock() - self._written_at < HEARTBEAT_SECONDS
+        if self._written == (status, found.reason, found.message) and fresh:
             return
         previous = current_condition(await self._api.get_node())
         written = condition(found, self._wall_clock(), previous)
         # Strategic merge keyed by `type`: the kubelet's own conditions stay as they are.
         await self._api.patch_status({"status": {"conditions": [written]}})
+        unchanged = self._written == (status, found.reason, found.message)
         self._written = (status, found.reason, found.message)
+        self._written_at = self._clock()
+        if unchanged:
+            return  # a heartbeat: lastHeartbeatTime moved, nothing else
         log.info(
             "node condition %s=%s (%s): %s",
             CONDITION_TYPE,

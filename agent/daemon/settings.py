@@ -43,7 +43,7 @@ class DaemonSettings:
 class GateSettings:
     access: ClusterAccess
     condition: bool
-    """Keep the node's PrepullReady condition up to date."""
+    """Keep the node's prepull.io/PrepullReady condition up to date."""
     startup_taint: str | None
     """Remove this taint from the node once the list is preloaded."""
     ready_timeout: float | None

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from agent.core import platform as platforms
+from agent.core.gate import CONDITION_TYPE
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc, listing
 from tests.harness.images import push_image
@@ -139,21 +140,21 @@ def test_the_taint_goes_only_once_the_list_is_present_and_the_condition_follows(
         daemon = start_daemon(volume.path, *flags)
 
         def held_back() -> bool:
-            written = api.condition("n1", "PrepullReady")
+            written = api.condition("n1", CONDITION_TYPE)
             image = status_of(daemon)["images"][0]
             pulling = image["state"] == "pulling"
             return written is not None and written["status"] == "False" and pulling
 
         daemon.wait_for(held_back, 60, "the condition to say False while the image pulls")
         assert STARTUP_TAINT in api.taints("n1"), "released before the list was present"
-        waiting = api.condition("n1", "PrepullReady")
+        waiting = api.condition("n1", CONDITION_TYPE)
         assert waiting is not None and waiting["reason"] == "Preloading", waiting
         daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 90, "the pull to finish")
         daemon.wait_for(
             lambda: STARTUP_TAINT not in api.taints("n1"), 15, "the startup taint to go"
         )
 
-    ready = api.condition("n1", "PrepullReady")
+    ready = api.condition("n1", CONDITION_TYPE)
     assert ready is not None and (ready["status"], ready["reason"]) == ("True", "Preloaded")
     assert ready["message"] == "1 images present"
     assert ready["lastTransitionTime"] >= waiting["lastTransitionTime"]
@@ -188,7 +189,7 @@ def test_the_timeout_releases_a_node_whose_registry_is_down_and_says_so(
     daemon = start_daemon(volume.path, *flags)
     daemon.wait_for(lambda: STARTUP_TAINT not in api.taints("n1"), 30, "the timeout to release")
     assert daemon.get("/readyz")[0] == 503, "released, but not ready"
-    written = api.condition("n1", "PrepullReady")
+    written = api.condition("n1", CONDITION_TYPE)
     assert written is not None and (written["status"], written["reason"]) == (
         "False",
         "ReadyTimeout",
@@ -220,11 +221,11 @@ def test_a_rotated_token_is_used_and_a_missing_permission_is_named(
     error = status_of(daemon)["gate"]["error"]
     assert "HTTP 403" in error and "RBAC" in error and "weak-token" not in error, error
     daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 30, "readiness despite the gate")
-    assert api.condition("n1", "PrepullReady") is None
+    assert api.condition("n1", CONDITION_TYPE) is None
     # kubelet rotates the projected token: the next request uses the new one.
     (tmp_path / "token").write_text("agent-token\n")
     daemon.wait_for(
-        lambda: api.condition("n1", "PrepullReady") is not None, 30, "the condition after rotation"
+        lambda: api.condition("n1", CONDITION_TYPE) is not None, 30, "the condition after rotation"
     )
     # The gate's error is cleared when its sync returns, a moment after the write: wait for it.
     daemon.wait_for(
@@ -261,7 +262,7 @@ def test_the_gate_without_what_it_needs_is_bad_input(tmp_path: Path) -> None:
 HOSTILE_NODES = {
     "spec a string": lambda n: {**n, "spec": "tainted"},
     "taints as a string": lambda n: {**n, "spec": {"taints": "prepull.io/not-ready"}},
-    "conditions as strings": lambda n: {**n, "status": {"conditions": ["Ready", "PrepullReady"]}},
+    "conditions as strings": lambda n: {**n, "status": {"conditions": ["Ready", CONDITION_TYPE]}},
     "a taint without a key": lambda n: {**n, "spec": {"taints": [{"effect": "NoSchedule"}]}},
     "a list, not a Node": lambda n: [n],
 }
@@ -315,7 +316,7 @@ def test_a_hostile_api_server_never_ends_the_daemon_and_a_healed_one_is_served(
         lambda: KEY not in [t["key"] for t in api.taints("n1")], 60, "the taint removal"
     )
     daemon.wait_for(
-        lambda: (api.condition("n1", "PrepullReady") or {}).get("status") == "True",
+        lambda: (api.condition("n1", CONDITION_TYPE) or {}).get("status") == "True",
         30,
         "the condition",
     )

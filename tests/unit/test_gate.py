@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from agent.core.gate import (
     CONDITION_TYPE,
+    HEARTBEAT_SECONDS,
     Conflict,
     MalformedNode,
     NodeGate,
@@ -131,6 +132,20 @@ def gate(api: FakeNode, clock: Clock, timeout: float | None = None) -> NodeGate:
     return NodeGate(
         api, condition=True, taint_key=KEY, timeout=timeout, clock=clock, wall_clock=lambda: T0
     )
+
+
+def test_an_unchanged_condition_is_written_again_as_a_heartbeat() -> None:
+    api = FakeNode([])
+    clock = Clock()
+    node_gate = gate(api, clock)
+    asyncio.run(node_gate.sync(True, [], 1, 1))
+    clock.now = HEARTBEAT_SECONDS - 1
+    asyncio.run(node_gate.sync(True, [], 1, 2))
+    assert api.status_patches == 1, "nothing changed and the heartbeat is not due"
+    clock.now = HEARTBEAT_SECONDS + 1
+    asyncio.run(node_gate.sync(True, [], 1, 3))
+    assert api.status_patches == 2, "the heartbeat is written"
+    assert current_condition(api.node)["type"] == "prepull.io/PrepullReady"  # type: ignore[index]
 
 
 def test_the_gate_writes_the_condition_on_change_only_and_releases_once_ready() -> None:
