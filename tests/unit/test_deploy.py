@@ -23,6 +23,7 @@ from agent.adapters.runtime import rpc
 from agent.cli import common, converge
 from agent.cli.parser import parser
 from agent.core import config as configs
+from agent.core.gate import CONDITION_TYPE
 from agent.core.platform import Platform
 from agent.core.status import NodeReport
 from agent.daemon.metrics import Metrics
@@ -296,6 +297,8 @@ def test_the_rendered_files_are_their_sources_as_rendered_now() -> None:
 
 
 CRDS = ROOT / "tests" / "data" / "crds"
+VENDORED_GROUPS = {path.name.partition("_")[0] for path in CRDS.glob("*.json")}
+"""API groups whose custom resources are checked against their vendored CRD schema."""
 
 
 def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
@@ -327,7 +330,7 @@ def _strict(schema: Any) -> Any:
 
 def validate(item: dict[str, Any]) -> None:
     """Against the Kubernetes schemas, or a custom resource against its CRD's."""
-    if "/" in item["apiVersion"] and item["apiVersion"].split("/")[0].endswith(".coreos.com"):
+    if "/" in item["apiVersion"] and item["apiVersion"].split("/")[0] in VENDORED_GROUPS:
         metadata = {k: v for k, v in item.items() if k != "metadata"}
         jsonschema.validate(metadata, crd_schema(item["apiVersion"], item["kind"]))
     else:
@@ -404,3 +407,30 @@ def test_the_readiness_gate_overlay_turns_on_the_gate_with_the_rights_it_uses() 
     # The base itself never talks to the API.
     assert one("ServiceAccount")["automountServiceAccountToken"] is False
     assert not [o for o in objects() if o["kind"].startswith("ClusterRole")]
+
+
+def test_the_node_readiness_controller_overlay_reports_the_condition_its_rule_maps() -> None:
+    """The Node Readiness Controller removes the taint: the agent only reports the condition,
+    with the rights that takes (no patch of the Node itself), and the rule names that
+    condition and a taint under readiness.k8s.io/, released once (bootstrap-only)."""
+    rendered = kustomize(DEPLOY / "overlays" / "node-readiness-controller")
+    (daemonset,) = [o for o in rendered if o["kind"] == "DaemonSet"]
+    (agent,) = daemonset["spec"]["template"]["spec"]["containers"]
+    args = parser().parse_args(agent["args"])
+    assert args.node_condition and args.remove_startup_taint is None
+    (rule,) = [o for o in rendered if o["kind"] == "NodeReadinessRule"]
+    assert rule["spec"]["conditions"] == [{"type": CONDITION_TYPE, "requiredStatus": "True"}]
+    assert rule["spec"]["taint"]["key"].startswith("readiness.k8s.io/")
+    assert rule["spec"]["enforcementMode"] == "bootstrap-only"
+    validate(rule)
+    (role,) = [o for o in rendered if o["kind"] == "ClusterRole"]
+    granted = {(v, r) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert granted == {("get", "nodes"), ("patch", "nodes/status")}
+
+
+def test_a_rule_the_controller_would_refuse_is_caught() -> None:
+    rendered = kustomize(DEPLOY / "overlays" / "node-readiness-controller")
+    (rule,) = [o for o in rendered if o["kind"] == "NodeReadinessRule"]
+    broken = {**rule, "spec": {**rule["spec"], "enforcementMode": "once"}}
+    with pytest.raises(jsonschema.ValidationError):
+        validate(broken)
