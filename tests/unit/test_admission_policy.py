@@ -1,0 +1,130 @@
+"""The admission policy that keeps each agent to its own Node (deploy/components/own-node-only),
+its CEL evaluated on requests the agent makes and on those a compromised agent would make.
+cel-python stands in for the API server's CEL (test-only); the objects are also validated
+against the Kubernetes schemas with every overlay (test_deploy)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import celpy
+import pytest
+from celpy.adapter import json_to_cel
+
+from agent.core.gate import CONDITION_TYPE
+from tests.unit.test_deploy import DEPLOY, kustomize
+
+AGENT = "system:serviceaccount:prepull-system:prepull-agent"
+KEY = "prepull.io/not-ready"
+ENV = celpy.Environment()
+
+
+def policy() -> dict[str, Any]:
+    rendered = kustomize(DEPLOY / "overlays" / "readiness-gate")
+    (found,) = [o for o in rendered if o["kind"] == "ValidatingAdmissionPolicy"]
+    (binding,) = [o for o in rendered if o["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert binding["spec"]["policyName"] == found["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    return found
+
+
+def evaluate(expression: str, bindings: dict[str, Any]) -> bool:
+    program = ENV.program(ENV.compile(expression))
+    activation = {name: json_to_cel(value) for name, value in bindings.items()}
+    return bool(program.evaluate(activation))
+
+
+def refusals(user: str, node_of_token: str | None, sub: str, new: Any, old: Any) -> list[str]:
+    """What the API server would refuse the write with ([] if admitted), per the policy."""
+    spec = policy()["spec"]
+    extra = {"authentication.kubernetes.io/node-name": [node_of_token]} if node_of_token else {}
+    bindings = {
+        "request": {"userInfo": {"username": user, "extra": extra}, "subResource": sub},
+        "object": new,
+        "oldObject": old,
+    }
+    if not all(evaluate(c["expression"], bindings) for c in spec["matchConditions"]):
+        return []
+    return [v["message"] for v in spec["validations"] if not evaluate(v["expression"], bindings)]
+
+
+def node(name: str = "n1") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": {"kubernetes.io/os": "linux"}},
+        "spec": {
+            "taints": [{"key": KEY, "effect": "NoSchedule"}, {"key": "gpu", "effect": "NoSchedule"}]
+        },
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+def with_condition(before: dict[str, Any], status: str) -> dict[str, Any]:
+    after = copy.deepcopy(before)
+    after["status"]["conditions"].append({"type": CONDITION_TYPE, "status": status})
+    return after
+
+
+def without_taint(before: dict[str, Any], key: str) -> dict[str, Any]:
+    after = copy.deepcopy(before)
+    after["spec"]["taints"] = [t for t in after["spec"]["taints"] if t["key"] != key]
+    return after
+
+
+def test_the_agent_may_write_its_condition_and_remove_its_taint_on_its_own_node() -> None:
+    before = node()
+    assert refusals(AGENT, "n1", "status", with_condition(before, "True"), before) == []
+    assert refusals(AGENT, "n1", "", without_taint(before, KEY), before) == []
+
+
+@pytest.mark.parametrize(
+    ("token_node", "sub", "change", "refused"),
+    [
+        ("n2", "status", lambda n: with_condition(n, "True"), "only the Node its pod runs on"),
+        (None, "status", lambda n: with_condition(n, "True"), "only the Node its pod runs on"),
+        (
+            "n1",
+            "status",
+            lambda n: {**n, "status": {"conditions": [{"type": "Ready", "status": "False"}]}},
+            "only its prepull.io/PrepullReady condition",
+        ),
+        ("n1", "", lambda n: without_taint(n, "gpu"), "only remove its prepull.io/not-ready"),
+        (
+            "n1",
+            "",
+            lambda n: (
+                without_taint(n, KEY)
+                | {"spec": {"taints": [*n["spec"]["taints"], {"key": KEY, "effect": "NoExecute"}]}}
+            ),
+            "only remove its prepull.io/not-ready",
+        ),
+        ("n1", "", lambda n: n | {"spec": {**n["spec"], "unschedulable": True}}, "only remove"),
+        (
+            "n1",
+            "",
+            lambda n: n | {"metadata": {**n["metadata"], "labels": {"role": "x"}}},
+            "only remove",
+        ),
+    ],
+    ids=[
+        "another node",
+        "a token bound to no node",
+        "another condition",
+        "another taint removed",
+        "its taint added",
+        "cordoned",
+        "labels changed",
+    ],
+)
+def test_what_a_compromised_agent_would_write_is_refused(
+    token_node: str | None, sub: str, change: Any, refused: str
+) -> None:
+    before = node()
+    messages = refusals(AGENT, token_node, sub, change(before), before)
+    assert any(refused in m for m in messages), messages
+
+
+def test_the_policy_leaves_everyone_else_alone() -> None:
+    before = node()
+    kubelet = "system:node:n1"
+    assert refusals(kubelet, None, "", without_taint(before, "gpu"), before) == []
