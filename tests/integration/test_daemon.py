@@ -277,6 +277,42 @@ def test_a_real_prometheus_scrapes_the_agent_and_answers_promql(
         prometheus.stop()
 
 
+def test_a_node_ready_with_a_broken_entry_is_ready_in_every_signal(
+    tmp_path: Path,
+    volume: ConfigMapVolume,
+    registry: Registry,
+    containerd: Containerd,
+    repo: str,
+    start_daemon,
+) -> None:
+    """One definition of ready: a tag that does not exist fails for good, is reported and not
+    waited for — so /readyz, prepull_node_ready and the last-success moment agree, and the
+    never-converged alert stays quiet (its 3 hours taken as passed), on values a real Prometheus
+    scraped."""
+    image = push_image(registry, repo, "1", (NODE,))
+    missing = f"{registry.host}/{repo}:never-pushed"
+    volume.write(listing(registry, [image.tagged, missing]))
+    daemon = start_daemon(volume.path)
+    daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 30, "readiness")
+    try:
+        prometheus = Prometheus(tmp_path / "prometheus", [f"127.0.0.1:{daemon.port}"]).start()
+    except HarnessError as exc:
+        pytest.fail(f"cannot start prometheus: {exc}", pytrace=False)
+    try:
+        daemon.wait_for(
+            lambda: len(prometheus.query("prepull_node_ready == 1")) == 1, 60, "a scrape"
+        )
+        assert prometheus.query("prepull_images_failed_permanently == 1"), "the failure is said"
+        assert prometheus.query("prepull_last_reconcile_success_timestamp_seconds > 0")
+        rules = yaml.safe_load((DEPLOY / "prometheus-rules.yaml").read_text())
+        (never,) = [r for r in rules["groups"][0]["rules"] if r["alert"] == "PrepullNeverConverged"]
+        as_if_3h_passed = never["expr"].replace("> 3 * 3600", "> -1")
+        assert as_if_3h_passed != never["expr"]
+        assert prometheus.query(as_if_3h_passed) == [], "never-converged fires on a ready node"
+    finally:
+        prometheus.stop()
+
+
 def test_sigterm_during_a_slow_pull_exits_within_the_grace_period(
     volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
 ) -> None:
