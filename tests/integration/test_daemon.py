@@ -263,7 +263,7 @@ def test_a_real_prometheus_scrapes_the_agent_and_answers_promql(
         dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
         for panel in dashboard["panels"]:
             for target in panel["targets"]:
-                expr = target["expr"].replace("$instance", ".*")
+                expr = target["expr"].replace("$node", ".*")
                 expr = expr.replace("$__rate_interval", "1m").replace("$__range", "5m")
                 answer = prometheus.query(expr)
                 if "or vector(0)" in expr:  # the fleet summaries say 0, never "No data"

@@ -196,7 +196,7 @@ def test_dashboard_queries_use_real_metrics() -> None:
     ):
         assert topic in titles, f"no panel about {topic}"
     variables = [v["name"] for v in dashboard["templating"]["list"]]
-    assert "instance" in variables and all("$instance" in e for e in exprs)
+    assert "node" in variables and all("$node" in e for e in exprs)
 
 
 def test_alert_rules_fire_and_stay_quiet_as_their_tests_say() -> None:
@@ -434,3 +434,9 @@ def test_a_rule_the_controller_would_refuse_is_caught() -> None:
     broken = {**rule, "spec": {**rule["spec"], "enforcementMode": "once"}}
     with pytest.raises(jsonschema.ValidationError):
         validate(broken)
+
+
+def test_the_prometheus_operator_objects_carry_the_release_label_and_nothing_else_does() -> None:
+    rendered = kustomize(DEPLOY / "overlays" / "prometheus-operator")
+    labelled = {o["kind"] for o in rendered if "release" in o["metadata"].get("labels", {})}
+    assert labelled == {"PodMonitor", "PrometheusRule"}
