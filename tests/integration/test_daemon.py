@@ -504,18 +504,25 @@ def test_every_counter_moves_exactly_as_the_situation_says(
     assert image_status(containerd, good.tagged).id == good.configs[NODE]  # type: ignore[union-attr]
 
 
+def _slow_image(
+    registry: Registry, containerd: Containerd, repo: str
+) -> tuple[SlowProxy, str, str]:
+    """16 MiB behind a proxy that holds every 16 KiB for 50 ms (a pull of ~50 s): the proxy,
+    the image's reference through it, and the list's registry settings (no resync for an hour)."""
+    proxy = SlowProxy(registry.port, delay=0.05).start()
+    push_image(registry, f"{repo}/slow", "1", (NODE,), layer_bytes=16 << 20)
+    containerd.trust_http_registry(proxy.host)
+    settings = f"registries:\n  {proxy.host}:\n    insecure: true\n"
+    settings += f"  {registry.host}:\n    insecure: true\nresync: 1h\n"
+    return proxy, f"{proxy.host}/{repo}/slow:1", settings
+
+
 def test_a_new_list_takes_effect_within_the_watch_interval_while_a_long_pull_is_in_flight(
     volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
 ) -> None:
-    # 16 MiB through a proxy that holds every 16 KiB for 50 ms: a pull of ~50 s.
-    proxy = SlowProxy(registry.port, delay=0.05).start()
+    proxy, slow, settings = _slow_image(registry, containerd, repo)
     try:
-        push_image(registry, f"{repo}/slow", "1", (NODE,), layer_bytes=16 << 20)
-        containerd.trust_http_registry(proxy.host)
-        slow = f"{proxy.host}/{repo}/slow:1"
         fast = [push_image(registry, f"{repo}/fast{i}", "1", (NODE,)).tagged for i in range(2)]
-        settings = f"registries:\n  {proxy.host}:\n    insecure: true\n"
-        settings += f"  {registry.host}:\n    insecure: true\nresync: 1h\n"
         volume.write(f"images:\n  - {slow}\n{settings}")
         daemon = start_daemon(volume.path, "--shutdown-grace", "1", "--watch-interval", "0.5")
         daemon.wait_for(
@@ -552,18 +559,13 @@ def test_a_new_list_takes_effect_within_the_watch_interval_while_a_long_pull_is_
 def test_each_image_is_reported_as_it_finishes_while_a_long_pull_is_in_flight(
     volume: ConfigMapVolume, registry: Registry, containerd: Containerd, repo: str, start_daemon
 ) -> None:
-    # 16 MiB through a proxy that holds every 16 KiB for 50 ms: a pull of ~50 s. Beside it, an
-    # image already present and a tag that does not exist: both are known within moments.
-    proxy = SlowProxy(registry.port, delay=0.05).start()
+    # Beside the slow image, one already present and a tag that does not exist: both are known
+    # within moments.
+    proxy, slow, settings = _slow_image(registry, containerd, repo)
     try:
-        push_image(registry, f"{repo}/slow", "1", (NODE,), layer_bytes=16 << 20)
-        containerd.trust_http_registry(proxy.host)
-        slow = f"{proxy.host}/{repo}/slow:1"
         present = push_image(registry, f"{repo}/here", "1", (NODE,))
         pull(containerd, present.by_digest())
         missing = f"{registry.host}/{repo}/gone:never-pushed"
-        settings = f"registries:\n  {proxy.host}:\n    insecure: true\n"
-        settings += f"  {registry.host}:\n    insecure: true\nresync: 1h\n"
         here = present.by_digest()
         volume.write(f"images:\n  - {slow}\n  - {here}\n  - {missing}\n{settings}")
         daemon = start_daemon(volume.path, "--shutdown-grace", "1")
