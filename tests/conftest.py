@@ -7,6 +7,12 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import settings
+
+# A property holds or not whatever an example costs: on 2 busy cores one example can take
+# longer than Hypothesis' default 200 ms deadline, which would fail a run at random.
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

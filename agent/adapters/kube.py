@@ -1,5 +1,6 @@
 """The Kubernetes API, for the agent's own Node only: read it, patch its status (the
-PrepullReady condition), JSON-patch it (remove the startup taint). aiohttp, already the
+PrepullReady condition), JSON-patch it (remove the startup taint), and record Events about it
+in the agent's namespace. aiohttp, already the
 registry client's, is the HTTP client; the service account's token is read again for every
 request, so a rotated token is used as soon as kubelet writes it."""
 
@@ -33,6 +34,9 @@ class ClusterAccess:
     token_file: Path
     ca_file: Path | None
     node: str
+    namespace: str = "default"
+    """Where the agent records Events about its Node: its own namespace, so that what it may
+    write stays there (`kubectl describe node` finds them in any namespace)."""
 
     @classmethod
     def resolve(
@@ -41,6 +45,7 @@ class ClusterAccess:
         server: str | None = None,
         token_file: Path | None = None,
         ca_file: Path | None = None,
+        namespace: str | None = None,
     ) -> ClusterAccess:
         """In-cluster defaults (KUBERNETES_SERVICE_HOST/PORT, the service account's token and
         CA, NODE_NAME from the downward API), each overridable; InputError naming what is
@@ -69,7 +74,21 @@ class ClusterAccess:
             token_file=token_file or SERVICE_ACCOUNT / "token",
             ca_file=ca_file or (default_ca if default_ca.exists() else None),
             node=node,
+            namespace=namespace or _own_namespace(),
         )
+
+
+def _own_namespace() -> str:
+    """The pod's namespace: POD_NAMESPACE (downward API: metadata.namespace), else the one
+    kubelet mounts with the service account's token, else `default`."""
+    named = os.environ.get("POD_NAMESPACE", "").strip()
+    if named:
+        return named
+    try:
+        mounted = files.read_text(SERVICE_ACCOUNT / "namespace", 256).strip()
+    except files.UnreadableFile:
+        return "default"
+    return mounted or "default"
 
 
 REQUEST_TIMEOUT = 10.0
@@ -106,6 +125,7 @@ class KubeApi:
         self._access = access
         self._ssl = tls_context(access)
         self._path = f"/api/v1/nodes/{quote(access.node, safe='')}"
+        self._events = f"/api/v1/namespaces/{quote(access.namespace, safe='')}/events"
 
     async def get_node(self) -> dict[str, Any]:
         """The Node, its shape checked where the gate reads it (agent.core.gate.checked_node)."""
@@ -116,6 +136,20 @@ class KubeApi:
 
     async def json_patch(self, operations: list[dict[str, Any]]) -> None:
         await self._request("PATCH", self._path, operations, JSON_PATCH)
+
+    async def create_event(self, event: dict[str, Any]) -> None:
+        await self._request("POST", self._events, event)
+
+    async def patch_event(self, name: str, patch: dict[str, Any]) -> bool:
+        """False if the Event is gone (the API server keeps Events an hour)."""
+        path = f"{self._events}/{quote(name, safe='')}"
+        try:
+            await self._request("PATCH", path, patch, MERGE_PATCH)
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     def _token(self) -> str:
         try:
@@ -180,8 +214,9 @@ def _message(text: str) -> str:
 # What an operator does about each refusal.
 _HINTS = {
     401: "the service account token was refused",
-    403: "forbidden: apply deploy/ readiness-gate RBAC (nodes get/patch, nodes/status "
-    "patch) and run with its service account",
+    403: "forbidden: apply the RBAC of deploy/'s readiness-gate or node-readiness-controller "
+    "component (nodes get/patch, nodes/status patch, events create/patch in the agent's "
+    "namespace) and run with its service account",
     404: "no such node: is NODE_NAME (spec.nodeName) right?",
 }
 

@@ -258,9 +258,19 @@ def _gate_settings(args: argparse.Namespace) -> GateSettings | None:
             raise InputError("--ready-timeout applies to --remove-startup-taint; give both")
         return None
     access = ClusterAccess.resolve(
-        args.node_name, args.kube_api, args.kube_token_file, args.kube_ca_file
+        args.node_name,
+        args.kube_api,
+        args.kube_token_file,
+        args.kube_ca_file,
+        args.events_namespace,
     )
     from agent.adapters.kube import tls_context  # aiohttp loads for `run` anyway
 
     tls_context(access)  # a CA that cannot be loaded is bad input now, not a dead task later
-    return GateSettings(access, args.node_condition, args.remove_startup_taint, args.ready_timeout)
+    return GateSettings(
+        access,
+        args.node_condition,
+        args.remove_startup_taint,
+        args.ready_timeout,
+        events=args.node_events,
+    )

@@ -218,6 +218,20 @@ def _run(commands: Commands) -> None:
         help="remove the startup taint anyway after this long, and say so (default: wait)",
     )
     gate.add_argument(
+        "--no-node-events",
+        dest="node_events",
+        action="store_false",
+        help="record no Events on the Node (by default the gate records failing images and its "
+        "decisions there, for `kubectl describe node`; that needs events create/patch in the "
+        "agent's namespace)",
+    )
+    gate.add_argument(
+        "--events-namespace",
+        metavar="NAMESPACE",
+        help="where Events about the Node go (default $POD_NAMESPACE, from the downward API: "
+        "metadata.namespace; else the service account's namespace; else default)",
+    )
+    gate.add_argument(
         "--node-name",
         help="this node's name (default $NODE_NAME, from the downward API: spec.nodeName; "
         "else the hostname): the gate's node, and this node's place in a rollout's spread",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.core.errors import AgentError
+from agent.core.events import NORMAL, WARNING, NodeEvent
 
 # Domain-prefixed, as the Node Readiness Controller (kubernetes-sigs/node-readiness-controller)
 # expects of conditions reported for it (`projectcalico.org/CalicoReady`).
@@ -169,8 +170,11 @@ class NodeGate:
         timeout: float | None,
         clock: Callable[[], float],
         wall_clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+        on_event: Callable[[NodeEvent], None] = lambda event: None,
     ) -> None:
         self._api = api
+        self._on_event = on_event
+        """Told the gate's decisions, for Events on the Node (agent.core.events)."""
         self._condition = condition
         self._taint_key = taint_key
         self._timeout = timeout
@@ -229,6 +233,8 @@ class NodeGate:
         # Strategic merge keyed by `type`: the kubelet's own conditions stay as they are.
         await self._api.patch_status({"status": {"conditions": [written]}})
         unchanged = self._written == (status, found.reason, found.message)
+        if self._written is None or self._written[:2] != (status, found.reason):
+            self._on_event(_condition_event(found))
         self._written = (status, found.reason, found.message)
         self._written_at = self._clock()
         if unchanged:
@@ -255,9 +261,25 @@ class NodeGate:
             except Conflict:
                 continue  # someone else changed the taints: read them again
             self.released = why
+            self._on_event(_release_event(key, found))
             if found.ready:
                 log.info("removed the startup taint %s: %s", key, found.message)
             else:
                 log.warning("removed the startup taint %s anyway: %s", key, found.message)
             return
         log.warning("startup taint %s: the node kept changing; trying again later", key)
+
+
+def _condition_event(found: Verdict) -> NodeEvent:
+    """What `kubectl describe node` shows when the condition's status or reason changes."""
+    if found.ready:
+        return NodeEvent(NORMAL, "ImagesPreloaded", found.message)
+    if found.reason == "ReadyTimeout":
+        return NodeEvent(WARNING, "PreloadTimedOut", found.message)
+    return NodeEvent(NORMAL, "PreloadingImages", found.message or "preloading the list")
+
+
+def _release_event(key: str, found: Verdict) -> NodeEvent:
+    if found.ready:
+        return NodeEvent(NORMAL, "StartupTaintRemoved", f"removed {key}: {found.message}")
+    return NodeEvent(WARNING, "StartupTaintRemoved", f"removed {key} anyway: {found.message}")

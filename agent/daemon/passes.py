@@ -12,6 +12,7 @@ from agent import wiring
 from agent.adapters.registry.client import RegistryClient
 from agent.core.config import ImageEntry, PreloadConfig
 from agent.core.errors import RuntimeUnavailable
+from agent.core.events import WARNING, NodeEvent
 from agent.core.platform import Platform
 from agent.core.ports import Outcome, Status
 from agent.core.reconcile import Reconciler
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 RESYNC_JITTER = 0.1
 # The per-image gauges walk the whole list: while images finish, at most this often.
 GAUGE_INTERVAL = 0.5
+_EVENT_REASONS = {Status.FAILED: "PreloadFailed", Status.REFUSED: "PreloadRefused"}
 
 
 class PassLoop:
@@ -93,6 +95,11 @@ class PassLoop:
         """One image is done, the pass goes on: /status, the log, its metrics and (through
         report_changed) the node condition say so now, not when the slowest pull ends."""
         shared = self._shared
+        if shared.settings.node_events and outcome.status in _EVENT_REASONS:
+            # Every failure, repeats too: a repeat raises the Event's count (agent.core.events).
+            reason = _EVENT_REASONS[outcome.status]
+            message = f"{outcome.entry.written}: {outcome.detail}"
+            shared.node_events.append(NodeEvent(WARNING, reason, message))
         if not shared.report.settle(outcome):
             return  # the same outcome as last pass (a steady hit): nothing changed
         _log_outcome(outcome)

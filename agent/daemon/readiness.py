@@ -1,5 +1,6 @@
 """The readiness gate's loop: keeps the node's condition and startup taint (agent.core.gate) in
-line with /readyz, through the Kubernetes API (agent.adapters.kube)."""
+line with /readyz, and records Events on the Node (agent.core.events) for failing images and
+the gate's decisions, through the Kubernetes API (agent.adapters.kube)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 
 from agent import wiring
 from agent.core.errors import AgentError
+from agent.core.events import EventBook, EventRecorder
 from agent.core.gate import NodeGate
 from agent.core.status import State
 from agent.daemon.settings import GateSettings
@@ -30,6 +32,7 @@ class GateLoop:
     async def run(self, settings: GateSettings) -> None:
         """Keep the node's condition and startup taint in line with /readyz's rule. An API
         error is logged (once while it lasts) and the next look tries again."""
+        events = self._shared.node_events
         async with wiring.node_api(settings.access) as api:
             gate = NodeGate(
                 api,
@@ -37,7 +40,10 @@ class GateLoop:
                 taint_key=settings.startup_taint,
                 timeout=settings.ready_timeout,
                 clock=time.monotonic,
+                on_event=events.append if settings.events else lambda event: None,
             )
+            book = EventBook(settings.access.node, settings.access.namespace, time.monotonic)
+            recorder = EventRecorder(book, api)
             failing: str | None = None
             while True:
                 self._shared.report_changed.clear()
@@ -52,7 +58,14 @@ class GateLoop:
                     if str(exc) != failing:
                         log.warning("readiness gate: %s", exc, extra={"event": "gate_error"})
                     failing = str(exc)
-                report.gate = {**gate.to_json(), "error": failing}
+                if settings.events:
+                    drained = [events.popleft() for _ in range(len(events))]
+                    await recorder.flush(drained)
+                report.gate = {
+                    **gate.to_json(),
+                    "error": failing,
+                    "events": recorder.to_json() if settings.events else None,
+                }
                 await first_of(self._shared.report_changed.wait(), seconds=GATE_INTERVAL)
                 # Images that finish together are looked at together: one sync, not one each.
                 await asyncio.sleep(GATE_BATCH)

@@ -38,6 +38,11 @@ class DaemonSettings:
     gate: GateSettings | None = None
     """The readiness gate (agent.core.gate), if asked for; None: the agent never calls the API."""
 
+    @property
+    def node_events(self) -> bool:
+        """Record Events on the Node (failing images, the gate's decisions)."""
+        return self.gate is not None and self.gate.events
+
 
 @dataclass(frozen=True)
 class GateSettings:
@@ -49,6 +54,8 @@ class GateSettings:
     ready_timeout: float | None
     """After this many seconds, remove the taint anyway (a broken registry must not keep
     capacity out forever)."""
+    events: bool = True
+    """Record Events on the Node: `kubectl describe node` then says why it is held."""
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from agent.core.config import PreloadConfig
 from agent.core.credentials import Credential, CredentialFiles
+from agent.core.events import NodeEvent
 from agent.core.progress import Progress
 from agent.core.reference import Reference
 from agent.core.rollout import Rollout
@@ -33,6 +35,8 @@ class Shared:
     """Set by the config loop when it adopts a new list; the pass loop clears it."""
     report_changed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when an image is done and after every pass, for the readiness gate to look."""
+    node_events: deque[NodeEvent] = field(default_factory=lambda: deque(maxlen=1000))
+    """Images that failed, for the gate's loop to record as Events on the Node (if it does)."""
     config: PreloadConfig | None = None
     credential_files: CredentialFiles = field(default_factory=lambda: CredentialFiles(()))
 

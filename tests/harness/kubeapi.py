@@ -1,6 +1,6 @@
 """A stand-in Kubernetes API server, for the readiness gate's tests: no API server is packaged
-for these machines. It serves only Nodes, over HTTPS with bearer tokens, with Kubernetes'
-semantics where the agent depends on them:
+for these machines. It serves Nodes and Events (and an empty pod list, for `kubectl describe
+node`), over HTTPS with bearer tokens, with Kubernetes' semantics where the agent depends on them:
 
 - GET a node or the list; discovery (/api, /apis, /api/v1) so that the real `kubectl` works;
 - PATCH a node (spec, metadata) or its status subresource (status only: each ignores the
@@ -8,7 +8,10 @@ semantics where the agent depends on them:
   `test` is 422), a merge patch (RFC 7386) or a strategic merge patch (lists merged by their
   patch merge key: `status.conditions` and `status.addresses` by `type`; other lists replaced);
 - resourceVersion: every write bumps it; a patch naming another one is 409 Conflict;
-- 401 for an unknown token, 403 for a verb/resource the token's role lacks;
+- Events: create (409 if the name is taken), merge-patch, list in a namespace or in all of
+  them with a field selector (involvedObject.*, type, reason), as `kubectl describe node` asks;
+- 401 for an unknown token, 403 for a verb/resource the token's role lacks (namespaced
+  resources are granted per namespace, as a Role does);
 - every object it stores is validated against the official Node schema (kubernetes-validate);
   an invalid one is refused (422) and recorded in `invalid`, which tests assert is empty.
 
@@ -20,6 +23,7 @@ import asyncio
 import copy
 import json
 import ssl
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,24 +43,36 @@ RBAC = Path(__file__).resolve().parents[2] / "deploy/components/readiness-gate/r
 
 
 def _granted(rbac: Path) -> frozenset[tuple[str, str]]:
-    """(verb, resource) pairs the ClusterRole in `rbac` grants on the core API group."""
-    (role,) = [o for o in yaml.safe_load_all(rbac.read_text()) if o["kind"] == "ClusterRole"]
-    return frozenset(
-        (verb, resource)
-        for rule in role["rules"]
-        if rule["apiGroups"] == [""]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    )
+    """(verb, resource) pairs the ClusterRole and Roles in `rbac` grant on the core API group;
+    a Role's resources are named `<namespace>/<resource>`."""
+    grants = set()
+    for role in yaml.safe_load_all(rbac.read_text()):
+        if role["kind"] not in ("ClusterRole", "Role"):
+            continue
+        scope = f"{role['metadata']['namespace']}/" if role["kind"] == "Role" else ""
+        for rule in role["rules"]:
+            if rule["apiGroups"] != [""]:
+                continue
+            grants |= {(v, scope + r) for r in rule["resources"] for v in rule["verbs"]}
+    return frozenset(grants)
 
 
 NODE_ROLE = _granted(RBAC)
 """What deploy/'s readiness-gate ClusterRole grants: the agent's token gets exactly this."""
 ADMIN = frozenset(
     (verb, resource)
-    for verb in ("get", "list", "patch", "update")
-    for resource in ("nodes", "nodes/status")
+    for verb in ("get", "list", "patch", "update", "create")
+    for resource in ("nodes", "nodes/status", "events", "*/events", "pods")
 )
+FIELDS = {
+    "involvedObject.kind": ("involvedObject", "kind"),
+    "involvedObject.name": ("involvedObject", "name"),
+    "involvedObject.namespace": ("involvedObject", "namespace"),
+    "involvedObject.uid": ("involvedObject", "uid"),
+    "type": ("type",),
+    "reason": ("reason",),
+}
+"""The Event fields a field selector may name (the API server allows a few more)."""
 
 
 class PatchFailed(Exception):
@@ -81,6 +97,7 @@ def node(name: str, taints: list[dict[str, str]] | None = None) -> dict[str, Any
         "kind": "Node",
         "metadata": {
             "name": name,
+            "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
             "labels": {"kubernetes.io/os": "linux"},
             "creationTimestamp": "2026-11-27T00:00:00Z",
         },
@@ -110,6 +127,8 @@ class KubeApiServer:
         }
         """Accepted bearer tokens and what each may do; tests rotate or revoke them."""
         self.nodes: dict[str, dict[str, Any]] = {}
+        self.events: dict[tuple[str, str], dict[str, Any]] = {}
+        """(namespace, name): the Events recorded."""
         self.requests: list[Request] = []
         self.invalid: list[str] = []
         self.faults: list[tuple[str, int]] = []
@@ -183,6 +202,11 @@ class KubeApiServer:
         app.router.add_get("/api/v1/nodes/{name}/status", self._get)
         app.router.add_patch("/api/v1/nodes/{name}", self._patch)
         app.router.add_patch("/api/v1/nodes/{name}/status", self._patch)
+        app.router.add_get("/api/v1/events", self._list_events)
+        app.router.add_get("/api/v1/namespaces/{namespace}/events", self._list_events)
+        app.router.add_post("/api/v1/namespaces/{namespace}/events", self._create_event)
+        app.router.add_patch("/api/v1/namespaces/{namespace}/events/{name}", self._patch_event)
+        app.router.add_get("/api/v1/pods", self._no_pods)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.tls.cert, self.tls.key)
         self._runner = web.AppRunner(app)
@@ -215,10 +239,12 @@ class KubeApiServer:
             return _status(401, "Unauthorized", "Unauthorized")
         resource = _resource(request.path)
         verb = {
-            "GET": "list" if resource == "nodes" and "name" not in request.match_info else "get",
+            "GET": "get" if "name" in request.match_info else "list",
             "PATCH": "patch",
+            "POST": "create",
         }.get(request.method, request.method.lower())
-        if resource and (verb, resource) not in role:
+        anywhere = f"*/{resource.split('/', 1)[-1]}" if resource and "/" in resource else None
+        if resource and (verb, resource) not in role and (verb, anywhere) not in role:
             return _status(
                 403,
                 "Forbidden",
@@ -269,6 +295,22 @@ class KubeApiServer:
                         "namespaced": False,
                         "kind": "Node",
                         "verbs": ["get", "patch", "update"],
+                    },
+                    {
+                        "name": "events",
+                        "singularName": "event",
+                        "namespaced": True,
+                        "kind": "Event",
+                        "verbs": ["create", "get", "list", "patch"],
+                        "shortNames": ["ev"],
+                    },
+                    {
+                        "name": "pods",
+                        "singularName": "pod",
+                        "namespaced": True,
+                        "kind": "Pod",
+                        "verbs": ["list"],
+                        "shortNames": ["po"],
                     },
                 ],
             }
@@ -332,6 +374,86 @@ class KubeApiServer:
             return _status(422, "Invalid", problem)
         return web.json_response(self.nodes[name])
 
+    async def _no_pods(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}
+        )
+
+    async def _list_events(self, request: web.Request) -> web.Response:
+        namespace = request.match_info.get("namespace")
+        try:
+            wanted = _field_selector(request.query.get("fieldSelector", ""))
+        except ValueError as exc:
+            return _status(400, "BadRequest", str(exc))
+        items = [
+            event
+            for (where, _), event in self.events.items()
+            if namespace in (None, where) and all(_field(event, f) == v for f, v in wanted)
+        ]
+        return web.json_response(
+            {
+                "kind": "EventList",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": str(self._version)},
+                "items": items,
+            }
+        )
+
+    async def _create_event(self, request: web.Request) -> web.Response:
+        namespace = request.match_info["namespace"]
+        event = json.loads(await request.read())
+        name = event.get("metadata", {}).get("name", "")
+        if (namespace, name) in self.events:
+            return _status(409, "AlreadyExists", f'events "{name}" already exists')
+        if event.get("metadata", {}).get("namespace", namespace) != namespace:
+            return _status(400, "BadRequest", "the namespace of the object does not match")
+        # Set by the API server on create: clients tell objects apart by uid (kubectl
+        # describe node merges two searches by it).
+        event["metadata"]["uid"] = str(uuid.uuid4())
+        problem = self._store_event(namespace, name, event)
+        if problem is not None:
+            return _status(422, "Invalid", problem)
+        return web.json_response(self.events[(namespace, name)], status=201)
+
+    async def _patch_event(self, request: web.Request) -> web.Response:
+        key = (request.match_info["namespace"], request.match_info["name"])
+        if key not in self.events:
+            return _status(404, "NotFound", f'events "{key[1]}" not found')
+        try:
+            patched = _apply(
+                request.content_type,
+                copy.deepcopy(self.events[key]),
+                json.loads(await request.read()),
+            )
+        except PatchFailed as exc:
+            return _status(exc.status, exc.reason, exc.message)
+        problem = self._store_event(*key, patched)
+        if problem is not None:
+            return _status(422, "Invalid", problem)
+        return web.json_response(self.events[key])
+
+    def _store_event(self, namespace: str, name: str, event: dict[str, Any]) -> str | None:
+        event.setdefault("metadata", {}).update(namespace=namespace, name=name)
+        self._version += 1
+        event["metadata"]["resourceVersion"] = str(self._version)
+        try:
+            kubernetes_validate.validate(event, SCHEMA_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            message = f"event {name}: {exc.message} at {list(exc.path)}"
+            self.invalid.append(message)
+            return message
+        self.events[(namespace, name)] = event
+        return None
+
+    def node_events(self, node: str) -> list[dict[str, Any]]:
+        """The Events recorded about `node`, oldest first."""
+        found = [
+            e
+            for e in self.events.values()
+            if e["involvedObject"].get("kind") == "Node" and e["involvedObject"]["name"] == node
+        ]
+        return sorted(found, key=lambda e: int(e["metadata"]["resourceVersion"]))
+
     def _store(self, name: str, item: dict[str, Any]) -> str | None:
         """Store `item` as the node `name` with a new resourceVersion, if the schema allows."""
         item.setdefault("metadata", {})
@@ -349,10 +471,34 @@ class KubeApiServer:
 
 
 def _resource(path: str) -> str | None:
+    """What RBAC names the resource at `path`: `nodes`, `nodes/status`, `events`, `pods`, or
+    `<namespace>/events` inside a namespace; None for discovery."""
     parts = path.strip("/").split("/")
-    if parts[:3] != ["api", "v1", "nodes"]:
+    if parts[:2] != ["api", "v1"] or len(parts) < 3:
         return None
-    return "nodes/status" if parts[-1] == "status" and len(parts) == 5 else "nodes"
+    if parts[2] == "namespaces" and len(parts) >= 5:
+        return f"{parts[3]}/{parts[4]}"
+    if parts[2] == "nodes":
+        return "nodes/status" if parts[-1] == "status" and len(parts) == 5 else "nodes"
+    return parts[2]
+
+
+def _field_selector(text: str) -> list[tuple[str, str]]:
+    """`a=b,c==d` as (field, value) pairs; ValueError for a field Events cannot be selected by."""
+    pairs = []
+    for term in filter(None, text.split(",")):
+        field, _, value = term.replace("==", "=").partition("=")
+        if field not in FIELDS:
+            raise ValueError(f'"{field}" is not a known field selector for events')
+        pairs.append((field, value))
+    return pairs
+
+
+def _field(event: dict[str, Any], field: str) -> str:
+    value: Any = event
+    for part in FIELDS[field]:
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:

@@ -62,6 +62,8 @@ def gate_flags(api: KubeApiServer, tmp_path: Path, *extra: str) -> list[str]:
         str(token),
         "--kube-ca-file",
         str(api.tls.ca),
+        "--events-namespace",
+        "prepull-system",
         *extra,
     ]
 
@@ -198,6 +200,63 @@ def test_the_timeout_releases_a_node_whose_registry_is_down_and_says_so(
     assert f"{dead}/{repo}:1" in written["message"]
     assert status_of(daemon)["gate"]["taint_released"] == "timeout"
     assert "removed the startup taint prepull.io/not-ready anyway" in daemon.log()
+
+
+def test_kubectl_describe_node_says_why_the_node_was_held_in_aggregated_events(
+    api: KubeApiServer,
+    volume: ConfigMapVolume,
+    registry: Registry,
+    containerd: Containerd,
+    repo: str,
+    start_daemon: Any,
+    tmp_path: Path,
+) -> None:
+    missing = f"{registry.host}/{repo}:no-such-tag"  # permanent: reported, not waited for
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens: transient, so the node waits
+    containerd.trust_http_registry(dead)
+    volume.write(
+        f"images:\n  - {missing}\n  - {dead}/{repo}:1\nresync: 1s\n"
+        f"registries:\n  {registry.host}:\n    insecure: true\n  {dead}:\n    insecure: true\n"
+    )
+    flags = gate_flags(
+        api, tmp_path, "--node-condition", "--remove-startup-taint", KEY, "--ready-timeout", "3"
+    )
+    daemon = start_daemon(volume.path, *flags)
+
+    def failures_counted() -> bool:
+        failed = [e for e in api.node_events("n1") if e["reason"] == "PreloadFailed"]
+        return any(missing in e["message"] and e["count"] >= 3 for e in failed)
+
+    daemon.wait_for(failures_counted, 60, "the failure of every pass counted on one Event")
+    daemon.wait_for(lambda: STARTUP_TAINT not in api.taints("n1"), 30, "the timeout to release")
+    daemon.wait_for(
+        lambda: any(e["reason"] == "StartupTaintRemoved" for e in api.node_events("n1")),
+        30,
+        "the release to be recorded",
+    )
+    events = api.node_events("n1")
+    reasons = [(e["type"], e["reason"]) for e in events]
+    for expected in [
+        ("Normal", "PreloadingImages"),
+        ("Warning", "PreloadTimedOut"),
+        ("Warning", "StartupTaintRemoved"),
+        ("Warning", "PreloadFailed"),
+    ]:
+        assert expected in reasons, reasons
+    assert len(reasons) == len(set((e["reason"], e["message"]) for e in events)), (
+        "a repeat raised a count; it made no new Event"
+    )
+    assert all(e["metadata"]["namespace"] == "prepull-system" for e in events)
+    assert api.node_events("n2") == [], "another node's Events were written"
+
+    described = kubectl(api, tmp_path, "describe", "node", "n1")
+    assert described.returncode == 0, described
+    shown = described.stdout[described.stdout.index("Events:") :]
+    assert "PreloadFailed" in shown and "no-such-tag" in shown, shown
+    assert "StartupTaintRemoved" in shown and "prepull-agent" in shown, shown
+    assert shown.count("StartupTaintRemoved") == 1, "each Event shown once"
+    assert "(x" in shown, "a repeated failure is shown with its count"
+    assert status_of(daemon)["gate"]["events"]["error"] is None
 
 
 def test_a_rotated_token_is_used_and_a_missing_permission_is_named(

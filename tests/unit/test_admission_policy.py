@@ -20,11 +20,22 @@ KEY = "prepull.io/not-ready"
 ENV = celpy.Environment()
 
 
-def policy() -> dict[str, Any]:
+NODES = "prepull-agent-own-node-only"
+EVENTS = "prepull-agent-own-node-events"
+
+
+def policy(name: str = NODES) -> dict[str, Any]:
     rendered = kustomize(DEPLOY / "overlays" / "readiness-gate")
-    (found,) = [o for o in rendered if o["kind"] == "ValidatingAdmissionPolicy"]
-    (binding,) = [o for o in rendered if o["kind"] == "ValidatingAdmissionPolicyBinding"]
-    assert binding["spec"]["policyName"] == found["metadata"]["name"]
+    (found,) = [
+        o
+        for o in rendered
+        if o["kind"] == "ValidatingAdmissionPolicy" and o["metadata"]["name"] == name
+    ]
+    (binding,) = [
+        o
+        for o in rendered
+        if o["kind"] == "ValidatingAdmissionPolicyBinding" and o["spec"]["policyName"] == name
+    ]
     assert binding["spec"]["validationActions"] == ["Deny"]
     return found
 
@@ -35,9 +46,11 @@ def evaluate(expression: str, bindings: dict[str, Any]) -> bool:
     return bool(program.evaluate(activation))
 
 
-def refusals(user: str, node_of_token: str | None, sub: str, new: Any, old: Any) -> list[str]:
+def refusals(
+    user: str, node_of_token: str | None, sub: str, new: Any, old: Any, name: str = NODES
+) -> list[str]:
     """What the API server would refuse the write with ([] if admitted), per the policy."""
-    spec = policy()["spec"]
+    spec = policy(name)["spec"]
     extra = {"authentication.kubernetes.io/node-name": [node_of_token]} if node_of_token else {}
     bindings = {
         "request": {"userInfo": {"username": user, "extra": extra}, "subResource": sub},
@@ -128,3 +141,23 @@ def test_the_policy_leaves_everyone_else_alone() -> None:
     before = node()
     kubelet = "system:node:n1"
     assert refusals(kubelet, None, "", without_taint(before, "gpu"), before) == []
+
+
+def event_about(kind: str, name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"{name}.1", "namespace": "prepull-system"},
+        "involvedObject": {"kind": kind, "name": name, "uid": name},
+        "reason": "PreloadFailed",
+    }
+
+
+def test_the_agent_may_record_events_only_about_its_own_node() -> None:
+    own = event_about("Node", "n1")
+    assert refusals(AGENT, "n1", "", own, None, EVENTS) == []
+    assert refusals(AGENT, "n1", "", own | {"count": 2}, own, EVENTS) == []
+    forgeries: list[dict[str, Any]] = [event_about("Node", "n2"), event_about("Pod", "n1"), {}]
+    for forged in forgeries:
+        messages = refusals(AGENT, "n1", "", forged, None, EVENTS)
+        assert messages == ["prepull-agent may record Events only about the Node its pod runs on"]
+    assert refusals(AGENT, None, "", own, None, EVENTS), "a token bound to no node"
+    assert refusals("system:node:n2", None, "", event_about("Node", "n1"), None, EVENTS) == []

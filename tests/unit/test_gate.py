@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.core.events import NodeEvent
 from agent.core.gate import (
     CONDITION_TYPE,
     HEARTBEAT_SECONDS,
@@ -189,6 +190,28 @@ def test_the_timeout_releases_the_node_but_the_condition_stays_false() -> None:
         "False",
         "ReadyTimeout",
     )
+
+
+def test_the_gate_tells_its_decisions_once_each_as_events() -> None:
+    api = FakeNode([{"key": KEY, "effect": "NoSchedule"}])
+    clock = Clock()
+    told: list[NodeEvent] = []
+    node_gate = NodeGate(
+        api, condition=True, taint_key=KEY, timeout=60, clock=clock, on_event=told.append
+    )
+    asyncio.run(node_gate.sync(False, ["a:1"], 0, 0))
+    asyncio.run(node_gate.sync(False, ["a:1", "b:1"], 0, 1))  # a new message: no new event
+    clock.now = 61
+    asyncio.run(node_gate.sync(False, ["a:1"], 0, 2))
+    asyncio.run(node_gate.sync(True, [], 2, 3))
+    assert [(e.type, e.reason) for e in told] == [
+        ("Normal", "PreloadingImages"),
+        ("Warning", "PreloadTimedOut"),
+        ("Warning", "StartupTaintRemoved"),
+        ("Normal", "ImagesPreloaded"),
+    ]
+    assert "waiting for 1 images: a:1" in told[0].message
+    assert told[2].message.startswith(f"removed {KEY} anyway: released after 60s")
 
 
 def test_a_node_without_the_taint_is_left_as_it_is() -> None:
