@@ -39,25 +39,26 @@ from tests.harness.tls import ServerCert, make_ca_and_server
 SCHEMA_VERSION = "1.35.0"
 MERGE_KEYS = {("status", "conditions"): "type", ("status", "addresses"): "type"}
 """Lists a strategic merge patch merges by key (k8s.io/api core/v1 types.go patchMergeKey)."""
-RBAC = Path(__file__).resolve().parents[2] / "deploy/components/readiness-gate/rbac.yaml"
+COMPONENTS = Path(__file__).resolve().parents[2] / "deploy/components"
+RBAC = COMPONENTS / "readiness-gate/rbac.yaml"
 
 
-def _granted(rbac: Path) -> frozenset[tuple[str, str]]:
-    """(verb, resource) pairs the ClusterRole and Roles in `rbac` grant on the core API group;
-    a Role's resources are named `<namespace>/<resource>`."""
+def granted(rbac: Path) -> frozenset[tuple[str, str]]:
+    """(verb, resource) pairs the ClusterRoles and Roles in `rbac` grant: a Role's resources are
+    named `<namespace>/<resource>`, another API group's `<group>:<resource>`."""
     grants = set()
     for role in yaml.safe_load_all(rbac.read_text()):
         if role["kind"] not in ("ClusterRole", "Role"):
             continue
         scope = f"{role['metadata']['namespace']}/" if role["kind"] == "Role" else ""
         for rule in role["rules"]:
-            if rule["apiGroups"] != [""]:
-                continue
-            grants |= {(v, scope + r) for r in rule["resources"] for v in rule["verbs"]}
+            for group in rule["apiGroups"]:
+                prefix = scope + (f"{group}:" if group else "")
+                grants |= {(v, prefix + r) for r in rule["resources"] for v in rule["verbs"]}
     return frozenset(grants)
 
 
-NODE_ROLE = _granted(RBAC)
+NODE_ROLE = granted(RBAC)
 """What deploy/'s readiness-gate ClusterRole grants: the agent's token gets exactly this."""
 ADMIN = frozenset(
     (verb, resource)

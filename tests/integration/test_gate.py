@@ -16,7 +16,8 @@ from agent.core.gate import CONDITION_TYPE
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc, listing
 from tests.harness.images import push_image
-from tests.harness.kubeapi import KubeApiServer, node
+from tests.harness.kubeapi import COMPONENTS, KubeApiServer, granted, node
+from tests.harness.kubectl import DEPLOY, kustomize
 from tests.harness.kubectl import kubectl as kubectl_binary
 from tests.harness.procs import free_port
 from tests.harness.registry import Registry
@@ -171,6 +172,69 @@ def test_the_taint_goes_only_once_the_list_is_present_and_the_condition_follows(
     gate = status_of(daemon)["gate"]
     assert gate["taint_released"] == "ready" and gate["reason"] == "Preloaded", gate
     assert '"event": "gate_error"' in daemon.log(), "the 409 is logged"
+
+
+def node_readiness_controller(api: KubeApiServer, rule: dict[str, Any], name: str) -> None:
+    """What the Node Readiness Controller does with a bootstrap-only rule (not packaged for
+    these machines; its documented behaviour, kubernetes-sigs/node-readiness-controller): once
+    every condition the rule names has its required status, the rule's taint goes."""
+    spec = rule["spec"]
+    met = all(
+        (api.condition(name, c["type"]) or {}).get("status") == c["requiredStatus"]
+        for c in spec["conditions"]
+    )
+    if met:
+        kept = [t for t in api.taints(name) if t["key"] != spec["taint"]["key"]]
+        api.nodes[name]["spec"]["taints"] = kept
+
+
+def test_with_the_node_readiness_controller_the_agent_only_reports_and_the_rule_releases(
+    api: KubeApiServer,
+    volume: ConfigMapVolume,
+    registry: Registry,
+    containerd: Containerd,
+    repo: str,
+    start_daemon: Any,
+    tmp_path: Path,
+) -> None:
+    rendered = kustomize(DEPLOY / "overlays" / "node-readiness-controller")
+    (rule,) = [o for o in rendered if o["kind"] == "NodeReadinessRule"]
+    (daemonset,) = [o for o in rendered if o["kind"] == "DaemonSet"]
+    args = daemonset["spec"]["template"]["spec"]["containers"][0]
+    taint = {"key": rule["spec"]["taint"]["key"], "effect": rule["spec"]["taint"]["effect"]}
+    api.nodes["n1"]["spec"]["taints"] = [taint]
+    # The agent gets only what the overlay's RBAC grants it: no patch of the Node itself.
+    api.tokens["agent-token"] = granted(COMPONENTS / "node-readiness-controller/rbac.yaml")
+    gate_args = [a for a in args["args"] if a.startswith(("--node-condition", "--remove"))]
+    assert gate_args == ["--node-condition"], "the overlay has the agent only report"
+    with slow_listed_image(registry, containerd, volume, repo, 6 << 20, delay=0.02):
+        daemon = start_daemon(volume.path, *gate_flags(api, tmp_path, *gate_args))
+
+        def held_while_pulling() -> bool:
+            node_readiness_controller(api, rule, "n1")
+            written = api.condition("n1", CONDITION_TYPE)
+            pulling = status_of(daemon)["images"][0]["state"] == "pulling"
+            return written is not None and written["status"] == "False" and pulling
+
+        daemon.wait_for(held_while_pulling, 60, "the condition to say False while the image pulls")
+        assert taint in api.taints("n1"), "the rule released the node before the list was there"
+
+        def released() -> bool:
+            node_readiness_controller(api, rule, "n1")
+            return taint not in api.taints("n1")
+
+        daemon.wait_for(released, 90, "the rule to release the node once the condition is True")
+    assert daemon.get("/readyz")[0] == 200
+    assert not [r for r in api.writes() if r.path == "/api/v1/nodes/n1"], (
+        "the agent patched the Node"
+    )
+    assert all(r.status < 400 for r in api.requests), "the overlay's RBAC lacks something"
+    daemon.wait_for(
+        lambda: any(e["reason"] == "ImagesPreloaded" for e in api.node_events("n1")),
+        15,
+        "the Event saying so",
+    )
+    assert all(r.status < 400 for r in api.requests), "the overlay's RBAC lacks something"
 
 
 def test_the_timeout_releases_a_node_whose_registry_is_down_and_says_so(

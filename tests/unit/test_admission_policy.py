@@ -13,7 +13,7 @@ import pytest
 from celpy.adapter import json_to_cel
 
 from agent.core.gate import CONDITION_TYPE
-from tests.unit.test_deploy import DEPLOY, kustomize
+from tests.harness.kubectl import DEPLOY, kustomize
 
 AGENT = "system:serviceaccount:prepull-system:prepull-agent"
 KEY = "prepull.io/not-ready"

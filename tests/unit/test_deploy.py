@@ -29,7 +29,7 @@ from agent.core.status import NodeReport
 from agent.daemon.metrics import Metrics
 from agent.daemon.server import make_app
 from agent.daemon.settings import DEFAULT_LISTEN, parse_listen
-from tests.harness.kubectl import kubectl
+from tests.harness.kubectl import kustomize
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -270,13 +270,6 @@ def test_systemd_itself_accepts_the_unit(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert str(unit.name) not in result.stderr, result.stderr
-
-
-def kustomize(folder: Path) -> list[dict[str, Any]]:
-    """`kubectl kustomize folder` (kubectl's built-in kustomize), as objects."""
-    run = subprocess.run([kubectl(), "kustomize", str(folder)], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    return list(yaml.safe_load_all(run.stdout))
 
 
 OVERLAYS = sorted(p.parent.name for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
