@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from agent.core import files
 from agent.core.errors import AgentError, InputError
 from agent.core.gate import Conflict, checked_node
 
+# A DNS-1123 subdomain, what Kubernetes allows a Node's name to be.
+NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # Where kubelet mounts a pod's service account (Kubernetes docs, "Accessing the Kubernetes API
 # from a Pod").
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -37,6 +40,10 @@ class ClusterAccess:
     namespace: str = "default"
     """Where the agent records Events about its Node: its own namespace, so that what it may
     write stays there (`kubectl describe node` finds them in any namespace)."""
+    impersonate_node: bool = False
+    """Act as the node itself (`system:node:<node>`) through constrained impersonation
+    (KEP-5284, `impersonate:associated-node`): the API server then lets the agent touch only
+    its own Node, and NodeRestriction forbids it any taint change."""
 
     @classmethod
     def resolve(
@@ -46,6 +53,7 @@ class ClusterAccess:
         token_file: Path | None = None,
         ca_file: Path | None = None,
         namespace: str | None = None,
+        impersonate_node: bool = False,
     ) -> ClusterAccess:
         """In-cluster defaults (KUBERNETES_SERVICE_HOST/PORT, the service account's token and
         CA, NODE_NAME from the downward API), each overridable; InputError naming what is
@@ -65,6 +73,9 @@ class ClusterAccess:
                     "HOST is set there) or give --kube-api https://host:port"
                 )
             server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+        if impersonate_node and not NODE_NAME.fullmatch(node):
+            # It goes into a header: nothing but a node name may.
+            raise InputError(f"{node!r} is not a node name (a DNS subdomain): cannot act as it")
         if not server.startswith("https://"):
             # Every request carries the service account's token: never in the clear.
             raise InputError(f"--kube-api must be an https:// URL, not {server!r}")
@@ -75,6 +86,7 @@ class ClusterAccess:
             ca_file=ca_file or (default_ca if default_ca.exists() else None),
             node=node,
             namespace=namespace or _own_namespace(),
+            impersonate_node=impersonate_node,
         )
 
 
@@ -168,6 +180,8 @@ class KubeApi:
         self, method: str, path: str, body: object = None, content_type: str | None = None
     ) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self._token()}", "Accept": "application/json"}
+        if self._access.impersonate_node:
+            headers["Impersonate-User"] = f"system:node:{self._access.node}"
         data = None
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"

@@ -256,13 +256,22 @@ def _gate_settings(args: argparse.Namespace) -> GateSettings | None:
     if not wanted:
         if args.ready_timeout is not None:
             raise InputError("--ready-timeout applies to --remove-startup-taint; give both")
+        if args.impersonate_node:
+            raise InputError("--impersonate-node applies to --node-condition; give both")
         return None
+    if args.impersonate_node and args.remove_startup_taint is not None:
+        raise InputError(
+            "--impersonate-node cannot go with --remove-startup-taint: a node may not change "
+            "its own taints (the NodeRestriction admission plugin refuses it); with "
+            "impersonation, let the Node Readiness Controller remove the taint"
+        )
     access = ClusterAccess.resolve(
         args.node_name,
         args.kube_api,
         args.kube_token_file,
         args.kube_ca_file,
         args.events_namespace,
+        args.impersonate_node,
     )
     from agent.adapters.kube import tls_context  # aiohttp loads for `run` anyway
 

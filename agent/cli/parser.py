@@ -226,6 +226,13 @@ def _run(commands: Commands) -> None:
         "agent's namespace)",
     )
     gate.add_argument(
+        "--impersonate-node",
+        action="store_true",
+        help="act as this node (system:node:NAME) through constrained impersonation (Kubernetes "
+        "1.36+, deploy/overlays/node-readiness-controller-impersonation): the API server then "
+        "lets the agent write only its own Node; for --node-condition, not for a taint",
+    )
+    gate.add_argument(
         "--events-namespace",
         metavar="NAMESPACE",
         help="where Events about the Node go (default $POD_NAMESPACE, from the downward API: "

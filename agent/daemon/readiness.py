@@ -58,14 +58,12 @@ class GateLoop:
                     if str(exc) != failing:
                         log.warning("readiness gate: %s", exc, extra={"event": "gate_error"})
                     failing = str(exc)
+                sent = recorder.to_json() if settings.events else None
+                report.gate = {**gate.to_json(), "error": failing, "events": sent}
                 if settings.events:
                     drained = [events.popleft() for _ in range(len(events))]
                     await recorder.flush(drained)
-                report.gate = {
-                    **gate.to_json(),
-                    "error": failing,
-                    "events": recorder.to_json() if settings.events else None,
-                }
+                    report.gate["events"] = recorder.to_json()
                 await first_of(self._shared.report_changed.wait(), seconds=GATE_INTERVAL)
                 # Images that finish together are looked at together: one sync, not one each.
                 await asyncio.sleep(GATE_BATCH)

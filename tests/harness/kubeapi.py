@@ -127,6 +127,8 @@ class KubeApiServer:
             "admin-token": ADMIN,
         }
         """Accepted bearer tokens and what each may do; tests rotate or revoke them."""
+        self.token_nodes: dict[str, str] = {token: "n1"}
+        """The node each pod-bound token names (`authentication.kubernetes.io/node-name`)."""
         self.nodes: dict[str, dict[str, Any]] = {}
         self.events: dict[tuple[str, str], dict[str, Any]] = {}
         """(namespace, name): the Events recorded."""
@@ -235,17 +237,22 @@ class KubeApiServer:
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
         auth = request.headers.get("Authorization", "")
-        role = self.tokens.get(auth.removeprefix("Bearer ")) if auth.startswith("Bearer ") else None
+        token = auth.removeprefix("Bearer ")
+        role = self.tokens.get(token) if auth.startswith("Bearer ") else None
         if role is None:
             return _status(401, "Unauthorized", "Unauthorized")
-        resource = _resource(request.path)
+        namespace, resource = _resource(request.path)
         verb = {
             "GET": "get" if "name" in request.match_info else "list",
             "PATCH": "patch",
             "POST": "create",
         }.get(request.method, request.method.lower())
-        anywhere = f"*/{resource.split('/', 1)[-1]}" if resource and "/" in resource else None
-        if resource and (verb, resource) not in role and (verb, anywhere) not in role:
+        acting = request.headers.get("Impersonate-User")
+        if resource and acting is not None:
+            refused = self._as_node(token, role, acting, verb, resource, request)
+            if refused is not None:
+                return _status(403, "Forbidden", refused)
+        elif resource and not _allowed(role, verb, namespace, resource):
             return _status(
                 403,
                 "Forbidden",
@@ -258,6 +265,31 @@ class KubeApiServer:
                 return _status(status, reason, f"injected {status}")
         response: web.StreamResponse = await handler(request)
         return response
+
+    def _as_node(
+        self,
+        token: str,
+        role: frozenset[tuple[str, str]],
+        acting: str,
+        verb: str,
+        resource: str,
+        request: web.Request,
+    ) -> str | None:
+        """Why a request made as a node (constrained impersonation, KEP-5284) is refused, or
+        None: the token may act as the node its pod runs on and no other, only for the requests
+        its `impersonate-on:associated-node:<verb>` grants name; the node identity may then
+        write only its own Node (the node authorizer)."""
+        if ("impersonate:associated-node", "authentication.k8s.io:nodes") not in role:
+            return 'cannot impersonate resource "nodes" in API group "authentication.k8s.io"'
+        bound = self.token_nodes.get(token)
+        if bound is None or acting != f"system:node:{bound}":
+            return f'cannot impersonate "{acting}": not the node this token is bound to'
+        if (f"impersonate-on:associated-node:{verb}", resource) not in role:
+            return f'cannot {verb} resource "{resource}" while impersonating its node'
+        name = request.match_info.get("name")
+        if resource.startswith("nodes") and verb != "get" and name != bound:
+            return f'node "{bound}" is not allowed to modify node "{name}"'
+        return None
 
     async def _version_info(self, request: web.Request) -> web.Response:
         return web.json_response({"major": "1", "minor": "35", "gitVersion": "v1.35.0-standin"})
@@ -471,17 +503,26 @@ class KubeApiServer:
         return None
 
 
-def _resource(path: str) -> str | None:
-    """What RBAC names the resource at `path`: `nodes`, `nodes/status`, `events`, `pods`, or
-    `<namespace>/events` inside a namespace; None for discovery."""
+def _resource(path: str) -> tuple[str | None, str | None]:
+    """The namespace (None: cluster-wide) and what RBAC names the resource at `path` (`nodes`,
+    `nodes/status`, `events`, `pods`); (None, None) for discovery."""
     parts = path.strip("/").split("/")
     if parts[:2] != ["api", "v1"] or len(parts) < 3:
-        return None
+        return None, None
     if parts[2] == "namespaces" and len(parts) >= 5:
-        return f"{parts[3]}/{parts[4]}"
+        return parts[3], parts[4]
     if parts[2] == "nodes":
-        return "nodes/status" if parts[-1] == "status" and len(parts) == 5 else "nodes"
-    return parts[2]
+        return None, "nodes/status" if parts[-1] == "status" and len(parts) == 5 else "nodes"
+    return None, parts[2]
+
+
+def _allowed(
+    role: frozenset[tuple[str, str]], verb: str, namespace: str | None, resource: str
+) -> bool:
+    """A ClusterRole's grant holds in every namespace; a Role's (`<namespace>/<resource>`) in
+    its own; `*/<resource>` (the admin's) in any."""
+    names = {resource, f"*/{resource}"} | ({f"{namespace}/{resource}"} if namespace else set())
+    return any((verb, name) in role for name in names)
 
 
 def _field_selector(text: str) -> list[tuple[str, str]]:

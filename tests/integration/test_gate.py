@@ -4,7 +4,10 @@ the stand-in API server (tests/harness/kubeapi.py), itself checked against the r
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +70,30 @@ def gate_flags(api: KubeApiServer, tmp_path: Path, *extra: str) -> list[str]:
         "prepull-system",
         *extra,
     ]
+
+
+def raw_patch(api: KubeApiServer, path: str, body: Any, acting: str | None) -> tuple[int, str]:
+    """A strategic merge PATCH with the agent's token, maybe acting as `acting`: its status and
+    the start of the refusal's message (kubectl cannot send a PATCH without a GET first)."""
+    headers = {
+        "Authorization": "Bearer agent-token",
+        "Content-Type": "application/strategic-merge-patch+json",
+    }
+    if acting is not None:
+        headers["Impersonate-User"] = acting
+    request = urllib.request.Request(
+        api.url + path, json.dumps(body).encode(), headers, method="PATCH"
+    )
+    context = ssl.create_default_context(cafile=str(api.tls.ca))
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            return response.status, ""
+    except urllib.error.HTTPError as exc:
+        message = json.loads(exc.read())["message"]
+        for known in ("not the node this token", 'modify node "n2"'):
+            if known in message:
+                return exc.code, known
+        return exc.code, message
 
 
 def status_of(daemon: DaemonProc) -> dict[str, Any]:
@@ -169,8 +196,11 @@ def test_the_taint_goes_only_once_the_list_is_present_and_the_condition_follows(
     assert all(r.body[0]["op"] == "test" for r in removals)
     status_writes = [r.status for r in api.writes() if r.path.endswith("/status")]
     assert status_writes[0] == 409 and status_writes[-1] == 200, status_writes
-    gate = status_of(daemon)["gate"]
-    assert gate["taint_released"] == "ready" and gate["reason"] == "Preloaded", gate
+    # /status follows the gate's writes a moment after the API server has them.
+    daemon.wait_for(
+        lambda: status_of(daemon)["gate"]["taint_released"] == "ready", 15, "/status to say so"
+    )
+    assert status_of(daemon)["gate"]["reason"] == "Preloaded"
     assert '"event": "gate_error"' in daemon.log(), "the 409 is logged"
 
 
@@ -237,6 +267,64 @@ def test_with_the_node_readiness_controller_the_agent_only_reports_and_the_rule_
     assert all(r.status < 400 for r in api.requests), "the overlay's RBAC lacks something"
 
 
+def test_acting_as_its_node_the_agent_reports_and_can_write_no_other_node(
+    api: KubeApiServer,
+    volume: ConfigMapVolume,
+    registry: Registry,
+    containerd: Containerd,
+    repo: str,
+    start_daemon: Any,
+    tmp_path: Path,
+) -> None:
+    rendered = kustomize(DEPLOY / "overlays" / "node-readiness-controller-impersonation")
+    (rule,) = [o for o in rendered if o["kind"] == "NodeReadinessRule"]
+    (daemonset,) = [o for o in rendered if o["kind"] == "DaemonSet"]
+    args = daemonset["spec"]["template"]["spec"]["containers"][0]["args"]
+    gate_args = [a for a in args if a in ("--node-condition", "--impersonate-node")]
+    assert gate_args == ["--node-condition", "--impersonate-node"], args
+    assert not [o for o in rendered if o["kind"] in ("Role", "RoleBinding")], "broad grants kept"
+    taint = {"key": rule["spec"]["taint"]["key"], "effect": rule["spec"]["taint"]["effect"]}
+    api.nodes["n1"]["spec"]["taints"] = [taint]
+    # The token has no right of its own on Nodes or Events: only to act as its node.
+    api.tokens["agent-token"] = granted(COMPONENTS / "node-impersonation/rbac.yaml")
+    image = push_image(registry, repo, "1", (NODE,))
+    volume.write(listing(registry, [image.tagged]))
+    daemon = start_daemon(volume.path, *gate_flags(api, tmp_path, *gate_args))
+
+    def released() -> bool:
+        node_readiness_controller(api, rule, "n1")
+        return taint not in api.taints("n1")
+
+    daemon.wait_for(released, 60, "the rule to release the node once the condition is True")
+    daemon.wait_for(
+        lambda: any(e["reason"] == "ImagesPreloaded" for e in api.node_events("n1")),
+        15,
+        "the Event, written as the node",
+    )
+    assert all(r.status < 400 for r in api.requests), [r for r in api.requests if r.status >= 400]
+
+    # What a compromised agent would try with the same token: each refused by the API server.
+    condition = {"type": CONDITION_TYPE, "status": "True", "reason": "Forged", "message": "m"}
+    forged = {"status": {"conditions": [condition]}}
+    n2_status = "/api/v1/nodes/n2/status"
+    assert raw_patch(api, n2_status, forged, "system:node:n2") == (403, "not the node this token")
+    assert raw_patch(api, n2_status, forged, "system:node:n1") == (403, 'modify node "n2"')
+    assert raw_patch(api, n2_status, forged, None)[0] == 403
+    api.nodes["n1"]["spec"]["taints"] = [taint]
+    untaint = kubectl(
+        api,
+        tmp_path,
+        "taint",
+        "nodes",
+        "n1",
+        f"{taint['key']}-",
+        "--as=system:node:n1",
+        token="agent-token",
+    )
+    assert untaint.returncode != 0 and 'cannot patch resource "nodes"' in untaint.stderr, untaint
+    assert api.condition("n2", CONDITION_TYPE) is None and taint in api.taints("n1")
+
+
 def test_the_timeout_releases_a_node_whose_registry_is_down_and_says_so(
     api: KubeApiServer,
     volume: ConfigMapVolume,
@@ -262,8 +350,14 @@ def test_the_timeout_releases_a_node_whose_registry_is_down_and_says_so(
     )
     assert written["message"].startswith("released after 3s without the list preloaded;")
     assert f"{dead}/{repo}:1" in written["message"]
-    assert status_of(daemon)["gate"]["taint_released"] == "timeout"
-    assert "removed the startup taint prepull.io/not-ready anyway" in daemon.log()
+    daemon.wait_for(
+        lambda: status_of(daemon)["gate"]["taint_released"] == "timeout", 15, "/status to say so"
+    )
+    daemon.wait_for(
+        lambda: "removed the startup taint prepull.io/not-ready anyway" in daemon.log(),
+        15,
+        "the log to say so",
+    )
 
 
 def test_kubectl_describe_node_says_why_the_node_was_held_in_aggregated_events(
@@ -365,6 +459,12 @@ def test_the_gate_without_what_it_needs_is_bad_input(tmp_path: Path) -> None:
     assert "node's name" in result.stderr or "API server" in result.stderr, result
     timeout_alone = run_agent("run", "--config", str(config), "--ready-timeout", "60")
     assert timeout_alone.code == 2 and "--remove-startup-taint" in timeout_alone.stderr
+    acting_alone = run_agent("run", "--config", str(config), "--impersonate-node")
+    assert acting_alone.code == 2 and "--node-condition" in acting_alone.stderr, acting_alone
+    acting_untaint = run_agent(
+        "run", "--config", str(config), "--impersonate-node", "--remove-startup-taint", KEY
+    )
+    assert acting_untaint.code == 2 and "NodeRestriction" in acting_untaint.stderr, acting_untaint
     no_ca = run_agent(
         "run",
         "--config",

@@ -25,10 +25,12 @@ class Server:
     def __init__(self) -> None:
         self.answer: Callable[[web.Request], Any] = lambda request: web.json_response({})
         self.tokens: list[str] = []
+        self.acting: list[str | None] = []
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.tokens.append(request.headers.get("Authorization", ""))
+        self.acting.append(request.headers.get("Impersonate-User"))
         response: web.StreamResponse = await self.answer(request)
         return response
 
@@ -136,3 +138,41 @@ async def test_any_answer_is_a_checked_node_or_an_agent_error(
         except AgentError:
             return
     assert isinstance(node, dict)
+
+
+async def test_acting_as_its_node_every_request_names_the_node_and_events_too(
+    server: Server, tmp_path: Path
+) -> None:
+    server.answer = lambda request: _json({"metadata": {"name": "n1"}})
+    access = ClusterAccess(server.url, token(tmp_path), None, "n1", "ns", impersonate_node=True)
+    async with aiohttp.ClientSession() as session:
+        api = KubeApi(session, access)
+        await api.get_node()
+        await api.create_event({"metadata": {"name": "n1.1"}})
+        assert await api.patch_event("n1.1", {"count": 2})
+    assert server.acting == ["system:node:n1"] * 3
+
+
+async def _json(document: dict[str, Any]) -> web.Response:
+    return web.json_response(document)
+
+
+async def test_an_expired_event_is_reported_as_gone_other_refusals_raise(
+    server: Server, tmp_path: Path
+) -> None:
+    async def gone(request: web.Request) -> web.Response:
+        return web.json_response({"kind": "Status", "message": "not found"}, status=404)
+
+    server.answer = gone
+    async with aiohttp.ClientSession() as session:
+        api = client(session, server, token(tmp_path))
+        assert await api.patch_event("n1.1", {"count": 2}) is False
+        with pytest.raises(AgentError, match="HTTP 404"):
+            await api.create_event({"metadata": {"name": "n1.1"}})
+
+
+def test_only_a_node_name_may_be_acted_as() -> None:
+    with pytest.raises(AgentError, match="not a node name"):
+        ClusterAccess.resolve("n1\r\nX-Evil: 1", "https://k:6443", impersonate_node=True)
+    access = ClusterAccess.resolve("ip-10-0-0-1.ec2.internal", "https://k:6443", namespace="ns")
+    assert access.namespace == "ns" and not access.impersonate_node
