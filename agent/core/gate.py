@@ -16,6 +16,9 @@ from agent.core.events import NORMAL, WARNING, NodeEvent
 # Domain-prefixed, as the Node Readiness Controller (kubernetes-sigs/node-readiness-controller)
 # expects of conditions reported for it (`projectcalico.org/CalicoReady`).
 CONDITION_TYPE = "prepull.io/PrepullReady"
+LEGACY_CONDITION_TYPE = "PrepullReady"
+"""What agents before 0.2 called it: removed at the first write, so that nothing reads a
+condition no one keeps any more."""
 # Written again at least this often when nothing changed, as that controller's reporters do:
 # a condition whose heartbeat stops says its reporter stopped.
 HEARTBEAT_SECONDS = 300.0
@@ -137,9 +140,9 @@ def _shape(field: str, wanted: str, found: object) -> str:
     return f"the API server sent a Node whose {field} is {type(found).__name__}, not {wanted}"
 
 
-def current_condition(node: dict[str, Any]) -> dict[str, Any] | None:
+def current_condition(node: dict[str, Any], kind: str = CONDITION_TYPE) -> dict[str, Any] | None:
     for item in (node.get("status") or {}).get("conditions") or []:
-        if item.get("type") == CONDITION_TYPE:
+        if item.get("type") == kind:
             return dict(item)
     return None
 
@@ -228,10 +231,16 @@ class NodeGate:
         fresh = self._clock() - self._written_at < HEARTBEAT_SECONDS
         if self._written == (status, found.reason, found.message) and fresh:
             return
-        previous = current_condition(await self._api.get_node())
-        written = condition(found, self._wall_clock(), previous)
+        node = await self._api.get_node()
+        written = condition(found, self._wall_clock(), current_condition(node))
         # Strategic merge keyed by `type`: the kubelet's own conditions stay as they are.
-        await self._api.patch_status({"status": {"conditions": [written]}})
+        conditions: list[dict[str, Any]] = [written]
+        legacy = current_condition(node, LEGACY_CONDITION_TYPE) is not None
+        if legacy:
+            conditions.append({"type": LEGACY_CONDITION_TYPE, "$patch": "delete"})
+        await self._api.patch_status({"status": {"conditions": conditions}})
+        if legacy:
+            log.info("removed the %s condition an earlier agent wrote", LEGACY_CONDITION_TYPE)
         unchanged = self._written == (status, found.reason, found.message)
         if self._written is None or self._written[:2] != (status, found.reason):
             self._on_event(_condition_event(found))

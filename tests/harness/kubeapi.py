@@ -6,7 +6,8 @@ node`), over HTTPS with bearer tokens, with Kubernetes' semantics where the agen
 - PATCH a node (spec, metadata) or its status subresource (status only: each ignores the
   other half, as the API server's node strategies do) with a JSON patch (RFC 6902; a failed
   `test` is 422), a merge patch (RFC 7386) or a strategic merge patch (lists merged by their
-  patch merge key: `status.conditions` and `status.addresses` by `type`; other lists replaced);
+  patch merge key: `status.conditions` and `status.addresses` by `type`, `$patch: delete`
+  removing an item; other lists replaced);
 - resourceVersion: every write bumps it; a patch naming another one is 409 Conflict;
 - Events: create (409 if the name is taken), merge-patch, list in a namespace or in all of
   them with a field selector (involvedObject.*, type, reason), as `kubectl describe node` asks;
@@ -587,6 +588,9 @@ def _merge(target: Any, patch: Any, path: tuple[str, ...], strategic: bool = Fal
 def _merge_list(current: list[Any], patch: list[Any], key: str) -> list[Any]:
     merged = [dict(item) for item in current]
     for item in patch:
+        if item.get("$patch") == "delete":  # the strategic merge patch directive
+            merged = [existing for existing in merged if existing.get(key) != item.get(key)]
+            continue
         same = [i for i, existing in enumerate(merged) if existing.get(key) == item.get(key)]
         if same:
             merged[same[0]] = _merge(merged[same[0]], item, (), True)

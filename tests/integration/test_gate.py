@@ -166,6 +166,9 @@ def test_the_taint_goes_only_once_the_list_is_present_and_the_condition_follows(
 
         api.before_patch = late_writer
         api.faults.append(("/nodes/n1/status", 409))  # the first condition write conflicts
+        # What an agent before 0.2 wrote: removed, kubelet's Ready kept.
+        legacy = {"type": "PrepullReady", "status": "False", "reason": "Preloading"}
+        api.nodes["n1"]["status"]["conditions"].append(legacy)
         flags = gate_flags(api, tmp_path, "--node-condition", "--remove-startup-taint", KEY)
         daemon = start_daemon(volume.path, *flags)
 
@@ -186,6 +189,8 @@ def test_the_taint_goes_only_once_the_list_is_present_and_the_condition_follows(
 
     ready = api.condition("n1", CONDITION_TYPE)
     assert ready is not None and (ready["status"], ready["reason"]) == ("True", "Preloaded")
+    kinds = [c["type"] for c in api.nodes["n1"]["status"]["conditions"]]
+    assert kinds == ["Ready", CONDITION_TYPE], kinds
     assert ready["message"] == "1 images present"
     assert ready["lastTransitionTime"] >= waiting["lastTransitionTime"]
     assert api.taints("n1") == [OTHER_TAINT, LATE_TAINT]

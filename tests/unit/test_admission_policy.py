@@ -90,6 +90,25 @@ def test_the_agent_may_write_its_condition_and_remove_its_taint_on_its_own_node(
     assert refusals(AGENT, "n1", "", without_taint(before, KEY), before) == []
 
 
+def test_the_agent_may_remove_the_condition_earlier_agents_wrote_but_not_write_it() -> None:
+    before = node()
+    before["status"]["conditions"].append({"type": "PrepullReady", "status": "False"})
+    after = with_condition(before, "True")
+    after["status"]["conditions"] = [
+        c for c in after["status"]["conditions"] if c["type"] != "PrepullReady"
+    ]
+    assert refusals(AGENT, "n1", "status", after, before) == []
+    forged = copy.deepcopy(before)
+    forged["status"]["conditions"][-1]["status"] = "True"
+    assert refusals(AGENT, "n1", "status", forged, before) == [
+        "prepull-agent may change only its prepull.io/PrepullReady condition"
+    ]
+    fresh = node()
+    added = copy.deepcopy(fresh)
+    added["status"]["conditions"].append({"type": "PrepullReady", "status": "True"})
+    assert refusals(AGENT, "n1", "status", added, fresh), "the old condition written anew"
+
+
 @pytest.mark.parametrize(
     ("token_node", "sub", "change", "refused"),
     [

@@ -103,9 +103,10 @@ class FakeNode:
 
     async def patch_status(self, patch: dict[str, Any]) -> None:
         self.status_patches += 1
-        (written,) = patch["status"]["conditions"]
-        others = [c for c in self.node["status"]["conditions"] if c["type"] != written["type"]]
-        self.node["status"]["conditions"] = [*others, written]
+        for written in patch["status"]["conditions"]:
+            kept = [c for c in self.node["status"]["conditions"] if c["type"] != written["type"]]
+            deleted = written.get("$patch") == "delete"
+            self.node["status"]["conditions"] = kept if deleted else [*kept, written]
 
     async def json_patch(self, operations: list[dict[str, Any]]) -> None:
         self.json_patches += 1
@@ -190,6 +191,16 @@ def test_the_timeout_releases_the_node_but_the_condition_stays_false() -> None:
         "False",
         "ReadyTimeout",
     )
+
+
+def test_the_condition_an_earlier_agent_wrote_is_removed_at_the_first_write() -> None:
+    api = FakeNode([])
+    legacy = {"type": "PrepullReady", "status": "False", "reason": "Preloading"}
+    kubelet = {"type": "Ready", "status": "True"}
+    api.node["status"]["conditions"] = [kubelet, legacy]
+    asyncio.run(gate(api, Clock()).sync(True, [], 1, 1))
+    kinds = [c["type"] for c in api.node["status"]["conditions"]]
+    assert kinds == ["Ready", "prepull.io/PrepullReady"]
 
 
 def test_the_gate_tells_its_decisions_once_each_as_events() -> None:
