@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 from agent.core.errors import ImageError, RegistryError, TransientRegistryError
 from agent.core.manifest import Descriptor
+from agent.core.pins import CRI_POLL_INTERVAL
 from agent.core.plan import NodeImage
 from agent.core.platform import Platform
 from agent.core.ports import ImageRuntime, Resolver, TagBinder
-from agent.core.reconcile import BIND_POLL_INTERVAL, BIND_VISIBLE_TIMEOUT
+from agent.core.reconcile import BIND_VISIBLE_TIMEOUT
 from agent.core.reference import Reference
 
 
@@ -47,7 +48,7 @@ async def _within(
         found = await look()
         if found is not None or time.monotonic() > deadline:
             return found
-        await asyncio.sleep(BIND_POLL_INTERVAL)
+        await asyncio.sleep(CRI_POLL_INTERVAL)
 
 
 async def an_absent_image_has_no_status(

@@ -15,7 +15,9 @@ from agent.core.ports import ImageRuntime, Outcome, Status, TagBinder
 log = logging.getLogger(__name__)
 # CRI learns of a label from containerd's event stream, a moment after the update.
 PIN_VISIBLE_TIMEOUT = 2.0
-POLL_INTERVAL = 0.05
+CRI_POLL_INTERVAL = 0.05
+"""How often to look whether CRI has caught up with a change made through containerd's API
+(a pin here, a tag bound in agent.core.reconcile)."""
 
 
 class PinKeeper:
@@ -71,7 +73,7 @@ class PinKeeper:
             pinned = {image.id for image in await self._runtime.list_images() if image.pinned}
             if wanted <= pinned or self._clock() > deadline:
                 break
-            await asyncio.sleep(POLL_INTERVAL)
+            await asyncio.sleep(CRI_POLL_INTERVAL)
         return [
             dataclasses.replace(o, pinned=o.image_id in pinned) if o.image_id else o
             for o in outcomes

@@ -26,7 +26,7 @@ from agent.core.errors import (
     TransientRegistryError,
 )
 from agent.core.manifest import Resolution
-from agent.core.pins import PinKeeper, owns_records, pin_names
+from agent.core.pins import CRI_POLL_INTERVAL, PinKeeper, owns_records, pin_names
 from agent.core.plan import Action, NodeImage, NodeState, Seen, Step, inputs, plan_one, plan_seen
 from agent.core.platform import Platform
 from agent.core.ports import ImageRuntime, Outcome, Resolver, Status, TagBinder
@@ -37,7 +37,6 @@ from agent.core.slots import PullSlots, all_done, deciding, raise_runtime_unavai
 
 # After a bind, CRI learns of the new tag from containerd's event stream, a moment later.
 BIND_VISIBLE_TIMEOUT = 10.0
-BIND_POLL_INTERVAL = 0.05
 log = logging.getLogger(__name__)
 Follow = Callable[[set[asyncio.Task["Outcome"]]], Awaitable[PreloadConfig | None]]
 """Waits for the images in flight: None when they are done, or a list adopted meanwhile."""
@@ -420,7 +419,7 @@ class Reconciler:
                     f"bound in containerd, but CRI still reports "
                     f"{seen.id if seen else 'no image'} after {BIND_VISIBLE_TIMEOUT:.0f}s",
                 )
-            await asyncio.sleep(BIND_POLL_INTERVAL)
+            await asyncio.sleep(CRI_POLL_INTERVAL)
 
 
 def _failed_after_pull(entry: ImageEntry, exc: ImageError) -> Outcome:

@@ -468,16 +468,10 @@ class KubeApiServer:
 
     def _store_event(self, namespace: str, name: str, event: dict[str, Any]) -> str | None:
         event.setdefault("metadata", {}).update(namespace=namespace, name=name)
-        self._version += 1
-        event["metadata"]["resourceVersion"] = str(self._version)
-        try:
-            kubernetes_validate.validate(event, SCHEMA_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            message = f"event {name}: {exc.message} at {list(exc.path)}"
-            self.invalid.append(message)
-            return message
-        self.events[(namespace, name)] = event
-        return None
+        problem = self._versioned(f"event {name}", event)
+        if problem is None:
+            self.events[(namespace, name)] = event
+        return problem
 
     def node_events(self, node: str) -> list[dict[str, Any]]:
         """The Events recorded about `node`, oldest first."""
@@ -490,17 +484,23 @@ class KubeApiServer:
 
     def _store(self, name: str, item: dict[str, Any]) -> str | None:
         """Store `item` as the node `name` with a new resourceVersion, if the schema allows."""
-        item.setdefault("metadata", {})
-        item["metadata"]["name"] = name
+        item.setdefault("metadata", {})["name"] = name
+        problem = self._versioned(name, item)
+        if problem is None:
+            self.nodes[name] = item
+        return problem
+
+    def _versioned(self, what: str, item: dict[str, Any]) -> str | None:
+        """Give `item` the next resourceVersion; why its schema refuses it, if it does (also
+        recorded in `invalid`)."""
         self._version += 1
         item["metadata"]["resourceVersion"] = str(self._version)
         try:
             kubernetes_validate.validate(item, SCHEMA_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            message = f"{name}: {exc.message} at {list(exc.path)}"
+            message = f"{what}: {exc.message} at {list(exc.path)}"
             self.invalid.append(message)
             return message
-        self.nodes[name] = item
         return None
 
 
