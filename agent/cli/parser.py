@@ -9,7 +9,8 @@ from typing import Any
 
 from agent.adapters.kube import SERVICE_ACCOUNT
 from agent.adapters.registry.hosts import DEFAULT_HOSTS_DIR
-from agent.cli import converge, lists, locking, status
+from agent.adapters.runtime import containerd_config
+from agent.cli import converge, doctor, lists, locking, status
 from agent.cli.common import (
     EXITS,
     VERBOSE_HELP,
@@ -35,7 +36,8 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=version_text())
     top.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     commands = top.add_subparsers(required=True, metavar="COMMAND")
-    for verb in (_once, _run, _lock, _resolve, _check, _status, _from_manifests, _suggest):
+    verbs = (_once, _run, _lock, _resolve, _check, _status, _doctor, _from_manifests, _suggest)
+    for verb in verbs:
         verb(commands)
     _subcommand(commands, "version", "print the agent's version", "  prepull-agent version",
                 "exit codes: 0").set_defaults(command=version)  # fmt: skip
@@ -376,6 +378,28 @@ def _status(commands: Commands) -> None:
     _no_trunc(sub)
     _format(sub)
     sub.set_defaults(command=status.status)
+
+
+def _doctor(commands: Commands) -> None:
+    sub = _subcommand(
+        commands,
+        "doctor",
+        "say how this node's containerd pulls for CRI: its pull path, what forced the old one, "
+        "the settings that bound a pull",
+        "  prepull-agent doctor\n"
+        "  prepull-agent doctor --containerd-config /host/etc/containerd/config.toml -o json",
+        doctor.EXITS,
+    )
+    cri_endpoint_arg(sub)
+    sub.add_argument(
+        "--containerd-config",
+        type=Path,
+        metavar="FILE",
+        help="containerd's config file, its imports followed (default "
+        f"{containerd_config.DEFAULT_PATH}; containerd's defaults if it is absent)",
+    )
+    _format(sub)
+    sub.set_defaults(command=doctor.doctor)
 
 
 def _from_manifests(commands: Commands) -> None:

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,8 +191,11 @@ class Containerd:
         release: Release | None = None,
         snapshotter: str = "overlayfs",
         registry_headers: bool = False,
+        edit_config: Callable[[str], str] = lambda text: text,
     ) -> None:
         self.workdir = workdir
+        self.edit_config = edit_config
+        """Applied to the config file's text before containerd reads it (a setting under test)."""
         self.sandbox_image = sandbox_image
         """The pause image pods need; the tests push a runnable one to their registry."""
         self.release = release or selected_release()
@@ -202,6 +206,10 @@ class Containerd:
         self.socket = self._sockdir / "c.sock"
         self.certs_d = workdir / "certs.d"
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_file(self) -> Path:
+        return self.workdir / "config.toml"
 
     @property
     def endpoint(self) -> str:
@@ -235,18 +243,20 @@ class Containerd:
         self.release.check_version()
         require_binary("runc", "runc")
         self.certs_d.mkdir(parents=True, exist_ok=True)
-        config = self.workdir / "config.toml"
+        config = self.config_file
         config.write_text(
-            render_config(
-                self.release,
-                root=self.workdir / "root",
-                state=self._sockdir / "state",
-                socket=self.socket,
-                certs_d=self.certs_d,
-                sandbox_image=self.sandbox_image,
-                snapshotter=self.snapshotter,
-                headers=self.registry_headers,
-                platform=detect(),
+            self.edit_config(
+                render_config(
+                    self.release,
+                    root=self.workdir / "root",
+                    state=self._sockdir / "state",
+                    socket=self.socket,
+                    certs_d=self.certs_d,
+                    sandbox_image=self.sandbox_image,
+                    snapshotter=self.snapshotter,
+                    headers=self.registry_headers,
+                    platform=detect(),
+                )
             )
         )
         # containerd finds its shim on PATH: this line's own, next to its binary.

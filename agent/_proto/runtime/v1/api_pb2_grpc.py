@@ -39,6 +39,11 @@ class RuntimeServiceStub:
                 request_serializer=runtime_dot_v1_dot_api__pb2.VersionRequest.SerializeToString,
                 response_deserializer=runtime_dot_v1_dot_api__pb2.VersionResponse.FromString,
                 _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/runtime.v1.RuntimeService/Status',
+                request_serializer=runtime_dot_v1_dot_api__pb2.StatusRequest.SerializeToString,
+                response_deserializer=runtime_dot_v1_dot_api__pb2.StatusResponse.FromString,
+                _registered_method=True)
         self.ListPodSandbox = channel.unary_unary(
                 '/runtime.v1.RuntimeService/ListPodSandbox',
                 request_serializer=runtime_dot_v1_dot_api__pb2.ListPodSandboxRequest.SerializeToString,
@@ -86,6 +91,14 @@ class RuntimeServiceServicer:
 
     def Version(self, request, context):
         """Name and version of the runtime, and the CRI version it serves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """With verbose, the runtime's effective configuration (containerd: `info["config"]`, JSON):
+        what `prepull-agent doctor` reads of the CRI plugin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,6 +162,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.Version,
                     request_deserializer=runtime_dot_v1_dot_api__pb2.VersionRequest.FromString,
                     response_serializer=runtime_dot_v1_dot_api__pb2.VersionResponse.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=runtime_dot_v1_dot_api__pb2.StatusRequest.FromString,
+                    response_serializer=runtime_dot_v1_dot_api__pb2.StatusResponse.SerializeToString,
             ),
             'ListPodSandbox': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPodSandbox,
@@ -218,6 +236,33 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/Version',
             runtime_dot_v1_dot_api__pb2.VersionRequest.SerializeToString,
             runtime_dot_v1_dot_api__pb2.VersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/Status',
+            runtime_dot_v1_dot_api__pb2.StatusRequest.SerializeToString,
+            runtime_dot_v1_dot_api__pb2.StatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,66 @@
+"""`doctor`: how this node's containerd pulls for CRI (agent.core.pullpath), from its version (CRI
+Version) and its config file, as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from agent.adapters.runtime import containerd_config
+from agent.cli.common import EXIT_CONVERGED, EXIT_NOT_CONVERGED, load_wiring, print_json
+from agent.core import pullpath
+from agent.core.errors import InputError
+from agent.core.runtimes import CONTAINERD
+
+EXITS = (
+    "exit codes: 0 nothing to change, 1 a finding recommends a change (or containerd cannot be "
+    "reached), 2 bad input (a config file that cannot be read or parsed, not containerd)"
+)
+
+
+async def doctor(args: argparse.Namespace) -> int:
+    config, source = _config(args.containerd_config)
+    wiring = load_wiring()
+    async with wiring.runtime(args.cri_endpoint) as runtime:
+        info = await runtime.cri.version()
+    if info.name != CONTAINERD:
+        raise InputError(f"doctor reads containerd; {args.cri_endpoint} is {info.name}")
+    diagnosis = pullpath.diagnose(info.version, config, source)
+    if args.format == "json":
+        print_json(diagnosis.to_json())
+    else:
+        print(format_diagnosis(diagnosis))
+    return EXIT_NOT_CONVERGED if diagnosis.actionable else EXIT_CONVERGED
+
+
+def _config(path: Path | None) -> tuple[dict[str, object] | None, str | None]:
+    """The merged config and where it came from; (None, None) when the default file is absent
+    (containerd then runs on its defaults). A file given by name must exist."""
+    if path is None:
+        if not containerd_config.DEFAULT_PATH.exists():
+            return None, None
+        path = containerd_config.DEFAULT_PATH
+    document, read = containerd_config.load(path)
+    return document, " + ".join(read)
+
+
+def format_diagnosis(diagnosis: pullpath.Diagnosis) -> str:
+    document = diagnosis.to_json()
+    lines = [
+        f"containerd {diagnosis.version}  pull path: {document['pull_path']}",
+        f"config: {diagnosis.config}",
+    ]
+    if diagnosis.forced_by:
+        lines.append(f"old path forced by: {', '.join(diagnosis.forced_by)}")
+    width = max(len("SETTING"), *(len(setting) for setting in diagnosis.settings))
+    lines += ["", f"{'SETTING'.ljust(width)}  VALUE"]
+    lines += [f"{setting.ljust(width)}  {value}" for setting, value in diagnosis.settings.items()]
+    if diagnosis.findings:
+        lines += ["", "FINDINGS"]
+    for finding in diagnosis.findings:
+        lines.append(f"- {finding.setting}: {finding.current}")
+        if finding.recommended is not None:
+            lines.append(f"  recommended: {finding.recommended}")
+        lines.append(f"  why: {finding.why}")
+        lines.append(f"  impact: {finding.impact}")
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""`prepull-agent doctor` against real containerd, started with each CRI setting that sends CRI
+pulls down the old path: the doctor names the setting exactly when containerd itself says it
+falls back (its start-up log), and reads the settings as containerd applies them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.containerd import Containerd, selected_release
+from tests.integration.conftest import run_agent
+
+LINE = selected_release().line
+FALLBACK = "Falling back to local image pull mode"
+if LINE == "2":  # the version 3 config the harness writes for 2.x
+    TABLE = "plugins.'io.containerd.cri.v1.images'"
+    IMAGES = CONTAINERD = '[plugins."io.containerd.cri.v1.images"]\n'
+    REGISTRY = '[plugins."io.containerd.cri.v1.images".registry]\n'
+else:  # version 2, as 1.6 and 1.7 read it
+    TABLE = "plugins.'io.containerd.grpc.v1.cri'"
+    IMAGES = '[plugins."io.containerd.grpc.v1.cri"]\n'
+    CONTAINERD = '[plugins."io.containerd.grpc.v1.cri".containerd]\n'
+    REGISTRY = '[plugins."io.containerd.grpc.v1.cri".registry]\n'
+NESTED = "containerd." if LINE != "2" else ""
+
+
+def after(header: str, lines: str) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        assert header in text, f"{header!r} is not in the config"
+        return text.replace(header, header + lines, 1)
+
+    return edit
+
+
+# Each CRI setting that forces the old path on 2.x, as a config edit, and where the doctor finds
+# it. On 1.6 and 1.7 the same settings force nothing: CRI never uses the transfer service there.
+FORCING = {
+    f"{NESTED}disable_snapshot_annotations": after(
+        CONTAINERD, "  disable_snapshot_annotations = false\n"
+    ),
+    f"{NESTED}discard_unpacked_layers": after(CONTAINERD, "  discard_unpacked_layers = true\n"),
+    "max_concurrent_downloads": after(IMAGES, "  max_concurrent_downloads = 5\n"),
+    "image_pull_with_sync_fs": after(IMAGES, "  image_pull_with_sync_fs = true\n"),
+    "registry.configs": after(REGISTRY, '  configs."127.0.0.1:5000".auth.username = "u"\n'),
+    "registry.auths": after(REGISTRY, '  auths."https://127.0.0.1:5000".username = "u"\n'),
+}
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Callable[..., Containerd]]:
+    started: list[Containerd] = []
+
+    def start(edit: Callable[[str], str] = lambda text: text) -> Containerd:
+        folder = tmp_path / f"node{len(started)}"
+        folder.mkdir()
+        started.append(Containerd(folder, edit_config=edit).start())
+        return started[-1]
+
+    yield start
+    for each in started:
+        each.stop()
+
+
+def doctor(node: Containerd, *extra: str) -> tuple[int, dict[str, Any]]:
+    result = run_agent(
+        "doctor",
+        "--cri-endpoint",
+        node.endpoint,
+        "--containerd-config",
+        str(node.config_file),
+        "-o",
+        "json",
+        *extra,
+    )
+    assert result.code in (0, 1), result
+    return result.code, json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("setting", sorted(FORCING))
+def test_each_setting_that_forces_the_old_path_is_named_as_containerd_says(
+    node: Callable[..., Containerd], setting: str
+) -> None:
+    forced = node(FORCING[setting])
+    code, found = doctor(forced)
+    assert found["pull_path"] == "CRI (old path)", found
+    falls_back = FALLBACK in forced.log.read_text()
+    if LINE == "2":
+        assert found["forced_by"] == [f"{TABLE}.{setting}"], found
+        (finding,) = [f for f in found["findings"] if f["setting"] == f"{TABLE}.{setting}"]
+        assert finding["recommended"] is not None and code == 1
+        assert falls_back, "containerd itself did not fall back"
+    else:
+        assert found["forced_by"] == [] and code == 0, found
+        assert not falls_back
+
+
+def test_a_default_node_is_read_as_containerd_runs_it(node: Callable[..., Containerd]) -> None:
+    plain = node()
+    code, found = doctor(plain)
+    assert found["containerd"].startswith(selected_release().line.split(".")[0])
+    assert found["forced_by"] == [] and FALLBACK not in plain.log.read_text()
+    assert found["settings"][f"{TABLE}.{NESTED}snapshotter"] == "overlayfs"
+    if LINE == "2":
+        assert found["pull_path"] == "transfer service" and code == 0, found
+        settings = found["settings"]
+        assert settings["plugins.'io.containerd.transfer.v1.local'.max_concurrent_downloads"] == 3
+    else:
+        # Before 2.1 the CRI plugin pulls on its own: the doctor says so, nothing to change.
+        assert found["pull_path"] == "CRI (old path)" and code == 0, found
+        assert [f["setting"] for f in found["findings"]] == ["containerd"]
+        assert found["settings"][f"{TABLE}.max_concurrent_downloads"] == 3
+
+
+def test_a_config_that_does_not_parse_is_bad_input_naming_its_line(
+    node: Callable[..., Containerd], tmp_path: Path
+) -> None:
+    plain = node()
+    broken = tmp_path / "broken.toml"
+    broken.write_text('version = 3\nimports = ["conf.d/*.toml"]\n')
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "10-pull.toml").write_text("[plugins\nmax = 1\n")
+    result = run_agent(
+        "doctor", "--cri-endpoint", plain.endpoint, "--containerd-config", str(broken)
+    )
+    assert result.code == 2 and f"{tmp_path}/conf.d/10-pull.toml:1:" in result.stderr, result
+    missing = run_agent(
+        "doctor", "--cri-endpoint", plain.endpoint, "--containerd-config", str(tmp_path / "none")
+    )
+    assert missing.code == 2 and "cannot read containerd's config" in missing.stderr, missing

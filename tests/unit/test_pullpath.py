@@ -1,0 +1,142 @@
+"""How containerd pulls for CRI, from its version and config (agent.core.pullpath), and the config
+as containerd reads it (agent.adapters.runtime.containerd_config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.adapters.runtime.containerd_config import load
+from agent.core.errors import ConfigError, InputError
+from agent.core.pullpath import TRANSFER, diagnose
+
+IMAGES = "plugins.'io.containerd.cri.v1.images'"
+CRI = "plugins.'io.containerd.grpc.v1.cri'"
+
+
+def v3(images: dict[str, Any] | None = None, transfer: dict[str, Any] | None = None) -> Any:
+    plugins: dict[str, Any] = {"io.containerd.cri.v1.images": images or {}}
+    if transfer is not None:
+        plugins["io.containerd.transfer.v1.local"] = transfer
+    return {"version": 3, "plugins": plugins}
+
+
+def test_a_default_2_1_node_pulls_through_the_transfer_service() -> None:
+    found = diagnose("2.1.9+unknown", None, None)
+    assert found.transfer_service and not found.forced_by and not found.actionable
+    assert found.settings == {
+        f"{IMAGES}.snapshotter": "overlayfs",
+        f"{TRANSFER}.max_concurrent_downloads": 3,
+        f"{TRANSFER}.concurrent_layer_fetch_buffer": 0,
+    }, "max_concurrent_unpacks exists from 2.2 only"
+    assert f"{TRANSFER}.max_concurrent_unpacks" in diagnose("2.2.0", None, None).settings
+    assert found.config == "containerd's defaults (no config file)"
+
+
+@pytest.mark.parametrize(
+    ("images", "named"),
+    [
+        ({"disable_snapshot_annotations": False}, "disable_snapshot_annotations"),
+        ({"discard_unpacked_layers": True}, "discard_unpacked_layers"),
+        ({"max_concurrent_downloads": 8}, "max_concurrent_downloads"),
+        ({"image_pull_with_sync_fs": True}, "image_pull_with_sync_fs"),
+        ({"registry": {"mirrors": {"docker.io": {"endpoint": ["x"]}}}}, "registry.mirrors"),
+        ({"registry": {"configs": {"h": {"auth": {"username": "u"}}}}}, "registry.configs"),
+        ({"registry": {"auths": {"https://h": {"username": "u"}}}}, "registry.auths"),
+    ],
+)
+def test_each_setting_that_forces_the_old_path_is_named_with_its_table(
+    images: dict[str, Any], named: str
+) -> None:
+    found = diagnose("2.1.9", v3(images), "/etc/containerd/config.toml")
+    assert not found.transfer_service and found.forced_by == (f"{IMAGES}.{named}",)
+    assert found.actionable and found.findings[0].setting == f"{IMAGES}.{named}"
+    assert "transfer service" in found.findings[0].impact
+    assert f"{IMAGES}.max_concurrent_downloads" in found.settings
+
+
+def test_defaults_written_out_force_nothing() -> None:
+    written = {
+        "disable_snapshot_annotations": True,
+        "discard_unpacked_layers": False,
+        "max_concurrent_downloads": 3,
+        "image_pull_with_sync_fs": False,
+        "registry": {"config_path": "/etc/containerd/certs.d", "mirrors": {}},
+    }
+    assert diagnose("2.1.9", v3(written), "f").transfer_service
+
+
+def test_a_version_2_file_is_read_where_it_keeps_each_setting() -> None:
+    config = {"version": 2, "plugins": {"io.containerd.grpc.v1.cri": {"containerd": {
+        "discard_unpacked_layers": True, "snapshotter": "native"}}}}  # fmt: skip
+    found = diagnose("2.1.9", config, "f")
+    assert found.forced_by == (f"{CRI}.containerd.discard_unpacked_layers",)
+    assert found.settings[f"{CRI}.containerd.snapshotter"] == "native"
+
+
+def test_before_2_1_nothing_forces_and_the_doctor_says_why() -> None:
+    config = {
+        "version": 2,
+        "plugins": {"io.containerd.grpc.v1.cri": {"max_concurrent_downloads": 5}},
+    }
+    found = diagnose("1.7.24~ds1", config, "f")
+    assert not found.transfer_service and found.forced_by == () and not found.actionable
+    assert [f.setting for f in found.findings] == ["containerd"]
+    assert found.settings[f"{CRI}.max_concurrent_downloads"] == 5
+
+
+def test_a_snapshotter_the_transfer_service_cannot_unpack_onto_is_found() -> None:
+    found = diagnose("2.1.9", v3({"snapshotter": "native"}), "f")
+    assert [f.setting for f in found.findings] == [f"{TRANSFER}.unpack_config"]
+    assert "no unpack platforms defined" in found.findings[0].impact and found.actionable
+    unpack = {"unpack_config": [{"platform": "linux/amd64", "snapshotter": "native"}]}
+    assert not diagnose("2.1.9", v3({"snapshotter": "native"}, unpack), "f").findings
+
+
+def test_chunked_fetch_is_reported_with_its_risk_but_not_advised_against() -> None:
+    found = diagnose("2.1.9", v3(transfer={"concurrent_layer_fetch_buffer": 8 << 20}), "f")
+    (finding,) = found.findings
+    assert finding.recommended is None and "Range" in finding.impact
+    assert found.settings[f"{TRANSFER}.concurrent_layer_fetch_buffer"] == 8 << 20
+
+
+def test_imports_are_merged_over_the_file_as_containerd_does(tmp_path: Path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "config.toml").write_text(
+        'version = 3\nimports = ["conf.d/*.toml"]\n'
+        "[plugins.'io.containerd.transfer.v1.local']\n  max_concurrent_downloads = 3\n"
+        "  concurrent_layer_fetch_buffer = 1024\n"
+    )
+    (tmp_path / "conf.d" / "20-b.toml").write_text(
+        "[plugins.'io.containerd.transfer.v1.local']\n  max_concurrent_downloads = 8\n"
+    )
+    (tmp_path / "conf.d" / "10-a.toml").write_text(
+        "[plugins.'io.containerd.transfer.v1.local']\n  max_concurrent_downloads = 5\n"
+    )
+    document, read = load(tmp_path / "config.toml")
+    transfer = document["plugins"]["io.containerd.transfer.v1.local"]
+    assert transfer == {"max_concurrent_downloads": 8, "concurrent_layer_fetch_buffer": 1024}
+    assert read == [
+        str(tmp_path / n) for n in ("config.toml", "conf.d/10-a.toml", "conf.d/20-b.toml")
+    ]
+
+
+def test_a_config_that_cannot_be_read_or_parsed_is_named(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot read containerd's config"):
+        load(tmp_path / "absent.toml")
+    broken = tmp_path / "config.toml"
+    broken.write_text("version = 3\n[plugins\n")
+    with pytest.raises(ConfigError) as caught:
+        load(broken)
+    assert caught.value.line == 2 and str(caught.value).startswith(f"{broken}:2: ")
+    broken.write_text('imports = "conf.d"\n')
+    with pytest.raises(ConfigError, match="'imports' must be a list"):
+        load(broken)
+
+
+def test_a_file_without_a_version_is_read_as_version_1() -> None:
+    config = {"plugins": {"cri": {"containerd": {"snapshotter": "native"}}}}
+    found = diagnose("1.6.20~ds1", config, "f")
+    assert found.settings["plugins.'cri'.containerd.snapshotter"] == "native"
