@@ -241,7 +241,13 @@ async def run(args: argparse.Namespace) -> int:
         progress_log_interval=args.progress_log_interval,
         node_name=args.node_name or os.environ.get("NODE_NAME") or socket.gethostname(),
         gate=_gate_settings(args),
+        containerd_config=args.containerd_config,
     )
+    if args.containerd_config is not None:
+        # A file named on the command line must be there and parse: exit 2 now, not a warning.
+        from agent.adapters.runtime import containerd_config
+
+        containerd_config.load(args.containerd_config)
     # The daemon's web server and Prometheus code load only for `run`.
     from agent.daemon.app import Daemon
 

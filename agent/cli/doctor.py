@@ -4,7 +4,6 @@ Version) and its config file, as a table or JSON."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from agent.adapters.runtime import containerd_config
 from agent.cli.common import EXIT_CONVERGED, EXIT_NOT_CONVERGED, load_wiring, print_json
@@ -19,7 +18,7 @@ EXITS = (
 
 
 async def doctor(args: argparse.Namespace) -> int:
-    config, source = _config(args.containerd_config)
+    config, source = containerd_config.effective(args.containerd_config)
     wiring = load_wiring()
     async with wiring.runtime(args.cri_endpoint) as runtime:
         info = await runtime.cri.version()
@@ -31,17 +30,6 @@ async def doctor(args: argparse.Namespace) -> int:
     else:
         print(format_diagnosis(diagnosis))
     return EXIT_NOT_CONVERGED if diagnosis.actionable else EXIT_CONVERGED
-
-
-def _config(path: Path | None) -> tuple[dict[str, object] | None, str | None]:
-    """The merged config and where it came from; (None, None) when the default file is absent
-    (containerd then runs on its defaults). A file given by name must exist."""
-    if path is None:
-        if not containerd_config.DEFAULT_PATH.exists():
-            return None, None
-        path = containerd_config.DEFAULT_PATH
-    document, read = containerd_config.load(path)
-    return document, " + ".join(read)
 
 
 def format_diagnosis(diagnosis: pullpath.Diagnosis) -> str:

@@ -90,6 +90,16 @@ def _hosts_dir(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _containerd_config(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--containerd-config",
+        type=Path,
+        metavar="FILE",
+        help="containerd's config file, its imports followed, for how it pulls (default "
+        f"{containerd_config.DEFAULT_PATH}; containerd's defaults if it is absent)",
+    )
+
+
 def _format(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "-o",
@@ -162,6 +172,7 @@ def _run(commands: Commands) -> None:
     _config(run)
     cri_endpoint_arg(run)
     _node_platform(run)
+    _containerd_config(run)
     run.add_argument(
         "--listen",
         default=DEFAULT_LISTEN,
@@ -391,13 +402,7 @@ def _doctor(commands: Commands) -> None:
         doctor.EXITS,
     )
     cri_endpoint_arg(sub)
-    sub.add_argument(
-        "--containerd-config",
-        type=Path,
-        metavar="FILE",
-        help="containerd's config file, its imports followed (default "
-        f"{containerd_config.DEFAULT_PATH}; containerd's defaults if it is absent)",
-    )
+    _containerd_config(sub)
     _format(sub)
     sub.set_defaults(command=doctor.doctor)
 

@@ -10,6 +10,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from agent import __version__
 from agent.core.ports import Outcome, Status
+from agent.core.pullpath import Finding
 from agent.core.status import NodeReport, PassSummary, State
 
 # 0.1 s to 30 min: a cached small image up to a multi-GB pull on a slow link.
@@ -207,6 +208,19 @@ class Metrics:
             ["task"],
             registry=registry,
         )
+        self.pull_path = Gauge(
+            "prepull_runtime_transfer_service",
+            "1 when containerd pulls for CRI through its transfer service, 0 on its old path "
+            "(before 2.1, or forced by a CRI setting: prepull-agent doctor names it).",
+            registry=registry,
+        )
+        self.runtime_findings = Gauge(
+            "prepull_runtime_finding",
+            "One series per finding about how containerd pulls (prepull-agent doctor); "
+            "change=1 when the finding recommends a change.",
+            ["setting", "change"],
+            registry=registry,
+        )
         self.unpinned = Counter(
             "prepull_images_unpinned",
             "Image records this agent had pinned and released because they left the list "
@@ -219,6 +233,14 @@ class Metrics:
 
     def registry_rate_limit(self, host: str, remaining: float) -> None:
         self.registry_ratelimit_remaining.labels(host).set(remaining)
+
+    def pull_path_is(self, transfer_service: bool, findings: Sequence[Finding]) -> None:
+        """The runtime's pull path and findings as last read (a restart may change them)."""
+        self.pull_path.set(1 if transfer_service else 0)
+        self.runtime_findings.clear()
+        for finding in findings:
+            change = "1" if finding.recommended is not None else "0"
+            self.runtime_findings.labels(finding.setting, change).set(1)
 
     def runtime_is(self, name: str, version: str) -> None:
         """One series: the runtime now behind the socket (an upgrade replaces it)."""

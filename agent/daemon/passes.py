@@ -10,12 +10,15 @@ from collections.abc import Callable, Sequence
 
 from agent import wiring
 from agent.adapters.registry.client import RegistryClient
+from agent.adapters.runtime import containerd_config
+from agent.core import pullpath
 from agent.core.config import ImageEntry, PreloadConfig
-from agent.core.errors import RuntimeUnavailable
+from agent.core.errors import AgentError, RuntimeUnavailable
 from agent.core.events import WARNING, NodeEvent
 from agent.core.platform import Platform
 from agent.core.ports import Outcome, Status
 from agent.core.reconcile import Reconciler
+from agent.core.runtimes import CONTAINERD
 from agent.daemon.metrics import observe_images, observe_outcome, observe_pass
 from agent.daemon.state import Shared, first_of
 
@@ -214,8 +217,34 @@ class PassLoop:
                 **runtime.features.as_dict,
                 "cri_version": info.api_version,
                 "limitations": limitations,
+                "pull_path": self._pull_path(info.name, info.version),
             }
         return self._node
+
+    def _pull_path(self, name: str, version: str) -> dict[str, object] | None:
+        """How containerd pulls for CRI (agent.core.pullpath, what `doctor` prints), said once
+        per runtime seen: its config is read again when containerd restarts or is upgraded.
+        A config that cannot be read is reported, never fatal."""
+        if name != CONTAINERD:
+            return None
+        try:
+            config, source = containerd_config.effective(self._shared.settings.containerd_config)
+        except AgentError as exc:
+            log.warning("cannot say how containerd pulls: %s", exc, extra={"event": "pull_path"})
+            return {"error": str(exc)}
+        found = pullpath.diagnose(version, config, source)
+        self._shared.metrics.pull_path_is(found.transfer_service, found.findings)
+        path = "the transfer service" if found.transfer_service else "its old path"
+        forced = f", forced by {', '.join(found.forced_by)}" if found.forced_by else ""
+        say = log.warning if found.actionable else log.info
+        say(
+            "containerd pulls for CRI through %s%s; %d findings (prepull-agent doctor)",
+            path,
+            forced,
+            len(found.findings),
+            extra={"event": "pull_path", "findings": [f.setting for f in found.findings]},
+        )
+        return found.to_json()
 
 
 def _log_pass(outcomes: Sequence[Outcome], desired: int, seconds: float) -> None:

@@ -37,6 +37,8 @@ class DaemonSettings:
     rollout's spread (agent.core.rollout) depends on it."""
     gate: GateSettings | None = None
     """The readiness gate (agent.core.gate), if asked for; None: the agent never calls the API."""
+    containerd_config: Path | None = None
+    """containerd's config file, for how it pulls (None: the default file, if there is one)."""
 
     @property
     def node_events(self) -> bool:

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from tests.harness.containerd import Containerd, selected_release
+from tests.harness.daemon import DaemonProc
+from tests.harness.procs import free_port
 from tests.integration.conftest import run_agent
 
 LINE = selected_release().line
@@ -131,3 +133,34 @@ def test_a_config_that_does_not_parse_is_bad_input_naming_its_line(
         "doctor", "--cri-endpoint", plain.endpoint, "--containerd-config", str(tmp_path / "none")
     )
     assert missing.code == 2 and "cannot read containerd's config" in missing.stderr, missing
+
+
+def test_the_daemon_says_the_same_in_status_metrics_and_its_log(
+    node: Callable[..., Containerd], tmp_path: Path
+) -> None:
+    forced = node(FORCING["max_concurrent_downloads"])
+    preload = tmp_path / "preload.yaml"
+    preload.write_text(f"images:\n  - 127.0.0.1:{free_port()}/nothing:1\n")
+    daemon = DaemonProc(preload, forced.endpoint, "--containerd-config", str(forced.config_file))
+    try:
+
+        def read() -> dict[str, Any] | None:
+            runtime = json.loads(daemon.get("/status")[1]).get("runtime") or {}
+            found: dict[str, Any] | None = runtime.get("pull_path")
+            return found
+
+        daemon.wait_for(lambda: read() is not None, 60, "/status to say how containerd pulls")
+        found = read()
+        assert found is not None and found["pull_path"] == "CRI (old path)", found
+        metrics = daemon.get("/metrics")[1]
+        assert "prepull_runtime_transfer_service 0.0" in metrics
+        setting = f"{TABLE}.max_concurrent_downloads"
+        if LINE == "2":
+            assert found["forced_by"] == [setting]
+            assert f'prepull_runtime_finding{{change="1",setting="{setting}"}} 1.0' in metrics
+            assert "forced by " + setting in daemon.log()
+        else:
+            assert found["forced_by"] == [] and 'setting="containerd"' in metrics
+            assert "containerd pulls for CRI through its old path; 1 findings" in daemon.log()
+    finally:
+        daemon.terminate()

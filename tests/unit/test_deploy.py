@@ -218,15 +218,18 @@ def test_dockerfile_runs_the_console_script_with_valid_arguments() -> None:
     assert re.search(r"^USER 65532", text, re.M), "the image should not run as root by default"
 
 
-def test_containerds_hosts_directory_is_mounted_where_the_agent_looks() -> None:
+def test_containerds_config_folder_is_mounted_read_only_where_the_agent_looks() -> None:
+    """containerd's hosts directory (resolving as containerd pulls) and its config file (how it
+    pulls) both sit in the one host folder mounted at the same path."""
     from agent.adapters.registry.hosts import DEFAULT_HOSTS_DIR
+    from agent.adapters.runtime.containerd_config import DEFAULT_PATH
 
     mounts = {m["mountPath"]: m for m in container()["volumeMounts"]}
-    assert str(DEFAULT_HOSTS_DIR) in mounts and mounts[str(DEFAULT_HOSTS_DIR)]["readOnly"]
     volumes = {v["name"]: v for v in one("DaemonSet")["spec"]["template"]["spec"]["volumes"]}
-    assert volumes[mounts[str(DEFAULT_HOSTS_DIR)]["name"]]["hostPath"]["path"] == str(
-        DEFAULT_HOSTS_DIR
-    )
+    for needed in (DEFAULT_HOSTS_DIR, DEFAULT_PATH):
+        (mount,) = [m for path, m in mounts.items() if needed.is_relative_to(path)]
+        assert mount["readOnly"], mount
+        assert volumes[mount["name"]]["hostPath"]["path"] == mount["mountPath"]
 
 
 def test_the_image_filesystem_is_visible_read_only_for_the_disk_budget() -> None:

@@ -19,6 +19,17 @@ MAX_FILES = 64
 _LINE = re.compile(r"\(at line (\d+), column \d+\)")
 
 
+def effective(path: Path | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The config containerd runs with and where it came from: `path` (which must exist), else
+    the default file, else (None, None): containerd then runs on its defaults."""
+    if path is None:
+        if not DEFAULT_PATH.exists():
+            return None, None
+        path = DEFAULT_PATH
+    document, read = load(path)
+    return document, " + ".join(read)
+
+
 def load(path: Path) -> tuple[dict[str, Any], list[str]]:
     """The merged config and the files it came from; InputError naming the file (and line)
     that cannot be read or parsed."""
