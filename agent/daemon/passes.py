@@ -223,7 +223,8 @@ class PassLoop:
 
     def _pull_path(self, name: str, version: str) -> dict[str, object] | None:
         """How containerd pulls for CRI (agent.core.pullpath, what `doctor` prints), said once
-        per runtime seen: its config is read again when containerd restarts or is upgraded.
+        per runtime seen: its config is read again when containerd's version changes (not on a
+        restart of the same version: the agent must restart to see a changed config).
         A config that cannot be read is reported, never fatal."""
         if name != CONTAINERD:
             return None
