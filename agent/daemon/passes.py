@@ -37,6 +37,7 @@ class PassLoop:
         self._reconciler: tuple[tuple[object, ...], Reconciler] | None = None
         self._node: Platform | None = shared.settings.node
         self._runtime_seen: tuple[str, str] | None = None
+        self._containerd_started: tuple[str, str, int | None] | None = None
         self._gauges_at = 0.0
 
     async def run(self, runtime: wiring.Runtime, registry: RegistryClient) -> None:
@@ -217,23 +218,36 @@ class PassLoop:
                 **runtime.features.as_dict,
                 "cri_version": info.api_version,
                 "limitations": limitations,
-                "pull_path": self._pull_path(info.name, info.version),
             }
+        # containerd reads its config when it starts: read it again when a new process serves
+        # (1.6 does not say its pid: read it each pass, say it when what it says changes).
+        if info.name != CONTAINERD:
+            return self._node
+        pid = await runtime.images.server_pid()
+        started = (info.name, info.version, pid)
+        if pid is None or started != self._containerd_started:
+            self._containerd_started = started
+            self._pull_path(info.version)
         return self._node
 
-    def _pull_path(self, name: str, version: str) -> dict[str, object] | None:
-        """How containerd pulls for CRI (agent.core.pullpath, what `doctor` prints), said once
-        per runtime seen: its config is read again when containerd's version changes (not on a
-        restart of the same version: the agent must restart to see a changed config).
-        A config that cannot be read is reported, never fatal."""
-        if name != CONTAINERD:
-            return None
+    def _pull_path(self, version: str) -> None:
+        """How containerd pulls for CRI (agent.core.pullpath, what `doctor` prints): in /status,
+        the metrics and one log line whenever it changes. A config that cannot be read is
+        reported, never fatal."""
+        report = self._shared.report.runtime
         try:
             config, source = containerd_config.effective(self._shared.settings.containerd_config)
         except AgentError as exc:
-            log.warning("cannot say how containerd pulls: %s", exc, extra={"event": "pull_path"})
-            return {"error": str(exc)}
+            if report.get("pull_path") != {"error": str(exc)}:
+                report["pull_path"] = {"error": str(exc)}
+                log.warning(
+                    "cannot say how containerd pulls: %s", exc, extra={"event": "pull_path"}
+                )
+            return
         found = pullpath.diagnose(version, config, source)
+        if report.get("pull_path") == found.to_json():
+            return
+        report["pull_path"] = found.to_json()
         self._shared.metrics.pull_path_is(found.transfer_service, found.findings)
         path = "the transfer service" if found.transfer_service else "its old path"
         forced = f", forced by {', '.join(found.forced_by)}" if found.forced_by else ""
@@ -245,7 +259,6 @@ class PassLoop:
             len(found.findings),
             extra={"event": "pull_path", "findings": [f.setting for f in found.findings]},
         )
-        return found.to_json()
 
 
 def _log_pass(outcomes: Sequence[Outcome], desired: int, seconds: float) -> None:

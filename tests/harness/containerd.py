@@ -322,6 +322,15 @@ class Containerd:
             raise HarnessError(f"ctr {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout
 
+    def restart(self, edit_config: Callable[[str], str] | None = None) -> Containerd:
+        """Stop containerd and start it again on the same root and socket, as a node operator
+        does to apply a changed config (`edit_config` replaces the edit, when given)."""
+        if self._proc is not None:
+            stop(self._proc)
+        if edit_config is not None:
+            self.edit_config = edit_config
+        return self.start()
+
     def stop(self) -> None:
         RUNNING.discard(self)
         if self._proc is not None and self._proc.poll() is None:

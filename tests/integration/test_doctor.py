@@ -140,7 +140,7 @@ def test_the_daemon_says_the_same_in_status_metrics_and_its_log(
 ) -> None:
     forced = node(FORCING["max_concurrent_downloads"])
     preload = tmp_path / "preload.yaml"
-    preload.write_text(f"images:\n  - 127.0.0.1:{free_port()}/nothing:1\n")
+    preload.write_text(f"resync: 1s\nimages:\n  - 127.0.0.1:{free_port()}/nothing:1\n")
     daemon = DaemonProc(preload, forced.endpoint, "--containerd-config", str(forced.config_file))
     try:
 
@@ -162,5 +162,18 @@ def test_the_daemon_says_the_same_in_status_metrics_and_its_log(
         else:
             assert found["forced_by"] == [] and 'setting="containerd"' in metrics
             assert "containerd pulls for CRI through its old path; 1 findings" in daemon.log()
+
+        # The operator applies the advice and restarts containerd: the daemon reads the config
+        # again without a restart of its own.
+        forced.restart(edit_config=lambda text: text)
+        daemon.wait_for(lambda: read() != found, 60, "/status to follow containerd's restart")
+        again = read()
+        assert again is not None and again["forced_by"] == [], again
+        if LINE == "2":
+            assert again["pull_path"] == "transfer service", again
+            assert "prepull_runtime_transfer_service 1.0" in daemon.get("/metrics")[1]
+        else:
+            assert again["settings"][setting] == 3, again
+        assert daemon.log().count("containerd pulls for CRI through") == 2, daemon.log()
     finally:
         daemon.terminate()

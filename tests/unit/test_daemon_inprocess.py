@@ -60,6 +60,9 @@ class FakeImages(FakeBinder):
     async def ingests(self) -> list[Ingest]:
         return []
 
+    async def server_pid(self) -> int | None:
+        return 1
+
     async def created_ns(self) -> dict[str, int]:
         return {}
 

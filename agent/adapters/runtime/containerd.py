@@ -10,7 +10,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import field_mask_pb2
+from google.protobuf import empty_pb2, field_mask_pb2
 
 from agent._proto.containerd.services.content.v1 import content_pb2, content_pb2_grpc
 from agent._proto.containerd.services.images.v1 import images_pb2, images_pb2_grpc
@@ -61,6 +61,17 @@ async def cri_platform(channel: grpc.aio.Channel) -> platforms.Platform | None:
     return None
 
 
+async def server_pid(channel: grpc.aio.Channel) -> int | None:
+    """The pid of the containerd serving `channel` (Introspection.Server), which changes when
+    containerd restarts and so reads its config again; None when containerd does not say."""
+    stub = introspection_pb2_grpc.IntrospectionStub(channel)
+    try:
+        reply = await stub.Server(empty_pb2.Empty(), timeout=rpc.CALL_TIMEOUT)
+    except grpc.aio.AioRpcError:
+        return None
+    return reply.pid or None
+
+
 class ContainerdImages:
     def __init__(
         self,
@@ -75,6 +86,9 @@ class ContainerdImages:
         self._content = content_pb2_grpc.ContentStub(channel)
         self._metadata = ((NAMESPACE_HEADER, namespace),)
         self._policy = policy
+
+    async def server_pid(self) -> int | None:
+        return await server_pid(self._channel)
 
     async def node_platform(self) -> platforms.Platform:
         """The platform containerd pulls for (its Introspection API), else this machine's."""

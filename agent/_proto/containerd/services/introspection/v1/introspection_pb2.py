@@ -22,23 +22,26 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n8containerd/services/introspection/v1/introspection.proto\x12$containerd.services.introspection.v1\"=\n\x08Platform\x12\n\n\x02os\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\"e\n\x06Plugin\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x41\n\tplatforms\x18\x04 \x03(\x0b\x32..containerd.services.introspection.v1.Platform\"!\n\x0ePluginsRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"P\n\x0fPluginsResponse\x12=\n\x07plugins\x18\x01 \x03(\x0b\x32,.containerd.services.introspection.v1.Plugin2\x87\x01\n\rIntrospection\x12v\n\x07Plugins\x12\x34.containerd.services.introspection.v1.PluginsRequest\x1a\x35.containerd.services.introspection.v1.PluginsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n8containerd/services/introspection/v1/introspection.proto\x12$containerd.services.introspection.v1\x1a\x1bgoogle/protobuf/empty.proto\"=\n\x08Platform\x12\n\n\x02os\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\"e\n\x06Plugin\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x41\n\tplatforms\x18\x04 \x03(\x0b\x32..containerd.services.introspection.v1.Platform\"!\n\x0ePluginsRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"P\n\x0fPluginsResponse\x12=\n\x07plugins\x18\x01 \x03(\x0b\x32,.containerd.services.introspection.v1.Plugin\"+\n\x0eServerResponse\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x04\x32\xdf\x01\n\rIntrospection\x12v\n\x07Plugins\x12\x34.containerd.services.introspection.v1.PluginsRequest\x1a\x35.containerd.services.introspection.v1.PluginsResponse\x12V\n\x06Server\x12\x16.google.protobuf.Empty\x1a\x34.containerd.services.introspection.v1.ServerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'containerd.services.introspection.v1.introspection_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PLATFORM']._serialized_start=98
-  _globals['_PLATFORM']._serialized_end=159
-  _globals['_PLUGIN']._serialized_start=161
-  _globals['_PLUGIN']._serialized_end=262
-  _globals['_PLUGINSREQUEST']._serialized_start=264
-  _globals['_PLUGINSREQUEST']._serialized_end=297
-  _globals['_PLUGINSRESPONSE']._serialized_start=299
-  _globals['_PLUGINSRESPONSE']._serialized_end=379
-  _globals['_INTROSPECTION']._serialized_start=382
-  _globals['_INTROSPECTION']._serialized_end=517
+  _globals['_PLATFORM']._serialized_start=127
+  _globals['_PLATFORM']._serialized_end=188
+  _globals['_PLUGIN']._serialized_start=190
+  _globals['_PLUGIN']._serialized_end=291
+  _globals['_PLUGINSREQUEST']._serialized_start=293
+  _globals['_PLUGINSREQUEST']._serialized_end=326
+  _globals['_PLUGINSRESPONSE']._serialized_start=328
+  _globals['_PLUGINSRESPONSE']._serialized_end=408
+  _globals['_SERVERRESPONSE']._serialized_start=410
+  _globals['_SERVERRESPONSE']._serialized_end=453
+  _globals['_INTROSPECTION']._serialized_start=456
+  _globals['_INTROSPECTION']._serialized_end=679
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -37,3 +38,11 @@ class PluginsResponse(_message.Message):
     PLUGINS_FIELD_NUMBER: _ClassVar[int]
     plugins: _containers.RepeatedCompositeFieldContainer[Plugin]
     def __init__(self, plugins: _Optional[_Iterable[_Union[Plugin, _Mapping]]] = ...) -> None: ...
+
+class ServerResponse(_message.Message):
+    __slots__ = ("uuid", "pid")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    pid: int
+    def __init__(self, uuid: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from agent._proto.containerd.services.introspection.v1 import introspection_pb2 as containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -39,12 +40,23 @@ class IntrospectionStub:
                 request_serializer=containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsRequest.SerializeToString,
                 response_deserializer=containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsResponse.FromString,
                 _registered_method=True)
+        self.Server = channel.unary_unary(
+                '/containerd.services.introspection.v1.Introspection/Server',
+                request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                response_deserializer=containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.ServerResponse.FromString,
+                _registered_method=True)
 
 
 class IntrospectionServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Plugins(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Server(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,6 +69,11 @@ def add_IntrospectionServicer_to_server(servicer, server):
                     servicer.Plugins,
                     request_deserializer=containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsRequest.FromString,
                     response_serializer=containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsResponse.SerializeToString,
+            ),
+            'Server': grpc.unary_unary_rpc_method_handler(
+                    servicer.Server,
+                    request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                    response_serializer=containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.ServerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +103,33 @@ class Introspection:
             '/containerd.services.introspection.v1.Introspection/Plugins',
             containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsRequest.SerializeToString,
             containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Server(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/containerd.services.introspection.v1.Introspection/Server',
+            google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.ServerResponse.FromString,
             options,
             channel_credentials,
             insecure,
