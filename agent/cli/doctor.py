@@ -18,12 +18,14 @@ EXITS = (
 
 
 async def doctor(args: argparse.Namespace) -> int:
-    config, source = containerd_config.effective(args.containerd_config)
+    if args.containerd_config is not None:
+        containerd_config.load(args.containerd_config)  # bad input first: exit 2, no dial
     wiring = load_wiring()
     async with wiring.runtime(args.cri_endpoint) as runtime:
         info = await runtime.cri.version()
     if info.name != CONTAINERD:
         raise InputError(f"doctor reads containerd; {args.cri_endpoint} is {info.name}")
+    config, source = containerd_config.effective(args.containerd_config, info.version)
     diagnosis = pullpath.diagnose(info.version, config, source)
     if args.format == "json":
         print_json(diagnosis.to_json())

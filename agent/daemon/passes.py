@@ -236,7 +236,9 @@ class PassLoop:
         reported, never fatal."""
         report = self._shared.report.runtime
         try:
-            config, source = containerd_config.effective(self._shared.settings.containerd_config)
+            config, source = containerd_config.effective(
+                self._shared.settings.containerd_config, version
+            )
         except AgentError as exc:
             if report.get("pull_path") != {"error": str(exc)}:
                 report["pull_path"] = {"error": str(exc)}

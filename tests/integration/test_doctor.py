@@ -5,12 +5,15 @@ falls back (its start-up log), and reads the settings as containerd applies them
 from __future__ import annotations
 
 import json
+import subprocess
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.adapters.runtime import containerd_config
 from tests.harness.containerd import Containerd, selected_release
 from tests.harness.daemon import DaemonProc
 from tests.harness.procs import free_port
@@ -122,7 +125,7 @@ def test_a_config_that_does_not_parse_is_bad_input_naming_its_line(
 ) -> None:
     plain = node()
     broken = tmp_path / "broken.toml"
-    broken.write_text('version = 3\nimports = ["conf.d/*.toml"]\n')
+    broken.write_text(f'version = 3\nimports = ["{tmp_path}/conf.d/*.toml"]\n')
     (tmp_path / "conf.d").mkdir()
     (tmp_path / "conf.d" / "10-pull.toml").write_text("[plugins\nmax = 1\n")
     result = run_agent(
@@ -177,3 +180,40 @@ def test_the_daemon_says_the_same_in_status_metrics_and_its_log(
         assert daemon.log().count("containerd pulls for CRI through") == 2, daemon.log()
     finally:
         daemon.terminate()
+
+
+def test_the_config_is_merged_as_containerd_itself_merges_it(tmp_path: Path) -> None:
+    """A drop-in that sets one CRI key, read by the agent and by `containerd config dump` of
+    this line: 1.6 and 1.7 drop the rest of the main file's CRI table, 2.x keeps it."""
+    folder = tmp_path / "etc"
+    (folder / "conf.d").mkdir(parents=True)
+    main = folder / "config.toml"
+    version = 3 if LINE == "2" else 2
+    main.write_text(
+        f'version = {version}\nimports = ["{folder}/conf.d/*.toml"]\n'
+        f'{REGISTRY}  config_path = "{tmp_path}/certs.d"\n'
+    )
+    (folder / "conf.d" / "50-prepull.toml").write_text(
+        f"version = {version}\nimports = ['../deeper.toml']\n"
+        f"{IMAGES}  max_concurrent_downloads = 8\n"
+    )
+    # Imports of imports are followed: the last merged wins.
+    (folder / "deeper.toml").write_text(
+        f"version = {version}\n{IMAGES}  max_concurrent_downloads = 9\n"
+    )
+    release = selected_release()
+
+    def containerd(*args: str) -> str:
+        return subprocess.run(
+            [*release.command(), *args], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+
+    plugin = IMAGES.split('"')[1]
+    theirs = tomllib.loads(containerd("--config", str(main), "config", "dump"))["plugins"][plugin]
+    version_said = containerd("--version").split()[2]
+    document, read = containerd_config.load(main, version_said)
+    ours = document["plugins"][plugin]
+    assert ours["max_concurrent_downloads"] == theirs["max_concurrent_downloads"] == 9
+    assert ours.get("registry", {}).get("config_path", "") == theirs["registry"]["config_path"]
+    assert (theirs["registry"]["config_path"] == "") == (LINE != "2"), theirs["registry"]
+    assert read[-1] == str(folder / "deeper.toml")

@@ -105,7 +105,7 @@ def test_chunked_fetch_is_reported_with_its_risk_but_not_advised_against() -> No
 def test_imports_are_merged_over_the_file_as_containerd_does(tmp_path: Path) -> None:
     (tmp_path / "conf.d").mkdir()
     (tmp_path / "config.toml").write_text(
-        'version = 3\nimports = ["conf.d/*.toml"]\n'
+        f'version = 3\nimports = ["{tmp_path}/conf.d/*.toml"]\n'
         "[plugins.'io.containerd.transfer.v1.local']\n  max_concurrent_downloads = 3\n"
         "  concurrent_layer_fetch_buffer = 1024\n"
     )
@@ -113,14 +113,42 @@ def test_imports_are_merged_over_the_file_as_containerd_does(tmp_path: Path) -> 
         "[plugins.'io.containerd.transfer.v1.local']\n  max_concurrent_downloads = 8\n"
     )
     (tmp_path / "conf.d" / "10-a.toml").write_text(
+        'imports = ["../deeper.toml"]\n'
         "[plugins.'io.containerd.transfer.v1.local']\n  max_concurrent_downloads = 5\n"
     )
-    document, read = load(tmp_path / "config.toml")
+    # Imports of imports are followed too (after the files that named them), each file once.
+    (tmp_path / "deeper.toml").write_text(
+        'imports = ["config.toml"]\n'
+        "[plugins.'io.containerd.transfer.v1.local']\n  max_concurrent_unpacks = 2\n"
+    )
+    document, read = load(tmp_path / "config.toml", "2.1.9")
     transfer = document["plugins"]["io.containerd.transfer.v1.local"]
-    assert transfer == {"max_concurrent_downloads": 8, "concurrent_layer_fetch_buffer": 1024}
+    assert transfer == {
+        "max_concurrent_downloads": 8,
+        "concurrent_layer_fetch_buffer": 1024,
+        "max_concurrent_unpacks": 2,
+    }
     assert read == [
         str(tmp_path / n) for n in ("config.toml", "conf.d/10-a.toml", "conf.d/20-b.toml")
-    ]
+    ] + [str(tmp_path / "deeper.toml")]
+
+
+def test_before_2_0_an_imported_plugin_table_replaces_the_files_whole(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        'version = 2\nimports = ["drop-in.toml"]\n'
+        "[plugins.'io.containerd.grpc.v1.cri']\n  sandbox_image = 'p:1'\n"
+        "[plugins.'io.containerd.grpc.v1.cri'.registry]\n  config_path = '/etc/certs.d'\n"
+        "[plugins.'io.containerd.internal.v1.opt']\n  path = '/opt'\n"
+    )
+    (tmp_path / "drop-in.toml").write_text(
+        "version = 2\n[plugins.'io.containerd.grpc.v1.cri']\n  max_concurrent_downloads = 8\n"
+    )
+    old, _ = load(tmp_path / "config.toml", "1.7.24")
+    assert old["plugins"]["io.containerd.grpc.v1.cri"] == {"max_concurrent_downloads": 8}
+    assert old["plugins"]["io.containerd.internal.v1.opt"] == {"path": "/opt"}
+    new, _ = load(tmp_path / "config.toml", "2.1.9")
+    cri = new["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["sandbox_image"] == "p:1" and cri["max_concurrent_downloads"] == 8
 
 
 def test_a_config_that_cannot_be_read_or_parsed_is_named(tmp_path: Path) -> None:

@@ -1,10 +1,17 @@
-"""containerd's config file as containerd reads it: the file, then each file its `imports` name
-(relative to the file's folder, globs expanded), each merged over what came before key by key
-(containerd 2.x, cmd/containerd/server/config: mergeConfig). Only read, never written."""
+"""containerd's config file as containerd reads it: the file, then the files its `imports` name
+(and theirs: containerd follows imports to any depth, each file once), each merged over what
+came before (containerd services/server/config/config.go: LoadConfig, mergeConfig). Only read,
+never written.
+
+How a merge treats a plugin's table depends on the release, checked with `containerd config
+dump` on each line: 1.6 and 1.7 replace the whole `plugins.'<id>'` table with the imported one (a
+drop-in that sets one CRI key drops the rest of the main file's CRI table); 2.x merges key by
+key."""
 
 from __future__ import annotations
 
 import glob
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -12,50 +19,83 @@ from typing import Any
 
 from agent.core import files
 from agent.core.errors import ConfigError, InputError
+from agent.core.runtimes import parse_version
 
 DEFAULT_PATH = Path("/etc/containerd/config.toml")
 MAX_FILES = 64
-"""Imported files read at most: a glob that matches more is a mistake, not a config."""
+"""Files read at most: imports that reach more are a mistake, not a config."""
+# The tables containerd before 2.0 replaces whole when an imported file names them.
+_REPLACED_WHOLE = ("plugins", "stream_processors", "proxy_plugins", "timeouts")
+# containerd resolves a relative glob against its own working directory: / under systemd.
+_CONTAINERD_CWD = Path("/")
 _LINE = re.compile(r"\(at line (\d+), column \d+\)")
 
 
-def effective(path: Path | None) -> tuple[dict[str, Any] | None, str | None]:
-    """The config containerd runs with and where it came from: `path` (which must exist), else
-    the default file, else (None, None): containerd then runs on its defaults."""
+def replaces_plugin_tables(version: str) -> bool:
+    """Whether containerd `version` replaces a plugin's whole table with an imported one."""
+    parsed = parse_version(version)
+    return parsed is not None and parsed < (2, 0, 0)
+
+
+def effective(path: Path | None, version: str = "2") -> tuple[dict[str, Any] | None, str | None]:
+    """The config containerd `version` runs with and where it came from: `path` (which must
+    exist), else the default file, else (None, None): containerd then runs on its defaults."""
     if path is None:
         if not DEFAULT_PATH.exists():
             return None, None
         path = DEFAULT_PATH
-    document, read = load(path)
+    document, read = load(path, version)
     return document, " + ".join(read)
 
 
-def load(path: Path) -> tuple[dict[str, Any], list[str]]:
-    """The merged config and the files it came from; InputError naming the file (and line)
-    that cannot be read or parsed."""
-    document = _parse(path)
-    read = [str(path)]
-    imports = document.pop("imports", [])
-    if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
-        raise ConfigError(str(path), None, "'imports' must be a list of paths")
-    for pattern in imports:
-        where = pattern if Path(pattern).is_absolute() else str(path.parent / pattern)
-        matches = sorted(glob.glob(where)) if "*" in where else [where]
-        for match in matches:
-            if len(read) > MAX_FILES:
-                raise ConfigError(str(path), None, f"imports name more than {MAX_FILES} files")
-            imported = _parse(Path(match))
-            imported.pop("imports", None)  # containerd follows one level only
-            document = merged(document, imported)
-            read.append(match)
+def load(path: Path, version: str = "2") -> tuple[dict[str, Any], list[str]]:
+    """The merged config and the files it came from, in the order merged; InputError naming
+    the file (and line) that cannot be read or parsed."""
+    whole = replaces_plugin_tables(version)
+    document: dict[str, Any] = {}
+    read: list[str] = []
+    pending = [path]
+    while pending:
+        current, pending = pending[0], pending[1:]
+        if str(current) in read:
+            continue  # containerd reads each file once: imports may form a cycle
+        if len(read) >= MAX_FILES:
+            raise ConfigError(str(path), None, f"imports reach more than {MAX_FILES} files")
+        parsed = _parse(current)
+        imports = parsed.pop("imports", [])
+        if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
+            raise ConfigError(str(current), None, "'imports' must be a list of paths")
+        document = merged(document, parsed, whole)
+        read.append(str(current))
+        pending += _resolve(current, imports)
     return document, read
 
 
-def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`over` merged into `base`: tables merged key by key, anything else replaced."""
+def _resolve(parent: Path, imports: list[str]) -> list[Path]:
+    """Import paths as containerd resolves them: a glob as written (relative to containerd's
+    working directory), any other path relative to the importing file's folder."""
+    found: list[Path] = []
+    for name in imports:
+        if "*" in name:
+            pattern = name if Path(name).is_absolute() else str(_CONTAINERD_CWD / name)
+            found += [Path(match) for match in sorted(glob.glob(pattern))]
+        else:
+            # Cleaned as containerd cleans it (filepath.Join): a cycle is seen as one.
+            found.append(Path(os.path.normpath(parent.parent / name)))
+    return found
+
+
+def merged(
+    base: dict[str, Any], over: dict[str, Any], replace_plugin_tables: bool = False
+) -> dict[str, Any]:
+    """`over` merged into `base`: tables merged key by key, anything else replaced; with
+    `replace_plugin_tables` (containerd before 2.0), each table under `plugins` (and the other
+    maps containerd treats so) is replaced whole."""
     result = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
+        if replace_plugin_tables and key in _REPLACED_WHOLE and isinstance(value, dict):
+            result[key] = {**(result.get(key) or {}), **value}
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
             result[key] = merged(result[key], value)
         else:
             result[key] = value
