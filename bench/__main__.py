@@ -20,14 +20,14 @@ from pathlib import Path
 
 from agent.adapters.runtime.containerd import PIN_CONCURRENCY
 from agent.core import platform as platforms
-from bench import cold, daemon, fleet, lock, pods, startup, warm
+from bench import cold, daemon, fleet, lock, pods, pullpath, startup, warm
 from bench.passes import agent_pass, listing
 from bench.report import Row, header
 from bench.synthetic import import_images
 from tests.harness.containerd import Containerd
 from tests.harness.registry import Registry
 
-SECTIONS = ("lock", "startup", "warm", "cold", "daemon", "pods", "fleet")
+SECTIONS = ("lock", "startup", "warm", "cold", "pullpath", "daemon", "pods", "fleet")
 
 
 def _startup(workdir: Path) -> list[Row]:
@@ -61,6 +61,10 @@ def main(argv: list[str]) -> int:
         "cold": (
             f"cold preload, median of {cold.RUNS}, concurrency {cold.CONCURRENCY}",
             lambda: cold.run(registry, workdir, str(node_platform)),
+        ),
+        "pullpath": (
+            f"containerd's pull settings, median of {pullpath.RUNS}",
+            lambda: pullpath.run(registry, workdir, str(node_platform)),
         ),
         "daemon": ("the daemon over a soak", lambda: daemon.run(workdir, node_platform)),
         "pods": (f"pod start, median of {pods.RUNS}", lambda: pods.run(registry, workdir)),

@@ -165,6 +165,10 @@ class FakeRegistry:
             return None
         return (self.unpacked_bytes % (1 << 32)).to_bytes(4, "little")
 
+    async def honours_range(self, ref: Reference, platform: Platform) -> bool | None:
+        self.requests += 2
+        return self.ranges
+
     async def head_digest(self, ref: Reference) -> tuple[str, str]:
         self.requests += 1
         if ref.path in self.missing:

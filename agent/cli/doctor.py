@@ -28,7 +28,7 @@ async def doctor(args: argparse.Namespace) -> int:
     config, source = containerd_config.effective(args.containerd_config, info.version)
     diagnosis = pullpath.diagnose(info.version, config, source)
     if args.format == "json":
-        print_json(diagnosis.to_json())
+        print_json({**diagnosis.to_json(), "apply": pullpath.how_to_apply(diagnosis)})
     else:
         print(format_diagnosis(diagnosis))
     return EXIT_NOT_CONVERGED if diagnosis.actionable else EXIT_CONVERGED
@@ -53,4 +53,7 @@ def format_diagnosis(diagnosis: pullpath.Diagnosis) -> str:
             lines.append(f"  recommended: {finding.recommended}")
         lines.append(f"  why: {finding.why}")
         lines.append(f"  impact: {finding.impact}")
+    apply = pullpath.how_to_apply(diagnosis)
+    if apply is not None:
+        lines += ["", "TO APPLY THE MEASURED ADVICE", apply.rstrip("\n")]
     return "\n".join(lines)

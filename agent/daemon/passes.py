@@ -38,6 +38,8 @@ class PassLoop:
         self._node: Platform | None = shared.settings.node
         self._runtime_seen: tuple[str, str] | None = None
         self._containerd_started: tuple[str, str, int | None] | None = None
+        self._range: dict[str, bool | None] = {}
+        """Per registry of the list, probed once: whether it honours Range (None: unknown)."""
         self._gauges_at = 0.0
 
     async def run(self, runtime: wiring.Runtime, registry: RegistryClient) -> None:
@@ -84,6 +86,7 @@ class PassLoop:
             shared.rollout.ready()
         self._report_released(reconciler.released)
         await self._report_disk(runtime, config.max_disk_usage_percent)
+        await self._probe_range(registry, outcomes, node)
         seconds = time.monotonic() - started
         observe_pass(shared.metrics, outcomes, shared.report, summary, seconds, time.time())
         _log_pass(outcomes, len(shared.report.desired), time.monotonic() - started)
@@ -230,6 +233,31 @@ class PassLoop:
             self._pull_path(info.version)
         return self._node
 
+    async def _probe_range(
+        self, registry: RegistryClient, outcomes: Sequence[Outcome], node: Platform
+    ) -> None:
+        """Once per registry of the list, through its first image that converged: whether
+        it honours Range, which containerd's chunked fetch needs (the doctor's advice
+        follows). One resolve and one ranged GET of a small blob per registry."""
+        if self._containerd_started is None:
+            return  # only containerd's chunked fetch needs to know
+        probed = False
+        for outcome in outcomes:
+            domain = outcome.entry.reference.domain
+            if domain in self._range or not outcome.converged:
+                continue
+            self._range[domain] = await registry.honours_range(outcome.entry.reference, node)
+            probed = True
+            if self._range[domain] is False:
+                log.warning(
+                    "%s ignores HTTP Range: containerd's chunked fetch is unsafe with it",
+                    domain,
+                    extra={"event": "range_probe", "registry": domain},
+                )
+        self._shared.report.runtime["range"] = dict(self._range)
+        if probed and self._containerd_started is not None:
+            self._pull_path(self._containerd_started[1])
+
     def _pull_path(self, version: str) -> None:
         """How containerd pulls for CRI (agent.core.pullpath, what `doctor` prints): in /status,
         the metrics and one log line whenever it changes. A config that cannot be read is
@@ -246,14 +274,15 @@ class PassLoop:
                     "cannot say how containerd pulls: %s", exc, extra={"event": "pull_path"}
                 )
             return
-        found = pullpath.diagnose(version, config, source)
+        ignoring = [domain for domain, honours in self._range.items() if honours is False]
+        found = pullpath.diagnose(version, config, source, ignoring)
         if report.get("pull_path") == found.to_json():
             return
         report["pull_path"] = found.to_json()
         self._shared.metrics.pull_path_is(found.transfer_service, found.findings)
         path = "the transfer service" if found.transfer_service else "its old path"
         forced = f", forced by {', '.join(found.forced_by)}" if found.forced_by else ""
-        say = log.warning if found.actionable else log.info
+        say = log.warning if found.traps else log.info
         say(
             "containerd pulls for CRI through %s%s; %d findings (prepull-agent doctor)",
             path,

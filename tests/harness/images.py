@@ -79,35 +79,40 @@ def _push_single(
     repo: str,
     tag: str | None,
     platform: str,
-    layer: tuple[bytes, str],
+    layer: tuple[bytes, str] | list[tuple[bytes, str]],
     image_config: dict[str, object],
 ) -> tuple[bytes, str, str, str]:
-    """Push one layer, its config and manifest: (manifest body, manifest, config, layer digest)."""
+    """Push the layer(s), the config and manifest: (manifest body, manifest, config and first
+    layer digest)."""
     os_name, arch, *variant = platform.split("/")
-    blob, diff_id = layer
+    layers = layer if isinstance(layer, list) else [layer]
     config_doc: dict[str, object] = {
         "architecture": arch,
         "os": os_name,
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id for _, diff_id in layers]},
         # A nonce label: every push is new content, even with equal layers.
         "config": {**image_config, "Labels": {"prepull.test/nonce": os.urandom(8).hex()}},
     }
     if variant:
         config_doc["variant"] = variant[0]
     config = json.dumps(config_doc).encode()
-    registry.push_blob(repo, blob, sha256(blob))
+    for blob, _ in layers:
+        registry.push_blob(repo, blob, sha256(blob))
     registry.push_blob(repo, config, sha256(config))
     manifest = json.dumps(
         {
             "schemaVersion": 2,
             "mediaType": mt.OCI_MANIFEST,
             "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
-            "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": sha256(blob), "size": len(blob)}],
+            "layers": [
+                {"mediaType": OCI_LAYER_GZIP, "digest": sha256(blob), "size": len(blob)}
+                for blob, _ in layers
+            ],
         }
     ).encode()
     digest = registry.push_manifest(repo, tag or sha256(manifest), manifest, mt.OCI_MANIFEST)
     assert digest == sha256(manifest), "the registry changed the manifest"
-    return manifest, digest, sha256(config), sha256(blob)
+    return manifest, digest, sha256(config), sha256(layers[0][0])
 
 
 def push_runnable(
@@ -165,6 +170,17 @@ def push_platform_manifest(
     data = payload(layer_bytes, unpack_ratio) if unpack_ratio > 1 else os.urandom(layer_bytes)
     layer = _layer(data, platform.split("/")[1])
     return _push_single(registry, repo, tag, platform, layer, {})
+
+
+def push_layered(
+    registry: Registry, repo: str, tag: str, platform: str, layers: int, layer_bytes: int
+) -> PushedImage:
+    """A single-platform image of `layers` random (incompressible) layers of `layer_bytes`."""
+    blobs = [_layer(os.urandom(layer_bytes), f"layer{n}") for n in range(layers)]
+    _, digest, config, first = _push_single(registry, repo, tag, platform, blobs, {})
+    return PushedImage(
+        registry.host, repo, tag, digest, {platform: digest}, {platform: config}, {platform: first}
+    )
 
 
 def push_image(

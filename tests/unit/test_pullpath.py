@@ -3,6 +3,7 @@ as containerd reads it (agent.adapters.runtime.containerd_config)."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,14 @@ import pytest
 
 from agent.adapters.runtime.containerd_config import load
 from agent.core.errors import ConfigError, InputError
-from agent.core.pullpath import TRANSFER, diagnose
+from agent.core.pullpath import (
+    CRI_ADVICE,
+    TRANSFER,
+    TRANSFER_ADVICE,
+    TRANSFER_ADVICE_WITHOUT_RANGE,
+    diagnose,
+    how_to_apply,
+)
 
 IMAGES = "plugins.'io.containerd.cri.v1.images'"
 CRI = "plugins.'io.containerd.grpc.v1.cri'"
@@ -25,7 +33,7 @@ def v3(images: dict[str, Any] | None = None, transfer: dict[str, Any] | None = N
 
 def test_a_default_2_1_node_pulls_through_the_transfer_service() -> None:
     found = diagnose("2.1.9+unknown", None, None)
-    assert found.transfer_service and not found.forced_by and not found.actionable
+    assert found.transfer_service and not found.forced_by and not found.traps
     assert found.settings == {
         f"{IMAGES}.snapshotter": "overlayfs",
         f"{TRANSFER}.max_concurrent_downloads": 3,
@@ -82,24 +90,55 @@ def test_before_2_1_nothing_forces_and_the_doctor_says_why() -> None:
         "plugins": {"io.containerd.grpc.v1.cri": {"max_concurrent_downloads": 5}},
     }
     found = diagnose("1.7.24~ds1", config, "f")
-    assert not found.transfer_service and found.forced_by == () and not found.actionable
-    assert [f.setting for f in found.findings] == ["containerd"]
+    assert not found.transfer_service and found.forced_by == () and not found.traps
+    assert [f.setting for f in found.findings] == ["containerd", f"{CRI}.max_concurrent_downloads"]
     assert found.settings[f"{CRI}.max_concurrent_downloads"] == 5
+    # The old path's own measured advice, with the trap it becomes on an upgrade.
+    tuning = found.findings[1]
+    assert tuning.tuning and tuning.recommended == CRI_ADVICE.settings["max_concurrent_downloads"]
+    assert f"move it to {TRANSFER}" in tuning.why and f"{CRI_ADVICE.capped:.2f}x" in tuning.why
 
 
 def test_a_snapshotter_the_transfer_service_cannot_unpack_onto_is_found() -> None:
     found = diagnose("2.1.9", v3({"snapshotter": "native"}), "f")
-    assert [f.setting for f in found.findings] == [f"{TRANSFER}.unpack_config"]
-    assert "no unpack platforms defined" in found.findings[0].impact and found.actionable
+    assert [f.setting for f in found.findings if not f.tuning] == [f"{TRANSFER}.unpack_config"]
+    assert "no unpack platforms defined" in found.findings[0].impact and found.traps
     unpack = {"unpack_config": [{"platform": "linux/amd64", "snapshotter": "native"}]}
-    assert not diagnose("2.1.9", v3({"snapshotter": "native"}, unpack), "f").findings
+    assert not diagnose("2.1.9", v3({"snapshotter": "native"}, unpack), "f").traps
 
 
 def test_chunked_fetch_is_reported_with_its_risk_but_not_advised_against() -> None:
     found = diagnose("2.1.9", v3(transfer={"concurrent_layer_fetch_buffer": 8 << 20}), "f")
-    (finding,) = found.findings
+    (finding, *_) = found.findings
     assert finding.recommended is None and "Range" in finding.impact
     assert found.settings[f"{TRANSFER}.concurrent_layer_fetch_buffer"] == 8 << 20
+    # Where a registry of the list ignores Range, chunked fetch is advised against.
+    ignored = diagnose(
+        "2.1.9", v3(transfer={"concurrent_layer_fetch_buffer": 8 << 20}), "f", ["r.example"]
+    )
+    assert (
+        ignored.findings[0].recommended == 0
+        and "r.example ignores Range" in ignored.findings[0].why
+    )
+
+
+def test_the_measured_advice_is_given_where_the_node_is_below_it() -> None:
+    found = diagnose("2.1.9", None, None)
+    advised = {f.setting: f.recommended for f in found.findings}
+    assert advised == {f"{TRANSFER}.{k}": v for k, v in TRANSFER_ADVICE.settings.items()}
+    assert all(f.tuning and f"{TRANSFER_ADVICE.capped:.2f}x" in f.why for f in found.findings)
+    assert found.actionable and not found.traps
+    # Without Range, no chunks: only what was measured without them.
+    plain = diagnose("2.1.9", None, None, ["r.example"])
+    assert {f.setting for f in plain.findings} == {
+        f"{TRANSFER}.{k}" for k in TRANSFER_ADVICE_WITHOUT_RANGE.settings
+    }
+    # A node already at or above the advice hears nothing.
+    tuned = v3(transfer={"max_concurrent_downloads": 16, "concurrent_layer_fetch_buffer": 8 << 20})
+    assert [f for f in diagnose("2.1.9", tuned, "f").findings if f.tuning] == []
+    # A forced old path is fixed first: no tuning of a service CRI does not use.
+    forced = diagnose("2.1.9", v3({"max_concurrent_downloads": 5}), "f")
+    assert [f for f in forced.findings if f.tuning] == []
 
 
 def test_imports_are_merged_over_the_file_as_containerd_does(tmp_path: Path) -> None:
@@ -168,3 +207,15 @@ def test_a_file_without_a_version_is_read_as_version_1() -> None:
     config = {"plugins": {"cri": {"containerd": {"snapshotter": "native"}}}}
     found = diagnose("1.6.20~ds1", config, "f")
     assert found.settings["plugins.'cri'.containerd.snapshotter"] == "native"
+
+
+def test_the_advice_is_said_as_an_operator_applies_it() -> None:
+    assert how_to_apply(diagnose("2.1.9", v3(transfer={"max_concurrent_downloads": 16,
+        "concurrent_layer_fetch_buffer": 8 << 20}), "f")) is None  # fmt: skip
+    drop_in = how_to_apply(diagnose("2.1.9", None, None))
+    assert drop_in is not None and "restart containerd" in drop_in
+    parsed = tomllib.loads(drop_in)
+    assert parsed["plugins"]["io.containerd.transfer.v1.local"] == TRANSFER_ADVICE.settings
+    in_place = how_to_apply(diagnose("1.7.24", {"version": 2}, "f"))
+    assert in_place is not None and "not a drop-in" in in_place
+    assert tomllib.loads(in_place) == CRI_ADVICE.settings

@@ -23,8 +23,8 @@ from agent.adapters.registry.transport import (
 )
 from agent.core import manifest as manifests
 from agent.core.credentials import Credential
-from agent.core.errors import RegistryError, TransientRegistryError
-from agent.core.manifest import Manifest, ManifestError, Resolution
+from agent.core.errors import AgentError, RegistryError, TransientRegistryError
+from agent.core.manifest import Descriptor, Manifest, ManifestError, Resolution
 from agent.core.platform import Platform
 from agent.core.reference import Reference
 from agent.core.retry import RetryPolicy, retry
@@ -142,6 +142,30 @@ class RegistryClient:
             log.debug("%s: range %s of %s refused: %s", ref, byte_range, digest, exc)
             return None
         return response.body if response.status == 206 else None
+
+    async def honours_range(self, ref: Reference, platform: Platform) -> bool | None:
+        """Whether what serves `ref`'s blobs (a mirror, else the registry) answers a Range
+        request with that range (206) rather than the whole blob (200), the first byte of the
+        image config asked for (small either way); None when it cannot tell. Costs the
+        manifest GETs of a resolve, once per registry for whoever remembers the answer."""
+        try:
+            found = await self.resolve(ref, platform)
+            config: Descriptor | None = None
+            if found.blobs:
+                config = found.blobs[0]
+            elif found.chosen is not None:
+                config = (await self.fetch_manifest(ref, found.chosen.digest)).config
+            if config is None:
+                return None
+            response = await self._call(
+                ref, "GET", f"blobs/{config.digest}", {"Range": "bytes=0-0"}
+            )
+        except AgentError as exc:  # a registry, manifest or platform error: cannot tell
+            log.debug("%s: cannot tell whether Range is honoured: %s", ref, exc)
+            return None
+        if response.status not in (200, 206):
+            return None
+        return response.status == 206
 
     async def resolve(self, ref: Reference, platform: Platform) -> Resolution:
         """Resolve `ref` and find the manifest `platform` would run (tags alone: head_digest)."""
