@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from agent.adapters.runtime import containerd_config
+from agent.adapters.runtime import containerd_config, containerd_process
 from agent.cli.common import EXIT_CONVERGED, EXIT_NOT_CONVERGED, load_wiring, print_json
 from agent.core import pullpath
 from agent.core.errors import InputError
@@ -26,7 +26,8 @@ async def doctor(args: argparse.Namespace) -> int:
     if info.name != CONTAINERD:
         raise InputError(f"doctor reads containerd; {args.cri_endpoint} is {info.name}")
     config, source = containerd_config.effective(args.containerd_config, info.version)
-    diagnosis = pullpath.diagnose(info.version, config, source)
+    used = containerd_process.decompressor(args.cri_endpoint, info.version)
+    diagnosis = pullpath.diagnose(info.version, config, source, decompressor=used)
     if args.format == "json":
         print_json({**diagnosis.to_json(), "apply": pullpath.how_to_apply(diagnosis)})
     else:

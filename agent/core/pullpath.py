@@ -13,7 +13,7 @@ whose log then says "Found '<Setting>' in CRI config which is incompatible with 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agent.core.runtimes import Version, parse_version
@@ -138,10 +138,12 @@ def diagnose(
     config: Mapping[str, Any] | None,
     source: str | None,
     ignore_range: Sequence[str] = (),
+    decompressor: str | None = None,
 ) -> Diagnosis:
     """What containerd `version` does for CRI pulls with `config` (its merged config file, None
     when it has none: its defaults), and what to change. `ignore_range`: the list's registries
-    seen answering a Range request with the whole blob (chunked fetch is unsafe with them)."""
+    seen answering a Range request with the whole blob (chunked fetch is unsafe with them).
+    `decompressor`: what containerd inflates gzip with, when it could be seen."""
     document = config or {}
     parsed = parse_version(version) or (0, 0, 0)
     layout = _layout(config, parsed)
@@ -187,6 +189,8 @@ def diagnose(
         )
         if not new_enough:
             findings += _tuning(images_table, settings, CRI_ADVICE, ())
+    if decompressor is not None:
+        findings.append(decompressor_finding(decompressor))
     return Diagnosis(
         version,
         source or "containerd's defaults (no config file)",
@@ -352,4 +356,41 @@ def how_to_apply(diagnosis: Diagnosis) -> str | None:
         )
     return (
         f"# in config.toml's own [{table}] table (not a drop-in); then restart containerd\n{keys}"
+    )
+
+
+IGZIP_FROM: Version = (2, 0, 0)
+"""containerd uses igzip from this release; unpigz before it too."""
+_GO_TRUE = {"1", "t", "T", "TRUE", "true", "True"}  # Go's strconv.ParseBool
+
+
+def decompressor(
+    version: str, environment: Mapping[str, str], on_path: Callable[[str], str | None]
+) -> str:
+    """The gzip decompressor containerd `version` uses, as containerd picks it (containerd
+    pkg/archive/compression: gzipDecompress): igzip (2.0+), then unpigz, when found on its PATH
+    and not turned off by CONTAINERD_DISABLE_IGZIP / CONTAINERD_DISABLE_PIGZ; else Go's gzip.
+    `on_path(name)`: where containerd's PATH finds `name`, None if nowhere."""
+    parsed = parse_version(version) or (0, 0, 0)
+    tools = [("unpigz", "CONTAINERD_DISABLE_PIGZ")]
+    if parsed >= IGZIP_FROM:
+        tools.insert(0, ("igzip", "CONTAINERD_DISABLE_IGZIP"))
+    for tool, switch in tools:
+        if environment.get(switch, "") in _GO_TRUE:
+            continue
+        found = on_path(tool)
+        if found is not None:
+            return f"{tool} ({found})"
+    return "Go's gzip (one core)"
+
+
+def decompressor_finding(used: str) -> Finding:
+    return Finding(
+        "containerd's gzip decompressor",
+        used,
+        None,
+        "containerd inflates gzip layers with igzip (2.0+) or unpigz when its PATH has them "
+        "(CONTAINERD_DISABLE_IGZIP=1 / CONTAINERD_DISABLE_PIGZ=1 in its environment turn them "
+        "off), else with Go's gzip on one core",
+        "inflating is part of every pull of a gzip layer; on loopback it is most of it",
     )

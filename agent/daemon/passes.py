@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from agent import wiring
 from agent.adapters.registry.client import RegistryClient
-from agent.adapters.runtime import containerd_config
+from agent.adapters.runtime import containerd_config, containerd_process
 from agent.core import pullpath
 from agent.core.config import ImageEntry, PreloadConfig
 from agent.core.errors import AgentError, RuntimeUnavailable
@@ -275,7 +275,8 @@ class PassLoop:
                 )
             return
         ignoring = [domain for domain, honours in self._range.items() if honours is False]
-        found = pullpath.diagnose(version, config, source, ignoring)
+        used = containerd_process.decompressor(self._shared.settings.endpoint, version)
+        found = pullpath.diagnose(version, config, source, ignoring, used)
         if report.get("pull_path") == found.to_json():
             return
         report["pull_path"] = found.to_json()

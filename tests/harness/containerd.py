@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,9 +192,15 @@ class Containerd:
         snapshotter: str = "overlayfs",
         registry_headers: bool = False,
         edit_config: Callable[[str], str] = lambda text: text,
+        environment: Mapping[str, str] | None = None,
+        path_first: Path | None = None,
     ) -> None:
         self.workdir = workdir
         self.edit_config = edit_config
+        self.environment = dict(environment or {})
+        """Added to containerd's environment (e.g. CONTAINERD_DISABLE_PIGZ)."""
+        self.path_first = path_first
+        """A folder containerd's PATH searches first (e.g. stand-ins for unpigz or igzip)."""
         """Applied to the config file's text before containerd reads it (a setting under test)."""
         self.sandbox_image = sandbox_image
         """The pause image pods need; the tests push a runnable one to their registry."""
@@ -262,6 +268,9 @@ class Containerd:
         # containerd finds its shim on PATH: this line's own, next to its binary.
         env = dict(os.environ)
         env["PATH"] = f"{self.release.bin_dir}:{env.get('PATH', '')}"
+        if self.path_first is not None:
+            env["PATH"] = f"{self.path_first}:{env['PATH']}"
+        env.update(self.environment)
         log = self.workdir / "containerd.log"
         with log.open("wb") as out:
             self._proc = subprocess.Popen(

@@ -16,8 +16,10 @@ import pytest
 from agent.adapters.runtime import containerd_config
 from tests.harness.containerd import Containerd, selected_release
 from tests.harness.daemon import DaemonProc
+from tests.harness.images import push_image
 from tests.harness.procs import free_port
-from tests.integration.conftest import run_agent
+from tests.harness.registry import Registry
+from tests.integration.conftest import NODE, pull, run_agent
 
 LINE = selected_release().line
 FALLBACK = "Falling back to local image pull mode"
@@ -59,10 +61,10 @@ FORCING = {
 def node(tmp_path: Path) -> Iterator[Callable[..., Containerd]]:
     started: list[Containerd] = []
 
-    def start(edit: Callable[[str], str] = lambda text: text) -> Containerd:
+    def start(edit: Callable[[str], str] = lambda text: text, **options: Any) -> Containerd:
         folder = tmp_path / f"node{len(started)}"
         folder.mkdir()
-        started.append(Containerd(folder, edit_config=edit).start())
+        started.append(Containerd(folder, edit_config=edit, **options).start())
         return started[-1]
 
     yield start
@@ -121,6 +123,7 @@ def test_a_default_node_is_read_as_containerd_runs_it(node: Callable[..., Contai
         assert [f["setting"] for f in found["findings"]] == [
             "containerd",
             f"{TABLE}.max_concurrent_downloads",
+            "containerd's gzip decompressor",
         ]
         assert found["settings"][f"{TABLE}.max_concurrent_downloads"] == 3
 
@@ -194,7 +197,7 @@ def test_the_daemon_says_the_same_in_status_metrics_and_its_log(
             assert "forced by " + setting in daemon.log()
         else:
             assert found["forced_by"] == [] and 'setting="containerd"' in metrics
-            assert "containerd pulls for CRI through its old path; 2 findings" in daemon.log()
+            assert "containerd pulls for CRI through its old path; 3 findings" in daemon.log()
 
         # The operator applies the advice and restarts containerd: the daemon reads the config
         # again without a restart of its own.
@@ -247,3 +250,33 @@ def test_the_config_is_merged_as_containerd_itself_merges_it(tmp_path: Path) -> 
     assert ours.get("registry", {}).get("config_path", "") == theirs["registry"]["config_path"]
     assert (theirs["registry"]["config_path"] == "") == (LINE != "2"), theirs["registry"]
     assert read[-1] == str(folder / "deeper.toml")
+
+
+def test_the_decompressor_is_named_as_containerd_picks_it_and_uses_it(
+    node: Callable[..., Containerd], tmp_path: Path, registry: Registry, repo: str
+) -> None:
+    """Stand-ins for igzip and unpigz (gzip underneath, each noting its use) on containerd's
+    PATH: the doctor names the one containerd then really runs for a pull's gzip layer."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in ("igzip", "unpigz"):
+        stand_in = tools / tool
+        stand_in.write_text(f'#!/bin/sh\necho {tool} >> {tmp_path}/used\nexec gzip "$@"\n')
+        stand_in.chmod(0o755)
+
+    def decompressor(found: dict[str, Any]) -> str:
+        (finding,) = [f for f in found["findings"] if f["setting"].endswith("decompressor")]
+        assert finding["recommended"] is None
+        return str(finding["current"])
+
+    assert decompressor(doctor(node())[1]) == "Go's gzip (one core)"
+    expected = "igzip" if LINE == "2" else "unpigz"  # igzip from containerd 2.0
+    named = node(path_first=tools)
+    assert decompressor(doctor(named)[1]) == f"{expected} ({tools}/{expected})"
+    named.trust_http_registry(registry.host)
+    image = push_image(registry, repo, "1", (NODE,))
+    pull(named, image.by_digest())
+    assert (tmp_path / "used").read_text().split() == [expected], "containerd ran another"
+    switches = {"CONTAINERD_DISABLE_IGZIP": "1", "CONTAINERD_DISABLE_PIGZ": "true"}
+    off = node(path_first=tools, environment=switches)
+    assert decompressor(doctor(off)[1]) == "Go's gzip (one core)"
