@@ -102,6 +102,7 @@ class Runtime:
             progress=progress,
             disk=self.disk,
             rollout=rollout,
+            seeder=self.binder,
         )
 
     async def follow_pulls(

@@ -5,8 +5,9 @@ containerd, so they cannot drift from it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 
 from agent.core.errors import ImageError, RegistryError, RuntimeUnavailable
 from agent.core.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, Resolution
@@ -93,6 +94,19 @@ class FakeBinder:
         """Records this agent pinned (the pin label and its own label)."""
         self.pin_calls = 0
         self.release_calls = 0
+        self.seeded_for: list[tuple[str, tuple[str, ...], int]] = []
+        """(image, digests put in the store, pulls started while they were there)."""
+
+    @contextlib.asynccontextmanager
+    async def seeded(
+        self, image: str, documents: Sequence[tuple[str, bytes]]
+    ) -> AsyncIterator[None]:
+        before = len(self.runtime.pulls)
+        try:
+            yield
+        finally:
+            pulls = len(self.runtime.pulls) - before
+            self.seeded_for.append((image, tuple(d for d, _ in documents), pulls))
 
     async def release(self, keep: Collection[str]) -> list[str]:
         self.release_calls += 1
@@ -180,7 +194,13 @@ class FakeRegistry:
         chosen = Descriptor(OCI_MANIFEST, "sha256:" + "9" * 64, 1, NODE)
         offered = (NODE,)
         return Resolution(
-            ref, D1, OCI_INDEX, platform, offered, chosen if platform == NODE else None
+            ref,
+            D1,
+            OCI_INDEX,
+            platform,
+            offered,
+            chosen if platform == NODE else None,
+            documents=((D1, b"the index"),),
         )
 
 

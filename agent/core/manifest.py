@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent.core.platform import Platform, best_match, can_run, describe, normalize
 from agent.core.reference import Reference
@@ -45,6 +45,8 @@ class Manifest:
     layers: tuple[Descriptor, ...] = ()
     size: int = 0
     """Bytes of the document itself."""
+    body: bytes = field(default=b"", repr=False, compare=False)
+    """The document as the registry sent it (its digest verified): what a pull would fetch."""
 
     @property
     def is_index(self) -> bool:
@@ -73,6 +75,9 @@ class Resolution:
     blobs: tuple[Descriptor, ...] = ()
     """The config and layers of the chosen manifest, when its document was read (single-
     platform content): what pulling it downloads."""
+    documents: tuple[tuple[str, bytes], ...] = field(default=(), repr=False, compare=False)
+    """(digest, body) of each verified document read to resolve it (manifests, config): what
+    the pull would fetch again, unless they are put in the runtime's store first."""
 
     @property
     def is_index(self) -> bool:
@@ -121,11 +126,13 @@ def parse_manifest(body: bytes, digest: str, header_type: str | None = None) -> 
         media_type = OCI_MANIFEST
     if media_type in INDEX_TYPES:
         found = tuple(_descriptors(document, "manifests"))
-        return Manifest(digest, media_type, manifests=found, size=len(body))
+        return Manifest(digest, media_type, manifests=found, size=len(body), body=body)
     if media_type in MANIFEST_TYPES:
         configs = _descriptors({"c": [document.get("config")]}, "c")
         layers = tuple(_descriptors(document, "layers"))
-        return Manifest(digest, media_type, config=configs[0], layers=layers, size=len(body))
+        return Manifest(
+            digest, media_type, config=configs[0], layers=layers, size=len(body), body=body
+        )
     raise ManifestError(f"unsupported manifest media type {media_type or 'unknown'!r}")
 
 

@@ -3,6 +3,7 @@ Protocols the adapters implement, and what one image's work comes to (Outcome)."
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Collection, Sequence
 from enum import StrEnum
@@ -35,6 +36,16 @@ class TagBinder(Protocol):
     ) -> None: ...
     async def pin(self, names: Sequence[str]) -> list[str]: ...
     async def release(self, keep: Collection[str]) -> list[str]: ...
+
+
+class ContentSeeder(Protocol):
+    """Puts documents the agent already read and verified into the runtime's content store,
+    kept there while the context lasts, so the pull does not fetch them again (ContainerdImages,
+    in agent.adapters.runtime.containerd). Best-effort: never fails the pull."""
+
+    def seeded(
+        self, image: str, documents: Sequence[tuple[str, bytes]]
+    ) -> contextlib.AbstractAsyncContextManager[None]: ...
 
 
 class Resolver(Protocol):

@@ -29,8 +29,9 @@ from agent.core.manifest import Resolution
 from agent.core.pins import CRI_POLL_INTERVAL, PinKeeper, owns_records, pin_names
 from agent.core.plan import Action, NodeImage, NodeState, Seen, Step, inputs, plan_one, plan_seen
 from agent.core.platform import Platform
-from agent.core.ports import ImageRuntime, Outcome, Resolver, Status, TagBinder
+from agent.core.ports import ContentSeeder, ImageRuntime, Outcome, Resolver, Status, TagBinder
 from agent.core.progress import Progress
+from agent.core.pulling import Puller
 from agent.core.reference import Reference
 from agent.core.rollout import Rollout, holds_any
 from agent.core.slots import PullSlots, all_done, deciding, raise_runtime_unavailable
@@ -58,6 +59,7 @@ class Reconciler:
         progress: Progress | None = None,
         disk: DiskGuard | None = None,
         rollout: Rollout | None = None,
+        seeder: ContentSeeder | None = None,
     ) -> None:
         self._runtime = runtime
         self._registry = registry
@@ -66,7 +68,7 @@ class Reconciler:
         self._clock = clock
         self._on_start = on_start
         self._stopping = stopping
-        self._credentials = credentials
+        self._puller = Puller(runtime, credentials, seeder)
         self._pins_honoured = pins_honoured
         """The runtime reports our pin label (agent.core.runtimes): worth reading back."""
         self._progress = progress
@@ -305,8 +307,9 @@ class Reconciler:
             refusal = resolution.refusal()
             if refusal:
                 return Outcome(entry, Status.REFUSED, refusal, permanent=True)
-            sized = self._progress is not None or disk is not None
-            blobs = await room.blobs(self._registry, resolution) if sized else ()
+            if self._progress is not None or disk is not None:
+                resolution = await room.blobs(self._registry, resolution)
+            blobs = resolution.blobs
             if disk is None:
                 await slots.pulls.acquire()
         incoming = 0
@@ -333,7 +336,7 @@ class Reconciler:
             if self._progress is not None:
                 self._progress.begin(entry.written, {b.digest: b.size for b in blobs})
             try:
-                image_id = await self._pull(step.pull_ref, entry.reference)
+                image_id = await self._puller.pull(step.pull_ref, entry, resolution)
             except ImageError as exc:
                 return _failed_after_pull(entry, exc)
         finally:
@@ -376,17 +379,6 @@ class Reconciler:
         return (
             f"waiting for its rollout slot until {when} (rollout.spread {format_duration(spread)})"
         )
-
-    async def _pull(self, pull_ref: str, ref: Reference) -> str:
-        """Pull with each matching credential in turn, as kubelet does; anonymously if none.
-        Returns the image id."""
-        candidates: list[Credential | None] = [*self._credentials(ref)] or [None]
-        for credential in candidates[:-1]:
-            try:
-                return await self._runtime.pull(pull_ref, credential)
-            except ImageError:
-                pass
-        return await self._runtime.pull(pull_ref, candidates[-1])
 
     async def _check(self, ref: Reference, step: Step) -> Resolution:
         """What the content is, to check it against this node's platform before pulling."""

@@ -5,6 +5,7 @@ list order (agent.core.disk holds the arithmetic)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -29,21 +30,25 @@ from agent.core.slots import PullSlots
 log = logging.getLogger(__name__)
 
 
-async def blobs(registry: Resolver, resolution: Resolution) -> tuple[Descriptor, ...]:
-    """The blobs a pull of `resolution` downloads, for following its progress and for the
-    disk budget: a multi-platform image's costs one more small request (its platform's
-    manifest). Unknown (none) if that fails: no reason to fail a pull."""
-    found = resolution.blobs
-    if not found and resolution.is_index and resolution.chosen is not None:
-        try:
-            document = await within_deadline(
-                registry.fetch_manifest(resolution.reference, resolution.chosen.digest)
-            )
-        except AgentError as exc:
-            log.debug("%s: blob sizes unknown: %s", resolution.reference, exc)
-            return ()
-        found = manifest_blobs(document)
-    return found
+async def blobs(registry: Resolver, resolution: Resolution) -> Resolution:
+    """`resolution` with the blobs its pull downloads, for following its progress and for
+    the disk budget: a multi-platform image's costs one more small request (its platform's
+    manifest, kept with the documents the pull need not fetch again). Unknown (none) if that
+    fails: no reason to fail a pull."""
+    if resolution.blobs or not resolution.is_index or resolution.chosen is None:
+        return resolution
+    try:
+        document = await within_deadline(
+            registry.fetch_manifest(resolution.reference, resolution.chosen.digest)
+        )
+    except AgentError as exc:
+        log.debug("%s: blob sizes unknown: %s", resolution.reference, exc)
+        return resolution
+    return dataclasses.replace(
+        resolution,
+        blobs=manifest_blobs(document),
+        documents=(*resolution.documents, (document.digest, document.body)),
+    )
 
 
 async def layers(

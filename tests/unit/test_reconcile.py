@@ -64,6 +64,23 @@ async def test_pinned_tag_is_bound_after_the_digest_pull() -> None:
     assert (await runtime.image_status("r.io/a/app:1")) is not None
 
 
+async def test_what_the_check_read_is_in_the_runtimes_store_while_its_pull_runs() -> None:
+    config = parse(f"images:\n  - r.io/a/app@{D1}\n  - r.io/a/other:2\nconcurrency: 1\n")
+    runtime = FakeRuntime()
+    binder = FakeBinder(runtime)
+
+    outcomes = await Reconciler(runtime, FakeRegistry(), None, NODE, seeder=binder).converge(
+        config
+    )
+
+    assert [o.status for o in outcomes] == ["pulled", "pulled"]
+    # Each pull ran inside its own seeding of the documents its check read.
+    assert sorted(binder.seeded_for) == [
+        ("r.io/a/app@" + D1, (D1,), 1),
+        ("r.io/a/other:2", (D1,), 1),
+    ]
+
+
 async def test_content_for_another_platform_is_never_pulled() -> None:
     config = parse(f"images:\n  - r.io/a/app@{D1}\n")
     runtime = FakeRuntime()

@@ -4,6 +4,7 @@ HTTP itself is transport's; challenges, headers and tokens are auth's (both besi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -171,15 +172,18 @@ class RegistryClient:
         """Resolve `ref` and find the manifest `platform` would run (tags alone: head_digest)."""
         document = await self.fetch_manifest(ref)
         declared = None
+        documents = [(document.digest, document.body)]
         if not document.is_index:
             # A single-platform manifest says its platform only in the image config.
             assert document.config is not None
             config = await self.fetch_blob(ref, document.config.digest)
+            documents.append((document.config.digest, config))
             try:
                 declared = manifests.config_platform(config)
             except ManifestError as exc:
                 raise RegistryError(ref.domain, ref.path, f"config: {exc}") from exc
-        return manifests.choose(ref, document, platform, declared)
+        found = manifests.choose(ref, document, platform, declared)
+        return dataclasses.replace(found, documents=tuple(documents))
 
     # -- requests: mirrors, retries, auth ---------------------------------------------------
 

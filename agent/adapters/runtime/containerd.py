@@ -5,8 +5,10 @@ for those stubs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
 import grpc
@@ -18,6 +20,7 @@ from agent._proto.containerd.services.introspection.v1 import (
     introspection_pb2,
     introspection_pb2_grpc,
 )
+from agent._proto.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from agent.adapters.runtime import rpc
 from agent.core import platform as platforms
 from agent.core.errors import AgentError, ImageError, RuntimeUnavailable, TagBindingUnsupported
@@ -35,6 +38,13 @@ PINNED_LABEL = ("io.cri-containerd.pinned", "pinned")
 # Beside every pin this agent sets: the pins it may take back when their image leaves the list.
 # A pin without it (the sandbox image's, an operator's, a node image baker's) is never touched.
 OWN_PIN_LABEL = ("prepull.io/pinned", "true")
+# Documents the agent puts in the content store for a pull are held by a lease of their own
+# (its id in this gRPC metadata header on each write), which expires by itself after LEASE_TTL
+# seconds (containerd's GC reads the label) should the agent die before deleting it.
+LEASE_HEADER = "containerd-lease"
+GC_EXPIRE_LABEL = "containerd.io/gc.expire"
+LEASE_TTL = 3600
+_LEASE_LABELS = {"prepull.io/purpose": "documents read before a pull"}
 # Pin updates in flight at once: a takeover of a node with 1000 images pins them together.
 PIN_CONCURRENCY = 16
 _OUR_PIN = dict([PINNED_LABEL, OWN_PIN_LABEL])
@@ -84,8 +94,74 @@ class ContainerdImages:
         self._channel = channel
         self._stub = images_pb2_grpc.ImagesStub(channel)
         self._content = content_pb2_grpc.ContentStub(channel)
+        self._leases = leases_pb2_grpc.LeasesStub(channel)
         self._metadata = ((NAMESPACE_HEADER, namespace),)
         self._policy = policy
+
+    @contextlib.asynccontextmanager
+    async def seeded(
+        self, image: str, documents: Sequence[tuple[str, bytes]]
+    ) -> AsyncIterator[None]:
+        """`documents` ((digest, body), read and verified by the agent: manifests, a config) in
+        containerd's content store while the context lasts, so the pull that follows finds them
+        and does not fetch them again. Written under a lease of their own (containerd keeps
+        what a lease names from garbage collection), deleted afterwards — by then the pulled
+        image references what it uses — and expiring by itself (LEASE_TTL) should the agent
+        die first. Best-effort: a failure is logged and the pull fetches them itself."""
+        lease = await self._lease(image)
+        if lease is not None:
+            leased = (*self._metadata, (LEASE_HEADER, lease))
+            for digest, body in documents:
+                await self._write(image, digest, body, leased)
+        try:
+            yield
+        finally:
+            if lease is not None:
+                await self._end_lease(image, lease)
+
+    async def _lease(self, image: str) -> str | None:
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + LEASE_TTL))
+        request = leases_pb2.CreateRequest(labels={**_LEASE_LABELS, GC_EXPIRE_LABEL: expires})
+        try:
+            reply = await self._leases.Create(
+                request, metadata=self._metadata, timeout=rpc.CALL_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.debug("%s: no lease for its documents, the pull fetches them: %s", image, exc)
+            return None
+        return str(reply.lease.id)
+
+    async def _write(
+        self, image: str, digest: str, body: bytes, metadata: tuple[tuple[str, str], ...]
+    ) -> None:
+        """One blob in a single commit (the store checks `expected` and `total`); already
+        there is as good as written."""
+        request = content_pb2.WriteContentRequest(
+            action=content_pb2.COMMIT,
+            ref=f"prepull-{digest}",
+            total=len(body),
+            expected=digest,
+            offset=0,
+            data=body,
+        )
+        try:
+            async for _ in self._content.Write(
+                iter([request]), metadata=metadata, timeout=rpc.CALL_TIMEOUT
+            ):
+                pass
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                log.debug("%s: could not store %s for the pull: %s", image, digest, exc)
+
+    async def _end_lease(self, image: str, lease: str) -> None:
+        try:
+            await self._leases.Delete(
+                leases_pb2.DeleteRequest(id=lease),
+                metadata=self._metadata,
+                timeout=rpc.CALL_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.debug("%s: lease %s left to expire: %s", image, lease, exc)
 
     async def server_pid(self) -> int | None:
         return await server_pid(self._channel)

@@ -25,19 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,containerd/services/content/v1/content.proto\x12\x1e\x63ontainerd.services.content.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n\x06Status\x12.\n\nstarted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03ref\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x06 \x01(\t\"&\n\x13ListStatusesRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"P\n\x14ListStatusesResponse\x12\x38\n\x08statuses\x18\x01 \x03(\x0b\x32&.containerd.services.content.v1.Status2\x84\x01\n\x07\x43ontent\x12y\n\x0cListStatuses\x12\x33.containerd.services.content.v1.ListStatusesRequest\x1a\x34.containerd.services.content.v1.ListStatusesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,containerd/services/content/v1/content.proto\x12\x1e\x63ontainerd.services.content.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n\x06Status\x12.\n\nstarted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03ref\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x06 \x01(\t\"&\n\x13ListStatusesRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"P\n\x14ListStatusesResponse\x12\x38\n\x08statuses\x18\x01 \x03(\x0b\x32&.containerd.services.content.v1.Status\"\x9e\x01\n\x13WriteContentRequest\x12;\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32+.containerd.services.content.v1.WriteAction\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x04 \x01(\t\x12\x0e\n\x06offset\x18\x05 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"\xe2\x01\n\x14WriteContentResponse\x12;\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32+.containerd.services.content.v1.WriteAction\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x06 \x01(\t*.\n\x0bWriteAction\x12\x08\n\x04STAT\x10\x00\x12\t\n\x05WRITE\x10\x01\x12\n\n\x06\x43OMMIT\x10\x02\x32\xfc\x01\n\x07\x43ontent\x12y\n\x0cListStatuses\x12\x33.containerd.services.content.v1.ListStatusesRequest\x1a\x34.containerd.services.content.v1.ListStatusesResponse\x12v\n\x05Write\x12\x33.containerd.services.content.v1.WriteContentRequest\x1a\x34.containerd.services.content.v1.WriteContentResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'containerd.services.content.v1.content_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_WRITEACTION']._serialized_start=794
+  _globals['_WRITEACTION']._serialized_end=840
   _globals['_STATUS']._serialized_start=114
   _globals['_STATUS']._serialized_end=280
   _globals['_LISTSTATUSESREQUEST']._serialized_start=282
   _globals['_LISTSTATUSESREQUEST']._serialized_end=320
   _globals['_LISTSTATUSESRESPONSE']._serialized_start=322
   _globals['_LISTSTATUSESRESPONSE']._serialized_end=402
-  _globals['_CONTENT']._serialized_start=405
-  _globals['_CONTENT']._serialized_end=537
+  _globals['_WRITECONTENTREQUEST']._serialized_start=405
+  _globals['_WRITECONTENTREQUEST']._serialized_end=563
+  _globals['_WRITECONTENTRESPONSE']._serialized_start=566
+  _globals['_WRITECONTENTRESPONSE']._serialized_end=792
+  _globals['_CONTENT']._serialized_start=843
+  _globals['_CONTENT']._serialized_end=1095
 # @@protoc_insertion_point(module_scope)

@@ -39,12 +39,23 @@ class ContentStub:
                 request_serializer=containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesRequest.SerializeToString,
                 response_deserializer=containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesResponse.FromString,
                 _registered_method=True)
+        self.Write = channel.stream_stream(
+                '/containerd.services.content.v1.Content/Write',
+                request_serializer=containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentRequest.SerializeToString,
+                response_deserializer=containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentResponse.FromString,
+                _registered_method=True)
 
 
 class ContentServicer:
     """Missing associated documentation comment in .proto file."""
 
     def ListStatuses(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Write(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,6 +68,11 @@ def add_ContentServicer_to_server(servicer, server):
                     servicer.ListStatuses,
                     request_deserializer=containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesRequest.FromString,
                     response_serializer=containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesResponse.SerializeToString,
+            ),
+            'Write': grpc.stream_stream_rpc_method_handler(
+                    servicer.Write,
+                    request_deserializer=containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentRequest.FromString,
+                    response_serializer=containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +102,33 @@ class Content:
             '/containerd.services.content.v1.Content/ListStatuses',
             containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesRequest.SerializeToString,
             containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Write(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/containerd.services.content.v1.Content/Write',
+            containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentRequest.SerializeToString,
+            containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,47 @@
+"""One pull as the agent makes it: with each credential that matches the image in turn, as
+kubelet does (anonymously if none), and with the documents its platform check already read put
+in the runtime's store first, so the pull does not fetch them again."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+
+from agent.core.config import ImageEntry
+from agent.core.credentials import Credential
+from agent.core.errors import ImageError
+from agent.core.manifest import Resolution
+from agent.core.ports import ContentSeeder, ImageRuntime
+from agent.core.reference import Reference
+
+
+class Puller:
+    def __init__(
+        self,
+        runtime: ImageRuntime,
+        credentials: Callable[[Reference], Sequence[Credential]],
+        seeder: ContentSeeder | None,
+    ) -> None:
+        self._runtime = runtime
+        self._credentials = credentials
+        self._seeder = seeder
+        """Where the documents a check read are put for the pull (containerd's store)."""
+
+    async def pull(self, pull_ref: str, entry: ImageEntry, resolution: Resolution) -> str:
+        """Pull `pull_ref`; returns the image id."""
+        async with self._seeded(entry, resolution):
+            candidates: list[Credential | None] = [*self._credentials(entry.reference)] or [None]
+            for credential in candidates[:-1]:
+                try:
+                    return await self._runtime.pull(pull_ref, credential)
+                except ImageError:
+                    pass
+            return await self._runtime.pull(pull_ref, candidates[-1])
+
+    def _seeded(
+        self, entry: ImageEntry, resolution: Resolution
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Containerd only; a failure there only costs the pull those GETs."""
+        if self._seeder is None or not resolution.documents:
+            return contextlib.nullcontext()
+        return self._seeder.seeded(entry.written, resolution.documents)
