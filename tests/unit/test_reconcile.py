@@ -69,9 +69,7 @@ async def test_what_the_check_read_is_in_the_runtimes_store_while_its_pull_runs(
     runtime = FakeRuntime()
     binder = FakeBinder(runtime)
 
-    outcomes = await Reconciler(runtime, FakeRegistry(), None, NODE, seeder=binder).converge(
-        config
-    )
+    outcomes = await Reconciler(runtime, FakeRegistry(), None, NODE, seeder=binder).converge(config)
 
     assert [o.status for o in outcomes] == ["pulled", "pulled"]
     # Each pull ran inside its own seeding of the documents its check read.
