@@ -3,7 +3,12 @@ advise, on loopback and through a link that caps each connection at 20 MB/s (as 
 CDNs do). The image: 4 random layers of 64 MiB (256 MiB compressed). Each run pulls it once with
 raw CRI PullImage on a fresh containerd; runs interleaved, medians. The candidates are the
 advice table of agent.core.pullpath for this line plus the alternatives it was chosen over, so
-the bench shows both that the advice is the best of them and the ratio the doctor quotes."""
+the bench shows both that the advice is the best of them and the ratio the doctor quotes.
+
+In the same run, the physical floors of a pull of that image on this node, each against raw
+PullImage with containerd's defaults on loopback: the blobs fetched in parallel over HTTP (the
+fetch floor), inflated on one core (Python's zlib, gzip, unpigz and igzip from .cache/tools),
+and unpacked (tar into a folder on the disk containerd's root is on)."""
 
 from __future__ import annotations
 
@@ -17,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.core import pullpath
+from bench import floors
 from bench.cold import raw_pulls
 from bench.passes import agent_pass, listing
 from bench.report import Row
 from tests.harness.containerd import Containerd
-from tests.harness.images import push_layered
+from tests.harness.images import push_layered, random_layers
 from tests.harness.link import CappedLink
 from tests.harness.registry import Registry
 
@@ -61,7 +67,8 @@ def configure(line: str, settings: Mapping[str, object]) -> Callable[[str], str]
 
 def run(registry: Registry, workdir: Path, node_platform: str) -> list[Row]:
     line = os.environ.get("PREPULL_CONTAINERD", "1.6")
-    image = push_layered(registry, "bench/pullpath", "1", node_platform, LAYERS, LAYER_BYTES)
+    blobs = random_layers(LAYERS, LAYER_BYTES)
+    image = push_layered(registry, "bench/pullpath", "1", node_platform, blobs)
     tried = candidates(line)
     links = {"capped": CappedLink(registry.host, CAP).start(), "loopback": None}
     times: dict[tuple[str, str], list[float]] = {(c, k): [] for c in tried for k in links}
@@ -97,7 +104,10 @@ def run(registry: Registry, workdir: Path, node_platform: str) -> list[Row]:
             if link is not None:
                 link.stop()
     median = {key: statistics.median(spent) for key, spent in times.items()}
-    return _rows(line, tried, median, statistics.median(agent_times))
+    rows = _rows(line, tried, median, statistics.median(agent_times))
+    return rows + floors.rows(
+        registry, image.repo, [blob for blob, _ in blobs], workdir, median[("default", "loopback")]
+    )
 
 
 def _on_fresh_node(

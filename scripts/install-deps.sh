@@ -38,6 +38,18 @@ fi
 
 scripts/fetch-containerd.sh
 
+# pigz (unpigz) and igzip for the bench's inflate floors, unpacked into .cache/tools and never put
+# on the system PATH: containerd inflates with igzip or unpigz when its PATH has them.
+tools=.cache/tools
+if [ ! -x "$tools/usr/bin/pigz" ] || [ ! -x "$tools/usr/bin/igzip" ]; then
+  debs=$(mktemp -d)
+  (cd "$debs" && { apt-get download -qq pigz isal libisal2 2>/dev/null ||
+    { $SUDO apt-get update -qq && apt-get download -qq pigz isal libisal2; }; })
+  mkdir -p "$tools"
+  for deb in "$debs"/*.deb; do dpkg -x "$deb" "$tools"; done
+  rm -rf "$debs"
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

@@ -236,7 +236,7 @@ class PassLoop:
     async def _probe_range(
         self, registry: RegistryClient, outcomes: Sequence[Outcome], node: Platform
     ) -> None:
-        """Once per registry of the list, through its first image that converged: whether
+        """Once per registry of the list, through its first image pulled: whether
         it honours Range, which containerd's chunked fetch needs (the doctor's advice
         follows). One resolve and one ranged GET of a small blob per registry."""
         if self._containerd_started is None:
@@ -244,7 +244,8 @@ class PassLoop:
         probed = False
         for outcome in outcomes:
             domain = outcome.entry.reference.domain
-            if domain in self._range or not outcome.converged:
+            # Only where this pass pulled: a warm node asks its registries nothing.
+            if domain in self._range or not (outcome.converged and outcome.pull_attempted):
                 continue
             self._range[domain] = await registry.honours_range(outcome.entry.reference, node)
             probed = True

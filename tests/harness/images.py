@@ -172,11 +172,16 @@ def push_platform_manifest(
     return _push_single(registry, repo, tag, platform, layer, {})
 
 
+def random_layers(count: int, layer_bytes: int) -> list[tuple[bytes, str]]:
+    """`count` gzipped tar layers of one random (incompressible) file of `layer_bytes` each:
+    (blob, diff_id)."""
+    return [_layer(os.urandom(layer_bytes), f"layer{n}") for n in range(count)]
+
+
 def push_layered(
-    registry: Registry, repo: str, tag: str, platform: str, layers: int, layer_bytes: int
+    registry: Registry, repo: str, tag: str, platform: str, blobs: list[tuple[bytes, str]]
 ) -> PushedImage:
-    """A single-platform image of `layers` random (incompressible) layers of `layer_bytes`."""
-    blobs = [_layer(os.urandom(layer_bytes), f"layer{n}") for n in range(layers)]
+    """A single-platform image of the layers `blobs` (random_layers)."""
     _, digest, config, first = _push_single(registry, repo, tag, platform, blobs, {})
     return PushedImage(
         registry.host, repo, tag, digest, {platform: digest}, {platform: config}, {platform: first}
