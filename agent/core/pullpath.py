@@ -46,6 +46,8 @@ TRANSFER_DEFAULTS = {
     "max_concurrent_unpacks": 1,
 }
 """containerd's defaults for the transfer service settings that bound a pull."""
+PROGRESS_TIMEOUT_FROM: Version = (1, 7, 0)
+"""CRI's `image_pull_progress_timeout` exists from this release (1.6 has none)."""
 UNPACKS_FROM: Version = (2, 2, 0)
 """`max_concurrent_unpacks` exists from this release."""
 NOT_SET = object()
@@ -177,6 +179,12 @@ def diagnose(
     snapshotter = _get(images, snapshotter_key)
     snapshotter = "overlayfs" if snapshotter is NOT_SET else snapshotter
     settings: dict[str, object] = {f"{images_table}.{snapshotter_key}": snapshotter}
+    if parsed >= PROGRESS_TIMEOUT_FROM:
+        # CRI cancels a pull when no byte arrives for this long (`containerd config default`).
+        timeout = _get(images, "image_pull_progress_timeout")
+        settings[f"{images_table}.image_pull_progress_timeout"] = (
+            "5m0s" if timeout is NOT_SET else timeout
+        )
     if transfer:
         transfer_table = _table(document, TRANSFER)
         settings.update(_transfer_settings(transfer_table, parsed))

@@ -111,6 +111,19 @@ def test_a_default_node_is_read_as_containerd_runs_it(node: Callable[..., Contai
     assert found["containerd"].startswith(selected_release().line.split(".")[0])
     assert found["forced_by"] == [] and FALLBACK not in plain.log.read_text()
     assert found["settings"][f"{TABLE}.{NESTED}snapshotter"] == "overlayfs"
+    # The pull progress timeout, as containerd itself says it runs with (none in 1.6).
+    release = selected_release()
+    dumped = subprocess.run(
+        [*release.command(), "--config", str(plain.config_file), "config", "dump"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    images_table = tomllib.loads(dumped)["plugins"][IMAGES.split('"')[1]]
+    timeout = found["settings"].get(f"{TABLE}.image_pull_progress_timeout")
+    assert timeout == images_table.get("image_pull_progress_timeout"), images_table
+    assert (timeout is None) == (LINE == "1.6")
     # Nothing is wrong; the measured advice is all there is to change.
     assert code == 1 and all(f["tuning"] for f in found["findings"] if f["recommended"])
     if LINE == "2":

@@ -36,6 +36,7 @@ def test_a_default_2_1_node_pulls_through_the_transfer_service() -> None:
     assert found.transfer_service and not found.forced_by and not found.traps
     assert found.settings == {
         f"{IMAGES}.snapshotter": "overlayfs",
+        f"{IMAGES}.image_pull_progress_timeout": "5m0s",
         f"{TRANSFER}.max_concurrent_downloads": 3,
         f"{TRANSFER}.concurrent_layer_fetch_buffer": 0,
     }, "max_concurrent_unpacks exists from 2.2 only"
@@ -207,6 +208,7 @@ def test_a_file_without_a_version_is_read_as_version_1() -> None:
     config = {"plugins": {"cri": {"containerd": {"snapshotter": "native"}}}}
     found = diagnose("1.6.20~ds1", config, "f")
     assert found.settings["plugins.'cri'.containerd.snapshotter"] == "native"
+    assert not any("image_pull_progress_timeout" in s for s in found.settings), "not in 1.6"
 
 
 def test_the_advice_is_said_as_an_operator_applies_it() -> None:
