@@ -179,8 +179,8 @@ class FakeRegistry:
             return None
         return (self.unpacked_bytes % (1 << 32)).to_bytes(4, "little")
 
-    async def honours_range(self, ref: Reference, platform: Platform) -> bool | None:
-        self.requests += 2
+    async def serves_range(self, ref: Reference, digest: str) -> bool | None:
+        self.requests += 1
         return self.ranges
 
     async def head_digest(self, ref: Reference) -> tuple[str, str]:

@@ -11,13 +11,15 @@ from collections.abc import Callable, Sequence
 from agent import wiring
 from agent.adapters.registry.client import RegistryClient
 from agent.adapters.runtime import containerd_config, containerd_process
-from agent.core import pullpath
+from agent.core import pullpath, room
 from agent.core.config import ImageEntry, PreloadConfig
+from agent.core.deadline import within_deadline
 from agent.core.errors import AgentError, RuntimeUnavailable
 from agent.core.events import WARNING, NodeEvent
 from agent.core.platform import Platform
 from agent.core.ports import Outcome, Status
 from agent.core.reconcile import Reconciler
+from agent.core.reference import Reference
 from agent.core.runtimes import CONTAINERD
 from agent.daemon.metrics import observe_images, observe_outcome, observe_pass
 from agent.daemon.state import Shared, first_of
@@ -247,7 +249,7 @@ class PassLoop:
             # Only where this pass pulled: a warm node asks its registries nothing.
             if domain in self._range or not (outcome.converged and outcome.pull_attempted):
                 continue
-            self._range[domain] = await registry.honours_range(outcome.entry.reference, node)
+            self._range[domain] = await _honours_range(registry, outcome.entry.reference, node)
             probed = True
             if self._range[domain] is False:
                 log.warning(
@@ -256,7 +258,7 @@ class PassLoop:
                     extra={"event": "range_probe", "registry": domain},
                 )
         self._shared.report.runtime["range"] = dict(self._range)
-        if probed and self._containerd_started is not None:
+        if probed:
             self._pull_path(self._containerd_started[1])
 
     def _pull_path(self, version: str) -> None:
@@ -278,9 +280,10 @@ class PassLoop:
         ignoring = [domain for domain, honours in self._range.items() if honours is False]
         used = containerd_process.decompressor(self._shared.settings.endpoint, version)
         found = pullpath.diagnose(version, config, source, ignoring, used)
-        if report.get("pull_path") == found.to_json():
+        said = found.to_json()
+        if report.get("pull_path") == said:
             return
-        report["pull_path"] = found.to_json()
+        report["pull_path"] = said
         self._shared.metrics.pull_path_is(found.transfer_service, found.findings)
         path = "the transfer service" if found.transfer_service else "its old path"
         forced = f", forced by {', '.join(found.forced_by)}" if found.forced_by else ""
@@ -292,6 +295,18 @@ class PassLoop:
             len(found.findings),
             extra={"event": "pull_path", "findings": [f.setting for f in found.findings]},
         )
+
+
+async def _honours_range(registry: RegistryClient, ref: Reference, node: Platform) -> bool | None:
+    """Whether `ref`'s registry serves a byte range of the image's config (the smallest blob
+    a pull fetches, found as the disk budget finds blobs); None when it cannot tell. Costs the
+    resolve's manifest GETs and one ranged GET."""
+    try:
+        found = await room.blobs(registry, await within_deadline(registry.resolve(ref, node)))
+    except AgentError as exc:  # a registry, manifest or platform error
+        log.debug("%s: cannot tell whether Range is honoured: %s", ref, exc)
+        return None
+    return await registry.serves_range(ref, found.blobs[0].digest) if found.blobs else None
 
 
 def _log_pass(outcomes: Sequence[Outcome], desired: int, seconds: float) -> None:

@@ -24,8 +24,8 @@ from agent.adapters.registry.transport import (
 )
 from agent.core import manifest as manifests
 from agent.core.credentials import Credential
-from agent.core.errors import AgentError, RegistryError, TransientRegistryError
-from agent.core.manifest import Descriptor, Manifest, ManifestError, Resolution
+from agent.core.errors import RegistryError, TransientRegistryError
+from agent.core.manifest import Manifest, ManifestError, Resolution
 from agent.core.platform import Platform
 from agent.core.reference import Reference
 from agent.core.retry import RetryPolicy, retry
@@ -135,38 +135,25 @@ class RegistryClient:
         """Some bytes of a blob by HTTP Range (`-4`: the last four, `0-17`: the first 18), or
         None if the registry will not serve them (no 206, or any failure): the caller then
         estimates. Not verified against the digest: it is a size hint, never content."""
+        response = await self._ranged(ref, digest, byte_range)
+        return response.body if response is not None and response.status == 206 else None
+
+    async def serves_range(self, ref: Reference, digest: str) -> bool | None:
+        """Whether what serves `ref`'s blobs (a mirror, else the registry) answers a Range
+        request for blob `digest` with that range (206) rather than the whole blob (200); None
+        when it cannot tell. Ask for a small blob: a registry that ignores Range sends it all."""
+        response = await self._ranged(ref, digest, "0-0")
+        if response is None or response.status not in (200, 206):
+            return None
+        return response.status == 206
+
+    async def _ranged(self, ref: Reference, digest: str, byte_range: str) -> Response | None:
+        """GET `byte_range` of a blob; None on any failure (logged)."""
         try:
-            response = await self._call(
-                ref, "GET", f"blobs/{digest}", {"Range": f"bytes={byte_range}"}
-            )
+            return await self._call(ref, "GET", f"blobs/{digest}", {"Range": f"bytes={byte_range}"})
         except RegistryError as exc:
             log.debug("%s: range %s of %s refused: %s", ref, byte_range, digest, exc)
             return None
-        return response.body if response.status == 206 else None
-
-    async def honours_range(self, ref: Reference, platform: Platform) -> bool | None:
-        """Whether what serves `ref`'s blobs (a mirror, else the registry) answers a Range
-        request with that range (206) rather than the whole blob (200), the first byte of the
-        image config asked for (small either way); None when it cannot tell. Costs the
-        manifest GETs of a resolve, once per registry for whoever remembers the answer."""
-        try:
-            found = await self.resolve(ref, platform)
-            config: Descriptor | None = None
-            if found.blobs:
-                config = found.blobs[0]
-            elif found.chosen is not None:
-                config = (await self.fetch_manifest(ref, found.chosen.digest)).config
-            if config is None:
-                return None
-            response = await self._call(
-                ref, "GET", f"blobs/{config.digest}", {"Range": "bytes=0-0"}
-            )
-        except AgentError as exc:  # a registry, manifest or platform error: cannot tell
-            log.debug("%s: cannot tell whether Range is honoured: %s", ref, exc)
-            return None
-        if response.status not in (200, 206):
-            return None
-        return response.status == 206
 
     async def resolve(self, ref: Reference, platform: Platform) -> Resolution:
         """Resolve `ref` and find the manifest `platform` would run (tags alone: head_digest)."""
