@@ -144,21 +144,22 @@ def test_a_default_node_is_read_as_containerd_runs_it(node: Callable[..., Contai
 def test_the_advice_applied_and_containerd_restarted_leaves_nothing_to_change(
     node: Callable[..., Containerd], tmp_path: Path
 ) -> None:
-    """The advice as README says to apply it: a drop-in for the transfer service on 2.x; the
-    CRI table of config.toml itself before 2.1 (there a drop-in would replace the whole table)."""
+    """The text the doctor prints to apply its advice, applied as it says: a drop-in for the
+    transfer service on 2.x; the CRI table of config.toml itself before 2.1 (there a drop-in
+    would replace the whole table)."""
     plain = node()
     _, found = doctor(plain)
     advised = {f["setting"].rpartition(".")[2]: f["recommended"] for f in found["findings"]
                if f["tuning"]}  # fmt: skip
-    assert advised, found
-    lines = "".join(f"  {key} = {value}\n" for key, value in advised.items())
+    assert advised and found["apply"], found
     if LINE == "2":
         drop_in = tmp_path / "conf.d" / "50-prepull.toml"
         drop_in.parent.mkdir()
-        drop_in.write_text(f"version = 3\n[plugins.'io.containerd.transfer.v1.local']\n{lines}")
+        drop_in.write_text(found["apply"])
         plain.restart(lambda text: f'imports = ["{drop_in}"]\n' + text)
     else:
-        plain.restart(after(IMAGES, lines))
+        assert "not a drop-in" in found["apply"], found["apply"]
+        plain.restart(after(IMAGES, found["apply"]))
     code, again = doctor(plain)
     assert code == 0 and not [f for f in again["findings"] if f["recommended"]], again
     for key, value in advised.items():
