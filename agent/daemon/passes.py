@@ -88,11 +88,12 @@ class PassLoop:
             shared.rollout.ready()
         self._report_released(reconciler.released)
         await self._report_disk(runtime, config.max_disk_usage_percent)
-        await self._probe_range(registry, outcomes, node)
         seconds = time.monotonic() - started
         observe_pass(shared.metrics, outcomes, shared.report, summary, seconds, time.time())
         _log_pass(outcomes, len(shared.report.desired), time.monotonic() - started)
         shared.report_changed.set()
+        # After the pass is reported: its registry requests never delay what the pass says.
+        await self._probe_range(registry, outcomes, node)
         for image in summary.evicted:
             log.warning(
                 "%s was evicted from the node and restored",

@@ -83,6 +83,10 @@ def test_new_content_waits_for_the_nodes_moment_across_restarts_and_a_restore_do
 
     daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 60, "the pull at its moment")
     assert time.time() >= due - 1, "pulled before its moment"
+    # The gauge follows at the end of the pass, a moment after /readyz: wait for that state.
+    daemon.wait_for(
+        lambda: daemon.metric("prepull_images_waiting_for_rollout") == 0, 30, "the gauge"
+    )
     assert daemon.metric("prepull_images_waiting_for_rollout") == 0
 
     # Evicted (kubelet's image GC, crictl rmi): held before, so restored at the next pass.
