@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 
 from agent.core.errors import ImageError, RegistryError, RuntimeUnavailable
 from agent.core.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, Resolution
@@ -39,6 +39,8 @@ class FakeRuntime:
         """False: like Debian's containerd 1.6.20, which keeps the label but reports no pin."""
         self.list_calls = 0
         """Records labelled pinned (FakeBinder): CRI reports an image pinned if one of its is."""
+        self.pull_waits_for: dict[str, asyncio.Event] = {}
+        """A pull of the reference (key) does not finish before its event is set."""
 
     def _as_reported(self, image: NodeImage) -> NodeImage:
         names = (*image.repo_tags, *image.repo_digests)
@@ -65,6 +67,8 @@ class FakeRuntime:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         await asyncio.sleep(0.01)
+        if reference in self.pull_waits_for:
+            await self.pull_waits_for[reference].wait()
         self.in_flight -= 1
         self.pulls.append(reference)
         name, sep, digest = reference.partition("@")
@@ -94,18 +98,24 @@ class FakeBinder:
         """Records this agent pinned (the pin label and its own label)."""
         self.pin_calls = 0
         self.release_calls = 0
-        self.seeded_for: list[tuple[str, tuple[str, ...], int]] = []
-        """(image, digests put in the store, pulls started while they were there)."""
+        self.seeded_for: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
+        """(image, digests put in the store, pulls finished while they were there)."""
+        self.seeding: list[str] = []
+        """Images whose documents are being put in the store or held there now."""
+        self.on_seeded: Callable[[str], None] = lambda image: None
 
     @contextlib.asynccontextmanager
     async def seeded(
         self, image: str, documents: Sequence[tuple[str, bytes]]
     ) -> AsyncIterator[None]:
         before = len(self.runtime.pulls)
+        self.seeding.append(image)
+        self.on_seeded(image)
         try:
             yield
         finally:
-            pulls = len(self.runtime.pulls) - before
+            self.seeding.remove(image)
+            pulls = tuple(self.runtime.pulls[before:])
             self.seeded_for.append((image, tuple(d for d, _ in documents), pulls))
 
     async def release(self, keep: Collection[str]) -> list[str]:

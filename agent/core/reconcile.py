@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -12,10 +13,7 @@ from agent.core import room
 from agent.core.config import ImageEntry, Kind, PreloadConfig, format_duration
 from agent.core.credentials import Credential
 from agent.core.deadline import within_deadline
-from agent.core.disk import (
-    DiskGuard,
-    footprint,
-)
+from agent.core.disk import DiskGuard, footprint
 from agent.core.errors import (
     AgentError,
     ImageError,
@@ -297,10 +295,18 @@ class Reconciler:
             self._on_start(entry)
             bound = await self._bind(entry, step.bind_tag, step.present.id, pin)
             return _present(entry, Status.BOUND, step.reason, step.digest, bound)
-        assert step.pull_ref is not None
         waiting = self._rollout_wait(step, slots.rollout_spread)
         if waiting is not None:
             return Outcome(entry, Status.DEFERRED, waiting)
+        async with contextlib.AsyncExitStack() as seeding:
+            return await self._pull(step, slots, pin, seeding)
+
+    async def _pull(
+        self, step: Step, slots: PullSlots, pin: Collection[str], seeding: contextlib.AsyncExitStack
+    ) -> Outcome:
+        """Check, admit, pull, bind; the check's documents are seeded into `seeding`."""
+        entry = step.entry
+        assert step.pull_ref is not None
         disk = self._disk if slots.disk_budget < 100 else None
         async with slots.checking(entry.reference.domain):
             resolution = await within_deadline(self._check(entry.reference, step))
@@ -310,6 +316,7 @@ class Reconciler:
             if self._progress is not None or disk is not None:
                 resolution = await room.blobs(self._registry, resolution)
             blobs = resolution.blobs
+            await seeding.enter_async_context(self._puller.seeded(entry, resolution))
             if disk is None:
                 await slots.pulls.acquire()
         incoming = 0
@@ -336,7 +343,7 @@ class Reconciler:
             if self._progress is not None:
                 self._progress.begin(entry.written, {b.digest: b.size for b in blobs})
             try:
-                image_id = await self._puller.pull(step.pull_ref, entry, resolution)
+                image_id = await self._puller.pull(step.pull_ref, entry)
             except ImageError as exc:
                 return _failed_after_pull(entry, exc)
         finally:

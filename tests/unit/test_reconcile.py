@@ -73,10 +73,28 @@ async def test_what_the_check_read_is_in_the_runtimes_store_while_its_pull_runs(
 
     assert [o.status for o in outcomes] == ["pulled", "pulled"]
     # Each pull ran inside its own seeding of the documents its check read.
-    assert sorted(binder.seeded_for) == [
-        ("r.io/a/app@" + D1, (D1,), 1),
-        ("r.io/a/other:2", (D1,), 1),
-    ]
+    seeded = {image: (documents, pulls) for image, documents, pulls in binder.seeded_for}
+    assert seeded.keys() == {f"r.io/a/app@{D1}", "r.io/a/other:2"}
+    for image, (documents, pulls) in seeded.items():
+        assert documents == (D1,) and image in pulls, (image, pulls)
+    assert binder.seeding == [], "every seeding ended"
+
+
+async def test_documents_are_seeded_before_the_pull_slot_is_taken() -> None:
+    """Writing them is a commit containerd syncs to disk: within the slot it delayed every
+    small image's pull. With one slot, the second image seeds while the first one pulls."""
+    config = parse(f"images:\n  - r.io/a/app@{D1}\n  - r.io/a/other:2\nconcurrency: 1\n")
+    runtime = FakeRuntime()
+    binder = FakeBinder(runtime)
+    second_seeded = asyncio.Event()
+    runtime.pull_waits_for[f"r.io/a/app@{D1}"] = second_seeded
+    binder.on_seeded = lambda image: second_seeded.set() if image == "r.io/a/other:2" else None
+    reconciler = Reconciler(runtime, FakeRegistry(), None, NODE, seeder=binder)
+
+    outcomes = await asyncio.wait_for(reconciler.converge(config), timeout=10)
+
+    assert [o.status for o in outcomes] == ["pulled", "pulled"]
+    assert runtime.max_in_flight == 1
 
 
 async def test_content_for_another_platform_is_never_pulled() -> None:

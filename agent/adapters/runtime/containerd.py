@@ -22,6 +22,7 @@ from agent._proto.containerd.services.introspection.v1 import (
 )
 from agent._proto.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from agent.adapters.runtime import rpc
+from agent.adapters.runtime.leases import SharedLease
 from agent.core import platform as platforms
 from agent.core.errors import AgentError, ImageError, RuntimeUnavailable, TagBindingUnsupported
 from agent.core.progress import Ingest
@@ -38,7 +39,7 @@ PINNED_LABEL = ("io.cri-containerd.pinned", "pinned")
 # Beside every pin this agent sets: the pins it may take back when their image leaves the list.
 # A pin without it (the sandbox image's, an operator's, a node image baker's) is never touched.
 OWN_PIN_LABEL = ("prepull.io/pinned", "true")
-# Documents the agent puts in the content store for a pull are held by a lease of their own
+# Documents the agent puts in the content store for a pull are held by a lease
 # (its id in this gRPC metadata header on each write), which expires by itself after LEASE_TTL
 # seconds (containerd's GC reads the label) should the agent die before deleting it.
 LEASE_HEADER = "containerd-lease"
@@ -97,6 +98,7 @@ class ContainerdImages:
         self._leases = leases_pb2_grpc.LeasesStub(channel)
         self._metadata = ((NAMESPACE_HEADER, namespace),)
         self._policy = policy
+        self._lease = SharedLease(self._new_lease, self._end_lease, renew_after=LEASE_TTL / 2)
 
     @contextlib.asynccontextmanager
     async def seeded(
@@ -104,22 +106,23 @@ class ContainerdImages:
     ) -> AsyncIterator[None]:
         """`documents` ((digest, body), read and verified by the agent: manifests, a config) in
         containerd's content store while the context lasts, so the pull that follows finds them
-        and does not fetch them again. Written under a lease of their own (containerd keeps
-        what a lease names from garbage collection), deleted afterwards — by then the pulled
-        image references what it uses — and expiring by itself (LEASE_TTL) should the agent
-        die first. Best-effort: a failure is logged and the pull fetches them itself."""
-        lease = await self._lease(image)
-        if lease is not None:
-            leased = (*self._metadata, (LEASE_HEADER, lease))
-            for digest, body in documents:
-                await self._write(image, digest, body, leased)
-        try:
-            yield
-        finally:
+        and does not fetch them again. Written under a lease (containerd keeps what a lease
+        names from garbage collection) shared with the other pulls in flight (SharedLease),
+        deleted when the last is done — by then each pulled image references what it uses — and
+        expiring by itself (LEASE_TTL) should the agent die first. Best-effort: a failure is
+        logged and the pull fetches them itself."""
+        async with self._lease.held() as lease:
             if lease is not None:
-                await self._end_lease(image, lease)
+                leased = (*self._metadata, (LEASE_HEADER, lease))
+                # Each write is a commit containerd syncs to disk: side by side, not one by one.
+                await asyncio.gather(
+                    *(self._write(image, digest, body, leased) for digest, body in documents)
+                )
+            else:
+                log.debug("%s: no lease for its documents, the pull fetches them", image)
+            yield
 
-    async def _lease(self, image: str) -> str | None:
+    async def _new_lease(self) -> str | None:
         expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + LEASE_TTL))
         request = leases_pb2.CreateRequest(labels={**_LEASE_LABELS, GC_EXPIRE_LABEL: expires})
         try:
@@ -127,7 +130,7 @@ class ContainerdImages:
                 request, metadata=self._metadata, timeout=rpc.CALL_TIMEOUT
             )
         except grpc.aio.AioRpcError as exc:
-            log.debug("%s: no lease for its documents, the pull fetches them: %s", image, exc)
+            log.debug("no lease for seeded documents: %s", exc)
             return None
         return str(reply.lease.id)
 
@@ -153,7 +156,7 @@ class ContainerdImages:
             if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                 log.debug("%s: could not store %s for the pull: %s", image, digest, exc)
 
-    async def _end_lease(self, image: str, lease: str) -> None:
+    async def _end_lease(self, lease: str) -> None:
         try:
             await self._leases.Delete(
                 leases_pb2.DeleteRequest(id=lease),
@@ -161,7 +164,7 @@ class ContainerdImages:
                 timeout=rpc.CALL_TIMEOUT,
             )
         except grpc.aio.AioRpcError as exc:
-            log.debug("%s: lease %s left to expire: %s", image, lease, exc)
+            log.debug("lease %s left to expire: %s", lease, exc)
 
     async def server_pid(self) -> int | None:
         return await server_pid(self._channel)
