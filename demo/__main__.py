@@ -90,7 +90,7 @@ def main() -> int:
         )
         lock = workdir / "preload.lock.yaml"
         step("Lock the list now: every tag pinned to today's digest")
-        agent("lock", "--config", str(preload), "-o", str(lock))
+        agent("lock", "--config", str(preload), "--output-file", str(lock))
         print("    " + lock.read_text().splitlines()[2].strip())
 
         step("Node A preloads the plain list (IfNotPresent behaviour: whatever the tag is now)")

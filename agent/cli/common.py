@@ -137,11 +137,48 @@ def digests_for(args: argparse.Namespace) -> Callable[[str], str]:
     return lambda text: _FULL_DIGEST.sub("\\1…", text)
 
 
+OUTPUT_FORMATS = ("text", "json", "yaml")
+
+
+def output_format(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """`-o`'s value; a path there is what `-o` meant on `lock` and the generators before."""
+
+    def parse(value: str) -> str:
+        if value in choices:
+            return value
+        hint = ""
+        if "." in value or "/" in value:
+            hint = (
+                f"; -o is the output format, as in kubectl: write a file with --output-file {value}"
+            )
+        raise argparse.ArgumentTypeError(
+            f"unknown output format {value!r} (choose from {', '.join(choices)}){hint}"
+        )
+
+    return parse
+
+
 def print_json(document: object) -> None:
     print(json.dumps(document, indent=2))
 
 
-def emit(output: Path | None, text: str) -> None:
+def print_document(args: argparse.Namespace, document: object) -> None:
+    """`-o json` or `-o yaml`: the same document, the same field names."""
+    if args.format == "yaml":
+        from agent.core import yamlsafe  # PyYAML only for -o yaml: not at every command's start
+
+        sys.stdout.write(yamlsafe.dump(document))
+    else:
+        print_json(document)
+
+
+def emit(output: Path | None, text: str, form: str = "yaml") -> None:
+    """A generated list (YAML, commented) to `output` or stdout; `-o json`: the same list as
+    one JSON document (without the comments)."""
+    if form == "json":
+        from agent.core import yamlsafe  # PyYAML only here: not at every command's start
+
+        text = json.dumps(yamlsafe.documents(text, "the list")[0], indent=2) + "\n"
     if output is None:
         sys.stdout.write(text)
     else:

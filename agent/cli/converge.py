@@ -23,7 +23,7 @@ from agent.cli.common import (
     load_wiring,
     log,
     platform_arg,
-    print_json,
+    print_document,
 )
 from agent.cli.live import LiveDisplay
 from agent.core import config as configs
@@ -79,23 +79,29 @@ async def once(args: argparse.Namespace) -> int:
                 args, config, runtime, registry, node, files.lookup, listing
             )
     failed = [o for o in outcomes if not o.converged]
-    if args.format == "json":
-        print_json(
+    if args.format != "text":
+        print_document(
+            args,
             {
                 "node": str(node),
                 "converged": not failed,
                 "images": [outcome_document(o) for o in outcomes],
                 "released_pins": released,
-            }
+            },
         )
         return EXIT_NOT_CONVERGED if failed else EXIT_CONVERGED
-    for name in released:
-        print(f"unpinned {name}  (no longer listed: kubelet's image GC may reclaim it)")
+    for name in released:  # with --no-headers, stdout holds the image rows and nothing else
+        print(
+            f"unpinned {name}  (no longer listed: kubelet's image GC may reclaim it)",
+            file=sys.stderr if args.no_headers else sys.stdout,
+        )
     counts = {
         s: sum(o.status == s for o in outcomes)
         for s in (Status.HIT, Status.PULLED, Status.BOUND, Status.SKIPPED)
     }
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    if args.no_headers:
+        return EXIT_NOT_CONVERGED if failed else EXIT_CONVERGED
     if failed:
         others = f" ({summary})" if summary else ""
         print(f"not converged on {node}: {_not_converged(failed, len(outcomes))}{others}")
@@ -132,7 +138,7 @@ async def _converge_once(
     records whose pins this agent took back (they left the list)."""
     show = digests_for(args)
     width = max((len(show(e.written)) for e in config.images), default=0)
-    text = args.format != "json"
+    text = args.format == "text"
     live = text and sys.stdout.isatty()
     verbose = log.isEnabledFor(logging.INFO)
     progress = Progress() if live or verbose else None
@@ -173,7 +179,7 @@ async def _converge_once(
 
 
 def _print_plan(plan: Sequence[Step | Outcome], args: argparse.Namespace) -> int:
-    """`once --dry-run`: one line per image, what a pass would do; 0 if nothing."""
+    """`once --dry-run`: one line per image, what a pass would do; 0 if nothing (DRY_RUN_EXITS)."""
     show = digests_for(args)
     width = max((len(show(item.entry.written)) for item in plan), default=0)
     for item in plan:
@@ -185,8 +191,15 @@ def _print_plan(plan: Sequence[Step | Outcome], args: argparse.Namespace) -> int
         if what and what != item.entry.written and item.action is not Action.HIT:
             parts.append(show(what))
         print("  ".join([*parts, f"({show(item.reason)})"]))
-    idle = all(isinstance(i, Step) and i.action in (Action.HIT, Action.SKIP) for i in plan)
-    return EXIT_CONVERGED if idle else EXIT_NOT_CONVERGED
+    return EXIT_CONVERGED if all(_idle(item) for item in plan) else EXIT_NOT_CONVERGED
+
+
+def _idle(item: Step | Outcome) -> bool:
+    """Nothing for a pass to do: present, skipped, or refused (never pulled, and refused again);
+    a check that failed could not tell, so it is not idle."""
+    if isinstance(item, Outcome):
+        return item.status is Status.REFUSED
+    return item.action in (Action.HIT, Action.SKIP)
 
 
 def format_outcome(

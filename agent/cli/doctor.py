@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from agent.adapters.runtime import containerd_config, containerd_process
-from agent.cli.common import EXIT_CONVERGED, EXIT_NOT_CONVERGED, load_wiring, print_json
+from agent.cli.common import EXIT_CONVERGED, EXIT_NOT_CONVERGED, load_wiring, print_document
 from agent.core import pullpath
 from agent.core.errors import InputError
 from agent.core.runtimes import CONTAINERD
@@ -28,8 +28,8 @@ async def doctor(args: argparse.Namespace) -> int:
     config, source = containerd_config.effective(args.containerd_config, info.version)
     used = containerd_process.decompressor(args.cri_endpoint, info.version)
     diagnosis = pullpath.diagnose(info.version, config, source, decompressor=used)
-    if args.format == "json":
-        print_json({**diagnosis.to_json(), "apply": pullpath.how_to_apply(diagnosis)})
+    if args.format != "text":
+        print_document(args, {**diagnosis.to_json(), "apply": pullpath.how_to_apply(diagnosis)})
     else:
         print(format_diagnosis(diagnosis))
     return EXIT_NOT_CONVERGED if diagnosis.actionable else EXIT_CONVERGED

@@ -41,7 +41,7 @@ async def from_manifests(args: argparse.Namespace) -> int:
         f"From {sources} by prepull-agent from-manifests: the images workloads keep\n"
         "(IfNotPresent, Never). Lock it before use: prepull-agent lock --config <this file>",
     )
-    emit(args.output, text)
+    emit(args.output, text, args.format)
     return EXIT_CONVERGED
 
 
@@ -88,5 +88,5 @@ async def suggest(args: argparse.Namespace) -> int:
         f"What {args.cri_endpoint} runs now, most used first, pinned to the digests running\n"
         "(prepull-agent suggest). Review it, then lock it: prepull-agent lock --config <file>",
     )
-    emit(args.output, text)
+    emit(args.output, text, args.format)
     return EXIT_CONVERGED

@@ -14,7 +14,7 @@ from agent.cli.common import (
     hosts_dir_of,
     load_wiring,
     platform_arg,
-    print_json,
+    print_document,
     write_atomically,
 )
 from agent.core import config as configs
@@ -36,7 +36,9 @@ async def lock(args: argparse.Namespace) -> int:
     credentials = credential_files(config).lookup
     # Bad input is exit 2 before any registry is asked: `--check` needs a readable lock.
     if args.check and args.output is None:
-        raise InputError("lock --check compares the list with its lock: name the lock with -o")
+        raise InputError(
+            "lock --check compares the list with its lock: name the lock with --output-file"
+        )
     locked = configs.load(args.output) if args.check else None
     async with wiring.registry_client(
         config.registry, hosts_dir_of(args), credentials, concurrency=args.concurrency
@@ -47,7 +49,7 @@ async def lock(args: argparse.Namespace) -> int:
     tags = list(results)
     failures = {e: r for e, r in results.items() if isinstance(r, AgentError)}
     digests = {e: r for e, r in results.items() if isinstance(r, str)}
-    if args.format == "json":
+    if args.format != "text":
         return _lock_json(args, config, digests, failures, locked)
     for entry, error in failures.items():
         print(f"failed   {entry.written}  (line {entry.line}): {error}", file=sys.stderr)
@@ -92,7 +94,7 @@ def _lock_json(
     failures: dict[ImageEntry, AgentError],
     locked: PreloadConfig | None,
 ) -> int:
-    """`lock --format json`: the lock's outcome as one document; the lock file is written (or
+    """`lock -o json` (or yaml): the lock's outcome as one document; the lock file is written (or
     checked) exactly as in text mode, but never printed."""
     problems = lock_problems(config.images, digests, locked.images) if locked else []
     written = not failures and locked is None and args.output is not None
@@ -113,7 +115,8 @@ def _lock_json(
                 "error": str(error) if error else None,
             }
         )
-    print_json(
+    print_document(
+        args,
         {
             "lock": str(args.output) if args.output else None,
             "written": written,
@@ -121,7 +124,7 @@ def _lock_json(
             "current": None if locked is None or failures else not problems,
             "problems": problems,
             "images": images,
-        }
+        },
     )
     return EXIT_NOT_CONVERGED if failures or problems else EXIT_CONVERGED
 
@@ -160,12 +163,13 @@ async def resolve(args: argparse.Namespace) -> int:
     files = credential_files(config) if config else CredentialFiles(())
     async with wiring.registry_client(settings, hosts_dir_of(args), files.lookup) as registry:
         resolution = await registry.resolve(ref, node)
-    if args.format != "json":
+    if args.format == "text":
         _print_resolution(ref, resolution)
     refusal = resolution.refusal()
     chosen = None if refusal or resolution.chosen is None else resolution.chosen.digest
-    if args.format == "json":
-        print_json(
+    if args.format != "text":
+        print_document(
+            args,
             {
                 "reference": str(ref),
                 "digest": resolution.digest,
@@ -175,7 +179,7 @@ async def resolve(args: argparse.Namespace) -> int:
                 "platform": str(node),
                 "platform_digest": chosen,
                 "refusal": refusal or None,
-            }
+            },
         )
         return EXIT_CONVERGED if chosen else EXIT_NOT_CONVERGED
     if chosen is None:

@@ -1,5 +1,5 @@
 """The command line: one function per verb declares everything that verb accepts, from the
-flag helpers several verbs share (agent.cli.common)."""
+flags several verbs share (agent.cli.flags)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.adapters.kube import SERVICE_ACCOUNT
-from agent.adapters.registry.hosts import DEFAULT_HOSTS_DIR
-from agent.adapters.runtime import containerd_config
-from agent.cli import converge, doctor, lists, locking, status
+from agent.cli import converge, doctor, flags, lists, locking, status
 from agent.cli.common import (
     EXITS,
     VERBOSE_HELP,
@@ -20,7 +18,7 @@ from agent.cli.common import (
     version,
     version_text,
 )
-from agent.daemon.settings import DEFAULT_LISTEN, DaemonSettings, parse_listen
+from agent.daemon.settings import DEFAULT_LISTEN, parse_listen
 from agent.preload.lock import DEFAULT_CONCURRENCY as LOCK_CONCURRENCY
 from agent.preload.lock import MAX_CONCURRENCY as MAX_LOCK_CONCURRENCY
 
@@ -61,79 +59,6 @@ def _subcommand(
     return sub
 
 
-# -- flags several verbs share -------------------------------------------------------------
-
-
-def _config(sub: argparse.ArgumentParser, *, required: bool = True) -> None:
-    if required:
-        sub.add_argument("--config", required=True, type=Path, help="the preload list (YAML)")
-    else:
-        sub.add_argument("--config", type=Path, help="take registry settings from a preload list")
-
-
-def _node_platform(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "--platform",
-        help="this node's platform, e.g. linux/arm64 (default: the one containerd pulls "
-        "for; uname if it does not say)",
-    )
-
-
-def _hosts_dir(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "--containerd-hosts-dir",
-        type=Path,
-        default=DEFAULT_HOSTS_DIR,
-        metavar="DIR",
-        help="containerd's registry hosts directory, for the same mirrors, CAs and plain-HTTP "
-        f"registries containerd uses (default {DEFAULT_HOSTS_DIR}; ignored if absent)",
-    )
-
-
-def _containerd_config(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "--containerd-config",
-        type=Path,
-        metavar="FILE",
-        help="containerd's config file, its imports followed, for how it pulls (default "
-        f"{containerd_config.DEFAULT_PATH}; containerd's defaults if it is absent)",
-    )
-
-
-def _format(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "-o",
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="json: one document with stable field names, for scripts and CI",
-    )
-
-
-def _no_trunc(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "--no-trunc", action="store_true", help="whole digests on a terminal too (as crictl)"
-    )
-
-
-def _daemon_seconds(
-    run: argparse.ArgumentParser, flag: str, field: str, minimum: float, what: str
-) -> None:
-    """A number of seconds whose default is DaemonSettings' own: declared once, there."""
-    default = getattr(DaemonSettings, field)
-    run.add_argument(
-        flag,
-        type=seconds_arg(minimum),
-        default=default,
-        metavar="SECONDS",
-        help=f"{what} (default {default:g})",
-    )
-
-
-def _output(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("-o", "--output", type=Path, help="where to write the list (default: stdout)")
-
-
 # -- the verbs -------------------------------------------------------------------------------
 
 
@@ -144,20 +69,24 @@ def _once(commands: Commands) -> None:
         "converge this node once and exit",
         "  prepull-agent once --config preload.yaml\n"
         "  prepull-agent once --config preload.yaml --cri-endpoint unix:///run/k3s/containerd/"
-        "containerd.sock",
+        "containerd.sock\n"
+        "  prepull-agent once --config preload.yaml --dry-run",
+        f"{EXITS}\nwith --dry-run: 0 nothing to pull or bind (refused entries listed), 1 "
+        "something to pull or bind, or a registry that could not be asked, 2 bad input",
     )
-    _config(once)
+    flags.config(once)
     cri_endpoint_arg(once)
-    _node_platform(once)
+    flags.node_platform(once)
     once.add_argument(
         "--dry-run",
         action="store_true",
-        help="print what a pass would do (hit, pull, bind, skip) and do none of it; exit 0 if "
-        "nothing, 1 if something is to be done",
+        help="print what a pass would do (hit, pull, bind, skip, refused) and do none of it "
+        "(exit codes below)",
     )
-    _no_trunc(once)
-    _format(once)
-    _hosts_dir(once)
+    flags.no_trunc(once)
+    flags.no_headers(once, "summary line (pins taken back are said on stderr)")
+    flags.format(once)
+    flags.hosts_dir(once)
     once.set_defaults(command=converge.once)
 
 
@@ -169,10 +98,10 @@ def _run(commands: Commands) -> None:
         "  prepull-agent run --config /etc/prepull/preload.yaml --listen 0.0.0.0:9410",
         "exit codes: 0 after SIGTERM/SIGINT, 2 bad input at start",
     )
-    _config(run)
+    flags.config(run)
     cri_endpoint_arg(run)
-    _node_platform(run)
-    _containerd_config(run)
+    flags.node_platform(run)
+    flags.containerd_config(run)
     run.add_argument(
         "--listen",
         default=DEFAULT_LISTEN,
@@ -184,21 +113,21 @@ def _run(commands: Commands) -> None:
         default="json",
         help="json: one object per line, for log collectors (default); text: for people",
     )
-    _daemon_seconds(
+    flags.daemon_seconds(
         run,
         "--shutdown-grace",
         "shutdown_grace",
         0.0,
         "after SIGTERM, how long pulls in flight may finish",
     )
-    _daemon_seconds(
+    flags.daemon_seconds(
         run,
         "--watch-interval",
         "watch_interval",
         0.1,
         "how often to look for a changed config file",
     )
-    _daemon_seconds(
+    flags.daemon_seconds(
         run,
         "--container-scan-interval",
         "container_scan_interval",
@@ -273,7 +202,7 @@ def _run(commands: Commands) -> None:
         metavar="FILE",
         help=f"CA bundle of the API server (default {SERVICE_ACCOUNT}/ca.crt)",
     )
-    _daemon_seconds(
+    flags.daemon_seconds(
         run,
         "--progress-log-interval",
         "progress_log_interval",
@@ -286,7 +215,7 @@ def _run(commands: Commands) -> None:
         help="/readyz waits for every image, even those that failed permanently (404, denied, "
         "wrong platform); by default those are reported but not waited for",
     )
-    _hosts_dir(run)
+    flags.hosts_dir(run)
     run.set_defaults(command=converge.run)
 
 
@@ -295,20 +224,20 @@ def _lock(commands: Commands) -> None:
         commands,
         "lock",
         "pin every tag of a preload list to its current digest",
-        "  prepull-agent lock --config preload.yaml -o preload.lock.yaml\n"
+        "  prepull-agent lock --config preload.yaml --output-file preload.lock.yaml\n"
         "  prepull-agent lock --config preload.yaml --concurrency 64\n"
-        "  prepull-agent lock --config preload.yaml -o preload.lock.yaml --check\n"
-        "  prepull-agent lock --config preload.yaml -o preload.lock.yaml --format json",
+        "  prepull-agent lock --config preload.yaml --output-file preload.lock.yaml --check\n"
+        "  prepull-agent lock --config preload.yaml --output-file preload.lock.yaml -o json",
         "exit codes: 0 written (--check: current), 1 a tag did not resolve, nothing written "
         "(--check: stale), 2 bad input",
     )
-    _config(lock)
-    lock.add_argument("-o", "--output", type=Path, help="where to write the lock (default: stdout)")
+    flags.config(lock)
+    flags.output_file(lock, "the lock")
     lock.add_argument(
         "--check",
         action="store_true",
-        help="write nothing; exit 1 naming each entry if the lock (-o) no longer matches the "
-        "list or a locked tag moved in the registry (a CI gate)",
+        help="write nothing; exit 1 naming each entry if the lock (--output-file) no longer "
+        "matches the list or a locked tag moved in the registry (a CI gate)",
     )
     lock.add_argument(
         "--concurrency",
@@ -325,14 +254,14 @@ def _lock(commands: Commands) -> None:
         "(preloadedImagesVerificationAllowlist, KEP-2535), so credential verification keeps "
         "them usable",
     )
-    lock.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="json: one document on stdout (each entry's digest and locked reference, or its "
-        "error; with --check, whether the lock is current and what differs), for scripts and CI",
+    flags.format(
+        lock,
+        text="the lock, to --output-file or stdout",
+        structured="each entry's digest and locked reference, or its error, and with --check "
+        "whether the lock is current and what differs (the lock is still written to "
+        "--output-file, never printed)",
     )
-    _hosts_dir(lock)
+    flags.hosts_dir(lock)
     lock.set_defaults(command=locking.lock)
 
 
@@ -349,12 +278,12 @@ def _resolve(commands: Commands) -> None:
     resolve.add_argument(
         "--platform", help="choose the manifest for this platform (default: uname)"
     )
-    _config(resolve, required=False)
+    flags.config(resolve, required=False)
     resolve.add_argument(
         "--insecure", action="store_true", help="speak plain HTTP to the image's registry"
     )
-    _format(resolve)
-    _hosts_dir(resolve)
+    flags.format(resolve)
+    flags.hosts_dir(resolve)
     resolve.set_defaults(command=locking.resolve)
 
 
@@ -367,8 +296,8 @@ def _check(commands: Commands) -> None:
         "  prepull-agent check --config preload.lock.yaml --containerd-hosts-dir ./certs.d",
         "exit codes: 0 valid, 2 bad input (file and line named)",
     )
-    _config(check)
-    _hosts_dir(check)
+    flags.config(check)
+    flags.hosts_dir(check)
     check.set_defaults(command=locking.check)
 
 
@@ -377,17 +306,19 @@ def _status(commands: Commands) -> None:
         commands,
         "status",
         "show a running daemon's view of this node (its /status) as a table",
-        "  prepull-agent status\n  prepull-agent status --endpoint http://10.0.0.5:9410 -o json",
-        "exit codes: 0 the node is ready, 1 not ready or the daemon cannot be reached",
+        "  prepull-agent status\n  prepull-agent status --endpoint 10.0.0.5:9410 -o json",
+        "exit codes: 0 the node is ready, 1 not ready or the daemon cannot be reached, 2 bad input",
     )
     port = parse_listen(DEFAULT_LISTEN)[1]
     sub.add_argument(
         "--endpoint",
         default=f"http://127.0.0.1:{port}",
-        help=f"the daemon's HTTP address (its --listen; default http://127.0.0.1:{port})",
+        help=f"the daemon's address: host:port as its --listen, or a URL (default "
+        f"http://127.0.0.1:{port})",
     )
-    _no_trunc(sub)
-    _format(sub)
+    flags.no_trunc(sub)
+    flags.no_headers(sub, "node line, no column names")
+    flags.format(sub)
     sub.set_defaults(command=status.status)
 
 
@@ -402,8 +333,8 @@ def _doctor(commands: Commands) -> None:
         doctor.EXITS,
     )
     cri_endpoint_arg(sub)
-    _containerd_config(sub)
-    _format(sub)
+    flags.containerd_config(sub)
+    flags.format(sub)
     sub.set_defaults(command=doctor.doctor)
 
 
@@ -425,7 +356,8 @@ def _from_manifests(commands: Commands) -> None:
         metavar="PATH",
         help="YAML or JSON files, directories (read recursively), or - for stdin",
     )
-    _output(sub)
+    flags.output_file(sub, "the list")
+    flags.format(sub, ("yaml", "json"), "the list, commented", "the same list as one JSON document")
     sub.set_defaults(command=lists.from_manifests)
 
 
@@ -439,5 +371,6 @@ def _suggest(commands: Commands) -> None:
         "exit codes: 0 written, 1 the runtime cannot be asked",
     )
     cri_endpoint_arg(sub)
-    _output(sub)
+    flags.output_file(sub, "the list")
+    flags.format(sub, ("yaml", "json"), "the list, commented", "the same list as one JSON document")
     sub.set_defaults(command=lists.suggest)

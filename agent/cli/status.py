@@ -9,23 +9,35 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.cli.common import EXIT_CONVERGED, EXIT_NOT_CONVERGED, digests_for, print_json
-from agent.core.errors import AgentError
+from agent.cli.common import EXIT_CONVERGED, EXIT_NOT_CONVERGED, digests_for, print_document
+from agent.core.errors import AgentError, InputError
 from agent.core.progress import PullView, format_bytes
 
 
 async def status(args: argparse.Namespace) -> int:
-    url = args.endpoint.rstrip("/") + "/status"
+    url = endpoint_url(args.endpoint) + "/status"
     try:
         document = await asyncio.to_thread(_get_json, url)
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise AgentError(f"cannot read {url}: {reason}; is the daemon running there?") from exc
-    if args.format == "json":
-        print_json(document)
+    if args.format != "text":
+        print_document(args, document)
     else:
-        print(format_status(document, digests_for(args), time.time()))
+        print(format_status(document, digests_for(args), time.time(), headers=not args.no_headers))
     return EXIT_CONVERGED if document.get("ready") else EXIT_NOT_CONVERGED
+
+
+def endpoint_url(endpoint: str) -> str:
+    """`--endpoint` as given, or as the daemon's `--listen` is written (host:port): the
+    daemon serves plain HTTP."""
+    endpoint = endpoint.strip().rstrip("/")
+    scheme, sep, _ = endpoint.partition("://")
+    if not sep:
+        return f"http://{endpoint}"
+    if scheme not in ("http", "https"):
+        raise InputError(f"--endpoint {endpoint}: the daemon serves http:// (its --listen address)")
+    return endpoint
 
 
 def _get_json(url: str) -> Any:
@@ -37,8 +49,11 @@ def _get_json(url: str) -> Any:
         return json.loads(response.read(8 * 1024 * 1024))
 
 
-def format_status(document: dict[str, Any], show: Callable[[str], str], now: float) -> str:
-    """A daemon's /status as `kubectl get` would print it: a header line, then a table."""
+def format_status(
+    document: dict[str, Any], show: Callable[[str], str], now: float, headers: bool = True
+) -> str:
+    """A daemon's /status as `kubectl get` would print it: a header line, then a table
+    (`headers` False: its rows only)."""
     runtime = document.get("runtime") or {}
     last = document.get("last_reconcile")
     ago = f"last pass {now - last:.0f}s ago" if last else "no pass yet"
@@ -69,6 +84,8 @@ def format_status(document: dict[str, Any], show: Callable[[str], str], now: flo
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    if not headers:
+        lines, rows = [], rows[1:]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]).rstrip())

@@ -100,3 +100,8 @@ def compose(text: str, source: str) -> yaml.Node | None:
         if root is not None:
             bounded_aliases(root, source)
     return root
+
+
+def dump(document: Any) -> str:
+    """`document` as block YAML, its keys in their order (`-o yaml`)."""
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)

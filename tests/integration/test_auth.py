@@ -116,7 +116,7 @@ def test_no_secret_in_any_output_of_a_run_that_used_it(
     outputs = []
     for args in (
         ["-v", "once", "--config", str(config), "--cri-endpoint", containerd.endpoint],
-        ["-v", "lock", "--config", str(config), "-o", str(lock)],
+        ["-v", "lock", "--config", str(config), "--output-file", str(lock)],
         ["-v", "resolve", good.tagged, "--config", str(config)],
     ):
         result = run_agent(*args)

@@ -36,7 +36,7 @@ def test_one_lock_gives_each_node_its_own_platforms_content_under_the_same_tag(
     image = push_image(registry, repo, "1.0", (AMD64, ARM64))
     listing = write_config(tmp_path / "preload.yaml", registry, [image.tagged])
     lock = tmp_path / "preload.lock.yaml"
-    assert run_agent("lock", "--config", str(listing), "-o", str(lock)).code == 0
+    assert run_agent("lock", "--config", str(listing), "--output-file", str(lock)).code == 0
 
     for node in (containerd, arm64_node):
         result = once(node, lock)

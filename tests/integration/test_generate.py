@@ -29,7 +29,9 @@ def test_suggest_lists_what_runs_pinned_to_its_digest_most_used_first(
             pods.append(run_pod(containerd.endpoint, config))
             start_container(containerd.endpoint, pods[-1], config, image.tagged)
         out = tmp_path / "suggested.yaml"
-        result = run_agent("suggest", "--cri-endpoint", containerd.endpoint, "-o", str(out))
+        result = run_agent(
+            "suggest", "--cri-endpoint", containerd.endpoint, "--output-file", str(out)
+        )
     finally:
         for pod in pods:
             remove_pod(containerd.endpoint, pod)
@@ -50,7 +52,13 @@ def test_lock_writes_the_kubelet_allowlist_of_the_locked_images(
     # nginx is not in the test registry: lock it as already pinned so no Docker Hub is asked.
     config.write_text(config.read_text().replace("nginx:1.25.3", f"nginx:1.25.3@{tagged.digest}"))
     done = run_agent(
-        "lock", "--config", str(config), "-o", str(lock), "--kubelet-allowlist", str(allowlist)
+        "lock",
+        "--config",
+        str(config),
+        "--output-file",
+        str(lock),
+        "--kubelet-allowlist",
+        str(allowlist),
     )
     assert done.code == 0, done
     fragment = yaml.safe_load(allowlist.read_text())
@@ -66,9 +74,9 @@ def test_lock_writes_the_kubelet_allowlist_of_the_locked_images(
     printed = run_agent("lock", "--config", str(config), "--kubelet-allowlist", str(again))
     assert printed.code == 0 and "allowlisted" in printed.stderr, printed
     assert len(configs.parse(printed.stdout, "<stdout>").images) == 2
-    # --format json writes it too.
+    # -o json writes it too.
     as_json = tmp_path / "json.yaml"
     document = run_agent(
-        "lock", "--config", str(config), "--format", "json", "--kubelet-allowlist", str(as_json)
+        "lock", "--config", str(config), "-o", "json", "--kubelet-allowlist", str(as_json)
     )
     assert document.code == 0 and yaml.safe_load(as_json.read_text()) == fragment

@@ -33,7 +33,7 @@ def test_lock_pins_tags_to_the_index_digest_and_keeps_pinned_entries(
     push_image(registry, repo, "1.25.3-arm", ("linux/arm64",))
     lock = tmp_path / "preload.lock.yaml"
 
-    result = run_agent("lock", "--config", str(config), "-o", str(lock))
+    result = run_agent("lock", "--config", str(config), "--output-file", str(lock))
 
     assert result.code == 0, result
     locked = configs.load(lock)
@@ -54,7 +54,7 @@ def test_lock_with_an_unresolvable_tag_writes_nothing(
     config = write_config(tmp_path / "preload.yaml", registry, [good.tagged, missing])
     lock = tmp_path / "preload.lock.yaml"
 
-    result = run_agent("lock", "--config", str(config), "-o", str(lock))
+    result = run_agent("lock", "--config", str(config), "--output-file", str(lock))
 
     assert result.code == 1, result
     assert missing in result.stderr and "not found" in result.stderr, result.stderr
@@ -67,7 +67,7 @@ def test_lock_taken_before_a_retag_keeps_nodes_on_the_locked_content(
     before = push_image(registry, repo, "1.25.3")
     config = write_config(tmp_path / "preload.yaml", registry, [before.tagged])
     lock = tmp_path / "preload.lock.yaml"
-    assert run_agent("lock", "--config", str(config), "-o", str(lock)).code == 0
+    assert run_agent("lock", "--config", str(config), "--output-file", str(lock)).code == 0
     after = push_image(registry, repo, "1.25.3")
 
     result = once(fresh_containerd, lock)
@@ -149,16 +149,16 @@ def test_lock_check_passes_on_a_current_lock_and_names_what_went_stale(
         tmp_path / "preload.yaml", registry, [f"{tagged.tagged}  # the app", pinned.pinned()]
     )
     lock = tmp_path / "preload.lock.yaml"
-    assert run_agent("lock", "--config", str(config), "-o", str(lock)).code == 0
+    assert run_agent("lock", "--config", str(config), "--output-file", str(lock)).code == 0
     assert "# the app" in lock.read_text(), "the user's comment was lost"
     written = lock.read_text()
 
-    current = run_agent("lock", "--config", str(config), "-o", str(lock), "--check")
+    current = run_agent("lock", "--config", str(config), "--output-file", str(lock), "--check")
     assert current.code == 0 and "is current" in current.stdout, current
 
     push_image(registry, repo, "1", (NODE,))  # the tag is re-pushed
     push_image(registry, f"{repo}-pinned", "2", (NODE,))
-    stale = run_agent("lock", "--config", str(config), "-o", str(lock), "--check")
+    stale = run_agent("lock", "--config", str(config), "--output-file", str(lock), "--check")
 
     assert stale.code == 1, stale
     assert f"stale    {tagged.tagged} (line 2): the lock has {tagged.digest}" in stale.stdout
@@ -174,7 +174,7 @@ def test_lock_json_is_one_document_naming_each_entry_its_digest_or_error(
     config = write_config(tmp_path / "preload.yaml", registry, [tagged.tagged, pinned.pinned()])
     lock = tmp_path / "preload.lock.yaml"
 
-    done = run_agent("lock", "--config", str(config), "-o", str(lock), "--format", "json")
+    done = run_agent("lock", "--config", str(config), "--output-file", str(lock), "-o", "json")
     assert done.code == 0, done
     document = json.loads(done.stdout)
     assert (document["lock"], document["written"], document["check"]) == (str(lock), True, False)
@@ -198,7 +198,7 @@ def test_lock_json_is_one_document_naming_each_entry_its_digest_or_error(
 
     push_image(registry, repo, "1", (NODE,))  # the tag is re-pushed
     stale = run_agent(
-        "lock", "--config", str(config), "-o", str(lock), "--check", "--format", "json"
+        "lock", "--config", str(config), "--output-file", str(lock), "--check", "-o", "json"
     )
     assert stale.code == 1, stale
     document = json.loads(stale.stdout)
@@ -206,7 +206,7 @@ def test_lock_json_is_one_document_naming_each_entry_its_digest_or_error(
     assert len(document["problems"]) == 1 and tagged.tagged in document["problems"][0]
 
     missing = write_config(tmp_path / "missing.yaml", registry, [f"{registry.host}/{repo}:nope"])
-    failed = run_agent("lock", "--config", str(missing), "--format", "json")
+    failed = run_agent("lock", "--config", str(missing), "-o", "json")
     assert failed.code == 1, failed
     (entry,) = json.loads(failed.stdout)["images"]
     assert entry["digest"] is None and entry["locked"] is None and "nope" in entry["error"]

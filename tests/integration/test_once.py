@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from agent.core import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image, push_single
@@ -326,6 +328,43 @@ def test_dry_run_prints_the_plan_and_does_none_of_it(
     assert image_status(containerd, absent.by_digest()) is None, "a dry run pulled"
     assert once(containerd, config).code == 0
     assert once(containerd, config, "--dry-run").code == 0, "nothing left to do"
+
+
+def test_a_refused_entry_leaves_a_dry_run_nothing_to_do(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    """As its --help says: 0 when a pass would pull or bind nothing; the refusal is listed."""
+    present = push_image(registry, f"{repo}-present", "1", (NODE,))
+    foreign = push_image(registry, f"{repo}-foreign", "1", ("linux/s390x",))
+    assert once(containerd, write_config(tmp_path / "a.yaml", registry, [present.tagged])).code == 0
+    config = write_config(tmp_path / "b.yaml", registry, [present.tagged, foreign.pinned()])
+
+    result = once(containerd, config, "--dry-run")
+
+    assert result.code == 0, result
+    assert result.line_for(foreign.pinned()).startswith("refused "), result.stdout
+    assert once(containerd, config).code == 1, "a real pass is still not converged"
+
+
+def test_yaml_output_and_rows_without_headers(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    image = push_image(registry, repo, "1", (NODE,))
+    config = write_config(tmp_path / "preload.yaml", registry, [image.pinned()])
+
+    rows = once(containerd, config, "--no-headers")
+    as_yaml = once(containerd, config, "-o", "yaml")
+    as_json = once(containerd, config, "--format", "json")  # the flag before -o still works
+
+    assert rows.code == 0 and rows.stdout.splitlines() == [rows.line_for(image.pinned())], rows
+    assert "converged on" not in rows.stdout
+    document, same = yaml.safe_load(as_yaml.stdout), json.loads(as_json.stdout)
+    assert as_yaml.code == as_json.code == 0
+    assert document["converged"] is same["converged"] is True
+    assert [(i["image"], i["status"], i["digest"]) for i in document["images"]] == [
+        (image.pinned(), "hit", image.digest)
+    ]
+    assert document.keys() == same.keys()
 
 
 def test_on_a_terminal_pulls_in_flight_are_drawn_and_redrawn_until_they_finish(

@@ -69,7 +69,7 @@ def test_three_nodes_preload_through_a_pull_through_cache_and_upstream_serves_ea
             "lock",
             "--config",
             str(preload),
-            "-o",
+            "--output-file",
             str(lock),
             "--containerd-hosts-dir",
             str(nodes[0].certs_d),

@@ -229,11 +229,11 @@ def test_lock_check_without_a_readable_lock_is_bad_input_before_any_registry_is_
     # A registry that cannot exist: asking it would fail with exit 1, not 2.
     config.write_text("images:\n  - registry.invalid/a/b:1\n")
     args = ["lock", "--config", str(config), "--check"]
-    args += ["-o", str(tmp_path / lock)] if lock else []
+    args += ["--output-file", str(tmp_path / lock)] if lock else []
 
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert ("name the lock with -o" in err) if lock is None else (lock in err), err
+    assert ("name the lock with --output-file" in err) if lock is None else (lock in err), err
     assert "registry.invalid" not in err, "a registry was asked"
 
 

@@ -86,7 +86,7 @@ def test_from_manifests_writes_a_list_that_parses_and_warns_on_stderr(
         str(CORPUS / "helm-output.yaml"),
         str(CORPUS / "kubectl-get.json"),
     ]
-    assert main(["from-manifests", *paths, "-o", str(out)]) == 0
+    assert main(["from-manifests", *paths, "--output-file", str(out)]) == 0
     config = configs.load(out)
     assert [e.written for e in config.images][:2] == [
         "registry.example.com:5000/shop/migrate:2024.06",

@@ -1,0 +1,104 @@
+"""Flags several verbs share: each declared once, with its help and default."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from agent.adapters.registry.hosts import DEFAULT_HOSTS_DIR
+from agent.adapters.runtime.containerd_config import DEFAULT_PATH as CONTAINERD_CONFIG
+from agent.cli.common import OUTPUT_FORMATS, output_format, seconds_arg
+from agent.daemon.settings import DaemonSettings
+
+
+def config(sub: argparse.ArgumentParser, *, required: bool = True) -> None:
+    if required:
+        sub.add_argument("--config", required=True, type=Path, help="the preload list (YAML)")
+    else:
+        sub.add_argument("--config", type=Path, help="take registry settings from a preload list")
+
+
+def node_platform(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--platform",
+        help="this node's platform, e.g. linux/arm64 (default: the one containerd pulls "
+        "for; uname if it does not say)",
+    )
+
+
+def hosts_dir(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--containerd-hosts-dir",
+        type=Path,
+        default=DEFAULT_HOSTS_DIR,
+        metavar="DIR",
+        help="containerd's registry hosts directory, for the same mirrors, CAs and plain-HTTP "
+        f"registries containerd uses (default {DEFAULT_HOSTS_DIR}; ignored if absent)",
+    )
+
+
+def containerd_config(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--containerd-config",
+        type=Path,
+        metavar="FILE",
+        help="containerd's config file, its imports followed, for how it pulls (default "
+        f"{CONTAINERD_CONFIG}; containerd's defaults if it is absent)",
+    )
+
+
+def format(
+    sub: argparse.ArgumentParser,
+    choices: tuple[str, ...] = OUTPUT_FORMATS,
+    text: str = "for people",
+    structured: str = "one document with stable field names, for scripts and CI",
+) -> None:
+    """`-o` is the output format on every verb, as in kubectl; files have --output-file."""
+    sub.add_argument(
+        "-o",
+        "--output",
+        dest="format",
+        type=output_format(choices),
+        default=choices[0],
+        metavar="FORMAT",
+        help=f"{choices[0]} (default): {text}; {', '.join(choices[1:])}: {structured}",
+    )
+    # Before -o was the format everywhere (CHANGELOG), --format was: scripts keep working.
+    sub.add_argument(
+        "--format", dest="format", type=output_format(choices), default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
+
+
+def output_file(sub: argparse.ArgumentParser, what: str) -> None:
+    sub.add_argument(
+        "--output-file",
+        dest="output",
+        type=Path,
+        metavar="FILE",
+        help=f"where to write {what}, replaced whole at once (default: stdout)",
+    )
+
+
+def no_trunc(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--no-trunc", action="store_true", help="whole digests on a terminal too (as crictl)"
+    )
+
+
+def no_headers(sub: argparse.ArgumentParser, what: str) -> None:
+    sub.add_argument("--no-headers", action="store_true", help=f"rows only: no {what}")
+
+
+def daemon_seconds(
+    run: argparse.ArgumentParser, flag: str, field: str, minimum: float, what: str
+) -> None:
+    """A number of seconds whose default is DaemonSettings' own: declared once, there."""
+    default = getattr(DaemonSettings, field)
+    run.add_argument(
+        flag,
+        type=seconds_arg(minimum),
+        default=default,
+        metavar="SECONDS",
+        help=f"{what} (default {default:g})",
+    )
