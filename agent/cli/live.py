@@ -52,8 +52,24 @@ class LiveDisplay:
         columns = shutil.get_terminal_size().columns - 1
         views = self._progress.views()
         for view in views:
-            # The amount first: a narrow terminal cuts the end of the name, not the numbers.
-            line = f"{'pulling':<8}  {view.describe():<{_AMOUNT_WIDTH}}  {self._show(view.image)}"
-            self._stream.write(line[:columns] + "\n")
+            head = f"{'pulling':<8}  {view.describe():<{_AMOUNT_WIDTH}}  "
+            self._stream.write(fit(head, self._show(view.image), columns) + "\n")
         self._drawn = len(views)
         self._stream.flush()
+
+
+def fit(head: str, name: str, columns: int) -> str:
+    """`head` and `name` in `columns`, never wrapped: the numbers first (unpadded if need be),
+    then the name — its digest left out before anything else, then its start: the repository's
+    end and the tag tell images apart, the registry rarely does — marked with an ellipsis."""
+    if len(head) + len(name) <= columns:
+        return head + name
+    head = head.rstrip() + "  "
+    repository, at, _ = name.partition("@")
+    for shown in (name, f"{repository}@…" if at else name):
+        if len(head) + len(shown) <= columns:
+            return head + shown
+    room = columns - len(head) - 1
+    if room < 1:
+        return (head + name)[:columns]
+    return f"{head}…{shown[-room:]}"

@@ -126,6 +126,12 @@ def test_a_missing_repository_and_a_missing_tag_are_told_apart(
     assert any(
         "-absent:1" in line and "not found: the repository does not exist" in line for line in lines
     ), result.stderr
+    # resolve (a GET: distribution answers MANIFEST_UNKNOWN for both) tells them apart too.
+    missing_tag = run_agent("resolve", f"{registry.host}/{repo}:nope", "--insecure")
+    missing_repo = run_agent("resolve", f"{registry.host}/{repo}-absent:1", "--insecure")
+    assert missing_tag.code == missing_repo.code == 1
+    assert "not found: tag 'nope' (the repository exists)" in missing_tag.stderr, missing_tag
+    assert "not found: the repository does not exist" in missing_repo.stderr, missing_repo
 
 
 def test_https_to_a_plain_http_registry_says_how_to_mark_it_insecure(

@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from agent.cli.live import LiveDisplay
+from agent.cli.live import LiveDisplay, fit
 from agent.core.errors import AgentError
 from agent.core.progress import Ingest, Progress, PullView, follow, format_bytes, ingest_digest
 
@@ -161,3 +161,18 @@ def test_the_live_display_redraws_its_block_below_the_results() -> None:
     assert after.splitlines()[1].endswith("  app:1")
     display.close()
     assert out.getvalue().endswith("\x1b[1F\x1b[J")
+
+
+def test_a_progress_line_too_wide_keeps_the_numbers_and_the_names_tail() -> None:
+    head = "pulling   4.2 MB of 6.3 MB (66%), 766.0 kB/s, 5s   "
+    name = "registry.example.com:5000/team/platform/api-gateway:2.4.1@sha256:b3b13690126e…"
+    compact = "pulling   4.2 MB of 6.3 MB (66%), 766.0 kB/s, 5s  "
+
+    assert fit(head, name, 200) == head + name
+    assert fit(head, name, len(compact + name)) == compact + name, "the padding goes first"
+    no_digest = "registry.example.com:5000/team/platform/api-gateway:2.4.1@…"
+    assert fit(head, name, len(compact + no_digest)) == compact + no_digest, "then the digest"
+    line = fit(head, name, 79)
+    assert len(line) == 79 and line.startswith(compact + "…"), line
+    assert line.endswith("…platform/api-gateway:2.4.1@…"), "then the registry, from the left"
+    assert fit(head, name, 20) == head[:20], "narrower than the numbers: cut, never wrapped"

@@ -101,10 +101,16 @@ async def test_content_for_another_platform_is_never_pulled() -> None:
     config = parse(f"images:\n  - r.io/a/app@{D1}\n")
     runtime = FakeRuntime()
 
+    started: list[str] = []
     (outcome,) = await Reconciler(
-        runtime, FakeRegistry(), None, Platform("linux", "s390x")
+        runtime,
+        FakeRegistry(),
+        None,
+        Platform("linux", "s390x"),
+        on_start=lambda entry: started.append(entry.written),
     ).converge(config)
 
+    assert started == [], "`-v once` says started only for a pull that starts"
     assert outcome.status == "refused" and "no linux/s390x manifest" in outcome.detail
     assert outcome.permanent and not outcome.pull_attempted
     assert runtime.pulls == []

@@ -98,6 +98,11 @@ class FakeRegistry:
         body = self.body_override if self.body_override is not None else INDEX
         return web.Response(body=body if request.method == "GET" else None, headers=headers)
 
+    async def tags(self, request: web.Request) -> web.Response:
+        """The repository's tags, as distribution lists them (how a client tells a missing
+        repository from a missing tag after a 404)."""
+        return web.json_response({"name": "acme/app", "tags": ["1"]})
+
     async def token(self, request: web.Request) -> web.Response:
         form = dict(await request.post()) if request.method == "POST" else dict(request.query)
         self.token_requests.append((request.method, {k: str(v) for k, v in form.items()}))
@@ -120,6 +125,7 @@ async def fake() -> AsyncIterator[FakeRegistry]:
     state = FakeRegistry()
     app = web.Application()
     app.router.add_route("*", "/v2/acme/app/manifests/{ref}", state.manifest)
+    app.router.add_route("GET", "/v2/acme/app/tags/list", state.tags)
     app.router.add_route("*", "/token", state.token)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
@@ -203,7 +209,7 @@ async def test_unknown_tag_is_permanent_and_named(
     assert not isinstance(info.value, TransientRegistryError)
     message = str(info.value)
     assert f"127.0.0.1:{fake.port}" in message and "acme/app" in message
-    assert "not found" in message and "MANIFEST_UNKNOWN" in message
+    assert "not found: tag 'nope' (the repository exists)" in message
     assert len(fake.seen) == 1, "a permanent failure was retried"
 
 

@@ -39,6 +39,9 @@ MIRROR_POLICY = RetryPolicy(attempts=1)
 log = logging.getLogger(__name__)
 
 
+REPOSITORY_MISSING = "not found: the repository does not exist"
+
+
 class RegistryClient:
     def __init__(
         self,
@@ -93,9 +96,7 @@ class RegistryClient:
             await self._call(ref, "GET", "tags/list?n=1", {})
         except RegistryError as exc:
             if exc.status == 404:
-                return RegistryError(
-                    ref.domain, ref.path, "not found: the repository does not exist", status=404
-                )
+                return RegistryError(ref.domain, ref.path, REPOSITORY_MISSING, status=404)
             return headed
         return RegistryError(
             ref.domain, ref.path, f"not found: {_missing(ref)} (the repository exists)", status=404
@@ -104,7 +105,15 @@ class RegistryClient:
     async def fetch_manifest(self, ref: Reference, target: str | None = None) -> Manifest:
         """GET a manifest by tag or digest and verify its content against the digest."""
         target = target or ref.digest or ref.tag or "latest"
-        response = await self._call(ref, "GET", f"manifests/{target}", {"Accept": manifests.ACCEPT})
+        try:
+            response = await self._call(
+                ref, "GET", f"manifests/{target}", {"Accept": manifests.ACCEPT}
+            )
+        except RegistryError as exc:
+            # distribution answers MANIFEST_UNKNOWN for a repository it does not hold, too.
+            if exc.status != 404 or REPOSITORY_MISSING in str(exc):
+                raise
+            raise await self._what_is_missing(ref, exc) from None
         body = response.body
         if len(body) > manifests.MAX_MANIFEST_BYTES:
             raise RegistryError(ref.domain, ref.path, "manifest larger than 4 MiB refused")
@@ -366,7 +375,7 @@ def _not_found(ref: Reference, codes: list[str], detail: str) -> str:
     """Which part is missing, by the registry's error code (distribution-spec): the
     repository, or the tag or manifest within it. A HEAD answer has no body to say."""
     if "NAME_UNKNOWN" in codes:
-        return f"not found: the repository does not exist ({detail})"
+        return f"{REPOSITORY_MISSING} ({detail})"
     if "MANIFEST_UNKNOWN" in codes:
         return f"not found: {_missing(ref)} ({detail})"
     return "not found" + (f" ({detail})" if detail else "")
