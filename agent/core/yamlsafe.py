@@ -4,6 +4,7 @@ laughs"), libyaml's parser when PyYAML has it."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,8 +30,14 @@ def errors(source: str) -> Iterator[None]:
 
 
 def documents(text: str, source: str) -> list[Any]:
-    """Every document of a YAML stream (`---` separated, JSON too), as plain data; ConfigError
-    naming the file and line of what does not parse, or of aliases that expand too far."""
+    """Every document of a YAML stream (`---` separated, JSON too) or of a stream of JSON
+    documents one after another (what `jq -c` and many tools emit; no YAML parser takes it),
+    as plain data; ConfigError naming the file and line of what does not parse, or of aliases
+    that expand too far."""
+    if text.lstrip().startswith(("{", "[")):
+        stream = _json_stream(text, source)
+        if stream is not None:
+            return stream
     with errors(source):
         nodes = list(yaml.compose_all(text, Loader=LOADER))
         for node in nodes:
@@ -38,6 +45,32 @@ def documents(text: str, source: str) -> list[Any]:
         constructor = yaml.SafeLoader("")
         built = [constructor.construct_document(node) for node in nodes]
     return [d for d in built if d is not None]
+
+
+def _json_stream(text: str, source: str) -> list[Any] | None:
+    """JSON documents back to back (whitespace between); None if the first is not JSON (then
+    it is YAML's to read, flow style included); ConfigError for a later one that is not."""
+    decoder = json.JSONDecoder()
+    found: list[Any] = []
+    position = 0
+    while (position := _skip_space(text, position)) < len(text):
+        try:
+            document, position = decoder.raw_decode(text, position)
+        except (ValueError, RecursionError) as exc:
+            if not found:
+                return None
+            line = text.count("\n", 0, getattr(exc, "pos", position)) + 1
+            problem = getattr(exc, "msg", "nested too deeply")
+            message = f"invalid JSON in a stream of documents: {problem}"
+            raise ConfigError(source, line, message) from None
+        found.append(document)
+    return [d for d in found if d is not None]
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    return position
 
 
 # YAML aliases let a kilobyte stand for billions of nodes ("billion laughs"): whatever walks the

@@ -134,3 +134,10 @@ def test_status_reads_host_port_and_prints_rows_without_headers(daemon: str) -> 
 def test_status_refuses_an_address_the_daemon_cannot_serve() -> None:
     done = agent("status", "--endpoint", "ftp://127.0.0.1:9410")
     assert done.returncode == 2 and "serves http://" in done.stderr, done
+
+
+def test_from_manifests_reads_a_stream_of_json_documents() -> None:
+    as_json = json.dumps(yaml.safe_load(MANIFEST))
+    done = agent("from-manifests", "-", "-o", "json", stdin=f"{as_json}\n{as_json}\n")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["images"] == ["registry.example/shop/web:1.2"]

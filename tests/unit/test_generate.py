@@ -173,3 +173,20 @@ def test_yaml_aliases_that_expand_without_bound_are_refused_at_once() -> None:
             "y": [{"name": "A", "value": "1"}],
         }
     ]
+
+
+def test_a_stream_of_json_documents_is_read_as_many_tools_emit_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`kubectl get pods -o json | jq -c '.items[]'`: objects back to back, which no YAML parser
+    takes; a broken one is named with its line; JSON and YAML flow documents still parse."""
+    pod = '{"kind": "Pod", "metadata": {"name": "%s"}, "spec": {"containers": [{"name": "c", "image": "r.io/a/%s:1"}]}}'  # noqa: E501
+    stream = f"{pod % ('a', 'a')}\n{pod % ('b', 'b')}{pod % ('c', 'c')}\n"
+
+    found = from_manifests(yamlsafe.documents(stream, "pods.json"))
+
+    assert list(found.keep) == ["r.io/a/a:1", "r.io/a/b:1", "r.io/a/c:1"]
+    assert yamlsafe.documents('{"kind": "Pod"}', "one.json") == [{"kind": "Pod"}]
+    assert yamlsafe.documents("{kind: Pod}", "flow.yaml") == [{"kind": "Pod"}]
+    with pytest.raises(ConfigError, match=r"pods.json:3: invalid JSON in a stream"):
+        yamlsafe.documents(f"{pod % ('a', 'a')}\n\n" + '{"kind": Pod}\n', "pods.json")
