@@ -73,20 +73,30 @@ def _users(users: Sequence[str]) -> str:
 async def suggest(args: argparse.Namespace) -> int:
     wiring = load_wiring()
     async with wiring.runtime(args.cri_endpoint) as runtime:
-        containers = await runtime.cri.list_containers()
         running = []
         seen: dict[str, Any] = {}
-        for container in containers:
-            if container.image_id not in seen:
-                seen[container.image_id] = await runtime.cri.image_status(container.image_id)
-            image = seen[container.image_id]
-            if image is not None:
-                running.append(generate.Running(image.repo_tags, image.repo_digests))
-    counted = generate.suggest(running)
+        for container in await runtime.cri.list_containers():
+            volumes = await runtime.cri.mounted_images(container.id)
+            for image_id, volume in [(container.image_id, False), *((v, True) for v in volumes)]:
+                if image_id not in seen:
+                    seen[image_id] = await runtime.cri.image_status(image_id)
+                image = seen[image_id]
+                if image is not None:
+                    running.append(generate.Running(image.repo_tags, image.repo_digests, volume))
     text = generate.render_list(
-        ((ref, f"{n} container{'' if n == 1 else 's'}") for ref, n in counted),
+        (
+            (ref, _uses(containers, volumes))
+            for ref, containers, volumes in generate.suggest(running)
+        ),
         f"What {args.cri_endpoint} runs now, most used first, pinned to the digests running\n"
         "(prepull-agent suggest). Review it, then lock it: prepull-agent lock --config <file>",
     )
     emit(args.output, text, args.format)
     return EXIT_CONVERGED
+
+
+def _uses(containers: int, volumes: int) -> str:
+    said = [f"{containers} container{'' if containers == 1 else 's'}"] if containers else []
+    if volumes:
+        said.append(f"{volumes} image volume{'' if volumes == 1 else 's'}")
+    return ", ".join(said)

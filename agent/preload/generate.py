@@ -34,7 +34,7 @@ class ContainerImage:
     policy: str
     """The effective imagePullPolicy, after Kubernetes' defaulting."""
     workload: str
-    """`Kind namespace/name (container c)`: who uses it."""
+    """`Kind namespace/name (container c)` or `(image volume v)`: who uses it."""
 
 
 @dataclass
@@ -82,6 +82,7 @@ def objects(documents: Iterable[Any]) -> Iterator[dict[str, Any]]:
 
 
 def container_images(item: Mapping[str, Any]) -> Iterator[ContainerImage]:
+    """Every image a pod template makes kubelet pull: its containers' and its image volumes'."""
     kind = str(item.get("kind", ""))
     path = _POD_SPEC_PATHS.get(kind)
     if path is None:
@@ -106,6 +107,16 @@ def container_images(item: Mapping[str, Any]) -> Iterator[ContainerImage]:
             policy = effective_policy(image, container.get("imagePullPolicy"))
             name = printable(container.get("name", "?"))
             yield ContainerImage(image, policy, f"{owner} ({which} {name})")
+    # Image volumes (KEP-4639): kubelet pulls `image.reference` as it pulls a container's image,
+    # `image.pullPolicy` defaulted by the same rule.
+    for volume in spec.get("volumes") or []:
+        source = volume.get("image") if isinstance(volume, dict) else None
+        if not isinstance(source, dict) or not isinstance(source.get("reference"), str):
+            continue
+        image = source["reference"].strip()
+        policy = effective_policy(image, source.get("pullPolicy"))
+        name = printable(volume.get("name", "?"))
+        yield ContainerImage(image, policy, f"{owner} (image volume {name})")
 
 
 def from_manifests(documents: Iterable[Any]) -> Found:
@@ -129,22 +140,28 @@ def from_manifests(documents: Iterable[Any]) -> Found:
 
 @dataclass(frozen=True)
 class Running:
-    """One container running on a node, as CRI reports it: its image's names there."""
+    """One container's image running on a node, or one image it mounts as a volume, as CRI
+    reports it: the image's names there."""
 
     repo_tags: tuple[str, ...]
     repo_digests: tuple[str, ...]
+    volume: bool = False
 
 
-def suggest(running: Sequence[Running]) -> list[tuple[str, int]]:
-    """The references of the images a node runs now, pinned to the digest running, most used
+def suggest(running: Sequence[Running]) -> list[tuple[str, int, int]]:
+    """The references of the images a node runs now — containers' and image volumes' — pinned
+    to the digest running, with how many containers run each and how many mount it, most used
     first (ties in name order): `name:tag@digest` where the node knows a tag, else
     `name@digest`. Images the node knows by no name are left out."""
-    counts: Counter[str] = Counter()
-    for container in running:
-        reference = _pinned(container)
+    containers: Counter[str] = Counter()
+    volumes: Counter[str] = Counter()
+    for use in running:
+        reference = _pinned(use)
         if reference is not None and _parses(reference):
-            counts[reference] += 1
-    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            (volumes if use.volume else containers)[reference] += 1
+    uses = containers + volumes
+    ranked = sorted(uses, key=lambda reference: (-uses[reference], reference))
+    return [(reference, containers[reference], volumes[reference]) for reference in ranked]
 
 
 def _parses(reference: str) -> bool:

@@ -46,6 +46,12 @@ class Release:
         """containerd#8742: Debian's 1.6.20 (amd64 and arm64) predates the fix in 1.6.22."""
         return self.line in ("1.6", "arm64")
 
+    @property
+    def mounts_image_volumes(self) -> bool:
+        """Image volumes (KEP-4639) came in containerd 2.1; seen: 1.6.20 and 1.7.24 fail
+        CreateContainer with an image mount ("failed to mkdir \"\""), 2.1.9 mounts it."""
+        return self.line == "2"
+
     def binary(self, name: str) -> str:
         path = self.bin_dir / name
         if not path.exists():

@@ -117,11 +117,48 @@ def test_suggest_pins_what_runs_most_used_first() -> None:
     db = Running(("r.io/db:15",), ("r.io/db@sha256:" + "3" * 64,))
     untagged = Running((), ("r.io/job@sha256:" + "4" * 64,))
     nameless = Running((), ())
-    assert suggest([db, web, web, untagged, nameless, web]) == [
-        (f"r.io/web:1@{D1}", 3),
-        ("r.io/db:15@sha256:" + "3" * 64, 1),
-        ("r.io/job@sha256:" + "4" * 64, 1),
+    model = Running(("r.io/model:7",), ("r.io/model@sha256:" + "5" * 64,), volume=True)
+    assert suggest([db, web, web, untagged, nameless, web, model, model]) == [
+        (f"r.io/web:1@{D1}", 3, 0),
+        ("r.io/model:7@sha256:" + "5" * 64, 0, 2),
+        ("r.io/db:15@sha256:" + "3" * 64, 1, 0),
+        ("r.io/job@sha256:" + "4" * 64, 1, 0),
     ]
+
+
+def test_image_volumes_are_kept_with_the_pull_policy_kubernetes_defaults_them_to() -> None:
+    """KEP-4639: kubelet pulls `volumes[].image.reference` as a container's image, its
+    `pullPolicy` defaulted by the same rule."""
+    pod = {
+        "kind": "Deployment",
+        "metadata": {"name": "serve", "namespace": "ml"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [{"name": "server", "image": "r.io/ml/server:3"}],
+                    "volumes": [
+                        {"name": "weights", "image": {"reference": f"r.io/ml/llama:8b@{D1}"}},
+                        {"name": "latest", "image": {"reference": "r.io/ml/tokenizer"}},
+                        {
+                            "name": "never",
+                            "image": {"reference": "r.io/ml/cfg:1", "pullPolicy": "Never"},
+                        },
+                        {"name": "data", "emptyDir": {}},
+                        {"name": "broken", "image": {"reference": 7}},
+                    ],
+                }
+            }
+        },
+    }
+
+    found = from_manifests([pod])
+
+    assert found.keep == {
+        "r.io/ml/server:3": ["Deployment ml/serve (container server)"],
+        f"r.io/ml/llama:8b@{D1}": ["Deployment ml/serve (image volume weights)"],
+        "r.io/ml/cfg:1": ["Deployment ml/serve (image volume never)"],
+    }
+    assert found.always == {"r.io/ml/tokenizer": ["Deployment ml/serve (image volume latest)"]}
 
 
 def test_names_with_line_breaks_cannot_add_lines_to_a_generated_list() -> None:
@@ -149,7 +186,7 @@ def test_suggest_leaves_out_names_that_are_not_references() -> None:
         generate.Running(("nginx:1\n- evil:1",), ()),
         generate.Running(("busybox:1.36",), ()),
     ]
-    assert generate.suggest(running) == [("busybox:1.36", 1)]
+    assert generate.suggest(running) == [("busybox:1.36", 1, 0)]
 
 
 def test_yaml_aliases_that_expand_without_bound_are_refused_at_once() -> None:

@@ -165,6 +165,19 @@ class CriClient:
             for c in response.containers
         ]
 
+    async def mounted_images(self, container_id: str) -> list[str]:
+        """The images `container_id` mounts as volumes (KEP-4639; containerd 2.1+), by the ids
+        kubelet named them with; none where the runtime has no image volumes, or the container
+        is gone."""
+        request = api_pb2.ContainerStatusRequest(container_id=container_id)
+        try:
+            response = await self._call(
+                self._runtime.ContainerStatus, request, "ContainerStatus", handled=rpc.ALL_CODES
+            )
+        except grpc.aio.AioRpcError:
+            return []
+        return [m.image.image for m in response.status.mounts if m.image.image]
+
     async def image_fs_mountpoint(self) -> str | None:
         """Where the runtime keeps images (its snapshotter's directory), if it says."""
         try:

@@ -54,6 +54,11 @@ class RuntimeServiceStub:
                 request_serializer=runtime_dot_v1_dot_api__pb2.ListContainersRequest.SerializeToString,
                 response_deserializer=runtime_dot_v1_dot_api__pb2.ListContainersResponse.FromString,
                 _registered_method=True)
+        self.ContainerStatus = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ContainerStatus',
+                request_serializer=runtime_dot_v1_dot_api__pb2.ContainerStatusRequest.SerializeToString,
+                response_deserializer=runtime_dot_v1_dot_api__pb2.ContainerStatusResponse.FromString,
+                _registered_method=True)
         self.RunPodSandbox = channel.unary_unary(
                 '/runtime.v1.RuntimeService/RunPodSandbox',
                 request_serializer=runtime_dot_v1_dot_api__pb2.RunPodSandboxRequest.SerializeToString,
@@ -112,6 +117,12 @@ class RuntimeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListContainers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ContainerStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -177,6 +188,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.ListContainers,
                     request_deserializer=runtime_dot_v1_dot_api__pb2.ListContainersRequest.FromString,
                     response_serializer=runtime_dot_v1_dot_api__pb2.ListContainersResponse.SerializeToString,
+            ),
+            'ContainerStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ContainerStatus,
+                    request_deserializer=runtime_dot_v1_dot_api__pb2.ContainerStatusRequest.FromString,
+                    response_serializer=runtime_dot_v1_dot_api__pb2.ContainerStatusResponse.SerializeToString,
             ),
             'RunPodSandbox': grpc.unary_unary_rpc_method_handler(
                     servicer.RunPodSandbox,
@@ -317,6 +333,33 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/ListContainers',
             runtime_dot_v1_dot_api__pb2.ListContainersRequest.SerializeToString,
             runtime_dot_v1_dot_api__pb2.ListContainersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ContainerStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ContainerStatus',
+            runtime_dot_v1_dot_api__pb2.ContainerStatusRequest.SerializeToString,
+            runtime_dot_v1_dot_api__pb2.ContainerStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
