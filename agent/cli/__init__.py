@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from agent.cli import converge, logs
 from agent.cli.common import exit_code, log
 from agent.cli.parser import parser
-from agent.core.errors import AgentError
+from agent.core.errors import AgentError, ConfigError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,7 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The daemon's log collector reads JSON lines: a start-up error is one of them.
             log.error("%s", exc, extra={"event": "fatal", "error": str(exc)})
         else:
-            print(f"prepull-agent: {exc}", file=sys.stderr)
+            said = [p.said for p in exc.problems] if isinstance(exc, ConfigError) else [str(exc)]
+            for line in said:
+                print(f"prepull-agent: {line}", file=sys.stderr)
         return exit_code(exc)
     except KeyboardInterrupt:
         return 130

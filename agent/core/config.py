@@ -6,12 +6,12 @@ import dataclasses
 import difflib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -21,6 +21,8 @@ from agent.core import reference as references
 from agent.core.errors import ConfigError, InvalidPlatform, InvalidReference
 from agent.core.platform import Platform
 from agent.core.reference import Reference
+
+T = TypeVar("T")
 
 DEFAULT_CONCURRENCY = 3
 MAX_CONCURRENCY = 64
@@ -164,6 +166,16 @@ def parse(text: str, source: str = "<config>") -> PreloadConfig:
 class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
+        self.problems: list[ConfigError] = []
+        """Every problem found so far: a list is fixed in one go, not one error per run."""
+
+    def attempt(self, build: Callable[[], T], fallback: T) -> T:
+        """`build()`, or `fallback` with its problem kept, to read on past it."""
+        try:
+            return build()
+        except ConfigError as exc:
+            self.problems.append(exc)
+            return fallback
 
     def error(self, node: yaml.Node, message: str) -> ConfigError:
         return ConfigError(self.source, node.start_mark.line + 1, message)
@@ -175,16 +187,17 @@ class _Parser:
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str):
-                raise self.error(key_node, f"{what}: keys must be strings")
-            if key in result:
-                raise self.error(key_node, f"{what}: duplicate key {key!r}")
-            if allowed and key not in allowed:
+                self.problems.append(self.error(key_node, f"{what}: keys must be strings"))
+            elif key in result:
+                self.problems.append(self.error(key_node, f"{what}: duplicate key {key!r}"))
+            elif allowed and key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = (
                     f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(allowed)})"
                 )
-                raise self.error(key_node, f"unknown key {key!r} in {what}{hint}")
-            result[key] = value_node
+                self.problems.append(self.error(key_node, f"unknown key {key!r} in {what}{hint}"))
+            else:
+                result[key] = value_node
         return result
 
     def scalar(self, node: yaml.Node, what: str) -> Any:
@@ -211,19 +224,34 @@ class _Parser:
         if root is None:
             raise ConfigError(self.source, None, "the preload list is empty; expected 'images:'")
         top = self.mapping(root, "the preload list", _TOP_KEYS)
-        if "images" not in top:
-            raise self.error(root, "missing 'images:' (the list of images to preload)")
+        images: tuple[ImageEntry, ...] = ()
+        if "images" in top:
+            images = self.attempt(lambda: self.images(top["images"]), ())
+        else:
+            self.problems.append(
+                self.error(root, "missing 'images:' (the list of images to preload)")
+            )
+        registries: dict[str, RegistrySettings] = self.attempt(
+            lambda: self.registries(top.get("registries")), {}
+        )
+        concurrency = self.attempt(lambda: self.concurrency(top.get("concurrency")), 1)
+        resync = self.attempt(lambda: self.resync(top.get("resync")), 0.0)
+        pin = self.attempt(lambda: self.boolean(top.get("pin"), "'pin'", default=True), True)
+        credentials: tuple[str, ...] = self.attempt(lambda: self.paths(top.get("credentials")), ())
+        budget = self.attempt(lambda: self.percent(top.get("maxDiskUsagePercent")), 100.0)
+        rollout: dict[str, Any] = self.attempt(lambda: self.rollout(top.get("rollout")), {})
+        if self.problems:
+            raise ConfigError.of(self.problems)
         return PreloadConfig(
             source=self.source,
-            images=self.images(top["images"]),
-            registries=MappingProxyType(self.registries(top.get("registries"))),
-            concurrency=self.concurrency(top.get("concurrency")),
-            resync_seconds=self.resync(top.get("resync")),
-            pin=self.boolean(top.get("pin"), "'pin'", default=True),
-            credentials=self.paths(top.get("credentials")),
-            max_disk_usage_percent=self.percent(top.get("maxDiskUsagePercent")),
-            # Last, as before: the first error in a list is the one reported.
-            **self.rollout(top.get("rollout")),
+            images=images,
+            registries=MappingProxyType(registries),
+            concurrency=concurrency,
+            resync_seconds=resync,
+            pin=pin,
+            credentials=credentials,
+            max_disk_usage_percent=budget,
+            **rollout,
         )
 
     def paths(self, node: yaml.Node | None) -> tuple[str, ...]:
@@ -244,20 +272,29 @@ class _Parser:
         seen: dict[Reference, ImageEntry] = {}
         pins: dict[str, ImageEntry] = {}
         for item in node.value:
-            entry = self.image(item)
+            try:
+                entry = self.image(item)
+            except ConfigError as exc:
+                self.problems.append(exc)
+                continue
             ref = entry.reference
             if ref in seen:
-                raise self.error(
-                    item, f"{entry.written!r} is listed twice (first at line {seen[ref].line})"
+                first = seen[ref].line
+                self.problems.append(
+                    self.error(item, f"{entry.written!r} is listed twice (first at line {first})")
                 )
+                continue
             if ref.tag is not None and entry.has_tag:
                 other = pins.get(ref.tagged)
                 if other is not None and other.reference.digest != ref.digest:
-                    raise self.error(
-                        item,
-                        f"{entry.written!r} binds tag {ref.tagged} to other content than line "
-                        f"{other.line}; a tag can name one image on a node",
+                    self.problems.append(
+                        self.error(
+                            item,
+                            f"{entry.written!r} binds tag {ref.tagged} to other content than "
+                            f"line {other.line}; a tag can name one image on a node",
+                        )
                     )
+                    continue
                 pins[ref.tagged] = entry
             seen[ref] = entry
             entries.append(entry)

@@ -14,6 +14,8 @@ AgentError                      anything the agent reports to a user
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class AgentError(Exception):
     """Base of every error the agent reports to a user without a traceback."""
@@ -24,12 +26,26 @@ class InputError(AgentError):
 
 
 class ConfigError(InputError):
-    def __init__(self, file: str, line: int | None, message: str) -> None:
+    """A problem of a preload list at `file`:`line`; `problems` is every one found in the file
+    (this one first), each said on its own line."""
+
+    def __init__(
+        self, file: str, line: int | None, message: str, *, more: Sequence[ConfigError] = ()
+    ) -> None:
         self.file = file
         self.line = line
         self.message = message
+        self.problems: tuple[ConfigError, ...] = (self, *more)
         where = f"{file}:{line}" if line is not None else file
-        super().__init__(f"{where}: {message}")
+        self.said = f"{where}: {message}"
+        """This problem alone, where it is and what it is."""
+        super().__init__("\n".join(p.said for p in self.problems))
+
+    @classmethod
+    def of(cls, problems: Sequence[ConfigError]) -> ConfigError:
+        """One error for all of `problems`, in line order."""
+        first, *more = sorted(problems, key=lambda p: p.line or 0)
+        return cls(first.file, first.line, first.message, more=more)
 
 
 class InvalidReference(InputError):

@@ -141,3 +141,25 @@ def test_from_manifests_reads_a_stream_of_json_documents() -> None:
     done = agent("from-manifests", "-", "-o", "json", stdin=f"{as_json}\n{as_json}\n")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["images"] == ["registry.example/shop/web:1.2"]
+
+
+def test_every_problem_of_a_list_is_reported_with_its_line(tmp_path: Path) -> None:
+    """A list is fixed in one go: not one error per run."""
+    config = tmp_path / "preload.yaml"
+    config.write_text(
+        "images:\n"
+        "  - r.io/a/good:1\n"
+        "  - r.io/a/UPPER:1\n"  # 3: not a reference
+        "  - r.io/a/good:1\n"  # 4: listed twice
+        "concurrency: many\n"  # 5: not a number
+        "platfroms: []\n"  # 6: unknown key
+    )
+
+    done = agent("check", "--config", str(config))
+
+    assert done.returncode == 2, done
+    lines = done.stderr.splitlines()
+    assert [line.removeprefix("prepull-agent: ").split(": ")[0] for line in lines] == [
+        f"{config}:{n}" for n in (3, 4, 5, 6)
+    ], done.stderr
+    assert "UPPER" in lines[0] and "listed twice" in lines[1] and "platfroms" in lines[3]
