@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import Any
@@ -98,12 +99,18 @@ class NodeReport:
         self.passes = 0
         self._entries: list[ImageEntry] = []
         self.config: dict[str, Any] = {}
-        """The list in force (file, images, loaded_at) and, if the file now on disk was
+        """The list in force (file, images, loaded_at, digest) and, if the file now on disk was
         rejected, why and since when."""
+        self.list_digest: str | None = None
+        """What the list in force asks for (list_digest)."""
+        self.served_digest: str | None = None
+        """The list the last pass that left the node ready served: during a rollout of a new
+        list, nodes not there yet still serve the old one."""
 
     def configure(self, entries: Iterable[ImageEntry]) -> None:
         """Adopt a (new) list: keep what is known of images still listed, forget the rest."""
         self._entries = list(entries)
+        self.list_digest = list_digest(self._entries)
         self._recorded.clear()
         images = {}
         for entry in self._entries:
@@ -117,7 +124,13 @@ class NodeReport:
         self.images = images
 
     def config_loaded(self, source: str, images: int, when: float) -> None:
-        self.config = {"file": source, "images": images, "loaded_at": when, "rejected": None}
+        self.config = {
+            "file": source,
+            "images": images,
+            "loaded_at": when,
+            "digest": self.list_digest,
+            "rejected": None,
+        }
 
     def config_rejected(self, error: str, when: float) -> None:
         previous = self.config.get("rejected")
@@ -174,6 +187,8 @@ class NodeReport:
         self.passes += 1
         self.last_reconcile = finished_at
         self.last_error = None
+        if self.ready:
+            self.served_digest = self.list_digest
         return PassSummary(evicted, all(o.converged for o in outcomes))
 
     @property
@@ -206,6 +221,7 @@ class NodeReport:
             "ready": self.ready,
             "strict_readiness": self.strict,
             "config": dict(self.config),
+            "served_list": self.served_digest,
             "last_reconcile": self.last_reconcile,
             "last_error": self.last_error,
             "images": [self._image_json(r) for r in self.images.values()],
@@ -223,3 +239,11 @@ class NodeReport:
                 "bytes_per_second": round(view.rate),
             }
         return document
+
+
+def list_digest(entries: Iterable[ImageEntry]) -> str:
+    """What a list asks nodes to hold, as one digest: each entry as written, with the platforms
+    it is for, in name order — the same for a list reordered or recommented, another when an
+    entry, a pin or a platform changes. Nodes serving different digests are mid-rollout."""
+    lines = sorted(f"{e.written} {','.join(map(str, e.platforms))}".rstrip() for e in entries)
+    return "sha256:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()

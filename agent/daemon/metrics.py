@@ -186,6 +186,19 @@ class Metrics:
         )
         for cache in ("hit", "miss"):
             self.container_starts.labels(cache)
+        self.list_info = Gauge(
+            "prepull_list_info",
+            "Always 1; `digest` names the preload list in force (agent.core.status.list_digest).",
+            ["digest"],
+            registry=registry,
+        )
+        self.served_list_info = Gauge(
+            "prepull_served_list_info",
+            "Always 1; `digest` names the list the last pass that left the node ready served: "
+            "nodes of a fleet that differ from the list in force are mid-rollout.",
+            ["digest"],
+            registry=registry,
+        )
         self.build_info = Gauge(
             "prepull_build_info",
             "Always 1; labels say which agent this is.",
@@ -286,6 +299,14 @@ def observe_pass(
     metrics.reconcile_duration.observe(seconds)
     if report.ready:
         metrics.last_success.set(now)
+    if report.served_digest is not None:
+        one_series(metrics.served_list_info, report.served_digest)
+
+
+def one_series(info: Gauge, value: str) -> None:
+    """An info gauge naming one thing: the series before it goes (a list changed)."""
+    info.clear()
+    info.labels(value).set(1)
 
 
 def observe_images(metrics: Metrics, report: NodeReport) -> None:

@@ -16,7 +16,7 @@ from agent.core.progress import Progress
 from agent.core.reference import Reference
 from agent.core.rollout import Rollout
 from agent.core.status import NodeReport
-from agent.daemon.metrics import Metrics
+from agent.daemon.metrics import Metrics, one_series
 from agent.daemon.settings import DaemonSettings
 
 
@@ -53,6 +53,8 @@ class Shared:
         self.report.configure(config.images)
         self.report.config_loaded(config.source, len(config.images), time.time())
         self.metrics.config_last_reload_successful.set(1)
+        if self.report.list_digest is not None:
+            one_series(self.metrics.list_info, self.report.list_digest)
 
 
 async def first_of(*waits: Awaitable[object], seconds: float) -> None:

@@ -74,6 +74,13 @@ def test_cold_node_pulls_then_reports_ready_with_status_and_metrics(
         )
         == 1
     )
+    served = status["config"]["digest"]
+    assert served.startswith("sha256:")
+    daemon.wait_for(
+        lambda: json.loads(daemon.get("/status")[1])["served_list"] == served, 30, "served list"
+    )
+    assert daemon.metric("prepull_list_info", digest=served) == 1
+    assert daemon.metric("prepull_served_list_info", digest=served) == 1
     assert daemon.get("/healthz")[0] == 200
 
 

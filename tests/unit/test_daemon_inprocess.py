@@ -117,16 +117,32 @@ async def test_the_daemon_converges_follows_a_new_list_and_stops(tmp_path: Path)
     config.write_text("images:\n  - r.io/team/app:1\n")
     cri, images, registry = fakes()
     runtime, registry_client = factories(cri, images, registry)
+    metrics = CollectorRegistry()
     daemon = Daemon(
         settings(config),
-        registry=CollectorRegistry(),
+        registry=metrics,
         runtime=runtime,
         registry_client=registry_client,
     )
+
+    def served(info: str) -> list[str]:
+        """The digests an info gauge names now."""
+        return [
+            sample.labels["digest"]
+            for family in metrics.collect()
+            if family.name == info
+            for sample in family.samples
+            if sample.value == 1
+        ]
+
     running = asyncio.create_task(daemon.run())
     await until(lambda: daemon.report.ready, "ready after the first pass")
     assert [p for p in cri.pulls if "r.io/team/app" in p], cri.pulls
     assert images.pinned, "what the pass preloaded is pinned"
+    first = daemon.report.list_digest
+    assert first is not None and served("prepull_list_info") == [first]
+    await until(lambda: served("prepull_served_list_info") == [first], "the first list served")
+    assert daemon.report.to_json()["served_list"] == first
 
     config.write_text("images:\n  - r.io/team/app:1\n  - r.io/team/web:2\n")
     await until(
@@ -134,6 +150,11 @@ async def test_the_daemon_converges_follows_a_new_list_and_stops(tmp_path: Path)
         "the new list's image pulled and the node ready again",
     )
     assert [r.image for r in daemon.report.desired] == ["r.io/team/app:1", "r.io/team/web:2"]
+    second = daemon.report.list_digest
+    assert second not in (None, first) and served("prepull_list_info") == [second]
+    await until(
+        lambda: served("prepull_served_list_info") == [second], "the new list served, alone"
+    )
 
     daemon.stop()
     assert await asyncio.wait_for(running, WAIT) == 0

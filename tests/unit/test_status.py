@@ -8,7 +8,7 @@ from agent.core.config import parse
 from agent.core.plan import Action
 from agent.core.platform import Platform
 from agent.core.ports import Outcome, Status
-from agent.core.status import NodeReport
+from agent.core.status import NodeReport, list_digest
 from agent.daemon.metrics import Metrics, observe_outcome, observe_pass
 
 D = "sha256:" + "d" * 64
@@ -198,3 +198,17 @@ def test_a_steady_pass_hands_back_the_same_outcomes_and_they_still_count() -> No
     assert report.images["r.io/a:1"].state == "pending"
     report.record(steady, 3.0)
     assert report.images["r.io/a:1"].state == "present" and report.ready
+
+
+def test_a_lists_digest_names_what_it_asks_for_not_how_it_is_written() -> None:
+    def digest(text: str) -> str:
+        return list_digest(parse(text).images)
+
+    base = digest("images:\n  - r.io/a:1\n  - r.io/b:2\n")
+    assert base.startswith("sha256:") and len(base) == 71
+    assert digest("# comment\nimages:\n  - r.io/b:2   # b\n  - r.io/a:1\npin: false\n") == base
+    assert digest("images:\n  - r.io/a:1\n  - r.io/b:3\n") != base
+    pinned = "images:\n  - r.io/a:1@sha256:" + "1" * 64 + "\n  - r.io/b:2\n"
+    assert digest(pinned) != base
+    only_arm = "images:\n  - image: r.io/a:1\n    platforms: [linux/arm64]\n  - r.io/b:2\n"
+    assert digest(only_arm) != base
