@@ -193,6 +193,9 @@ def test_dashboard_queries_use_real_metrics() -> None:
         "rate-limit",
         "since each node was last ready",
         "failed permanently",
+        "fleet",
+        "lists served",
+        "not ready, by image",
     ):
         assert topic in titles, f"no panel about {topic}"
     variables = [v["name"] for v in dashboard["templating"]["list"]]
