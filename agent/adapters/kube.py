@@ -214,7 +214,7 @@ class KubeApi:
         return document
 
 
-def _message(text: str) -> str:
+def refusal_message(text: str) -> str:
     """The `message` of a Kubernetes Status body, else the body's start."""
     try:
         document = json.loads(text)
@@ -240,9 +240,9 @@ def _refusal(what: str, method: str, status: int, text: str) -> AgentError:
     that lost a race is a Conflict (the gate reads the Node again); anything else says what
     the server said, with what to do about it where that is known."""
     if status in (409, 422) and method == "PATCH":
-        return Conflict(f"{what}: {_message(text)}")
+        return Conflict(f"{what}: {refusal_message(text)}")
     hint = _HINTS.get(status)
-    message = f"{what}: HTTP {status}: {_message(text)}" + (f" ({hint})" if hint else "")
+    message = f"{what}: HTTP {status}: {refusal_message(text)}" + (f" ({hint})" if hint else "")
     return KubeApiError(message, status)
 
 

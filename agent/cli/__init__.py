@@ -30,3 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code(exc)
     except KeyboardInterrupt:
         return 130
+
+
+def kubectl_plugin() -> int:
+    """`kubectl prepull …`: kubectl runs the `kubectl-prepull` executable on PATH with the
+    arguments after `prepull`; it is `prepull-agent fleet`."""
+    return main(["fleet", *sys.argv[1:]])

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.adapters.kube import SERVICE_ACCOUNT
-from agent.cli import converge, doctor, flags, lists, locking, status
+from agent.cli import converge, doctor, flags, fleet, lists, locking, status
 from agent.cli.common import (
     EXITS,
     VERBOSE_HELP,
@@ -34,7 +34,18 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=version_text())
     top.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     commands = top.add_subparsers(required=True, metavar="COMMAND")
-    verbs = (_once, _run, _lock, _resolve, _check, _status, _doctor, _from_manifests, _suggest)
+    verbs = (
+        _once,
+        _run,
+        _lock,
+        _resolve,
+        _check,
+        _status,
+        _fleet,
+        _doctor,
+        _from_manifests,
+        _suggest,
+    )
     for verb in verbs:
         verb(commands)
     _subcommand(commands, "version", "print the agent's version", "  prepull-agent version",
@@ -320,6 +331,53 @@ def _status(commands: Commands) -> None:
     flags.no_headers(sub, "node line, no column names")
     flags.format(sub)
     sub.set_defaults(command=status.status)
+
+
+def _fleet(commands: Commands) -> None:
+    sub = _subcommand(
+        commands,
+        "fleet",
+        "show every node's preload state, each agent's /status read through the API server "
+        "(also `kubectl prepull`)",
+        "  prepull-agent fleet\n  prepull-agent fleet --not-ready -l node-role.kubernetes.io/"
+        "worker\n  kubectl prepull --context prod -o json | jq '.summary'",
+        "exit codes: 0 every node shown is ready, 1 a node is not ready or does not answer, "
+        "2 bad input",
+    )
+    sub.add_argument("--kubeconfig", help="the kubeconfig (default: KUBECONFIG, ~/.kube/config)")
+    sub.add_argument("--context", help="the kubeconfig context (default: its current-context)")
+    sub.add_argument(
+        "-n", "--namespace", default=fleet.NAMESPACE,
+        help=f"where the agents run (default {fleet.NAMESPACE})",
+    )  # fmt: skip
+    sub.add_argument(
+        "--agent-selector", default=fleet.AGENT_SELECTOR, metavar="SELECTOR",
+        help=f"the agent pods' labels (default {fleet.AGENT_SELECTOR})",
+    )  # fmt: skip
+    sub.add_argument(
+        "--port", default=fleet.PORT,
+        help=f"the agent container's port, by name or number (default {fleet.PORT})",
+    )  # fmt: skip
+    sub.add_argument(
+        "-l", "--selector", metavar="SELECTOR",
+        help="only the nodes with these labels (a label selector, as kubectl get nodes -l)",
+    )  # fmt: skip
+    sub.add_argument(
+        "--not-ready", action="store_true",
+        help="rows for the nodes not ready only (the summary still counts all)",
+    )  # fmt: skip
+    sub.add_argument(
+        "--concurrency", type=count_arg(1, 200), default=fleet.CONCURRENCY,
+        help=f"agents asked at once (default {fleet.CONCURRENCY})",
+    )  # fmt: skip
+    sub.add_argument(
+        "--timeout", type=seconds_arg(0.1), default=fleet.TIMEOUT, metavar="SECONDS",
+        help=f"how long each agent has to answer (default {fleet.TIMEOUT:g})",
+    )  # fmt: skip
+    flags.no_trunc(sub)
+    flags.no_headers(sub, "column names, no summary line")
+    flags.format(sub)
+    sub.set_defaults(command=fleet.fleet_view)
 
 
 def _doctor(commands: Commands) -> None:

@@ -11,8 +11,15 @@ node`), over HTTPS with bearer tokens, with Kubernetes' semantics where the agen
 - resourceVersion: every write bumps it; a patch naming another one is 409 Conflict;
 - Events: create (409 if the name is taken), merge-patch, list in a namespace or in all of
   them with a field selector (involvedObject.*, type, reason), as `kubectl describe node` asks;
-- 401 for an unknown token, 403 for a verb/resource the token's role lacks (namespaced
-  resources are granted per namespace, as a Role does);
+- Pods: list (in a namespace, by label selector), get, and the proxy subresource
+  (`pods/{name}[:{port}]/proxy/{path}`) forwarding a GET to the pod's IP and port as the API
+  server's proxy does (its answer passed through; a pod it cannot reach is 503 "error trying to
+  reach service: …", one without an IP 400 "address not allowed", apimachinery
+  pkg/util/proxy). Unlike the API server it proxies to loopback addresses: these machines have
+  no other;
+- lists honour `labelSelector` (equality, inequality, existence) and `limit`/`continue` pages;
+- 401 for an unknown token or client certificate, 403 for a verb/resource the token's role
+  lacks (namespaced resources are granted per namespace, as a Role does);
 - every object it stores is validated against the official Node schema (kubernetes-validate);
   an invalid one is refused (422) and recorded in `invalid`, which tests assert is empty.
 
@@ -32,7 +39,7 @@ from typing import Any
 
 import kubernetes_validate
 import yaml
-from aiohttp import web
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from tests.harness.loopthread import LoopThread
 from tests.harness.tls import ServerCert, make_ca_and_server
@@ -64,7 +71,15 @@ NODE_ROLE = granted(RBAC)
 ADMIN = frozenset(
     (verb, resource)
     for verb in ("get", "list", "patch", "update", "create")
-    for resource in ("nodes", "nodes/status", "events", "*/events", "pods")
+    for resource in (
+        "nodes",
+        "nodes/status",
+        "events",
+        "*/events",
+        "pods",
+        "*/pods",
+        "*/pods/proxy",
+    )
 )
 FIELDS = {
     "involvedObject.kind": ("involvedObject", "kind"),
@@ -144,6 +159,12 @@ class KubeApiServer:
         """What GET sends instead of the stored node (a hostile or broken API server)."""
         self.chunk: int | None = None
         """Send GET bodies in chunks of this many bytes, a moment apart (a slow link)."""
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        """(namespace, name): the Pods stored."""
+        self.client_ca: Path | None = None
+        """Trust client certificates this CA signed (set before start)."""
+        self.cert_users: dict[str, frozenset[tuple[str, str]]] = {}
+        """A client certificate's common name: what it may do."""
         self._version = 100
         for item in nodes:
             self._store(item["metadata"]["name"], copy.deepcopy(item))
@@ -211,8 +232,17 @@ class KubeApiServer:
         app.router.add_post("/api/v1/namespaces/{namespace}/events", self._create_event)
         app.router.add_patch("/api/v1/namespaces/{namespace}/events/{name}", self._patch_event)
         app.router.add_get("/api/v1/pods", self._no_pods)
+        app.router.add_get("/api/v1/namespaces/{namespace}/pods", self._list_pods)
+        app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}", self._get_pod)
+        app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}/proxy", self._proxy)
+        app.router.add_get(
+            "/api/v1/namespaces/{namespace}/pods/{name}/proxy/{path:.*}", self._proxy
+        )
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.tls.cert, self.tls.key)
+        if self.client_ca is not None:
+            context.verify_mode = ssl.CERT_OPTIONAL
+            context.load_verify_locations(cafile=str(self.client_ca))
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
@@ -240,6 +270,8 @@ class KubeApiServer:
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ")
         role = self.tokens.get(token) if auth.startswith("Bearer ") else None
+        if role is None and not auth:
+            role = self.cert_users.get(_common_name(request))
         if role is None:
             return _status(401, "Unauthorized", "Unauthorized")
         namespace, resource = _resource(request.path)
@@ -343,22 +375,89 @@ class KubeApiServer:
                         "singularName": "pod",
                         "namespaced": True,
                         "kind": "Pod",
-                        "verbs": ["list"],
+                        "verbs": ["get", "list"],
                         "shortNames": ["po"],
+                    },
+                    {
+                        "name": "pods/proxy",
+                        "singularName": "",
+                        "namespaced": True,
+                        "kind": "PodProxyOptions",
+                        "verbs": ["get"],
                     },
                 ],
             }
         )
 
     async def _list(self, request: web.Request) -> web.Response:
+        return self._paged(request, "NodeList", list(self.nodes.values()))
+
+    def _paged(self, request: web.Request, kind: str, items: list[Any]) -> web.Response:
+        """`items` as a list of `kind`, those the label selector picks, one page of `limit`."""
+        try:
+            wanted = _label_selector(request.query.get("labelSelector", ""))
+        except ValueError as exc:
+            return _status(400, "BadRequest", str(exc))
+        items = [i for i in items if _labels_match(i, wanted)]
+        start = int(request.query.get("continue") or 0)
+        limit = int(request.query.get("limit") or 0) or len(items) or 1
+        metadata = {"resourceVersion": str(self._version)}
+        if start + limit < len(items):
+            metadata["continue"] = str(start + limit)
+        page = items[start : start + limit]
         return web.json_response(
-            {
-                "kind": "NodeList",
-                "apiVersion": "v1",
-                "metadata": {"resourceVersion": str(self._version)},
-                "items": list(self.nodes.values()),
-            }
+            {"kind": kind, "apiVersion": "v1", "metadata": metadata, "items": page}
         )
+
+    def add_pod(self, pod: dict[str, Any]) -> None:
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        pod = copy.deepcopy(pod)
+        problem = self._versioned(f"pod {name}", pod)
+        assert problem is None, problem
+        self.pods[(namespace, name)] = pod
+
+    async def _list_pods(self, request: web.Request) -> web.Response:
+        namespace = request.match_info["namespace"]
+        items = [pod for (where, _), pod in sorted(self.pods.items()) if where == namespace]
+        return self._paged(request, "PodList", items)
+
+    async def _get_pod(self, request: web.Request) -> web.Response:
+        key = (request.match_info["namespace"], request.match_info["name"])
+        if key not in self.pods:
+            return _status(404, "NotFound", f'pods "{key[1]}" not found')
+        return web.json_response(self.pods[key])
+
+    async def _proxy(self, request: web.Request) -> web.StreamResponse:
+        """The pods/proxy subresource (kubernetes pkg/registry/core/pod ResourceLocation: the
+        name is `pod`, `pod:port` or `scheme:pod:port`; no port is the first one declared)."""
+        parts = request.match_info["name"].split(":")
+        scheme, name, port = (
+            ("http", parts[0], "") if len(parts) == 1
+            else ("http", parts[0], parts[1]) if len(parts) == 2
+            else (parts[0], parts[1], parts[2])
+        )  # fmt: skip
+        pod = self.pods.get((request.match_info["namespace"], name))
+        if pod is None:
+            return _status(404, "NotFound", f'pods "{name}" not found')
+        if not port:
+            declared = [p for c in pod["spec"]["containers"] for p in c.get("ports", [])]
+            port = str(declared[0]["containerPort"]) if declared else ""
+        address = pod.get("status", {}).get("podIP")
+        if not address:
+            return _status(400, "BadRequest", "address not allowed")
+        host = f"{address}:{port}" if port else address
+        url = f"{scheme}://{host}/{request.match_info.get('path', '')}"
+        try:
+            async with (
+                ClientSession() as session,
+                session.get(url, params=request.query, timeout=ClientTimeout(total=300)) as reply,
+            ):
+                body = await reply.read()
+                kind = reply.headers.get("Content-Type", "application/octet-stream")
+                return web.Response(status=reply.status, body=body, headers={"Content-Type": kind})
+        except (ClientError, OSError) as exc:
+            message = f"error trying to reach service: dial tcp {host}: {exc}"
+            return _status(503, "ServiceUnavailable", message)
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -510,6 +609,8 @@ def _resource(path: str) -> tuple[str | None, str | None]:
     parts = path.strip("/").split("/")
     if parts[:2] != ["api", "v1"] or len(parts) < 3:
         return None, None
+    if parts[2] == "namespaces" and len(parts) >= 7:
+        return parts[3], f"{parts[4]}/{parts[6]}"  # a subresource: pods/proxy
     if parts[2] == "namespaces" and len(parts) >= 5:
         return parts[3], parts[4]
     if parts[2] == "nodes":
@@ -524,6 +625,50 @@ def _allowed(
     its own; `*/<resource>` (the admin's) in any."""
     names = {resource, f"*/{resource}"} | ({f"{namespace}/{resource}"} if namespace else set())
     return any((verb, name) in role for name in names)
+
+
+def _label_selector(text: str) -> list[tuple[str, str, str]]:
+    """`a=b,c!=d,e,!f` as (key, operator, value) terms; ValueError for the set-based forms
+    (`in (…)`), which this stand-in does not read."""
+    terms = []
+    for term in filter(None, (t.strip() for t in text.split(","))):
+        if "(" in term or " " in term:
+            raise ValueError(f"unable to parse requirement: {term!r} (stand-in: no set-based)")
+        if term.startswith("!"):
+            terms.append((term[1:], "!", ""))
+        elif "!=" in term:
+            key, _, value = term.partition("!=")
+            terms.append((key, "!=", value))
+        elif "=" in term:
+            key, _, value = term.replace("==", "=").partition("=")
+            terms.append((key, "=", value))
+        else:
+            terms.append((term, "exists", ""))
+    return terms
+
+
+def _labels_match(item: dict[str, Any], terms: list[tuple[str, str, str]]) -> bool:
+    labels = item.get("metadata", {}).get("labels") or {}
+    for key, op, value in terms:
+        if op == "=" and labels.get(key) != value:
+            return False
+        if op == "!=" and labels.get(key) == value:
+            return False
+        if op == "exists" and key not in labels:
+            return False
+        if op == "!" and key in labels:
+            return False
+    return True
+
+
+def _common_name(request: web.Request) -> str:
+    """The subject CN of the client certificate the request came with ("" without one)."""
+    peer = request.transport.get_extra_info("peercert") if request.transport else None
+    for rdn in (peer or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return ""
 
 
 def _field_selector(text: str) -> list[tuple[str, str]]:

@@ -57,12 +57,38 @@ def make_ca_and_server(folder: Path, name: str = "prepull-test") -> ServerCert:
     )
     paths = ServerCert(folder / "ca.pem", folder / "server.pem", folder / "server.key")
     paths.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "ca.key").write_bytes(_pem_key(ca_key))
     paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    paths.key.write_bytes(_pem_key(key))
     return paths
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def client_cert(ca: ServerCert, common_name: str) -> tuple[bytes, bytes]:
+    """A client certificate for `common_name` (a Kubernetes user name) signed by `ca`'s CA:
+    (certificate PEM, key PEM)."""
+    folder = ca.ca.parent
+    ca_cert = x509.load_pem_x509_certificate(ca.ca.read_bytes())
+    ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)

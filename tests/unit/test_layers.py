@@ -26,6 +26,7 @@ OWNERS = {
     "aiohttp": {
         "agent.adapters.registry.transport",
         "agent.adapters.kube",
+        "agent.adapters.fleet",
         "agent.daemon.server",
         "agent.daemon.app",
         "agent.daemon.readiness",
