@@ -20,7 +20,7 @@ from agent.adapters.registry.transport import BodyTooLarge, read_bounded
 # A page of a list; the API server hands the rest on with `continue`.
 PAGE = 500
 MAX_PAGE_BYTES = 64 * 1024 * 1024
-MAX_STATUS_BYTES = 8 * 1024 * 1024
+MAX_STATUS_BYTES = 4 * 1024 * 1024
 LIST_TIMEOUT = 60.0
 # What the API server's proxy says when it cannot reach the pod (k8s.io/apimachinery
 # pkg/util/proxy/transport.go): 503 "error trying to reach service: …". With deploy/'s
@@ -28,6 +28,8 @@ LIST_TIMEOUT = 60.0
 UNREACHABLE_HINT = (
     'is the API server let through the agent\'s NetworkPolicy? README, "The fleet view"'
 )
+
+FORBIDDEN_HINT = "deploy/components/fleet-reader holds the RBAC `fleet` needs"
 
 
 class FleetApi:
@@ -53,7 +55,7 @@ class FleetApi:
         status, body = await self._get(path, MAX_STATUS_BYTES, within)
         if status >= 400:
             message = refusal_message(body.decode(errors="replace"))
-            hint = f"; {UNREACHABLE_HINT}" if status in (502, 503, 504) else ""
+            hint = f"; {UNREACHABLE_HINT}" if status in (502, 503, 504) else _rbac_hint(status)
             raise KubeApiError(f"HTTP {status}: {message}{hint}", status)
         try:
             return json.loads(body)
@@ -72,10 +74,8 @@ class FleetApi:
             url = f"{path}?{urlencode(query)}"
             status, body = await self._get(url, MAX_PAGE_BYTES, LIST_TIMEOUT)
             if status >= 400:
-                raise KubeApiError(
-                    f"GET {path}: HTTP {status}: {refusal_message(body.decode(errors='replace'))}",
-                    status,
-                )
+                message = refusal_message(body.decode(errors="replace")) + _rbac_hint(status)
+                raise KubeApiError(f"GET {path}: HTTP {status}: {message}", status)
             try:
                 page = json.loads(body)
             except (ValueError, RecursionError):
@@ -105,6 +105,10 @@ class FleetApi:
         except (aiohttp.ClientError, ValueError) as exc:
             # aiohttp's messages name the URL, never the request's headers (the credentials).
             raise KubeApiError(f"the API server at {self._access.server}: {exc}") from exc
+
+
+def _rbac_hint(status: int) -> str:
+    return f"; {FORBIDDEN_HINT}" if status == 403 else ""
 
 
 @contextlib.asynccontextmanager

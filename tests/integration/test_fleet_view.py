@@ -91,6 +91,7 @@ def fleet(tmp_path: Path, registry: Registry, containerd: Containerd, pause_imag
     api = KubeApiServer(tmp_path / "kube", nodes, token="unused")
     api.client_ca = api.tls.ca
     api.tokens["reader-token"] = READER
+    api.tokens["pods-only-token"] = READER - {("list", "nodes")}
     api.cert_users["fleet-operator"] = READER
     api.start()
     others = [_start_containerd(tmp_path / f"node{i}", registry, pause_image) for i in (2, 3)]
@@ -294,6 +295,23 @@ def test_the_table_the_filters_and_other_credentials(fleet: Fleet, tmp_path: Pat
     assert run.returncode == 0, run.stderr
     assert len(json.loads(run.stdout)["nodes"]) == 2
     assert "reader-token" not in run.stdout + run.stderr
+
+    # May not list Nodes: the nodes the agents run on, and a word that the rest are not shown.
+    config["users"] = [{"name": "agent", "user": {"token": "pods-only-token"}}]
+    pods_only = tmp_path / "pods-only.yaml"
+    pods_only.write_text(yaml.safe_dump(config))
+    run = _fleet(pods_only, "-o", "json")
+    assert [row["node"] for row in json.loads(run.stdout)["nodes"]] == [
+        "n1",
+        "n2",
+        "n3",
+        "n4",
+        "n6",
+    ]
+    assert "may not list nodes" in run.stderr
+    no_nodes = _fleet(pods_only, "-l", "pool=a")
+    assert no_nodes.returncode == 1, "a selector needs the Nodes"
+    assert "HTTP 403" in no_nodes.stderr and "components/fleet-reader" in no_nodes.stderr
 
     config["users"] = [{"name": "agent", "user": {"token": "stolen"}}]
     refused = tmp_path / "refused.yaml"

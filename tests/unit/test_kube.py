@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.adapters.kube import MAX_RESPONSE_BYTES, ClusterAccess, KubeApi
+from agent.adapters.fleet import MAX_STATUS_BYTES, FleetApi
+from agent.adapters.kube import MAX_RESPONSE_BYTES, ClusterAccess, KubeApi, KubeApiError
+from agent.adapters.kubeconfig import Access
 from agent.core.errors import AgentError
 
 Answer = Callable[[web.Request], web.StreamResponse]
@@ -176,3 +179,68 @@ def test_only_a_node_name_may_be_acted_as() -> None:
         ClusterAccess.resolve("n1\r\nX-Evil: 1", "https://k:6443", impersonate_node=True)
     access = ClusterAccess.resolve("ip-10-0-0-1.ec2.internal", "https://k:6443", namespace="ns")
     assert access.namespace == "ns" and not access.impersonate_node
+
+
+# -- the fleet view's reads (agent.adapters.fleet) ----------------------------------------------
+
+
+def fleet_api(session: aiohttp.ClientSession, server: Server) -> FleetApi:
+    return FleetApi(session, Access(server.url, False, {"Authorization": "Bearer reader"}))
+
+
+async def test_lists_are_read_page_by_page_with_the_selector(server: Server) -> None:
+    asked: list[dict[str, str]] = []
+
+    async def paged(request: web.Request) -> web.Response:
+        asked.append(dict(request.query))
+        start = int(request.query.get("continue") or 0)
+        more = {"continue": str(start + 1)} if start < 2 else {}
+        return web.json_response({"metadata": more, "items": [{"n": start}]})
+
+    server.answer = paged
+    async with aiohttp.ClientSession() as session:
+        listed = await fleet_api(session, server).node_list("pool=a")
+    assert listed == {"items": [{"n": 0}, {"n": 1}, {"n": 2}]}
+    assert [a.get("continue") for a in asked] == [None, "1", "2"]
+    assert all(a["labelSelector"] == "pool=a" and a["limit"] == "500" for a in asked)
+    assert server.tokens == ["Bearer reader"] * 3
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "said"),
+    [
+        (b"<html>not json</html>", 200, "its /status is not JSON"),
+        (b"x" * (MAX_STATUS_BYTES + 10), 200, "too large"),
+        (b'{"kind":"Status","message":"error trying to reach service: refused"}', 503,
+         "HTTP 503: error trying to reach service: refused; is the API server let through"),
+        (b'{"kind":"Status","message":"pods \\"p\\" is forbidden"}', 403, "HTTP 403: pods"),
+    ],
+)  # fmt: skip
+async def test_an_agents_answer_is_checked_before_it_is_read(
+    server: Server, body: bytes, status: int, said: str
+) -> None:
+    paths: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        paths.append(request.path)
+        return web.Response(body=body, status=status, content_type="application/json")
+
+    server.answer = answer
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(KubeApiError, match=re.escape(said)):
+            await fleet_api(session, server).agent_status("prepull-system", "p-1", 9410, 5)
+    assert paths == ["/api/v1/namespaces/prepull-system/pods/p-1:9410/proxy/status"]
+
+
+async def test_an_agent_that_does_not_answer_in_time_is_said_so(server: Server) -> None:
+    released = asyncio.Event()
+
+    async def never(request: web.Request) -> web.Response:
+        await released.wait()
+        return web.json_response({})
+
+    server.answer = never
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(KubeApiError, match=r"no answer in 0\.2s"):
+            await fleet_api(session, server).agent_status("ns", "p", 9410, 0.2)
+    released.set()  # the server's handler ends before the server stops
