@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from agent.cli.fleet import COLUMNS
 from agent.core import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import DaemonProc, listing
@@ -247,16 +248,7 @@ def test_the_table_the_filters_and_other_credentials(fleet: Fleet, tmp_path: Pat
     table = _fleet(fleet.kubeconfig, "--not-ready")
     assert table.returncode == 1, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split() == [
-        "NODE",
-        "READY",
-        "IMAGES",
-        "FAILING",
-        "DEFERRED",
-        "PULLING",
-        "LIST",
-        "DETAIL",
-    ]
+    assert tuple(lines[0].split()) == COLUMNS
     assert [line.split()[0] for line in lines[1:-1]] == ["n3", "n4", "n5", "n6"]
     assert lines[-1].startswith("6 nodes: 2 ready, 1 not ready, 3 not answering;"), lines[-1]
 
