@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.adapters.kube import SERVICE_ACCOUNT
 from agent.adapters.registry import auth
 from agent.core import files, yamlsafe
 from agent.core.errors import AgentError, ConfigError, InputError
@@ -102,6 +103,10 @@ def load(explicit: str | None, context: str | None = None, environ: Any = None) 
         if current is None and isinstance(document.get("current-context"), str):
             current = document["current-context"] or None
     source = ", ".join(read) or ", ".join(map(str, candidates))
+    if not read and not explicit and context is None:
+        in_pod = in_cluster(dict(os.environ) if environ is None else environ)
+        if in_pod is not None:
+            return in_pod
     if not read:
         raise InputError(
             f"no kubeconfig at {source}: give --kubeconfig, set KUBECONFIG, or write ~/.kube/config"
@@ -128,6 +133,23 @@ def load(explicit: str | None, context: str | None = None, environ: Any = None) 
         insecure=cluster.get("insecure-skip-tls-verify") is True,
         tls_server_name=_string(cluster, "tls-server-name", cluster_file),
         **_user(user, user_file, chosen),
+    )
+
+
+def in_cluster(environ: dict[str, str]) -> Kubeconfig | None:
+    """In a pod without a kubeconfig, kubectl uses the pod's service account (its token, CA and
+    namespace, where kubelet mounts them) and the API server the environment names."""
+    host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    return Kubeconfig(
+        source="the pod's service account",
+        context="in-cluster",
+        server=server,
+        namespace=None,
+        ca_file=SERVICE_ACCOUNT / "ca.crt",
+        token_file=SERVICE_ACCOUNT / "token",
     )
 
 

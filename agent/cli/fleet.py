@@ -31,6 +31,8 @@ async def fleet_view(args: argparse.Namespace) -> int:
         targets = await _targets(api, args)
         rows = await _read_all(api, args, targets)
     summary = fleet.summary(rows)
+    if not rows:
+        print("prepull-agent: no nodes to show (does the selector match any?)", file=sys.stderr)
     shown = [r for r in rows if not (args.not_ready and r.ready)]
     if args.format != "text":
         print_document(args, {"nodes": [r.to_json() for r in shown], "summary": summary})

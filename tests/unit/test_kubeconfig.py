@@ -92,6 +92,19 @@ def test_a_missing_file_or_context_is_bad_input(tmp_path: Path) -> None:
         kubeconfig.load(str(path), "prod")
 
 
+def test_in_a_pod_without_a_kubeconfig_its_service_account_is_used(tmp_path: Path) -> None:
+    environ = {
+        "KUBECONFIG": str(tmp_path / "nothing"),
+        "KUBERNETES_SERVICE_HOST": "fd00::1",
+        "KUBERNETES_SERVICE_PORT": "443",
+    }
+    loaded = kubeconfig.load(None, None, environ)
+    assert (loaded.server, loaded.context) == ("https://[fd00::1]:443", "in-cluster")
+    assert loaded.token_file == Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    with pytest.raises(InputError, match="no kubeconfig"):
+        kubeconfig.load(None, "prod", environ)  # a context names a kubeconfig's
+
+
 def test_credentials_are_never_sent_in_the_clear_nor_with_forged_header_lines(
     tmp_path: Path,
 ) -> None:
