@@ -341,8 +341,8 @@ def _fleet(commands: Commands) -> None:
         "(also `kubectl prepull`)",
         "  prepull-agent fleet\n  prepull-agent fleet --not-ready -l node-role.kubernetes.io/"
         "worker\n  kubectl prepull --context prod -o json | jq '.summary'",
-        "exit codes: 0 every node shown is ready, 1 a node is not ready or does not answer, "
-        "2 bad input",
+        "exit codes: 0 every node selected (-l; --not-ready only hides rows) is ready, 1 a node "
+        "is not ready or does not answer, or the API server refused, 2 bad input",
     )
     sub.add_argument("--kubeconfig", help="the kubeconfig (default: KUBECONFIG, ~/.kube/config)")
     sub.add_argument("--context", help="the kubeconfig context (default: its current-context)")

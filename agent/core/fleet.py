@@ -113,7 +113,7 @@ def _target(node: str, pods: list[dict[str, Any]], port: str) -> Target:
 
 def _port(pod: dict[str, Any], port: str) -> int | None:
     if port.isdigit():
-        return int(port)
+        return int(port) if 0 < int(port) < 65536 else None
     for container in _list(_dig(pod, "spec", "containers")):
         for declared in _list(_dig(container, "ports")):
             number = _dig(declared, "containerPort")

@@ -53,6 +53,9 @@ def test_each_node_gets_the_running_agent_on_it_or_why_none_answers() -> None:
     assert (
         fleet.targets(["n1"], pods, "http")[0].why_not == "agent pod has no container port 'http'"
     )
+    assert fleet.targets(["n1"], pods, "70000")[0].why_not == (
+        "agent pod has no container port '70000'"
+    )
 
 
 @pytest.mark.parametrize(
