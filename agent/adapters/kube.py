@@ -72,7 +72,7 @@ class ClusterAccess:
                     "the readiness gate needs the API server: run in a pod (KUBERNETES_SERVICE_"
                     "HOST is set there) or give --kube-api https://host:port"
                 )
-            server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+            server = service_url(host, port)
         if impersonate_node and not NODE_NAME.fullmatch(node):
             # It goes into a header: nothing but a node name may.
             raise InputError(f"{node!r} is not a node name (a DNS subdomain): cannot act as it")
@@ -88,6 +88,11 @@ class ClusterAccess:
             namespace=namespace or _own_namespace(),
             impersonate_node=impersonate_node,
         )
+
+
+def service_url(host: str, port: str) -> str:
+    """The API server's URL from KUBERNETES_SERVICE_HOST and _PORT (an IPv6 host bracketed)."""
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 def _own_namespace() -> str:

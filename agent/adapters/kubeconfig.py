@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import os
+import signal
 import ssl
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.adapters.kube import SERVICE_ACCOUNT
+from agent.adapters.kube import MAX_TOKEN_BYTES, SERVICE_ACCOUNT, service_url
 from agent.adapters.registry import auth
 from agent.core import files, yamlsafe
 from agent.core.errors import AgentError, ConfigError, InputError
@@ -142,11 +144,10 @@ def in_cluster(environ: dict[str, str]) -> Kubeconfig | None:
     host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
     if not host or not port:
         return None
-    server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
     return Kubeconfig(
         source="the pod's service account",
         context="in-cluster",
-        server=server,
+        server=service_url(host, port),
         namespace=None,
         ca_file=SERVICE_ACCOUNT / "ca.crt",
         token_file=SERVICE_ACCOUNT / "token",
@@ -282,7 +283,7 @@ async def access(config: Kubeconfig) -> Access:
     token, cert = config.token, config.cert
     if config.token_file is not None:
         try:
-            token = files.read_text(config.token_file, 64 * 1024).strip()
+            token = files.read_text(config.token_file, MAX_TOKEN_BYTES).strip()
         except files.UnreadableFile as exc:
             raise InputError(f"cannot read the token file {config.token_file}: {exc}") from None
     if config.exec_plugin is not None:
@@ -303,15 +304,16 @@ async def access(config: Kubeconfig) -> Access:
 
 
 def _tls(config: Kubeconfig, cert: tuple[Path | bytes, Path | bytes] | None) -> ssl.SSLContext:
-    context = ssl.create_default_context()
+    # The inline CA wins over the file, as in kubectl; insecure-skip-tls-verify ignores both.
+    cadata = config.ca_data.decode(errors="replace") if config.ca_data is not None else None
+    cafile = str(config.ca_file) if config.ca_file is not None and cadata is None else None
     try:
         if config.insecure:
+            context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        elif config.ca_data is not None:
-            context = ssl.create_default_context(cadata=config.ca_data.decode(errors="replace"))
-        elif config.ca_file is not None:
-            context = ssl.create_default_context(cafile=str(config.ca_file))
+        else:
+            context = ssl.create_default_context(cafile=cafile, cadata=cadata)
         if cert is not None:
             _load_cert(context, *cert)
     except (OSError, ssl.SSLError, ValueError) as exc:
@@ -357,22 +359,38 @@ async def _run_exec(
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
+            process_group=0,  # its own group, so that all of it can be stopped
         )
     except OSError as exc:
         hint = f" ({plugin.install_hint.strip()})" if plugin.install_hint.strip() else ""
         raise InputError(f"cannot run the {named}: {exc.strerror or exc}{hint}") from None
+    assert process.stdout is not None
     try:
-        assert process.stdout is not None
-        output = await asyncio.wait_for(process.stdout.read(MAX_EXEC_OUTPUT + 1), EXEC_TIMEOUT)
-        code = await asyncio.wait_for(process.wait(), EXEC_TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        raise AgentError(f"the {named} gave no credential in {EXEC_TIMEOUT:.0f}s") from None
+        async with asyncio.timeout(EXEC_TIMEOUT):
+            output = await _read_at_most(process.stdout, MAX_EXEC_OUTPUT)
+            if len(output) > MAX_EXEC_OUTPUT:
+                raise AgentError(f"the {named} printed more than {MAX_EXEC_OUTPUT} bytes")
+            code = await process.wait()
+    except BaseException as exc:
+        # Its whole group: a shell's children hold the pipe open (and would block writing
+        # what is not read) after the shell itself is gone.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()  # reaped, and its pipe closed with it
+        if isinstance(exc, TimeoutError):
+            raise AgentError(f"the {named} gave no credential in {EXEC_TIMEOUT:.0f}s") from None
+        raise
     if code != 0:
         raise AgentError(f"the {named} exited {code}")
-    if len(output) > MAX_EXEC_OUTPUT:
-        raise AgentError(f"the {named} printed more than {MAX_EXEC_OUTPUT} bytes")
     return _credential(output, named)
+
+
+async def _read_at_most(stream: asyncio.StreamReader, limit: int) -> bytes:
+    """What `stream` gives until its end, or `limit` + 1 bytes: more than `limit` is too much."""
+    output = bytearray()
+    while len(output) <= limit and (chunk := await stream.read(64 * 1024)):
+        output += chunk
+    return bytes(output[: limit + 1])
 
 
 def _credential(

@@ -11,7 +11,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -156,6 +156,17 @@ def output_format(choices: tuple[str, ...]) -> Callable[[str], str]:
         )
 
     return parse
+
+
+def table_lines(rows: Sequence[Sequence[str]], headers: bool = True) -> list[str]:
+    """`rows` (the column names first) as `kubectl get` aligns a table, the last column
+    unpadded; `headers` False drops the names but keeps the columns as wide."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows if headers else rows[1:]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return lines
 
 
 def print_json(document: object) -> None:

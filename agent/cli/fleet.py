@@ -12,7 +12,13 @@ from typing import Any
 from agent.adapters import kubeconfig
 from agent.adapters.fleet import FleetApi, fleet_api
 from agent.adapters.kube import KubeApiError
-from agent.cli.common import EXIT_CONVERGED, EXIT_NOT_CONVERGED, digests_for, print_document
+from agent.cli.common import (
+    EXIT_CONVERGED,
+    EXIT_NOT_CONVERGED,
+    digests_for,
+    print_document,
+    table_lines,
+)
 from agent.core import fleet
 from agent.core.errors import AgentError
 from agent.core.progress import format_bytes
@@ -48,7 +54,7 @@ async def _targets(api: FleetApi, args: argparse.Namespace) -> list[fleet.Target
     """The nodes asked about (all, or those the label selector picks) and their agents."""
     pods = await api.pod_list(args.namespace, args.agent_selector)
     try:
-        nodes: list[str] | None = fleet.node_names(await api.node_list(args.selector))
+        node_list: dict[str, Any] | None = await api.node_list(args.selector)
     except KubeApiError as exc:
         if exc.status != 403 or args.selector:
             raise
@@ -57,10 +63,11 @@ async def _targets(api: FleetApi, args: argparse.Namespace) -> list[fleet.Target
             "prepull-agent: may not list nodes, so nodes without an agent pod are not shown",
             file=sys.stderr,
         )
-        nodes = None
+        node_list = None
     try:
+        nodes = fleet.node_names(node_list) if node_list is not None else None
         return fleet.targets(nodes, pods, args.port)
-    except fleet.NotAStatus as exc:
+    except fleet.Malformed as exc:
         raise AgentError(str(exc)) from None
 
 
@@ -82,7 +89,7 @@ async def _read_all(
                 return fleet.row(target, status)
             except TimeoutError:
                 return fleet.unanswered(target, f"no answer in {args.timeout:g}s")
-            except (KubeApiError, fleet.NotAStatus) as exc:
+            except (KubeApiError, fleet.Malformed) as exc:
                 return fleet.unanswered(target, str(exc))
 
     return list(await asyncio.gather(*(read(t) for t in targets)))
@@ -102,14 +109,7 @@ def format_fleet(
 ) -> str:
     """The rows as `kubectl get` prints a table, then the summary line (`headers` False: the
     rows only, for scripts). `show` writes image references, `lists` list digests."""
-    table: list[tuple[str, ...]] = [COLUMNS] if headers else []
-    table += [_cells(r, show, lists) for r in rows]
-    lines = []
-    if table:
-        widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS) - 1)]
-        for row in table:
-            cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-            lines.append("  ".join([*cells, row[-1]]).rstrip())
+    lines = table_lines([COLUMNS, *(_cells(r, show, lists) for r in rows)], headers)
     if headers:
         lines.append(summary_line(summary, show, lists))
     return "\n".join(lines)

@@ -9,7 +9,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.cli.common import EXIT_CONVERGED, EXIT_NOT_CONVERGED, digests_for, print_document
+from agent.cli.common import (
+    EXIT_CONVERGED,
+    EXIT_NOT_CONVERGED,
+    digests_for,
+    print_document,
+    table_lines,
+)
 from agent.core.errors import AgentError, InputError
 from agent.core.progress import PullView, format_bytes
 
@@ -83,13 +89,9 @@ def format_status(
                 _in_flight(image.get("pull")) or image.get("last_error") or "",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     if not headers:
-        lines, rows = [], rows[1:]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines)
+        lines = []
+    return "\n".join(lines + table_lines(rows, headers))
 
 
 def _in_flight(pull: dict[str, Any] | None) -> str | None:

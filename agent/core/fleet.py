@@ -69,15 +69,15 @@ class NodeRow:
         }
 
 
-class NotAStatus(ValueError):
-    """A /status answer that is not what an agent serves."""
+class Malformed(ValueError):
+    """An answer not shaped as it must be: a list from the API server, an agent's /status."""
 
 
 # -- who serves which node ---------------------------------------------------------------------
 
 
 def node_names(node_list: Any) -> list[str]:
-    """The names in a NodeList; NotAStatus if it is not one."""
+    """The names in a NodeList; Malformed if it is not one."""
     return [_name(item) for item in _items(node_list, "NodeList")]
 
 
@@ -134,13 +134,13 @@ def unanswered(target: Target, reason: str) -> NodeRow:
 
 
 def row(target: Target, status: Any) -> NodeRow:
-    """The row of a node whose agent answered `status` (its /status, parsed); NotAStatus if the
+    """The row of a node whose agent answered `status` (its /status, parsed); Malformed if the
     answer is not shaped as an agent's /status (a node's answer is checked, never trusted)."""
     if not isinstance(status, dict) or not isinstance(status.get("ready"), bool):
-        raise NotAStatus("the answer is not an agent's /status (no `ready`)")
+        raise Malformed("the answer is not an agent's /status (no `ready`)")
     images = status.get("images")
     if not isinstance(images, list) or not all(isinstance(i, dict) for i in images):
-        raise NotAStatus("the answer is not an agent's /status (`images` is not a list)")
+        raise Malformed("the answer is not an agent's /status (`images` is not a list)")
     desired = [i for i in images if i.get("state") != "skipped"]
     ready = [i for i in desired if i.get("state") == "present"]
     failing = tuple(
@@ -211,14 +211,14 @@ def _by_count(where: Mapping[str, list[str]]) -> dict[str, list[str]]:
 def _items(document: Any, kind: str) -> list[dict[str, Any]]:
     items = document.get("items") if isinstance(document, dict) else None
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise NotAStatus(f"the API server's answer is not a {kind}")
+        raise Malformed(f"the API server's answer is not a {kind}")
     return items
 
 
 def _name(item: dict[str, Any]) -> str:
     name = _dig(item, "metadata", "name")
     if not isinstance(name, str) or not name:
-        raise NotAStatus("an object in the API server's list has no name")
+        raise Malformed("an object in the API server's list has no name")
     return name
 
 

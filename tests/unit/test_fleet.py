@@ -3,12 +3,14 @@ serves which node, a row from a /status read as hostile input, the summary acros
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import pytest
 
-from agent.cli.fleet import format_fleet, short_list
+from agent.cli.fleet import _targets, format_fleet, short_list
 from agent.core import fleet
+from agent.core.errors import AgentError
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64
@@ -63,7 +65,7 @@ def test_each_node_gets_the_running_agent_on_it_or_why_none_answers() -> None:
     [None, [], {"items": "x"}, {"items": [1]}, {"items": [{"metadata": {"name": 5}}]}],
 )
 def test_lists_not_shaped_as_kubernetes_lists_are_refused(hostile: Any) -> None:
-    with pytest.raises(fleet.NotAStatus):
+    with pytest.raises(fleet.Malformed):
         fleet.node_names(hostile)
 
 
@@ -101,7 +103,7 @@ def test_a_row_counts_what_the_node_holds_lacks_and_pulls() -> None:
     ],
 )
 def test_an_answer_that_is_no_agent_status_is_refused(hostile: Any) -> None:
-    with pytest.raises(fleet.NotAStatus):
+    with pytest.raises(fleet.Malformed):
         fleet.row(fleet.Target("n1"), hostile)
 
 
@@ -177,3 +179,25 @@ def test_a_node_working_toward_a_new_list_shows_both() -> None:
     row = fleet.NodeRow("n1", "p", True, False, 0, 1, served_list=A, list=B)
     line = format_fleet([row], fleet.summary([row]), lambda s: s, short_list).splitlines()[1]
     assert f"{A[:19]} → {B[:19]}" in line
+
+
+class ListsOnly:
+    """The API as `_targets` reads it: the pods, then the nodes."""
+
+    def __init__(self, nodes: Any) -> None:
+        self.nodes = nodes
+
+    async def pod_list(self, namespace: str, selector: str) -> Any:
+        return {"items": [pod("p", "n1")]}
+
+    async def node_list(self, selector: str | None) -> Any:
+        return self.nodes
+
+
+@pytest.mark.parametrize("nodes", [{"items": [{"metadata": {}}]}, {"items": [7]}])
+async def test_a_malformed_node_list_is_an_error_that_says_so(nodes: Any) -> None:
+    args = argparse.Namespace(
+        namespace="prepull-system", agent_selector="a=b", selector=None, port="metrics"
+    )
+    with pytest.raises(AgentError, match="the API server's"):
+        await _targets(ListsOnly(nodes), args)  # type: ignore[arg-type]

@@ -184,6 +184,7 @@ def test_inline_client_certificates_load_and_a_bad_key_is_named_not_shown(tmp_pa
         ("exit 3\n", "exited 3"),
         ("echo not json\n", "no ExecCredential JSON"),
         ("echo '{\"status\": {}}'\n", "neither a token nor a client certificate"),
+        ("head -c 2000000 /dev/zero | tr '\\0' ' '\n", "printed more than 1048576 bytes"),
     ],
 )
 def test_a_failing_exec_plugin_is_reported(tmp_path: Path, script: str, said: str) -> None:
@@ -191,6 +192,18 @@ def test_a_failing_exec_plugin_is_reported(tmp_path: Path, script: str, said: st
     path = config(tmp_path / "config", exec_user(str(tmp_path / "plugin")))
     with pytest.raises(AgentError, match=said):
         asyncio.run(kubeconfig.access(kubeconfig.load(str(path))))
+
+
+def test_a_credential_after_much_output_is_read_whole(tmp_path: Path) -> None:
+    # 200 kB of padding first: more than a pipe holds, so it comes in many reads.
+    (tmp_path / "ca.pem").write_bytes(make_ca_and_server(tmp_path / "pki").ca.read_bytes())
+    plugin(
+        tmp_path,
+        "head -c 200000 /dev/zero | tr '\\0' ' '\necho '{\"status\": {\"token\": \"t\"}}'\n",
+    )
+    path = config(tmp_path / "config", exec_user(str(tmp_path / "plugin")))
+    access = asyncio.run(kubeconfig.access(kubeconfig.load(str(path))))
+    assert access.headers == {"Authorization": "Bearer t"}
 
 
 def test_a_missing_exec_plugin_gives_its_install_hint(tmp_path: Path) -> None:
