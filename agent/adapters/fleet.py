@@ -17,8 +17,10 @@ from agent.adapters.kube import KubeApiError, refusal_message
 from agent.adapters.kubeconfig import Access
 from agent.adapters.registry.transport import BodyTooLarge, read_bounded
 
-# A page of a list; the API server hands the rest on with `continue`.
+# A page of a list; the API server hands the rest on with `continue`. A list longer than
+# MAX_PAGES pages (the largest clusters hold some 15,000 nodes) is an API server that never ends.
 PAGE = 500
+MAX_PAGES = 200
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 MAX_STATUS_BYTES = 4 * 1024 * 1024
 LIST_TIMEOUT = 60.0
@@ -65,7 +67,7 @@ class FleetApi:
     async def _list(self, path: str, selector: str | None) -> dict[str, Any]:
         items: list[Any] = []
         token: Any = ""
-        while True:
+        for _ in range(MAX_PAGES):
             query = {"limit": str(PAGE)}
             if selector:
                 query["labelSelector"] = selector
@@ -87,6 +89,7 @@ class FleetApi:
             token = metadata.get("continue") if isinstance(metadata, dict) else None
             if not isinstance(token, str) or not token:
                 return {"items": items}
+        raise KubeApiError(f"GET {path}: the API server sent more than {MAX_PAGES} pages")
 
     async def _get(self, path: str, limit: int, within: float) -> tuple[int, bytes]:
         try:

@@ -16,7 +16,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.adapters.fleet import MAX_STATUS_BYTES, FleetApi
+from agent.adapters.fleet import MAX_PAGES, MAX_STATUS_BYTES, FleetApi
 from agent.adapters.kube import MAX_RESPONSE_BYTES, ClusterAccess, KubeApi, KubeApiError
 from agent.adapters.kubeconfig import Access
 from agent.core.errors import AgentError
@@ -204,6 +204,17 @@ async def test_lists_are_read_page_by_page_with_the_selector(server: Server) -> 
     assert [a.get("continue") for a in asked] == [None, "1", "2"]
     assert all(a["labelSelector"] == "pool=a" and a["limit"] == "500" for a in asked)
     assert server.tokens == ["Bearer reader"] * 3
+
+
+async def test_a_list_that_never_ends_is_an_error(server: Server) -> None:
+    async def endless(request: web.Request) -> web.Response:
+        return web.json_response({"metadata": {"continue": "again"}, "items": [{}]})
+
+    server.answer = endless
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(KubeApiError, match=f"more than {MAX_PAGES} pages"):
+            await fleet_api(session, server).pod_list("prepull-system", "a=b")
+    assert len(server.tokens) == MAX_PAGES
 
 
 @pytest.mark.parametrize(
