@@ -85,6 +85,7 @@ class Runtime:
         node: Platform,
         credentials: Callable[[Reference], Sequence[Credential]],
         *,
+        owner: str,
         on_start: Callable[[ImageEntry], None] = lambda entry: None,
         stopping: Callable[[], bool] = lambda: False,
         progress: Progress | None = None,
@@ -103,6 +104,7 @@ class Runtime:
             disk=self.disk,
             rollout=rollout,
             seeder=self.binder,
+            owner=owner,
         )
 
     async def follow_pulls(

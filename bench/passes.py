@@ -60,7 +60,9 @@ async def agent_pass(endpoint: str, text: str) -> Pass:
             config = await asyncio.to_thread(configs.parse, text, "bench.yaml")
             async with wiring.registry_client(config.registry, None) as registry:
                 await runtime.meet()
-                reconciler = runtime.reconciler(registry, await runtime.node(), lambda ref: ())
+                reconciler = runtime.reconciler(
+                    registry, await runtime.node(), lambda ref: (), owner="bench"
+                )
                 outcomes = await reconciler.converge(config, listed=listing)
                 elapsed = time.perf_counter() - started
     missed = [o for o in outcomes if not o.converged]

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from agent.core.claims import Released
 from agent.core.errors import ImageError, RegistryError, TransientRegistryError
 from agent.core.manifest import Descriptor
 from agent.core.pins import CRI_POLL_INTERVAL
@@ -20,6 +21,9 @@ from agent.core.platform import Platform
 from agent.core.ports import ImageRuntime, Resolver, TagBinder
 from agent.core.reconcile import BIND_VISIBLE_TIMEOUT
 from agent.core.reference import Reference
+
+OWNER = "conformance:one-list"
+OTHER_OWNER = "conformance:another-list"
 
 
 @dataclass(frozen=True)
@@ -96,17 +100,17 @@ async def pinning_labels_each_name_once(
 ) -> None:
     await runtime.pull(image.tagged)
     names = [image.tagged, image.by_digest, f"{image.name}:absent"]
-    assert sorted(await binder.pin(names)) == sorted(names[:2])
-    assert await binder.pin(names) == [], "already pinned: nothing to do"
+    assert sorted(await binder.pin(names, OWNER)) == sorted(names[:2])
+    assert await binder.pin(names, OWNER) == [], "already pinned: nothing to do"
 
 
 async def a_bind_labels_only_the_records_it_is_told_to(
     runtime: ImageRuntime, binder: TagBinder, image: Sample
 ) -> None:
     await runtime.pull(image.by_digest)
-    await binder.bind_tag(image.tagged, image.by_digest, pin=[image.tagged])
+    await binder.bind_tag(image.tagged, image.by_digest, pin=[image.tagged], owner=OWNER)
     names = [image.tagged, image.by_digest]
-    assert await binder.pin(names) == [image.by_digest], "the tag was labelled by the bind"
+    assert await binder.pin(names, OWNER) == [image.by_digest], "the tag was claimed by the bind"
 
 
 async def released_pins_are_this_agents_and_leave_the_records_it_keeps(
@@ -115,15 +119,36 @@ async def released_pins_are_this_agents_and_leave_the_records_it_keeps(
     # Release is node-wide (other cases' pins go too): look at this image's records only.
     await runtime.pull(image.tagged)
     names = [image.tagged, image.by_digest]
-    await binder.pin(names)
-    first = await binder.release(keep=[image.tagged])
+    await binder.pin(names, OWNER)
+    first = _names(await binder.release(OWNER, keep=[image.tagged]))
     assert image.by_digest in first and image.tagged not in first, first
-    assert not set(names) & set(await binder.release(keep=[image.tagged])), "released once"
-    assert await binder.pin(names) == [image.by_digest], "the pin label went with it"
-    assert set(names) <= set(await binder.release(keep=[]))
+    again = _names(await binder.release(OWNER, keep=[image.tagged]))
+    assert not set(names) & again, "released once"
+    assert await binder.pin(names, OWNER) == [image.by_digest], "the pin label went with it"
+    assert set(names) <= _names(await binder.release(OWNER, keep=[]))
     # CRI learns of the label's removal from containerd's event stream, a moment later.
     found = await _within(BIND_VISIBLE_TIMEOUT, lambda: _unpinned(runtime, image.tagged))
     assert found is not None, "CRI still reports it pinned"
+
+
+async def a_pin_two_owners_hold_stays_until_both_let_go(
+    runtime: ImageRuntime, binder: TagBinder, image: Sample
+) -> None:
+    await runtime.pull(image.by_digest)
+    names = [image.by_digest]
+    await binder.pin(names, OWNER)
+    await binder.pin(names, OTHER_OWNER)
+    mine = [r for r in await binder.release(OWNER) if r.name == image.by_digest]
+    assert mine and mine[0].kept_by == (OTHER_OWNER,), mine
+    held = (await binder.pins())[image.by_digest]
+    assert held.pinned and [name for _, name in held.owners] == [OTHER_OWNER], held
+    theirs = [r for r in await binder.release(OTHER_OWNER) if r.name == image.by_digest]
+    assert theirs and theirs[0].kept_by == (), theirs
+    assert image.by_digest not in await binder.pins(), "no holder left, no pin"
+
+
+def _names(released: Sequence[Released]) -> set[str]:
+    return {r.name for r in released}
 
 
 async def _unpinned(runtime: ImageRuntime, name: str) -> NodeImage | None:
@@ -164,6 +189,7 @@ CASES: list[Callable[[ImageRuntime, TagBinder, Sample], Awaitable[None]]] = [
     pinning_labels_each_name_once,
     a_bind_labels_only_the_records_it_is_told_to,
     released_pins_are_this_agents_and_leave_the_records_it_keeps,
+    a_pin_two_owners_hold_stays_until_both_let_go,
     a_tag_the_registry_lacks_fails_its_pull_for_good,
     binding_a_tag_to_absent_content_is_an_image_error,
 ]

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 
+from agent.core import claims
 from agent.core.errors import ImageError, RegistryError, RuntimeUnavailable
 from agent.core.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, Resolution
 from agent.core.plan import NodeImage
@@ -94,8 +95,8 @@ class FakeRuntime:
 class FakeBinder:
     def __init__(self, runtime: FakeRuntime) -> None:
         self.runtime = runtime
-        self.pinned: list[str] = []
-        """Records this agent pinned (the pin label and its own label)."""
+        self.labels: dict[str, dict[str, str]] = {}
+        """Each record's labels that say who holds its pin (agent.core.claims)."""
         self.pin_calls = 0
         self.release_calls = 0
         self.seeded_for: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
@@ -118,32 +119,67 @@ class FakeBinder:
             pulls = tuple(self.runtime.pulls[before:])
             self.seeded_for.append((image, tuple(d for d, _ in documents), pulls))
 
-    async def release(self, keep: Collection[str]) -> list[str]:
+    @property
+    def pinned(self) -> list[str]:
+        """Records labelled pinned, in the order they were first labelled."""
+        return [n for n, labels in self.labels.items() if claims.Holders.of(labels).pinned]
+
+    def _known(self) -> set[str]:
+        return {n for i in self.runtime.images for n in (*i.repo_tags, *i.repo_digests)}
+
+    def _write(self, name: str, changes: claims.Changes) -> None:
+        self.labels[name] = claims.applied(self.labels.get(name, {}), changes)
+        if claims.Holders.of(self.labels[name]).pinned:
+            self.runtime.pinned_names.add(name)
+        else:
+            self.runtime.pinned_names.discard(name)
+
+    async def pin_labels(self, names: Collection[str]) -> dict[str, dict[str, str]]:
+        known = self._known()
+        return {n: claims.relevant(self.labels.get(n, {})) for n in names if n in known}
+
+    async def release(self, owner: str, keep: Collection[str] = ()) -> list[claims.Released]:
         self.release_calls += 1
-        known = {n for i in self.runtime.images for n in (*i.repo_tags, *i.repo_digests)}
-        gone = [n for n in self.pinned if n not in keep and n in known]
-        self.pinned = [n for n in self.pinned if n not in gone]
-        self.runtime.pinned_names.difference_update(gone)
+        known = self._known()
+        gone = []
+        for name, labels in list(self.labels.items()):
+            changes = claims.release(labels, owner) if name in known and name not in keep else {}
+            if changes:
+                self._write(name, changes)
+                gone.append(
+                    claims.Released(name, tuple(claims.Holders.of(self.labels[name]).names()))
+                )
         return gone
 
-    async def pin(self, names: Sequence[str]) -> list[str]:
+    async def pin(
+        self,
+        names: Sequence[str],
+        owner: str,
+        before: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> list[str]:
         self.pin_calls += 1
-        known = {n for i in self.runtime.images for n in (*i.repo_tags, *i.repo_digests)}
-        new = [n for n in names if n in known and n not in self.pinned]
-        self.pinned.extend(new)
-        self.runtime.pinned_names.update(new)
-        return new
+        known = self._known()
+        done = []
+        for name in names:
+            changes = claims.claim(self.labels.get(name, {}), owner, (before or {}).get(name))
+            if name in known and changes:
+                self._write(name, changes)
+                done.append(name)
+        return done
+
+    async def pins(self) -> dict[str, claims.Holders]:
+        held = {n: claims.Holders.of(labels) for n, labels in self.labels.items()}
+        return {n: h for n, h in held.items() if n in self._known() and (h.pinned or h.marked)}
 
     async def bind_tag(
-        self, tag_name: str, content_name: str, *, pin: Collection[str] = ()
+        self, tag_name: str, content_name: str, *, pin: Collection[str] = (), owner: str = ""
     ) -> None:
         content = next((i for i in self.runtime.images if content_name in i.repo_digests), None)
         if content is None:
             raise ImageError(tag_name, f"binding the tag failed: {content_name} is not present")
         for name in (content_name, tag_name):
-            if name in pin and name not in self.pinned:
-                self.pinned.append(name)
-                self.runtime.pinned_names.add(name)
+            if name in pin:
+                self._write(name, claims.claim(self.labels.get(name, {}), owner))
         self.runtime.images = [
             NodeImage(i.id, tuple(t for t in i.repo_tags if t != tag_name), i.repo_digests, i.size)
             for i in self.runtime.images

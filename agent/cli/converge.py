@@ -27,6 +27,7 @@ from agent.cli.common import (
 )
 from agent.cli.live import LiveDisplay
 from agent.core import config as configs
+from agent.core.claims import Released, owner_of
 from agent.core.config import PreloadConfig
 from agent.core.errors import InputError
 from agent.core.plan import Action, NodeImage, Step
@@ -73,7 +74,9 @@ async def once(args: argparse.Namespace) -> int:
             config.registry, hosts_dir_of(args), files.lookup
         ) as registry:
             if args.dry_run:
-                reconciler = runtime.reconciler(registry, node, files.lookup)
+                reconciler = runtime.reconciler(
+                    registry, node, files.lookup, owner=owner_of(args.owner, str(args.config))
+                )
                 return _print_plan(await reconciler.plan(config, listing), args)
             outcomes, released = await _converge_once(
                 args, config, runtime, registry, node, files.lookup, listing
@@ -86,15 +89,19 @@ async def once(args: argparse.Namespace) -> int:
                 "node": str(node),
                 "converged": not failed,
                 "images": [outcome_document(o) for o in outcomes],
-                "released_pins": released,
+                "owner": owner_of(args.owner, str(args.config)),
+                "released_pins": [r.name for r in released if not r.kept_by],
+                "kept_pins": {r.name: list(r.kept_by) for r in released if r.kept_by},
             },
         )
         return EXIT_NOT_CONVERGED if failed else EXIT_CONVERGED
-    for name in released:  # with --no-headers, stdout holds the image rows and nothing else
-        print(
-            f"unpinned {name}  (no longer listed: kubelet's image GC may reclaim it)",
-            file=sys.stderr if args.no_headers else sys.stdout,
+    for r in released:  # with --no-headers, stdout holds the image rows and nothing else
+        line = (
+            f"released {r.name}  (no longer listed; still pinned for {', '.join(r.kept_by)})"
+            if r.kept_by
+            else f"unpinned {r.name}  (no longer listed: kubelet's image GC may reclaim it)"
         )
+        print(line, file=sys.stderr if args.no_headers else sys.stdout)
     counts = {
         s: sum(o.status == s for o in outcomes)
         for s in (Status.HIT, Status.PULLED, Status.BOUND, Status.SKIPPED)
@@ -131,7 +138,7 @@ async def _converge_once(
     node: Platform,
     credentials: Callable[[Reference], Sequence[Credential]],
     listed: Awaitable[list[NodeImage]],
-) -> tuple[list[Outcome], list[str]]:
+) -> tuple[list[Outcome], list[Released]]:
     """One pass, printing each image's line as soon as it is done. On a terminal, the pulls in
     flight are drawn below the results (bytes so far, rate) and redrawn; with -v, a pull still
     running logs how far it has got every PROGRESS_LOG_SECONDS. Returns the outcomes and the
@@ -161,6 +168,7 @@ async def _converge_once(
         registry,
         node,
         credentials,
+        owner=owner_of(args.owner, str(args.config)),
         on_start=lambda entry: log.info("%s: started", entry.written),
         progress=progress,
     )
@@ -253,6 +261,13 @@ async def run(args: argparse.Namespace) -> int:
         strict_readiness=args.strict_readiness,
         progress_log_interval=args.progress_log_interval,
         node_name=args.node_name or os.environ.get("NODE_NAME") or socket.gethostname(),
+        owner=owner_of(
+            args.owner or os.environ.get("PREPULL_OWNER"),
+            str(args.config),
+            pod_name=os.environ.get("POD_NAME", ""),
+            pod_namespace=os.environ.get("POD_NAMESPACE", ""),
+        ),
+        converge_deadline=args.converge_deadline,
         gate=_gate_settings(args),
         containerd_config=args.containerd_config,
     )

@@ -102,3 +102,12 @@ def daemon_seconds(
         metavar="SECONDS",
         help=f"{what} (default {default:g})",
     )
+
+
+def owner(sub: argparse.ArgumentParser, default: str) -> None:
+    sub.add_argument(
+        "--owner",
+        metavar="NAME",
+        help="whose pins these are: a pin is released only when no owner still lists its image, "
+        f'and an owner releases only its own (default {default}; README, "Pins")',
+    )

@@ -7,8 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from agent.adapters.kube import SERVICE_ACCOUNT
-from agent.cli import converge, doctor, flags, fleet, lists, locking, status
+from agent.cli import converge, doctor, flags, fleet, gate_flags, lists, locking, status
 from agent.cli.common import (
     EXITS,
     VERBOSE_HELP,
@@ -82,10 +81,19 @@ def _once(commands: Commands) -> None:
         "  prepull-agent once --config preload.yaml --cri-endpoint unix:///run/k3s/containerd/"
         "containerd.sock\n"
         "  prepull-agent once --config preload.yaml --dry-run",
-        f"{EXITS}\nwith --dry-run: 0 nothing to pull or bind (refused entries listed), 1 "
+        "exit codes: 0 the node is ready by the list (every image for this node present; one "
+        "refused or failed for good is reported, not waited for, unless --strict), 1 not ready, "
+        "2 bad input\nwith --dry-run: 0 nothing to pull or bind (refused entries listed), 1 "
         "something to pull or bind, or a registry that could not be asked, 2 bad input",
     )
     flags.config(once)
+    flags.owner(once, "file:<the --config file's absolute path>")
+    once.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 unless every entry for this node is present (for CI: a refused or "
+        "permanently failed entry fails the run)",
+    )
     cri_endpoint_arg(once)
     flags.node_platform(once)
     once.add_argument(
@@ -110,6 +118,11 @@ def _run(commands: Commands) -> None:
         "exit codes: 0 after SIGTERM/SIGINT, 2 bad input at start",
     )
     flags.config(run)
+    flags.owner(
+        run,
+        "$PREPULL_OWNER; in a DaemonSet's pod ($POD_NAME, $POD_NAMESPACE) daemonset:<ns>/<name>; "
+        "else file:<the --config file's absolute path>",
+    )
     cri_endpoint_arg(run)
     flags.node_platform(run)
     flags.containerd_config(run)
@@ -145,80 +158,21 @@ def _run(commands: Commands) -> None:
         0.1,
         "how often to count new containers as cache hits or misses",
     )
-    gate = run.add_argument_group(
-        "readiness gate (opt-in; needs deploy/readiness-gate RBAC)",
-        "keep pods off the node until its list is preloaded: a prepull.io/PrepullReady node "
-        "condition, "
-        "and the removal of a startup taint",
-    )
-    gate.add_argument(
-        "--node-condition",
-        action="store_true",
-        help="keep this node's prepull.io/PrepullReady condition (status, reason, message naming "
-        "what is "
-        "missing) up to date",
-    )
-    gate.add_argument(
-        "--remove-startup-taint",
-        metavar="KEY",
-        help="remove the taint KEY (e.g. prepull.io/not-ready, from kubelet's "
-        "--register-with-taints or Karpenter's startupTaints) from this node once it is ready",
-    )
-    gate.add_argument(
-        "--ready-timeout",
-        type=seconds_arg(1),
-        metavar="SECONDS",
-        help="remove the startup taint anyway after this long, and say so (default: wait)",
-    )
-    gate.add_argument(
-        "--no-node-events",
-        dest="node_events",
-        action="store_false",
-        help="record no Events on the Node (by default the gate records failing images and its "
-        "decisions there, for `kubectl describe node`; that needs events create/patch in the "
-        "agent's namespace)",
-    )
-    gate.add_argument(
-        "--impersonate-node",
-        action="store_true",
-        help="act as this node (system:node:NAME) through constrained impersonation (Kubernetes "
-        "1.36+, deploy/overlays/node-readiness-controller-impersonation): the API server then "
-        "lets the agent write only its own Node; for --node-condition, not for a taint",
-    )
-    gate.add_argument(
-        "--events-namespace",
-        metavar="NAMESPACE",
-        help="where Events about the Node go (default $POD_NAMESPACE, from the downward API: "
-        "metadata.namespace; else the service account's namespace; else default)",
-    )
-    gate.add_argument(
-        "--node-name",
-        help="this node's name (default $NODE_NAME, from the downward API: spec.nodeName; "
-        "else the hostname): the gate's node, and this node's place in a rollout's spread",
-    )
-    gate.add_argument(
-        "--kube-api",
-        metavar="URL",
-        help="the API server (default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)",
-    )
-    gate.add_argument(
-        "--kube-token-file",
-        type=Path,
-        metavar="FILE",
-        help=f"bearer token, read again for every request (default {SERVICE_ACCOUNT}/token)",
-    )
-    gate.add_argument(
-        "--kube-ca-file",
-        type=Path,
-        metavar="FILE",
-        help=f"CA bundle of the API server (default {SERVICE_ACCOUNT}/ca.crt)",
-    )
+    gate_flags.add(run)
     flags.daemon_seconds(
         run,
         "--progress-log-interval",
         "progress_log_interval",
         0.1,
         "a pull still running logs its bytes so far and rate this often",
+    )
+    flags.daemon_seconds(
+        run,
+        "--converge-deadline",
+        "converge_deadline",
+        1.0,
+        "a ready node still converging to a new list after this long is reported overdue "
+        "(/status, prepull_converging_overdue, fleet); it stays ready",
     )
     run.add_argument(
         "--strict-readiness",

@@ -1,5 +1,6 @@
-"""Pins: the label that keeps preloaded images from kubelet's image GC, put on the records the
-list owns, taken off those it no longer owns, and read back as CRI reports it."""
+"""Pins: the label that keeps preloaded images from kubelet's image GC, claimed by the list's
+owner on the records the list owns, let go of when it no longer owns them (the pin goes when no
+one holds it: agent.core.claims), and read back as CRI reports it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
+from agent.core.claims import Released
 from agent.core.config import ImageEntry, Kind, PreloadConfig
 from agent.core.errors import AgentError
 from agent.core.ports import ImageRuntime, Outcome, Status, TagBinder
@@ -21,32 +23,68 @@ CRI_POLL_INTERVAL = 0.05
 
 
 class PinKeeper:
+    """The pins of one owner (a list's identity, agent.core.claims): claimed on what the list
+    preloaded, let go of when the list drops it. Other owners' claims and pins set by anyone
+    else are never released."""
+
     def __init__(
-        self, binder: TagBinder, runtime: ImageRuntime, clock: Callable[[], float]
+        self, binder: TagBinder, runtime: ImageRuntime, clock: Callable[[], float], owner: str
     ) -> None:
         self._binder = binder
         self._runtime = runtime
         self._clock = clock
+        self.owner = owner
         self._released_for: tuple[PreloadConfig, frozenset[str]] | None = None
-        """The list, and the records it owned, when this agent's pins were last released:
+        """The list, and the records it owned, when this owner's pins were last released:
         released again only when the records change (a steady pass costs no call, and the
         same list object not even the set)."""
+        self._claimed: frozenset[str] = frozenset()
+        """Records this owner's claim was last seen written on."""
+        self._before: asyncio.Task[dict[str, dict[str, str]]] | None = None
+        """The pin labels of the list's records before the pass's first pull (a pull may
+        rewrite them); taken once a pass, by the first pull."""
 
-    async def pin(self, outcomes: Sequence[Outcome]) -> bool:
-        """Label what we preloaded so kubelet's image GC keeps it (containerd 1.6.22+, 1.7.3+);
-        True if any label was added."""
-        names = [name for o in outcomes for name in names_of(o)]
+    async def before_pull(self, config: PreloadConfig) -> None:
+        """Before any pull of this pass: note who holds the pins of the list's records, so
+        what the pull rewrites is written back (agent.core.claims.claim)."""
+        if not config.pin:
+            return
+        if self._before is None:
+            names = [name for entry in config.images for name in pin_names(entry)]
+            self._before = asyncio.ensure_future(self._binder.pin_labels(names))
         try:
-            return bool(await self._binder.pin(names))
+            await asyncio.shield(self._before)
+        except AgentError as exc:
+            log.warning("could not read the pin labels before pulling: %s", exc)
+
+    def _seen_before(self) -> dict[str, dict[str, str]]:
+        task, self._before = self._before, None
+        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+            return {}
+        return task.result()
+
+    async def pin(self, outcomes: Sequence[Outcome], *, reported: bool) -> bool:
+        """Claim the pins of what we preloaded so kubelet's image GC keeps it (containerd
+        1.6.22+, 1.7.3+); True if any label changed. `reported`: the runtime reports every one
+        pinned already, so a steady pass whose claims are known costs no call."""
+        names = [name for o in outcomes for name in names_of(o)]
+        before = self._seen_before()
+        if reported and set(names) <= self._claimed and not before:
+            return False
+        try:
+            labelled = await self._binder.pin(names, self.owner, before)
         except AgentError as exc:
             # Pinning protects against GC; failing to pin does not make the node wrong.
             log.warning("could not label images as pinned: %s", exc)
             return False
+        self._claimed = frozenset(names)
+        return bool(labelled)
 
-    async def release(self, config: PreloadConfig) -> list[str]:
-        """Take this agent's pins off records the list no longer owns (every pin, with `pin:
-        false`), so kubelet's image GC may reclaim them: a list that changes must not leak
-        disk on every node. Entries that failed this pass still own their records."""
+    async def release(self, config: PreloadConfig) -> list[Released]:
+        """Take this owner off the pins of records its list no longer owns (every one, with
+        `pin: false`), so kubelet's image GC may reclaim what nobody else holds: a list that
+        changes must not leak disk on every node. Entries that failed this pass still own
+        their records."""
         if self._released_for is not None and self._released_for[0] is config:
             return []
         owned = frozenset(
@@ -56,11 +94,12 @@ class PinKeeper:
             self._released_for = (config, owned)
             return []
         try:
-            released = await self._binder.release(owned)
+            released = await self._binder.release(self.owner, owned)
         except AgentError as exc:
             log.warning("could not release the pins of images no longer listed: %s", exc)
             return []
         self._released_for = (config, owned)
+        self._claimed &= owned
         return released
 
     async def read_back(self, outcomes: list[Outcome]) -> list[Outcome]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from enum import StrEnum
 from typing import Protocol
 
+from agent.core.claims import Holders, Released
 from agent.core.config import ImageEntry
 from agent.core.credentials import Credential
 from agent.core.manifest import Manifest, Resolution
@@ -32,10 +33,17 @@ class TagBinder(Protocol):
     agent.adapters.runtime.containerd)."""
 
     async def bind_tag(
-        self, tag_name: str, content_name: str, *, pin: Collection[str] = ()
+        self, tag_name: str, content_name: str, *, pin: Collection[str] = (), owner: str = ""
     ) -> None: ...
-    async def pin(self, names: Sequence[str]) -> list[str]: ...
-    async def release(self, keep: Collection[str]) -> list[str]: ...
+    async def pin_labels(self, names: Collection[str]) -> dict[str, dict[str, str]]: ...
+    async def pin(
+        self,
+        names: Sequence[str],
+        owner: str,
+        before: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> list[str]: ...
+    async def release(self, owner: str, keep: Collection[str] = ()) -> list[Released]: ...
+    async def pins(self) -> dict[str, Holders]: ...
 
 
 class ContentSeeder(Protocol):

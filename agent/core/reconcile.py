@@ -10,7 +10,8 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from agent.core import room
-from agent.core.config import ImageEntry, Kind, PreloadConfig, format_duration
+from agent.core.claims import Released
+from agent.core.config import ImageEntry, Kind, PreloadConfig
 from agent.core.credentials import Credential
 from agent.core.deadline import within_deadline
 from agent.core.disk import DiskGuard, footprint
@@ -31,7 +32,7 @@ from agent.core.ports import ContentSeeder, ImageRuntime, Outcome, Resolver, Sta
 from agent.core.progress import Progress
 from agent.core.pulling import Puller
 from agent.core.reference import Reference
-from agent.core.rollout import Rollout, holds_any
+from agent.core.rollout import Rollout, holds_any, waiting_for_slot
 from agent.core.slots import PullSlots, all_done, deciding, raise_runtime_unavailable
 
 # After a bind, CRI learns of the new tag from containerd's event stream, a moment later.
@@ -58,6 +59,7 @@ class Reconciler:
         disk: DiskGuard | None = None,
         rollout: Rollout | None = None,
         seeder: ContentSeeder | None = None,
+        owner: str = "",
     ) -> None:
         self._runtime = runtime
         self._registry = registry
@@ -75,8 +77,12 @@ class Reconciler:
         """The disk budget pulls are admitted by, if any."""
         self._rollout = rollout
         """Where new content waits for this node's moment (daemon mode), if anywhere."""
-        self._pins = PinKeeper(binder, runtime, clock) if binder is not None else None
-        self.released: list[str] = []
+        self._pins = PinKeeper(binder, runtime, clock, owner) if binder is not None else None
+        self._owner = owner
+        """Whose pins this reconciler claims and releases (agent.core.claims)."""
+        self.released: list[Released] = []
+        self._config: PreloadConfig | None = None
+        """The list of the pass under way."""
         """Records whose pin the last pass took back: they left the list."""
         self._settled_before: dict[ImageEntry, tuple[Seen, Outcome]] = {}
         self._settled_now: dict[ImageEntry, tuple[Seen, Outcome]] = {}
@@ -97,6 +103,7 @@ class Reconciler:
         and may hand back a list adopted meanwhile (the daemon's): images no longer listed are
         cancelled (their pulls too), new ones start, the rest go on undisturbed."""
         state = await self.snapshot(listed)
+        self._config = config
         if self._rollout is not None:
             if not self._rollout.looked:  # once: a walk of thousands of entries is hot
                 self._rollout.first_look(holds_any(config.images, self._node, state))
@@ -132,7 +139,7 @@ class Reconciler:
                 raise_runtime_unavailable(running.values())
                 if adopted is None:
                     break
-                config = adopted
+                config = self._config = adopted
                 state = await self.snapshot()
                 log.info("new list adopted mid-pass", extra={"event": "config_applied"})
             outcomes = [
@@ -223,9 +230,7 @@ class Reconciler:
         self.released = await self._pins.release(config)
         if not config.pin:
             return outcomes
-        if self._pins_honoured and all_pinned:
-            return outcomes
-        labelled = await self._pins.pin(outcomes)
+        labelled = await self._pins.pin(outcomes, reported=self._pins_honoured and all_pinned)
         # Read pins back only when this pass labelled something (here, or binding as it
         # went): a runtime that does not report our label would otherwise be asked for two
         # seconds on every pass.
@@ -295,7 +300,7 @@ class Reconciler:
             self._on_start(entry)
             bound = await self._bind(entry, step.bind_tag, step.present.id, pin)
             return _present(entry, Status.BOUND, step.reason, step.digest, bound)
-        waiting = self._rollout_wait(step, slots.rollout_spread)
+        waiting = waiting_for_slot(self._rollout, step.digest, slots.rollout_spread)
         if waiting is not None:
             return Outcome(entry, Status.DEFERRED, waiting)
         async with contextlib.AsyncExitStack() as seeding:
@@ -308,6 +313,8 @@ class Reconciler:
         entry = step.entry
         assert step.pull_ref is not None
         disk = self._disk if slots.disk_budget < 100 else None
+        if self._pins is not None and self._config is not None:
+            await self._pins.before_pull(self._config)
         async with slots.checking(entry.reference.domain):
             resolution = await within_deadline(self._check(entry.reference, step))
             refusal = resolution.refusal()
@@ -374,19 +381,6 @@ class Reconciler:
             _present(entry, Status.PULLED, step.reason, digest, pulled), pull_attempted=True
         )
 
-    def _rollout_wait(self, step: Step, spread: float) -> str | None:
-        """Why new content waits for this node's moment in the rollout, or None to pull now.
-        Decided before any registry request: a waiting node costs the registry nothing."""
-        if self._rollout is None or step.digest is None:
-            return None
-        due = self._rollout.not_before(step.digest, spread)
-        if due is None:
-            return None
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(due))
-        return (
-            f"waiting for its rollout slot until {when} (rollout.spread {format_duration(spread)})"
-        )
-
     async def _check(self, ref: Reference, step: Step) -> Resolution:
         """What the content is, to check it against this node's platform before pulling."""
         target = ref.pinned(step.digest) if step.digest else ref
@@ -403,7 +397,7 @@ class Reconciler:
                 "this runtime is not containerd, so the tag cannot be bound to the pinned "
                 f"digest; {ref.by_digest()} is preloaded, pods must reference the digest",
             )
-        await self._binder.bind_tag(tag, ref.by_digest(), pin=pin)
+        await self._binder.bind_tag(tag, ref.by_digest(), pin=pin, owner=self._owner)
         return await self._until_visible(tag, image_id)
 
     async def _until_visible(self, tag: str, image_id: str) -> NodeImage:

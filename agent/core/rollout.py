@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from agent.core.config import ImageEntry
+from agent.core.config import ImageEntry, format_duration
 from agent.core.plan import NodeState, inputs
 from agent.core.platform import Platform
 
@@ -91,3 +91,15 @@ class Rollout:
         now = self.clock()
         later = [due - now for due in self.moments.values() if due > now]
         return min(later) if later else None
+
+
+def waiting_for_slot(rollout: Rollout | None, digest: str | None, spread: float) -> str | None:
+    """Why new content waits for this node's moment in the rollout, or None to pull now.
+    Decided before any registry request: a waiting node costs the registry nothing."""
+    if rollout is None or digest is None:
+        return None
+    due = rollout.not_before(digest, spread)
+    if due is None:
+        return None
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(due))
+    return f"waiting for its rollout slot until {when} (rollout.spread {format_duration(spread)})"

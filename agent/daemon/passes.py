@@ -12,6 +12,7 @@ from agent import wiring
 from agent.adapters.registry.client import RegistryClient
 from agent.adapters.runtime import containerd_config, containerd_process
 from agent.core import pullpath, room
+from agent.core.claims import Released, released_text
 from agent.core.config import ImageEntry, PreloadConfig
 from agent.core.deadline import within_deadline
 from agent.core.errors import AgentError, RuntimeUnavailable
@@ -120,17 +121,25 @@ class PassLoop:
             observe_images(shared.metrics, shared.report)
         shared.report_changed.set()
 
-    def _report_released(self, released: Sequence[str]) -> None:
-        """Pins taken back this pass: the images left the list, kubelet's GC may take them."""
+    def _report_released(self, released: Sequence[Released]) -> None:
+        """Claims let go of this pass: the images left the list. A pin no one else holds is
+        gone (kubelet's GC may take the image); one others hold stays, and says for whom."""
         if not released:
             return
-        self._shared.metrics.unpinned.inc(len(released))
-        self._shared.report.released_pins = {"images": list(released), "at": time.time()}
-        for name in released:
+        unpinned = [r.name for r in released if not r.kept_by]
+        self._shared.metrics.unpinned.inc(len(unpinned))
+        self._shared.report.released_pins = {
+            "images": unpinned,
+            "kept": {r.name: list(r.kept_by) for r in released if r.kept_by},
+            "owner": self._shared.settings.owner,
+            "at": time.time(),
+        }
+        for r in released:
             log.info(
-                "%s: pin released, no longer listed (kubelet's image GC may reclaim it)",
-                name,
-                extra={"event": "pin_released", "image": name},
+                "%s: %s",
+                r.name,
+                released_text(r),
+                extra={"event": "pin_released", "image": r.name, "kept_by": list(r.kept_by)},
             )
 
     async def _report_disk(self, runtime: wiring.Runtime, budget: float) -> None:
@@ -184,6 +193,7 @@ class PassLoop:
                 registry,
                 node,
                 self._shared.credentials,
+                owner=self._shared.settings.owner,
                 on_start=self._started,
                 stopping=self._shared.stop.is_set,
                 progress=self._shared.progress,

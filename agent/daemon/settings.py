@@ -35,6 +35,11 @@ class DaemonSettings:
     node_name: str = ""
     """This node's name (--node-name, $NODE_NAME, else the hostname): where it falls in a
     rollout's spread (agent.core.rollout) depends on it."""
+    owner: str = "daemon"
+    """Whose pins this daemon claims and releases (agent.core.claims.owner_of)."""
+    converge_deadline: float = 1800.0
+    """A ready node converging to a new list longer than this (plus the list's rollout.spread)
+    is reported overdue; it stays ready."""
     gate: GateSettings | None = None
     """The readiness gate (agent.core.gate), if asked for; None: the agent never calls the API."""
     containerd_config: Path | None = None

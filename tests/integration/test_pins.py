@@ -11,15 +11,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.core import platform as platforms
+from agent.core.claims import owner_key
 from tests.harness.containerd import Containerd
-from tests.harness.daemon import ConfigMapVolume, listing
+from tests.harness.daemon import ConfigMapVolume, DaemonProc, listing
 from tests.harness.images import PushedImage, push_image
 from tests.harness.registry import Registry
 from tests.integration.conftest import image_status, once, write_config
 
 NODE = str(platforms.detect())
 PIN = "io.cri-containerd.pinned=pinned"
-OURS = "prepull.io/pinned=true"
+LIST = "test:one-list"
+OURS = f"{owner_key(LIST)}={LIST}"
+FOREIGN = "prepull.io/foreign-pin=true"
 
 
 def labels(containerd: Containerd, name: str) -> str:
@@ -62,11 +65,12 @@ def test_once_unpins_what_left_the_list_and_never_a_pin_it_did_not_set(
     theirs = push_image(registry, repo + "/theirs", "1", (NODE,))
     pinned_by_someone_else(tmp_path, registry, containerd, theirs)
     both = write_config(tmp_path / "both.yaml", registry, [kept.pinned(), dropped.pinned()])
-    assert once(containerd, both).code == 0
+    assert once(containerd, both, "--owner", LIST).code == 0
     for image in (kept, dropped):
         assert PIN in labels(containerd, image.tagged) and OURS in labels(containerd, image.tagged)
 
-    result = once(containerd, write_config(tmp_path / "kept.yaml", registry, [kept.pinned()]))
+    kept_only = write_config(tmp_path / "kept.yaml", registry, [kept.pinned()])
+    result = once(containerd, kept_only, "--owner", LIST)
 
     assert result.code == 0, result
     assert f"unpinned {dropped.tagged}" in result.stdout, result.stdout
@@ -82,7 +86,7 @@ def test_once_unpins_what_left_the_list_and_never_a_pin_it_did_not_set(
         assert eventually(lambda: not _pinned(containerd, dropped.tagged)), "still pinned"
         assert _pinned(containerd, theirs.tagged)
 
-    again = once(containerd, write_config(tmp_path / "kept2.yaml", registry, [kept.pinned()]))
+    again = once(containerd, kept_only, "--owner", LIST)
     assert "unpinned" not in again.stdout, "released once"
 
 
@@ -92,10 +96,10 @@ def test_the_daemon_unpins_an_image_when_the_list_drops_it(
     kept = push_image(registry, repo + "/kept", "1", (NODE,))
     dropped = push_image(registry, repo + "/dropped", "1", (NODE,))
     volume.write(listing(registry, [kept.pinned(), dropped.pinned()], "resync: 1h\n"))
-    daemon = start_daemon(volume.path, "--watch-interval", "0.2")
+    daemon = start_daemon(volume.path, "--watch-interval", "0.2", "--owner", LIST)
     daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 60, "readiness")
     assert OURS in labels(containerd, dropped.tagged)
-    # The first pass released what earlier tests pinned on this shared containerd.
+    # The first pass may have released what earlier tests' `--owner LIST` runs pinned.
     before = daemon.metric("prepull_images_unpinned_total") or 0
 
     volume.write(listing(registry, [kept.pinned()], "resync: 1h\n"))
@@ -110,3 +114,129 @@ def test_the_daemon_unpins_an_image_when_the_list_drops_it(
     released = json.loads(daemon.get("/status")[1])["released_pins"]
     assert released["images"] == [dropped.tagged], released
     assert f"{dropped.tagged}: pin released, no longer listed" in daemon.log()
+
+
+def holders(containerd: Containerd, name: str) -> list[str]:
+    """The owners whose claims the record `name` carries, by name."""
+    row = labels(containerd, name)
+    return sorted(
+        part.partition("=")[2]
+        for part in row.split()[-1].split(",")
+        if part.startswith("prepull.io/owner.")
+    )
+
+
+def released_kept(daemon: DaemonProc) -> dict[str, list[str]]:
+    pins = json.loads(daemon.get("/status")[1])["released_pins"] or {}
+    return pins.get("kept") or {}
+
+
+def test_two_daemons_keep_each_others_pins_through_list_changes_and_restarts(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str, start_daemon
+) -> None:
+    shared = push_image(registry, repo + "/shared", "1", (NODE,))
+    a_only = push_image(registry, repo + "/a", "1", (NODE,))
+    b_only = push_image(registry, repo + "/b", "1", (NODE,))
+    third = push_image(registry, repo + "/third", "1", (NODE,))
+    vol_a, vol_b = ConfigMapVolume(tmp_path / "a"), ConfigMapVolume(tmp_path / "b")
+    vol_a.write(listing(registry, [shared.pinned(), a_only.pinned()], "resync: 1h\n"))
+    vol_b.write(listing(registry, [shared.pinned(), b_only.pinned()], "resync: 1h\n"))
+    team_a = start_daemon(vol_a.path, "--owner", "team-a")
+    team_b = start_daemon(vol_b.path, "--owner", "team-b")
+    for daemon in (team_a, team_b):
+        daemon.wait_for(lambda d=daemon: d.get("/readyz")[0] == 200, 60, "readiness")
+    assert eventually(lambda: holders(containerd, shared.tagged) == ["team-a", "team-b"]), labels(
+        containerd, shared.tagged
+    )
+    assert holders(containerd, a_only.tagged) == ["team-a"]
+    assert holders(containerd, b_only.tagged) == ["team-b"]
+
+    # team-a drops the shared image: team-b still lists it, so the pin stays, and says for whom.
+    vol_a.write(listing(registry, [a_only.pinned()], "resync: 1h\n"))
+    team_a.wait_for(lambda: shared.tagged in released_kept(team_a), 30, "team-a's release")
+    assert released_kept(team_a)[shared.tagged] == ["team-b"]
+    assert PIN in labels(containerd, shared.tagged)
+    assert holders(containerd, shared.tagged) == ["team-b"]
+
+    # team-b restarts: its first pass releases nothing of team-a's.
+    team_b.terminate()
+    team_b = start_daemon(vol_b.path, "--owner", "team-b")
+    team_b.wait_for(lambda: team_b.get("/readyz")[0] == 200, 60, "readiness after restart")
+    assert holders(containerd, a_only.tagged) == ["team-a"] and PIN in labels(
+        containerd, a_only.tagged
+    )
+
+    # An operator's `once` with a third list (its own owner: its file) releases none of theirs.
+    debug = write_config(tmp_path / "debug.yaml", registry, [third.pinned()])
+    result = once(containerd, debug)
+    assert result.code == 0, result
+    assert "unpinned" not in result.stdout and "released" not in result.stdout, result.stdout
+    for image, owner in ((shared, "team-b"), (a_only, "team-a"), (b_only, "team-b")):
+        assert PIN in labels(containerd, image.tagged), image.tagged
+        assert owner in holders(containerd, image.tagged), labels(containerd, image.tagged)
+
+    # The last holder lets go: the pin goes, kubelet's image GC may reclaim the image.
+    vol_b.write(listing(registry, [b_only.pinned()], "resync: 1h\n"))
+    team_b.wait_for(
+        lambda: PIN not in labels(containerd, shared.tagged), 30, "the shared pin's release"
+    )
+    assert holders(containerd, shared.tagged) == []
+    assert f"{shared.tagged}: pin released, no longer listed" in team_b.log()
+
+
+def test_a_hand_pin_on_an_image_a_list_names_then_drops_outlives_the_list(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    """Both ways a hand pin comes: on a record CRI made (pulled by a kubelet or an agent), and
+    on one `ctr` pulled or imported (air-gapped nodes), which containerd's CRI rewrites when it
+    pulls the same name (1.6 replaces every label)."""
+    by_cri = push_image(registry, repo + "/by-cri", "1", (NODE,))
+    by_ctr = push_image(registry, repo + "/by-ctr", "1", (NODE,))
+    pinned_by_someone_else(tmp_path, registry, containerd, by_cri)
+    containerd.ctr("images", "pull", "--plain-http", by_ctr.by_digest())
+    containerd.ctr("images", "label", by_ctr.by_digest(), PIN)
+    names = [by_cri.pinned(), by_ctr.by_digest()]
+    listed = write_config(tmp_path / "listed.yaml", registry, names)
+    assert once(containerd, listed, "--owner", LIST).code == 0
+    for name in (by_cri.tagged, by_ctr.by_digest()):
+        row = labels(containerd, name)
+        assert PIN in row and FOREIGN in row and OURS in row, row
+
+    filler = push_image(registry, repo + "/filler", "1", (NODE,))
+    others = write_config(tmp_path / "others.yaml", registry, [filler.pinned()])
+    dropped = once(containerd, others, "--owner", LIST)
+
+    assert dropped.code == 0, dropped
+    assert "unpinned" not in dropped.stdout, dropped.stdout
+    assert f"released {by_cri.tagged}  (no longer listed; still pinned for foreign pin)" in (
+        dropped.stdout
+    )
+    for name in (by_cri.tagged, by_ctr.by_digest()):
+        row = labels(containerd, name)
+        assert PIN in row and FOREIGN in row and OURS not in row, row
+    if containerd.release.honours_pins:
+        assert _pinned(containerd, by_cri.tagged)
+
+
+def test_pins_of_agents_before_owners_are_adopted_when_listed_and_kept_when_not(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    listed = push_image(registry, repo + "/listed", "1", (NODE,))
+    other = push_image(registry, repo + "/other", "1", (NODE,))
+    for image in (listed, other):
+        config = write_config(tmp_path / "old.yaml", registry, [image.pinned()], "pin: false\n")
+        assert once(containerd, config).code == 0
+        containerd.ctr("images", "label", image.tagged, PIN, "prepull.io/pinned=true")
+
+    mine = write_config(tmp_path / "mine.yaml", registry, [listed.pinned()])
+    assert once(containerd, mine, "--owner", LIST).code == 0
+
+    row = labels(containerd, listed.tagged)
+    assert PIN in row and OURS in row and "prepull.io/pinned=true" not in row, row
+    assert "prepull.io/pinned=true" in labels(containerd, other.tagged), "not ours to adopt"
+    filler = push_image(registry, repo + "/filler", "1", (NODE,))
+    others = write_config(tmp_path / "others.yaml", registry, [filler.pinned()])
+    result = once(containerd, others, "--owner", LIST)
+    assert f"unpinned {listed.tagged}" in result.stdout, result.stdout
+    assert PIN not in labels(containerd, listed.tagged)
+    assert PIN in labels(containerd, other.tagged), "an earlier agent's pin no one adopted"

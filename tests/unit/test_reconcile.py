@@ -167,6 +167,26 @@ async def test_a_bind_labels_as_it_goes() -> None:
     assert binder.pinned == ["r.io/a/app:1"], "the tag alone: its content is pinned through it"
 
 
+async def test_a_second_owner_on_a_pinned_image_claims_it_and_keeps_it_when_the_first_drops_it() -> (
+    None
+):
+    both = parse(f"images:\n  - r.io/a/app:1@{D1}\n  - r.io/a/tag:2\n")
+    runtime = FakeRuntime()
+    binder = FakeBinder(runtime)
+    team_a = Reconciler(runtime, FakeRegistry(), binder, NODE, owner="a")
+    team_b = Reconciler(runtime, FakeRegistry(), binder, NODE, owner="b")
+    await team_a.converge(both)
+    await team_b.converge(both)  # every image present and reported pinned: b still claims
+
+    await team_a.converge(parse(f"images:\n  - r.io/a/app:1@{D1}\n"))
+
+    assert [(r.name, r.kept_by) for r in team_a.released] == [("r.io/a/tag:2", ("b",))]
+    assert sorted(binder.pinned) == ["r.io/a/app:1", "r.io/a/tag:2"]
+    await team_b.converge(parse("images:\n  - r.io/a/other:3\n"))
+    assert sorted(r.name for r in team_b.released if not r.kept_by) == ["r.io/a/tag:2"]
+    assert sorted(binder.pinned) == ["r.io/a/app:1", "r.io/a/other:3"]
+
+
 async def test_pinning_can_be_turned_off() -> None:
     config = parse(f"images:\n  - r.io/a/app@{D1}\npin: false\n")
     runtime = FakeRuntime()

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -23,7 +23,9 @@ from agent._proto.containerd.services.introspection.v1 import (
 from agent._proto.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from agent.adapters.runtime import rpc
 from agent.adapters.runtime.leases import SharedLease
+from agent.core import claims
 from agent.core import platform as platforms
+from agent.core.claims import Changes, Holders, Released
 from agent.core.errors import AgentError, ImageError, RuntimeUnavailable, TagBindingUnsupported
 from agent.core.progress import Ingest
 from agent.core.retry import RetryPolicy
@@ -33,12 +35,10 @@ CRI_NAMESPACE = "k8s.io"
 NAMESPACE_HEADER = "containerd-namespace"
 # The label the CRI plugin puts on images it manages; a bound tag carries it too.
 MANAGED_LABEL = ("io.cri-containerd.image", "managed")
-# CRI reports an image with this label as pinned, and kubelet's image GC skips it
-# (containerd 1.6.22+, 1.7.3+, 2.x; older versions keep the label but ignore it).
-PINNED_LABEL = ("io.cri-containerd.pinned", "pinned")
-# Beside every pin this agent sets: the pins it may take back when their image leaves the list.
-# A pin without it (the sandbox image's, an operator's, a node image baker's) is never touched.
-OWN_PIN_LABEL = ("prepull.io/pinned", "true")
+# CRI reports an image with io.cri-containerd.pinned=pinned as pinned, and kubelet's image GC
+# skips it (containerd 1.6.22+, 1.7.3+, 2.x; older versions keep the label but ignore it). Who
+# holds a pin is said by labels of our own beside it: agent.core.claims.
+PINNED_LABEL = (claims.PIN_KEY, claims.PIN_VALUE)
 # Documents the agent puts in the content store for a pull are held by a lease
 # (its id in this gRPC metadata header on each write), which expires by itself after LEASE_TTL
 # seconds (containerd's GC reads the label) should the agent die before deleting it.
@@ -48,8 +48,6 @@ LEASE_TTL = 3600
 _LEASE_LABELS = {"prepull.io/purpose": "documents read before a pull"}
 # Pin updates in flight at once: a takeover of a node with 1000 images pins them together.
 PIN_CONCURRENCY = 16
-_OUR_PIN = dict([PINNED_LABEL, OWN_PIN_LABEL])
-_PIN_PATHS = [f"labels.{key}" for key in _OUR_PIN]
 log = logging.getLogger(__name__)
 # The CRI plugin, which reports the platform it pulls for: (type, id) in 1.6/1.7, then in 2.x.
 CRI_PLUGINS = (("io.containerd.grpc.v1", "cri"), ("io.containerd.cri.v1", "runtime"))
@@ -179,36 +177,37 @@ class ContainerdImages:
         return detected
 
     async def bind_tag(
-        self, tag_name: str, content_name: str, *, pin: Collection[str] = ()
+        self, tag_name: str, content_name: str, *, pin: Collection[str] = (), owner: str = ""
     ) -> None:
         """Make `tag_name` (name:tag) name the same content as `content_name` (name@digest).
 
-        `pin` names which of the two records to label pinned on the way, so a cold preload
-        needs no second update per record at the end of the pass."""
-        key, value = PINNED_LABEL
+        `pin` names which of the two records `owner` claims the pin of on the way
+        (agent.core.claims), so a cold preload needs no second update per record at the end of
+        the pass."""
         try:
             gone = ImageError(tag_name, f"binding the tag failed: {content_name} is not present")
             source = await self._get(content_name)
             if source is None:
                 raise gone
-            if content_name in pin and source.labels.get(key) != value:
-                source.labels.update(_OUR_PIN)
-                if not await self._update(source, _PIN_PATHS):
+            if content_name in pin:
+                changes = claims.claim(source.labels, owner)
+                if changes and not await self._update(source, _apply(source, changes)):
                     raise gone
-            pinned = _OUR_PIN if tag_name in pin else {}
-            if not await self._create(tag_name, source.target, {**dict([MANAGED_LABEL]), **pinned}):
+            labels = dict([MANAGED_LABEL])
+            if tag_name in pin:
+                labels = claims.applied(labels, claims.claim({}, owner))
+            if not await self._create(tag_name, source.target, labels):
                 existing = await self._get(tag_name)
                 if existing is None:
                     raise ImageError(tag_name, "binding the tag failed: removed while binding")
-                if existing.labels.get(key) == value and OWN_PIN_LABEL[0] not in existing.labels:
-                    pinned = {}  # pinned by someone else: theirs, not ours to claim
-                labels = {**dict([MANAGED_LABEL]), **pinned}
+                managed: Changes = dict([MANAGED_LABEL])
+                if tag_name in pin:
+                    managed.update(claims.claim(existing.labels, owner))
                 # The whole record goes back, as containerd's own clients send it (1.7 and 2.x
                 # dereference `target` unconditionally); the mask names only what changes, so
-                # other labels (a pin) stay as they are.
+                # other labels (other owners' claims) stay as they are.
                 existing.target.CopyFrom(source.target)
-                existing.labels.update(labels)
-                if not await self._update(existing, ["target", *(f"labels.{k}" for k in labels)]):
+                if not await self._update(existing, ["target", *_apply(existing, managed)]):
                     raise ImageError(tag_name, "binding the tag failed: removed while binding")
         except grpc.aio.AioRpcError as exc:
             raise _image_error(tag_name, "binding the tag", exc) from exc
@@ -224,60 +223,76 @@ class ContainerdImages:
         )
         return created is not None
 
-    async def pin(self, names: Sequence[str]) -> list[str]:
-        """Label each of `names` present and not pinned as pinned, and as pinned by this agent
-        (OWN_PIN_LABEL); return those labelled. A record someone else pinned is left as it is.
-
-        One List call finds them; the updates go out together (PIN_CONCURRENCY at a time), each
-        with the full record as listed and a mask of the two pin labels only."""
+    async def pin_labels(self, names: Collection[str]) -> dict[str, dict[str, str]]:
+        """The labels that say who holds the pin of each record of `names` present (one List
+        call): what a pass looks at before it pulls, since a pull may rewrite them."""
         wanted = set(names)
-        key, value = PINNED_LABEL
-        todo = [
-            image
+        return {
+            image.name: claims.relevant(image.labels)
             for image in await self._list()
-            if image.name in wanted and image.labels.get(key) != value
-        ]
+            if image.name in wanted
+        }
 
-        def labelled(image: images_pb2.Image) -> images_pb2.Image:
-            image.labels.update(_OUR_PIN)
-            return image
-
-        return await self._relabel([labelled(image) for image in todo], "pinning")
-
-    async def release(self, keep: Collection[str]) -> list[str]:
-        """Take this agent's pin off every record that carries it and is not in `keep` (the
-        records the list still owns); return the names released. Pins set by anyone else (no
-        OWN_PIN_LABEL) are never touched. One List call; the updates go out together."""
-        kept = set(keep)
-        own, _ = OWN_PIN_LABEL
-        key, value = PINNED_LABEL
+    async def pin(
+        self,
+        names: Sequence[str],
+        owner: str,
+        before: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> list[str]:
+        """Make `owner` a holder of the pin of each record of `names` present
+        (agent.core.claims.claim; `before`: labels seen before this pass pulled); return the
+        names whose labels changed. One List call; the updates go out together
+        (PIN_CONCURRENCY at a time), each masked to the labels it changes."""
+        wanted = set(names)
+        seen = before or {}
         todo = [
-            image for image in await self._list() if own in image.labels and image.name not in kept
+            (image, changes)
+            for image in await self._list()
+            if image.name in wanted
+            and (changes := claims.claim(image.labels, owner, seen.get(image.name)))
         ]
-        for image in todo:
-            # A label named in the mask and absent from the record is removed (containerd
-            # metadata/images.go), so both go in one update.
-            del image.labels[own]
-            if image.labels.get(key) == value:
-                del image.labels[key]
-        return await self._relabel(todo, "releasing the pin of")
+        return [name for name, _ in await self._relabel(todo, "pinning")]
 
-    async def _relabel(self, images: Sequence[images_pb2.Image], doing: str) -> list[str]:
-        """Write the pin labels of `images` as they are now (PIN_CONCURRENCY at a time); the
-        names written, without those removed since the listing."""
+    async def release(self, owner: str, keep: Collection[str] = ()) -> list[Released]:
+        """Take `owner` off the pin of every record it holds and `keep` does not name (the
+        records its list still wants); the pin itself goes when no holder is left. Nobody
+        else's claim is touched. One List call; the updates go out together."""
+        kept = set(keep)
+        todo = [
+            (image, changes)
+            for image in await self._list()
+            if image.name not in kept and (changes := claims.release(image.labels, owner))
+        ]
+        return [
+            Released(name, tuple(Holders.of(labels).names(but=owner)))
+            for name, labels in await self._relabel(todo, "releasing the pin of")
+        ]
+
+    async def pins(self) -> dict[str, Holders]:
+        """Every record with a pin or a claim on one, and who holds it."""
+        held = {image.name: Holders.of(image.labels) for image in await self._list()}
+        return {name: h for name, h in held.items() if h.pinned or h.marked}
+
+    async def _relabel(
+        self, todo: Sequence[tuple[images_pb2.Image, Changes]], doing: str
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Make each record's label changes (PIN_CONCURRENCY at a time); the names written with
+        their labels now, without those removed since the listing."""
         slots = asyncio.Semaphore(PIN_CONCURRENCY)
 
-        async def one(image: images_pb2.Image) -> str | None:
+        async def one(
+            image: images_pb2.Image, changes: Changes
+        ) -> tuple[str, dict[str, str]] | None:
             async with slots:
                 try:
                     # Not found: removed since the listing (kubelet GC, an operator).
-                    found = await self._update(image, _PIN_PATHS)
+                    found = await self._update(image, _apply(image, changes))
                 except grpc.aio.AioRpcError as exc:
                     raise _image_error(image.name, doing, exc) from exc
-            return image.name if found else None
+            return (image.name, dict(image.labels)) if found else None
 
-        done = await asyncio.gather(*(one(image) for image in images))
-        return [name for name in done if name is not None]
+        done = await asyncio.gather(*(one(image, changes) for image, changes in todo))
+        return [item for item in done if item is not None]
 
     async def created_ns(self) -> dict[str, int]:
         """Image name → when containerd created that record, in ns since the epoch."""
@@ -352,6 +367,17 @@ class ContainerdImages:
             if absent is not None and exc.code() == absent:
                 return None
             raise
+
+
+def _apply(image: images_pb2.Image, changes: Changes) -> list[str]:
+    """Make `changes` to the record's labels; the mask paths that write them. A label named in
+    the mask and absent from the record is removed (containerd metadata/images.go)."""
+    for key, value in changes.items():
+        if value is None:
+            image.labels.pop(key, None)
+        else:
+            image.labels[key] = value
+    return [f"labels.{key}" for key in changes]
 
 
 def _image_error(name: str, doing: str, exc: grpc.aio.AioRpcError) -> ImageError:
