@@ -26,6 +26,7 @@ from agent.cli.common import (
     print_document,
 )
 from agent.cli.live import LiveDisplay
+from agent.cli.pins import released_line
 from agent.core import config as configs
 from agent.core.claims import Released, owner_of
 from agent.core.config import PreloadConfig
@@ -96,12 +97,7 @@ async def once(args: argparse.Namespace) -> int:
         )
         return EXIT_NOT_CONVERGED if failed else EXIT_CONVERGED
     for r in released:  # with --no-headers, stdout holds the image rows and nothing else
-        line = (
-            f"released {r.name}  (no longer listed; still pinned for {', '.join(r.kept_by)})"
-            if r.kept_by
-            else f"unpinned {r.name}  (no longer listed: kubelet's image GC may reclaim it)"
-        )
-        print(line, file=sys.stderr if args.no_headers else sys.stdout)
+        print(released_line(r), file=sys.stderr if args.no_headers else sys.stdout)
     counts = {
         s: sum(o.status == s for o in outcomes)
         for s in (Status.HIT, Status.PULLED, Status.BOUND, Status.SKIPPED)

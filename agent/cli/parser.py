@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from agent.cli import converge, doctor, flags, fleet, gate_flags, lists, locking, status
+from agent.cli import converge, doctor, flags, fleet, gate_flags, lists, locking, pins, status
 from agent.cli.common import (
     EXITS,
     VERBOSE_HELP,
@@ -40,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
         _resolve,
         _check,
         _status,
+        _pins,
+        _release,
         _fleet,
         _doctor,
         _from_manifests,
@@ -182,6 +184,39 @@ def _run(commands: Commands) -> None:
     )
     flags.hosts_dir(run)
     run.set_defaults(command=converge.run)
+
+
+def _pins(commands: Commands) -> None:
+    sub = _subcommand(
+        commands,
+        "pins",
+        "list the pins on this node and who holds each (owners, foreign pins, earlier agents)",
+        "  prepull-agent pins\n  prepull-agent pins --owner daemonset:prepull-system/prepull-agent",
+        "exit codes: 0 listed, 1 the runtime could not be asked",
+    )
+    cri_endpoint_arg(sub)
+    sub.add_argument("--owner", metavar="NAME", help="only the pins NAME holds")
+    flags.no_headers(sub, "column names")
+    flags.format(sub)
+    sub.set_defaults(command=pins.pins)
+
+
+def _release(commands: Commands) -> None:
+    sub = _subcommand(
+        commands,
+        "release",
+        "take an owner that is gone off every pin it holds (a pin no one else holds goes)",
+        "  prepull-agent release --owner file:/root/test-list.yaml --dry-run\n"
+        "  prepull-agent release --legacy",
+        "exit codes: 0 released, 1 the runtime could not be asked, 2 bad input",
+    )
+    cri_endpoint_arg(sub)
+    sub.add_argument("--owner", metavar="NAME", help="the owner, as `pins` shows it")
+    sub.add_argument(
+        "--legacy", action="store_true", help="the pins agents before owners set, no list adopted"
+    )
+    sub.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
+    sub.set_defaults(command=pins.release)
 
 
 def _lock(commands: Commands) -> None:

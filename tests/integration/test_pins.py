@@ -16,7 +16,7 @@ from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc, listing
 from tests.harness.images import PushedImage, push_image
 from tests.harness.registry import Registry
-from tests.integration.conftest import image_status, once, write_config
+from tests.integration.conftest import image_status, once, run_agent, write_config
 
 NODE = str(platforms.detect())
 PIN = "io.cri-containerd.pinned=pinned"
@@ -240,3 +240,41 @@ def test_pins_of_agents_before_owners_are_adopted_when_listed_and_kept_when_not(
     assert f"unpinned {listed.tagged}" in result.stdout, result.stdout
     assert PIN not in labels(containerd, listed.tagged)
     assert PIN in labels(containerd, other.tagged), "an earlier agent's pin no one adopted"
+
+
+def test_an_owner_that_is_gone_is_released_by_hand_and_no_one_elses_pin_goes(
+    tmp_path: Path, registry: Registry, containerd: Containerd, repo: str
+) -> None:
+    retired = push_image(registry, repo + "/retired", "1", (NODE,))
+    shared = push_image(registry, repo + "/shared", "1", (NODE,))
+    old = write_config(tmp_path / "old.yaml", registry, [retired.pinned(), shared.pinned()])
+    assert once(containerd, old, "--owner", "retired-list").code == 0
+    current = write_config(tmp_path / "current.yaml", registry, [shared.pinned()])
+    assert once(containerd, current, "--owner", "current-list").code == 0
+    endpoint = ("--cri-endpoint", containerd.endpoint)
+
+    listed = run_agent("pins", *endpoint, "--owner", "retired-list")
+    assert listed.code == 0, listed
+    assert retired.tagged in listed.stdout and shared.tagged in listed.stdout, listed.stdout
+    dry = run_agent("release", *endpoint, "--owner", "retired-list", "--dry-run")
+    assert f"would release {shared.tagged}  (still pinned for current-list)" in dry.stdout, dry
+    assert holders(containerd, retired.tagged) == ["retired-list"], "a dry run changes nothing"
+
+    result = run_agent("release", *endpoint, "--owner", "retired-list")
+
+    assert result.code == 0, result
+    assert f"unpinned {retired.tagged}" in result.stdout, result.stdout
+    assert f"released {shared.tagged}  (released by hand; still pinned for current-list)" in (
+        result.stdout
+    )
+    assert PIN not in labels(containerd, retired.tagged)
+    assert PIN in labels(containerd, shared.tagged)
+    assert holders(containerd, shared.tagged) == ["current-list"]
+    document = json.loads(run_agent("pins", *endpoint, "-o", "json").stdout)
+    mine = [p for p in document["pins"] if p["image"] == shared.tagged]
+    assert mine == [
+        {"image": shared.tagged, "pinned": True, "owners": ["current-list"], "foreign": False,
+         "legacy": False}
+    ], mine  # fmt: skip
+    bad = run_agent("release", *endpoint)
+    assert bad.code == 2 and "give --owner NAME or --legacy" in bad.stderr, bad

@@ -167,9 +167,7 @@ async def test_a_bind_labels_as_it_goes() -> None:
     assert binder.pinned == ["r.io/a/app:1"], "the tag alone: its content is pinned through it"
 
 
-async def test_a_second_owner_on_a_pinned_image_claims_it_and_keeps_it_when_the_first_drops_it() -> (
-    None
-):
+async def test_a_second_owner_of_a_pinned_image_claims_it_and_keeps_it_after_the_first() -> None:
     both = parse(f"images:\n  - r.io/a/app:1@{D1}\n  - r.io/a/tag:2\n")
     runtime = FakeRuntime()
     binder = FakeBinder(runtime)
