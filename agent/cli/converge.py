@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ from agent.core.platform import Platform
 from agent.core.ports import Outcome, Status
 from agent.core.progress import Progress, format_bytes
 from agent.core.reference import Reference
+from agent.core.status import NodeReport
 from agent.daemon.settings import DaemonSettings, GateSettings, parse_listen
 
 if TYPE_CHECKING:
@@ -83,11 +85,14 @@ async def once(args: argparse.Namespace) -> int:
                 args, config, runtime, registry, node, files.lookup, listing
             )
     failed = [o for o in outcomes if not o.converged]
+    ready = ready_by_the_rule(node, config, outcomes, strict=args.strict)
+    code = EXIT_CONVERGED if ready else EXIT_NOT_CONVERGED
     if args.format != "text":
         print_document(
             args,
             {
                 "node": str(node),
+                "ready": ready,
                 "converged": not failed,
                 "images": [outcome_document(o) for o in outcomes],
                 "owner": owner_of(args.owner, str(args.config)),
@@ -95,7 +100,7 @@ async def once(args: argparse.Namespace) -> int:
                 "kept_pins": {r.name: list(r.kept_by) for r in released if r.kept_by},
             },
         )
-        return EXIT_NOT_CONVERGED if failed else EXIT_CONVERGED
+        return code
     for r in released:  # with --no-headers, stdout holds the image rows and nothing else
         print(released_line(r), file=sys.stderr if args.no_headers else sys.stdout)
     counts = {
@@ -104,14 +109,30 @@ async def once(args: argparse.Namespace) -> int:
     }
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     if args.no_headers:
-        return EXIT_NOT_CONVERGED if failed else EXIT_CONVERGED
+        return code
     if failed:
         others = f" ({summary})" if summary else ""
-        print(f"not converged on {node}: {_not_converged(failed, len(outcomes))}{others}")
-        return EXIT_NOT_CONVERGED
+        said = _not_converged(failed, len(outcomes))
+        if ready:
+            print(f"ready on {node}: {said} for good, not waited for{others}; --strict waits")
+        else:
+            print(f"not converged on {node}: {said}{others}")
+        return code
     images = "image" if len(outcomes) == 1 else "images"
     print(f"converged on {node}: {len(outcomes)} {images} ({summary or 'none listed'})")
-    return EXIT_CONVERGED
+    return code
+
+
+def ready_by_the_rule(
+    node: Platform, config: PreloadConfig, outcomes: Sequence[Outcome], *, strict: bool
+) -> bool:
+    """Whether the node is ready after this pass by the daemon's own rule (the one
+    definition: agent.core.status.NodeReport.ready): what failed for good, or was refused for
+    this platform, is reported and not waited for, unless `strict`."""
+    report = NodeReport(node, strict=strict)
+    report.configure(config.images)
+    report.record(outcomes, time.time())
+    return report.ready
 
 
 def _not_converged(outcomes: Sequence[Outcome], total: int) -> str:

@@ -60,9 +60,15 @@ def verdict(
     waited: float,
     timeout: float | None,
     failed: Sequence[str] = (),
+    converging_to: str | None = None,
 ) -> Verdict:
     """The node's preload state, in the words a condition carries. `ready` and `waiting` are
-    /readyz's rule (agent.core.status.NodeReport)."""
+    /readyz's rule (agent.core.status.NodeReport); `converging_to`: the list a ready node works
+    toward while it serves the one before (ready, reason Converging)."""
+    if ready and converging_to is not None:
+        message = f"serving the list before while converging to {converging_to[:19]}: "
+        message += f"waiting for {len(waiting)} new images: {_named(waiting)}"
+        return Verdict(True, "Converging", message, release=True)
     if ready:
         # Ready with permanent failures (reported, not waited for): the message names them.
         broken = f"; {len(failed)} failed for good: {_named(failed)}" if failed else ""
@@ -208,9 +214,11 @@ class NodeGate:
         present: int,
         passes: int,
         failed: Sequence[str] = (),
+        converging_to: str | None = None,
     ) -> None:
         """Bring the node's condition and taint in line with the readiness now. Writes only
-        what changed; a failed write is tried again at the next sync (AgentError surfaces)."""
+        what changed; a failed write is tried again at the next sync (AgentError surfaces).
+        The taint goes once, at bootstrap: a list change later never brings it back."""
         found = verdict(
             ready,
             waiting,
@@ -219,6 +227,7 @@ class NodeGate:
             waited=self._clock() - self._started,
             timeout=self._timeout,
             failed=failed,
+            converging_to=converging_to,
         )
         self.last = found
         if self._condition:
@@ -281,6 +290,8 @@ class NodeGate:
 
 def _condition_event(found: Verdict) -> NodeEvent:
     """What `kubectl describe node` shows when the condition's status or reason changes."""
+    if found.reason == "Converging":
+        return NodeEvent(NORMAL, "ConvergingToNewList", found.message)
     if found.ready:
         return NodeEvent(NORMAL, "ImagesPreloaded", found.message)
     if found.reason == "ReadyTimeout":

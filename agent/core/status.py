@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import Any
@@ -104,8 +105,14 @@ class NodeReport:
         self.list_digest: str | None = None
         """What the list in force asks for (list_digest)."""
         self.served_digest: str | None = None
-        """The list the last pass that left the node ready served: during a rollout of a new
-        list, nodes not there yet still serve the old one."""
+        """The list the last pass that left the node complete served: during a rollout of a
+        new list, nodes not there yet still serve the old one."""
+        self._served_images: frozenset[str] = frozenset()
+        """The images (as written) of the served list meant for this node."""
+        self.converging_since: float | None = None
+        """Unix time a node serving a complete list was given another, until it completes it."""
+        self.converge_deadline: float | None = None
+        """Seconds a converging node may take before it is reported overdue (it stays ready)."""
 
     def configure(self, entries: Iterable[ImageEntry]) -> None:
         """Adopt a (new) list: keep what is known of images still listed, forget the rest."""
@@ -124,6 +131,10 @@ class NodeReport:
         self.images = images
 
     def config_loaded(self, source: str, images: int, when: float) -> None:
+        if self.served_digest is None or self.list_digest == self.served_digest:
+            self.converging_since = None
+        elif self.converging_since is None:
+            self.converging_since = when
         self.config = {
             "file": source,
             "images": images,
@@ -187,8 +198,10 @@ class NodeReport:
         self.passes += 1
         self.last_reconcile = finished_at
         self.last_error = None
-        if self.ready:
+        if self.complete:
             self.served_digest = self.list_digest
+            self._served_images = frozenset(r.image for r in self.desired)
+            self.converging_since = None
         return PassSummary(evicted, all(o.converged for o in outcomes))
 
     @property
@@ -206,12 +219,56 @@ class NodeReport:
         return [r for r in self.missing if self.strict or not r.permanent]
 
     @property
-    def ready(self) -> bool:
-        """A pass has completed and every image meant for this node is present, except those
-        that failed permanently (reported, not waited for) unless readiness is strict."""
+    def complete(self) -> bool:
+        """A pass has completed and every image of the list in force meant for this node is
+        present, except those that failed permanently (reported, not waited for) unless
+        readiness is strict."""
         return self.passes > 0 and not self.waiting_for
 
-    def to_json(self) -> dict[str, Any]:
+    @property
+    def converging(self) -> bool:
+        """Serving a complete list while working toward a newer one: all it waits for is new
+        to the list (an image of the served list gone missing is not converging)."""
+        return (
+            self.converging_since is not None
+            and not self.complete
+            and all(r.image not in self._served_images for r in self.waiting_for)
+        )
+
+    @property
+    def ready(self) -> bool:
+        """The one definition of ready (/readyz, the condition, metrics, `once`'s exit, fleet):
+        the node serves a complete list — the one in force, or, while it converges to that
+        one, the one it served before. Only a node that never served a complete list (since
+        the agent started) is not ready, or one that lost an image of the list it serves."""
+        return self.complete or self.converging
+
+    def overdue(self, now: float) -> bool:
+        """Converging for longer than the deadline: reported (alert, fleet), still ready."""
+        since, deadline = self.converging_since, self.converge_deadline
+        return (
+            self.converging and since is not None and deadline is not None
+            and now - since > deadline
+        )  # fmt: skip
+
+    def converging_json(self, now: float) -> dict[str, Any] | None:
+        """/status's `converging`: from which list to which, since when, how far, overdue."""
+        if not self.converging:
+            return None
+        desired = self.desired
+        return {
+            "from": self.served_digest,
+            "to": self.list_digest,
+            "since": self.converging_since,
+            "present": len(desired) - len(self.missing),
+            "desired": len(desired),
+            "waiting": [r.image for r in self.waiting_for[:20]],
+            "deadline_seconds": self.converge_deadline,
+            "overdue": self.overdue(now),
+        }
+
+    def to_json(self, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
         return {
             "node_platform": str(self.node) if self.node else None,
             "runtime": dict(self.runtime),
@@ -219,6 +276,7 @@ class NodeReport:
             "gate": self.gate,
             "released_pins": self.released_pins,
             "ready": self.ready,
+            "converging": self.converging_json(now),
             "strict_readiness": self.strict,
             "config": dict(self.config),
             "served_list": self.served_digest,

@@ -28,7 +28,7 @@ from agent.core.progress import Progress
 from agent.core.retry import RetryPolicy
 from agent.core.rollout import Rollout
 from agent.core.status import NodeReport
-from agent.daemon.metrics import Metrics
+from agent.daemon.metrics import Metrics, follow_readiness
 from agent.daemon.passes import PassLoop
 from agent.daemon.readiness import GateLoop
 from agent.daemon.server import make_app
@@ -71,6 +71,7 @@ class Daemon:
             rollout=Rollout(settings.node_name),
         )
         self.shared.metrics.start_time.set(time.time())
+        follow_readiness(self.shared.metrics, self.shared.report)
         self._rng = rng
         self._runtime = runtime
         self._registry_client = registry_client

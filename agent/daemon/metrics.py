@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform as _host
+import time
 from collections.abc import Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -110,8 +111,9 @@ class Metrics:
         )
         self.node_ready = Gauge(
             "prepull_node_ready",
-            "1 if /readyz says ready: every image meant for this node is present, except those "
-            "failed permanently (unless strict readiness).",
+            "1 if /readyz says ready: the node serves a complete list (every image meant for it "
+            "present, except those failed permanently unless strict) — the list in force, or "
+            "while it converges to that one, the one it served before.",
             registry=registry,
         )
         self.images_failed_permanently = Gauge(
@@ -186,6 +188,24 @@ class Metrics:
         )
         for cache in ("hit", "miss"):
             self.container_starts.labels(cache)
+        self.converging = Gauge(
+            "prepull_converging",
+            "1 while the node, serving a complete list, works toward a newer one (it stays "
+            "ready: prepull_node_ready counts it).",
+            registry=registry,
+        )
+        self.converging_since = Gauge(
+            "prepull_converging_since_timestamp_seconds",
+            "Unix time the node, serving a complete list, was given the one it converges to; "
+            "0 when not converging.",
+            registry=registry,
+        )
+        self.converging_overdue = Gauge(
+            "prepull_converging_overdue",
+            "1 while the node has been converging for longer than --converge-deadline plus the "
+            "list's rollout.spread: it is still ready, but something holds the new list back.",
+            registry=registry,
+        )
         self.list_info = Gauge(
             "prepull_list_info",
             "Always 1; `digest` names the preload list in force (agent.core.status.list_digest).",
@@ -194,7 +214,7 @@ class Metrics:
         )
         self.served_list_info = Gauge(
             "prepull_served_list_info",
-            "Always 1; `digest` names the list the last pass that left the node ready served: "
+            "Always 1; `digest` names the list the last pass that left the node complete served: "
             "nodes of a fleet that differ from the list in force are mid-rollout.",
             ["digest"],
             registry=registry,
@@ -330,3 +350,12 @@ def observe_images(metrics: Metrics, report: NodeReport) -> None:
     metrics.images_waiting_for_rollout.set(waiting_for_rollout)
     metrics.node_ready.set(report.ready)
     metrics.images.states = states
+
+
+def follow_readiness(metrics: Metrics, report: NodeReport) -> None:
+    """Converging's gauges, read at each scrape: overdue turns on by the clock, not a pass."""
+    metrics.converging.set_function(lambda: report.converging)
+    metrics.converging_since.set_function(
+        lambda: report.converging_since if report.converging and report.converging_since else 0
+    )
+    metrics.converging_overdue.set_function(lambda: report.overdue(time.time()))

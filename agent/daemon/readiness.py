@@ -52,7 +52,10 @@ class GateLoop:
                 present = len(report.desired) - len(report.missing)
                 failed = [r.image for r in report.missing if r.permanent and r.state in FAILED]
                 try:
-                    await gate.sync(report.ready, waiting, present, report.passes, failed)
+                    toward = report.list_digest if report.converging else None
+                    await gate.sync(
+                        report.ready, waiting, present, report.passes, failed, converging_to=toward
+                    )
                     failing = None
                 except AgentError as exc:
                     if str(exc) != failing:

@@ -122,6 +122,13 @@ def make_app(
         if report.passes == 0:
             return web.Response(status=503, text="not ready: first pass not finished\n")
         waiting = report.waiting_for
+        if report.converging:
+            # Still serving the list it completed before: a list change is not an outage.
+            text = (
+                f"ready: serving {report.served_digest}; converging to {report.list_digest}, "
+                f"{len(waiting)} new image{'' if len(waiting) == 1 else 's'} to go\n"
+            )
+            return web.Response(text=text + _lines(waiting))
         if waiting:
             lines = _lines(waiting)
             return web.Response(status=503, text=f"not ready: {len(waiting)} missing\n{lines}")

@@ -51,6 +51,8 @@ class Shared:
         self.config = config
         self.credential_files = CredentialFiles(config.credential_paths())
         self.report.configure(config.images)
+        # A rollout spread makes converging take that long by design: the deadline is beyond it.
+        self.report.converge_deadline = self.settings.converge_deadline + config.rollout_spread
         self.report.config_loaded(config.source, len(config.images), time.time())
         self.metrics.config_last_reload_successful.set(1)
         if self.report.list_digest is not None:

@@ -323,3 +323,19 @@ def test_any_node_is_refused_or_fully_readable(document: dict[str, Any]) -> None
     previous = current_condition(node)
     condition(Verdict(True, "Preloaded", "", True), datetime.datetime.now(datetime.UTC), previous)
     taint_removal(node, "k")
+
+
+def test_a_node_converging_to_a_new_list_is_ready_and_says_toward_what() -> None:
+    from agent.core.gate import verdict as decide
+
+    found = decide(
+        True,
+        ["r.io/new:1"],
+        2,
+        passes=3,
+        waited=0.0,
+        timeout=None,
+        converging_to="sha256:" + "e" * 64,
+    )
+    assert found.ready and found.reason == "Converging" and found.release
+    assert "sha256:eeeeeeeeeeee" in found.message and "r.io/new:1" in found.message

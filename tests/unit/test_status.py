@@ -212,3 +212,67 @@ def test_a_lists_digest_names_what_it_asks_for_not_how_it_is_written() -> None:
     assert digest(pinned) != base
     only_arm = "images:\n  - image: r.io/a:1\n    platforms: [linux/arm64]\n  - r.io/b:2\n"
     assert digest(only_arm) != base
+
+
+def _served(report: NodeReport) -> None:
+    """The node has served CONFIG complete."""
+    report.configure(CONFIG.images)
+    report.config_loaded("list.yaml", 3, 10.0)
+    report.record(outcomes("hit", "hit"), 11.0)
+    assert report.complete and not report.converging
+
+
+def test_a_list_change_on_a_node_that_served_a_complete_list_is_converging_not_an_outage() -> None:
+    report = NodeReport(Platform("linux", "amd64"))
+    report.converge_deadline = 60.0
+    _served(report)
+    served = report.served_digest
+    grown = parse("images:\n  - r.io/a:1\n  - r.io/b:1\n  - r.io/new:1\n")
+    report.configure(grown.images)
+    report.config_loaded("list.yaml", 3, 100.0)
+
+    assert report.ready and report.converging and not report.complete
+    seen = report.to_json(now=130.0)["converging"]
+    assert seen == {
+        "from": served, "to": report.list_digest, "since": 100.0, "present": 2, "desired": 3,
+        "waiting": ["r.io/new:1"], "deadline_seconds": 60.0, "overdue": False,
+    }  # fmt: skip
+    assert report.overdue(161.0) and report.to_json(now=161.0)["ready"], "overdue, still ready"
+
+    a, b, _ = outcomes("hit", "hit")
+    new = dataclasses.replace(a, entry=grown.images[2], status=Status.PULLED)
+    report.record([a, b, new], 170.0)
+    assert report.complete and not report.converging and report.served_digest != served
+    assert report.converging_since is None and report.to_json()["converging"] is None
+
+
+def test_an_image_of_the_served_list_gone_missing_is_not_converging() -> None:
+    report = NodeReport(Platform("linux", "amd64"))
+    _served(report)
+    grown = parse("images:\n  - r.io/a:1\n  - r.io/b:1\n  - r.io/new:1\n")
+    report.configure(grown.images)
+    report.config_loaded("list.yaml", 3, 100.0)
+    failed = dataclasses.replace(outcomes("failed", "hit")[0], permanent=False)
+    report.settle(failed)  # r.io/a:1 was served, and now it is not there
+    assert not report.ready and not report.converging
+
+
+def test_a_node_that_never_served_a_complete_list_is_not_ready_and_not_converging() -> None:
+    report = NodeReport(Platform("linux", "amd64"))
+    report.configure(CONFIG.images)
+    report.config_loaded("list.yaml", 3, 10.0)
+    report.record(outcomes("pulled", "failed"), 11.0)
+    report.configure(parse("images:\n  - r.io/a:1\n  - r.io/new:1\n").images)
+    report.config_loaded("list.yaml", 2, 12.0)
+    assert not report.ready and not report.converging
+
+
+def test_going_back_to_the_served_list_ends_converging() -> None:
+    report = NodeReport(Platform("linux", "amd64"))
+    _served(report)
+    report.configure(parse("images:\n  - r.io/new:1\n").images)
+    report.config_loaded("list.yaml", 1, 100.0)
+    assert report.converging
+    report.configure(CONFIG.images)
+    report.config_loaded("list.yaml", 3, 101.0)
+    assert report.converging_since is None
