@@ -47,6 +47,15 @@ class FleetApi:
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods"
         return await self._list(path, selector)
 
+    async def daemonset_list(self, namespace: str, selector: str) -> dict[str, Any]:
+        path = f"/apis/apps/v1/namespaces/{quote(namespace, safe='')}/daemonsets"
+        return await self._list(path, selector)
+
+    async def daemonset(self, namespace: str, name: str) -> Any:
+        """One DaemonSet, parsed (checked by its reader)."""
+        where = f"/apis/apps/v1/namespaces/{quote(namespace, safe='')}/daemonsets"
+        return await self._get_json(f"{where}/{quote(name, safe='')}", where)
+
     async def agent_status(self, namespace: str, pod: str, port: int, within: float) -> Any:
         """The agent's /status through the pods' proxy subresource, parsed; KubeApiError saying
         why it could not be had within `within` seconds."""
@@ -73,15 +82,7 @@ class FleetApi:
                 query["labelSelector"] = selector
             if token:
                 query["continue"] = token
-            url = f"{path}?{urlencode(query)}"
-            status, body = await self._get(url, MAX_PAGE_BYTES, LIST_TIMEOUT)
-            if status >= 400:
-                message = refusal_message(body.decode(errors="replace")) + _rbac_hint(status)
-                raise KubeApiError(f"GET {path}: HTTP {status}: {message}", status)
-            try:
-                page = json.loads(body)
-            except (ValueError, RecursionError):
-                raise KubeApiError(f"GET {path}: the API server answered no JSON") from None
+            page = await self._get_json(f"{path}?{urlencode(query)}", path)
             if not isinstance(page, dict) or not isinstance(page.get("items"), list):
                 raise KubeApiError(f"GET {path}: the API server answered no list")
             items.extend(page["items"])
@@ -90,6 +91,17 @@ class FleetApi:
             if not isinstance(token, str) or not token:
                 return {"items": items}
         raise KubeApiError(f"GET {path}: the API server sent more than {MAX_PAGES} pages")
+
+    async def _get_json(self, url: str, path: str) -> Any:
+        """An object or a page of a list, parsed; errors name `path` (the URL without query)."""
+        status, body = await self._get(url, MAX_PAGE_BYTES, LIST_TIMEOUT)
+        if status >= 400:
+            message = refusal_message(body.decode(errors="replace")) + _rbac_hint(status)
+            raise KubeApiError(f"GET {path}: HTTP {status}: {message}", status)
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise KubeApiError(f"GET {path}: the API server answered no JSON") from None
 
     async def _get(self, path: str, limit: int, within: float) -> tuple[int, bytes]:
         try:

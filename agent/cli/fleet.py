@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ async def fleet_view(args: argparse.Namespace) -> int:
     summary = fleet.summary(rows)
     if not rows:
         print("prepull-agent: no nodes to show (does the selector match any?)", file=sys.stderr)
-    shown = [r for r in rows if not (args.not_ready and r.ready)]
+    shown = [r for r in rows if not (args.not_ready and (r.ready or not r.targeted))]
     if args.format != "text":
         print_document(args, {"nodes": [r.to_json() for r in shown], "summary": summary})
     else:
@@ -47,7 +48,9 @@ async def fleet_view(args: argparse.Namespace) -> int:
         text = format_fleet(shown, summary, digests_for(args), lists, not args.no_headers)
         if text:
             print(text)
-    return EXIT_CONVERGED if rows and summary["ready"] == len(rows) else EXIT_NOT_CONVERGED
+    # Every node the agent's DaemonSet targets is ready (one that is never targeted counts not).
+    targeted = summary["nodes"]
+    return EXIT_CONVERGED if targeted and summary["ready"] == targeted else EXIT_NOT_CONVERGED
 
 
 async def _targets(api: FleetApi, args: argparse.Namespace) -> list[fleet.Target]:
@@ -65,10 +68,39 @@ async def _targets(api: FleetApi, args: argparse.Namespace) -> list[fleet.Target
         )
         node_list = None
     try:
-        nodes = fleet.node_names(node_list) if node_list is not None else None
-        return fleet.targets(nodes, pods, args.port)
+        nodes = fleet.nodes_of(node_list) if node_list is not None else None
+        daemonsets = await _daemonsets(api, args, pods) if nodes is not None else None
+        return fleet.targets(nodes, pods, args.port, daemonsets)
     except fleet.Malformed as exc:
         raise AgentError(str(exc)) from None
+
+
+async def _daemonsets(
+    api: FleetApi, args: argparse.Namespace, pods: dict[str, Any]
+) -> list[Any] | None:
+    """The agent's DaemonSets (labelled as its pods are, and those controlling its pods), to
+    tell nodes it never targets; None, said on stderr, if they cannot be read: then every
+    node counts."""
+    try:
+        listed: list[Any] = (await api.daemonset_list(args.namespace, args.agent_selector))["items"]
+        known = {fleet.name_of(ds) for ds in listed}
+        for name in fleet.daemonsets_of(pods):
+            if name not in known:
+                listed.append(await api.daemonset(args.namespace, name))
+    except (KubeApiError, fleet.Malformed) as exc:
+        print(
+            f"prepull-agent: cannot read the agent's DaemonSets ({exc}), so every node counts",
+            file=sys.stderr,
+        )
+        return None
+    if not listed:
+        print(
+            f"prepull-agent: no DaemonSet in {args.namespace} matches {args.agent_selector}, so "
+            "every node counts",
+            file=sys.stderr,
+        )
+        return None
+    return listed
 
 
 async def _read_all(
@@ -125,7 +157,7 @@ def _cells(
     row: fleet.NodeRow, show: Callable[[str], str], lists: Callable[[str], str]
 ) -> tuple[str, ...]:
     if not row.answered:
-        return (row.node, "?", "-", "-", "-", "-", "-", row.error or "")
+        return (row.node, "?" if row.targeted else "-", "-", "-", "-", "-", "-", row.error or "")
     pulling = "-"
     if row.pulling:
         done, total = format_bytes(row.bytes_done), format_bytes(row.bytes_total)
@@ -134,6 +166,12 @@ def _cells(
     if row.list and row.list != row.served_list:
         served += f" → {lists(row.list)}"  # working toward a list it does not serve yet
     detail = row.error or ""
+    converging = row.converging
+    if converging is not None:
+        overdue = ", OVERDUE" if converging.overdue else ""
+        since = converging.since
+        age = f" for {_age(time.time() - since)}" if since is not None else ""
+        detail = f"converging {converging.present}/{converging.desired}{age}{overdue}"
     if row.failing:
         first = row.failing[0]
         more = f" (+{len(row.failing) - 1} more)" if len(row.failing) > 1 else ""
@@ -160,7 +198,12 @@ def summary_line(
         parts.append(f"{summary['not_ready']} not ready")
     if summary["not_answering"]:
         parts.append(f"{summary['not_answering']} not answering")
+    if summary["converging"]:
+        overdue = f" ({summary['overdue']} overdue)" if summary["overdue"] else ""
+        parts.append(f"{summary['converging']} of them converging{overdue}")
     line = ", ".join(parts)
+    if summary["not_targeted"]:
+        line += f" (+{summary['not_targeted']} the agent does not target)"
     line += f"; {summary['images_missing']} images missing fleet-wide"
     if summary["failing"]:
         line += "; failing: " + ", ".join(
@@ -174,6 +217,17 @@ def summary_line(
             f"{lists(digest)} on {count}" for digest, count in summary["lists_served"].items()
         )
     return line
+
+
+def _age(seconds: float) -> str:
+    """`45s`, `12m`, `3h10m`: how long, as `kubectl get` says AGE."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m"
+    hours, minutes = divmod(whole // 60, 60)
+    return f"{hours}h{minutes}m" if minutes else f"{hours}h"
 
 
 def _some(nodes: Sequence[str], most: int = 3) -> str:

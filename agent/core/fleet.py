@@ -5,8 +5,10 @@ agent answers (or why none came), and a summary across them. Pure: the Kubernete
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from agent.core.targeting import why_not_targeted
 
 FAILING_STATES = ("failed", "refused")
 
@@ -19,12 +21,26 @@ class Target:
     pod: str | None = None
     port: int | None = None
     why_not: str | None = None
+    targeted: bool = True
+    """The agent's DaemonSet would run a pod here; a node it never targets (another OS, a
+    virtual node) is shown apart and counts toward nothing."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Failure:
     image: str
     reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Converging:
+    """A ready node's progress toward a newer list (its /status `converging`)."""
+
+    to: str | None
+    since: float | None
+    present: int
+    desired: int
+    overdue: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,13 +63,18 @@ class NodeRow:
     """The list the agent has now: another than `served_list` while it works toward it."""
     missing: tuple[str, ...] = ()
     error: str | None = None
+    targeted: bool = True
+    converging: Converging | None = None
+    """Ready on the list it served while it converges to `list`."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "node": self.node,
             "pod": self.pod,
+            "targeted": self.targeted,
             "answered": self.answered,
             "ready": self.ready,
+            "converging": dataclasses.asdict(self.converging) if self.converging else None,
             "images": {"ready": self.images_ready, "desired": self.images_desired},
             "missing": list(self.missing),
             "failing": [dataclasses.asdict(f) for f in self.failing],
@@ -76,22 +97,48 @@ class Malformed(ValueError):
 # -- who serves which node ---------------------------------------------------------------------
 
 
-def node_names(node_list: Any) -> list[str]:
-    """The names in a NodeList; Malformed if it is not one."""
-    return [_name(item) for item in _items(node_list, "NodeList")]
+def nodes_of(node_list: Any) -> dict[str, dict[str, Any]]:
+    """The Nodes of a NodeList by name; Malformed if it is not one."""
+    return {_name(item): item for item in _items(node_list, "NodeList")}
 
 
-def targets(nodes: Iterable[str] | None, pod_list: Any, port: str) -> list[Target]:
+def daemonsets_of(pod_list: Any) -> list[str]:
+    """The DaemonSets that control the agent pods (their controller ownerReferences)."""
+    names = set()
+    for pod in _items(pod_list, "PodList"):
+        for owner in _list(_dig(pod, "metadata", "ownerReferences")):
+            if _dig(owner, "kind") == "DaemonSet" and _dig(owner, "controller") is True:
+                names.add(_text(_dig(owner, "name")))
+    return sorted(name for name in names if name)
+
+
+def targets(
+    nodes: Mapping[str, Any] | None,
+    pod_list: Any,
+    port: str,
+    daemonsets: Sequence[Any] | None = None,
+) -> list[Target]:
     """One Target per node, in name order: `nodes` (None: the nodes the pods run on), each with
     the agent pod on it that can answer (Running, with an IP and the port), else why none can.
-    `port` is the container port's name or number."""
+    `port` is the container port's name or number. A node with no agent pod that none of
+    `daemonsets` would run on is not targeted (None: every node is)."""
     by_node: dict[str, list[dict[str, Any]]] = {}
     for pod in _items(pod_list, "PodList"):
         node = _dig(pod, "spec", "nodeName")
         if isinstance(node, str) and node:
             by_node.setdefault(node, []).append(pod)
     wanted = sorted(set(nodes) if nodes is not None else set(by_node))
-    return [_target(node, by_node.get(node, []), port) for node in wanted]
+    found = []
+    for node in wanted:
+        pods = by_node.get(node, [])
+        why = None
+        if not pods and nodes is not None and daemonsets is not None:
+            why = why_not_targeted(daemonsets, nodes[node])
+        if why is not None:
+            found.append(Target(node, why_not=f"not targeted: {why}", targeted=False))
+        else:
+            found.append(_target(node, pods, port))
+    return found
 
 
 def _target(node: str, pods: list[dict[str, Any]], port: str) -> Target:
@@ -130,7 +177,14 @@ def _pod_ip(pod: dict[str, Any]) -> str:
 
 
 def unanswered(target: Target, reason: str) -> NodeRow:
-    return NodeRow(target.node, target.pod, answered=False, ready=False, error=reason)
+    return NodeRow(
+        target.node,
+        target.pod,
+        answered=False,
+        ready=False,
+        error=reason,
+        targeted=target.targeted,
+    )
 
 
 def row(target: Target, status: Any) -> NodeRow:
@@ -166,6 +220,22 @@ def row(target: Target, status: Any) -> NodeRow:
         list=_digest(config.get("digest")),
         missing=tuple(_text(i.get("image")) or "?" for i in desired if i.get("state") != "present"),
         error=_text(status.get("last_error")) or None,
+        converging=_converging(status.get("converging")) if status["ready"] else None,
+    )
+
+
+def _converging(value: Any) -> Converging | None:
+    if not isinstance(value, dict):
+        return None
+    since = value.get("since")
+    return Converging(
+        to=_digest(value.get("to")),
+        since=float(since)
+        if isinstance(since, int | float) and not isinstance(since, bool)
+        else None,
+        present=_count(value.get("present")),
+        desired=_count(value.get("desired")),
+        overdue=value.get("overdue") is True,
     )
 
 
@@ -176,7 +246,8 @@ def summary(rows: Iterable[NodeRow]) -> dict[str, Any]:
     """Nodes ready and not, images missing fleet-wide (each with the nodes it is missing on),
     which image fails where, and which lists the nodes serve (a half-rolled-out list shows as
     two)."""
-    rows = list(rows)
+    every = list(rows)
+    rows = [r for r in every if r.targeted]
     missing: dict[str, list[str]] = {}
     failing: dict[str, list[str]] = {}
     lists: dict[str, int] = {}
@@ -193,6 +264,9 @@ def summary(rows: Iterable[NodeRow]) -> dict[str, Any]:
         "ready": sum(1 for r in rows if r.ready),
         "not_ready": sum(1 for r in rows if r.answered and not r.ready),
         "not_answering": sum(1 for r in rows if not r.answered),
+        "not_targeted": len(every) - len(rows),
+        "converging": sum(1 for r in rows if r.converging is not None),
+        "overdue": sum(1 for r in rows if r.converging is not None and r.converging.overdue),
         "images_missing": sum(len(nodes) for nodes in missing.values()),
         "missing": _by_count(missing),
         "failing": _by_count(failing),
@@ -213,6 +287,13 @@ def _items(document: Any, kind: str) -> list[dict[str, Any]]:
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise Malformed(f"the API server's answer is not a {kind}")
     return items
+
+
+def name_of(item: Any) -> str:
+    """An object's name; Malformed if it has none."""
+    if not isinstance(item, dict):
+        raise Malformed("an object in the API server's answer is not an object")
+    return _name(item)
 
 
 def _name(item: dict[str, Any]) -> str:

@@ -161,6 +161,8 @@ class KubeApiServer:
         """Send GET bodies in chunks of this many bytes, a moment apart (a slow link)."""
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         """(namespace, name): the Pods stored."""
+        self.daemonsets: dict[tuple[str, str], dict[str, Any]] = {}
+        """(namespace, name): the DaemonSets stored (apps/v1)."""
         self.client_ca: Path | None = None
         """Trust client certificates this CA signed (set before start)."""
         self.cert_users: dict[str, frozenset[tuple[str, str]]] = {}
@@ -231,6 +233,10 @@ class KubeApiServer:
         app.router.add_get("/api/v1/namespaces/{namespace}/events", self._list_events)
         app.router.add_post("/api/v1/namespaces/{namespace}/events", self._create_event)
         app.router.add_patch("/api/v1/namespaces/{namespace}/events/{name}", self._patch_event)
+        app.router.add_get("/apis/apps/v1/namespaces/{namespace}/daemonsets", self._list_daemonsets)
+        app.router.add_get(
+            "/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}", self._get_daemonset
+        )
         app.router.add_get("/api/v1/pods", self._no_pods)
         app.router.add_get("/api/v1/namespaces/{namespace}/pods", self._list_pods)
         app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}", self._get_pod)
@@ -415,6 +421,24 @@ class KubeApiServer:
         problem = self._versioned(f"pod {name}", pod)
         assert problem is None, problem
         self.pods[(namespace, name)] = pod
+
+    def add_daemonset(self, daemonset: dict[str, Any]) -> None:
+        namespace, name = daemonset["metadata"]["namespace"], daemonset["metadata"]["name"]
+        daemonset = copy.deepcopy(daemonset)
+        problem = self._versioned(f"daemonset {name}", daemonset)
+        assert problem is None, problem
+        self.daemonsets[(namespace, name)] = daemonset
+
+    async def _list_daemonsets(self, request: web.Request) -> web.Response:
+        namespace = request.match_info["namespace"]
+        items = [d for (where, _), d in sorted(self.daemonsets.items()) if where == namespace]
+        return self._paged(request, "DaemonSetList", items)
+
+    async def _get_daemonset(self, request: web.Request) -> web.Response:
+        key = (request.match_info["namespace"], request.match_info["name"])
+        if key not in self.daemonsets:
+            return _status(404, "NotFound", f'daemonsets.apps "{key[1]}" not found')
+        return web.json_response(self.daemonsets[key])
 
     async def _list_pods(self, request: web.Request) -> web.Response:
         namespace = request.match_info["namespace"]
@@ -607,6 +631,8 @@ def _resource(path: str) -> tuple[str | None, str | None]:
     """The namespace (None: cluster-wide) and what RBAC names the resource at `path` (`nodes`,
     `nodes/status`, `events`, `pods`); (None, None) for discovery."""
     parts = path.strip("/").split("/")
+    if parts[:1] == ["apis"] and len(parts) >= 6 and parts[3] == "namespaces":
+        return parts[4], f"{parts[1]}:{parts[5]}"  # another group's: apps:daemonsets
     if parts[:2] != ["api", "v1"] or len(parts) < 3:
         return None, None
     if parts[2] == "namespaces" and len(parts) >= 7:

@@ -40,13 +40,23 @@ one that never answers costs it on each run that asks it."""
 READER = granted(COMPONENTS / "fleet-reader/rbac.yaml")
 
 
-def agent_pod(node_name: str, port: int, ip: str | None = "127.0.0.1", phase: str = "Running"):
-    """The pod the DaemonSet of deploy/daemonset.yaml makes on `node_name`, as the API server
-    holds it once scheduled; its port `metrics` at `port` (every daemon here shares one IP)."""
-    daemonset = next(
+DAEMONSET_UID = "5a1d0000-0000-4000-8000-000000000001"
+
+
+def agent_daemonset() -> dict[str, Any]:
+    """The DaemonSet of deploy/daemonset.yaml, as the API server holds it."""
+    daemonset: dict[str, Any] = next(
         d for d in yaml.safe_load_all((DEPLOY / "daemonset.yaml").read_text())
         if d["kind"] == "DaemonSet"
     )  # fmt: skip
+    daemonset["metadata"]["uid"] = DAEMONSET_UID
+    return daemonset
+
+
+def agent_pod(node_name: str, port: int, ip: str | None = "127.0.0.1", phase: str = "Running"):
+    """The pod the DaemonSet of deploy/daemonset.yaml makes on `node_name`, as the API server
+    holds it once scheduled; its port `metrics` at `port` (every daemon here shares one IP)."""
+    daemonset = agent_daemonset()
     template = json.loads(json.dumps(daemonset["spec"]["template"]))
     spec = template["spec"] | {"nodeName": node_name}
     for declared in spec["containers"][0]["ports"]:
@@ -63,6 +73,16 @@ def agent_pod(node_name: str, port: int, ip: str | None = "127.0.0.1", phase: st
             "namespace": NAMESPACE,
             "labels": template["metadata"]["labels"],
             "creationTimestamp": "2026-12-05T00:00:00Z",
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "DaemonSet",
+                    "name": "prepull-agent",
+                    "uid": DAEMONSET_UID,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         },
         "spec": spec,
         "status": status,
@@ -81,23 +101,26 @@ class Fleet:
 
 @pytest.fixture
 def fleet(tmp_path: Path, registry: Registry, containerd: Containerd, pause_image: str):
-    """Six nodes: n1 ready; n2 ready, one image failing for good; n3 not ready (its registry
+    """Seven nodes: n1 ready; n2 ready, one image failing for good; n3 not ready (its registry
     is down); n4's agent accepts and never answers; n5 has no agent; n6's agent is not
-    listening (the proxy cannot reach it). n1, n2 in pool a, the rest in pool b."""
+    listening (the proxy cannot reach it); n7 is a Windows node the DaemonSet never targets.
+    n1, n2 and n7 in pool a, the rest in pool b."""
     repo = f"fleet/{os.urandom(4).hex()}"
     images = [push_image(registry, repo, tag, (PLATFORM,)).tagged for tag in ("1", "2")]
     missing = f"{registry.host}/{repo}:absent"
     down = f"127.0.0.1:{free_port()}/{repo}:1"
-    nodes = [node(f"n{i}") for i in range(1, 7)]
+    nodes = [node(f"n{i}") for i in range(1, 8)]
     for item in nodes:
-        pool = "a" if item["metadata"]["name"] in ("n1", "n2") else "b"
+        pool = "a" if item["metadata"]["name"] in ("n1", "n2", "n7") else "b"
         item["metadata"]["labels"]["pool"] = pool
+    nodes[-1]["metadata"]["labels"]["kubernetes.io/os"] = "windows"
     api = KubeApiServer(tmp_path / "kube", nodes, token="unused")
     api.client_ca = api.tls.ca
     api.tokens["reader-token"] = READER
     api.tokens["pods-only-token"] = READER - {("list", "nodes")}
     api.cert_users["fleet-operator"] = READER
     api.start()
+    api.add_daemonset(agent_daemonset())
     others = [_start_containerd(tmp_path / f"node{i}", registry, pause_image) for i in (2, 3)]
     hung = socket.socket()
     hung.bind(("127.0.0.1", 0))
@@ -209,7 +232,7 @@ def test_the_stand_in_proxies_to_an_agent_as_the_api_server_does(fleet: Fleet) -
         "ServiceUnavailable" in refused.stderr and "error trying to reach service" in refused.stderr
     )
     nodes = _kubectl(fleet, "get", "nodes", "-l", "pool=a", "-o", "name")
-    assert nodes.stdout.split() == ["node/n1", "node/n2"], nodes
+    assert nodes.stdout.split() == ["node/n1", "node/n2", "node/n7"], nodes
 
 
 def test_kubectl_prepull_shows_every_node_with_what_it_lacks_and_why(fleet: Fleet) -> None:
@@ -217,7 +240,10 @@ def test_kubectl_prepull_shows_every_node_with_what_it_lacks_and_why(fleet: Flee
     assert run.returncode == 1 and run.stdout, run.stderr  # not every node is ready
     document = json.loads(run.stdout)
     rows = {row["node"]: row for row in document["nodes"]}
-    assert list(rows) == ["n1", "n2", "n3", "n4", "n5", "n6"]
+    assert list(rows) == ["n1", "n2", "n3", "n4", "n5", "n6", "n7"]
+    assert rows["n7"]["targeted"] is False and not rows["n7"]["answered"]
+    assert rows["n7"]["error"] == "not targeted: nodeSelector kubernetes.io/os=linux"
+    assert all(rows[f"n{i}"]["targeted"] for i in range(1, 7))
 
     n1, n2, n3 = rows["n1"], rows["n2"], rows["n3"]
     assert n1["ready"] and n1["images"] == {"ready": 2, "desired": 2} and not n1["failing"]
@@ -237,12 +263,8 @@ def test_kubectl_prepull_shows_every_node_with_what_it_lacks_and_why(fleet: Flee
     assert "NetworkPolicy" in rows["n6"]["error"], "the likely cause named"
 
     summary = document["summary"]
-    assert (summary["nodes"], summary["ready"], summary["not_ready"], summary["not_answering"]) == (
-        6,
-        2,
-        1,
-        3,
-    )
+    counts = ("nodes", "ready", "not_ready", "not_answering", "not_targeted")
+    assert [summary[key] for key in counts] == [6, 2, 1, 3, 1], summary
     assert summary["failing"] == {fleet.missing: ["n2"]}
     assert summary["lists_served"] == {n1["served_list"]: 1, n2["served_list"]: 1, "none": 1}
 
@@ -253,14 +275,19 @@ def test_the_table_the_filters_and_other_credentials(fleet: Fleet, tmp_path: Pat
     lines = table.stdout.splitlines()
     assert tuple(lines[0].split()) == COLUMNS
     assert [line.split()[0] for line in lines[1:-1]] == ["n3", "n4", "n5", "n6"]
-    assert lines[-1].startswith("6 nodes: 2 ready, 1 not ready, 3 not answering;"), lines[-1]
+    assert lines[-1].startswith(
+        "6 nodes: 2 ready, 1 not ready, 3 not answering (+1 the agent does not target);"
+    ), lines[-1]
 
+    # Pool a: two ready nodes and a Windows node the DaemonSet never targets: all is well.
     pool = _fleet(fleet.kubeconfig, "-l", "pool=a", "--no-headers")
-    assert pool.returncode == 0, pool.stderr  # both nodes of pool a are ready
+    assert pool.returncode == 0, (pool.stdout, pool.stderr)
     assert [line.split()[:3] for line in pool.stdout.splitlines()] == [
         ["n1", "yes", "2/2"],
         ["n2", "yes", "2/3"],
+        ["n7", "-", "-"],
     ]
+    assert "not targeted: nodeSelector kubernetes.io/os=linux" in pool.stdout
 
     # A client certificate (inline, as kubeadm writes admin.conf) and an exec plugin's token.
     cert, key = client_cert(fleet.api.tls, "fleet-operator")
@@ -273,7 +300,7 @@ def test_the_table_the_filters_and_other_credentials(fleet: Fleet, tmp_path: Pat
     by_cert.write_text(yaml.safe_dump(config))
     run = _fleet(by_cert, "-l", "pool=a", "-o", "yaml")
     assert run.returncode == 0, run.stderr
-    assert [row["node"] for row in yaml.safe_load(run.stdout)["nodes"]] == ["n1", "n2"]
+    assert [row["node"] for row in yaml.safe_load(run.stdout)["nodes"]] == ["n1", "n2", "n7"]
 
     plugin = tmp_path / "token-plugin"
     credential = {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
@@ -288,7 +315,7 @@ def test_the_table_the_filters_and_other_credentials(fleet: Fleet, tmp_path: Pat
     by_exec.write_text(yaml.safe_dump(config))
     run = _fleet(by_exec, "-l", "pool=a", "-o", "json")
     assert run.returncode == 0, run.stderr
-    assert len(json.loads(run.stdout)["nodes"]) == 2
+    assert len(json.loads(run.stdout)["nodes"]) == 3
     assert "reader-token" not in run.stdout + run.stderr
 
     # May not list Nodes: the nodes the agents run on, and a word that the rest are not shown.

@@ -32,6 +32,10 @@ def pod(name: str, node: str, phase: str = "Running", ip: str | None = "10.0.0.7
     }
 
 
+def nodes(*names: str, **labels: str) -> dict[str, Any]:
+    return {n: {"metadata": {"name": n, "labels": dict(labels)}} for n in names}
+
+
 def image(name: str, state: str, **extra: Any) -> dict[str, Any]:
     return {"image": name, "state": state, "last_error": None, "pull": None, **extra}
 
@@ -45,7 +49,7 @@ def test_each_node_gets_the_running_agent_on_it_or_why_none_answers() -> None:
             pod("elsewhere", "n9"),
         ]
     }
-    found = fleet.targets(["n3", "n1", "n2"], pods, "metrics")
+    found = fleet.targets(nodes("n3", "n1", "n2"), pods, "metrics")
     assert found == [
         fleet.Target("n1", "new", 9410),
         fleet.Target("n2", "starting", why_not="agent pod Pending"),
@@ -53,9 +57,10 @@ def test_each_node_gets_the_running_agent_on_it_or_why_none_answers() -> None:
     ]
     assert fleet.targets(None, pods, "9999")[0] == fleet.Target("n1", "new", 9999)
     assert (
-        fleet.targets(["n1"], pods, "http")[0].why_not == "agent pod has no container port 'http'"
+        fleet.targets(nodes("n1"), pods, "http")[0].why_not
+        == "agent pod has no container port 'http'"
     )
-    assert fleet.targets(["n1"], pods, "70000")[0].why_not == (
+    assert fleet.targets(nodes("n1"), pods, "70000")[0].why_not == (
         "agent pod has no container port '70000'"
     )
 
@@ -66,7 +71,7 @@ def test_each_node_gets_the_running_agent_on_it_or_why_none_answers() -> None:
 )
 def test_lists_not_shaped_as_kubernetes_lists_are_refused(hostile: Any) -> None:
     with pytest.raises(fleet.Malformed):
-        fleet.node_names(hostile)
+        fleet.nodes_of(hostile)
 
 
 def test_a_row_counts_what_the_node_holds_lacks_and_pulls() -> None:
@@ -201,3 +206,33 @@ async def test_a_malformed_node_list_is_an_error_that_says_so(nodes: Any) -> Non
     )
     with pytest.raises(AgentError, match="the API server's"):
         await _targets(ListsOnly(nodes), args)  # type: ignore[arg-type]
+
+
+def test_a_ready_node_converging_says_how_far_and_an_untargeted_node_counts_toward_nothing() -> (
+    None
+):
+    status = {
+        "ready": True,
+        "served_list": A,
+        "config": {"digest": B},
+        "converging": {"to": B, "since": 0.0, "present": 2, "desired": 3, "overdue": True},
+        "images": [image("a:1", "present"), image("b:1", "present"), image("c:1", "pulling")],
+    }
+    converging = fleet.row(fleet.Target("n1", "p1", 9410), status)
+    assert converging.ready and converging.converging == fleet.Converging(B, 0.0, 2, 3, True)
+    windows = fleet.unanswered(
+        fleet.Target("n2", why_not="not targeted: nodeSelector", targeted=False),
+        "not targeted: nodeSelector",
+    )
+    summary = fleet.summary([converging, windows])
+    assert (summary["nodes"], summary["ready"], summary["not_answering"]) == (1, 1, 0)
+    assert (summary["not_targeted"], summary["converging"], summary["overdue"]) == (1, 1, 1)
+    text = format_fleet([converging, windows], summary, lambda s: s, short_list).splitlines()
+    assert text[1].split()[:2] == ["n1", "yes"] and "converging 2/3 for " in text[1], text[1]
+    assert text[1].endswith(", OVERDUE"), text[1]
+    assert text[2].split()[:2] == ["n2", "-"], text[2]
+    assert text[-1].startswith(
+        "1 nodes: 1 ready, 1 of them converging (1 overdue) (+1 the agent does not target)"
+    ), text[-1]
+    forged = fleet.row(fleet.Target("n1"), {**status, "converging": {"since": "x", "to": 5}})
+    assert forged.converging == fleet.Converging(None, None, 0, 0, False)
