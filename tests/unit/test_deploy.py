@@ -122,7 +122,7 @@ async def _healthy() -> None:
 
 def test_the_socket_mount_matches_the_endpoint() -> None:
     agent = container()
-    env = {e["name"]: e["value"] for e in agent["env"]}
+    env = {e["name"]: e.get("value") for e in agent["env"]}
     socket = env[common.ENDPOINT_ENV].removeprefix("unix://")
     assert rpc.target(env[common.ENDPOINT_ENV]) == env[common.ENDPOINT_ENV]
     mounts = [m for m in agent["volumeMounts"] if m["mountPath"] == socket]
@@ -439,3 +439,20 @@ def test_the_prometheus_operator_objects_carry_the_release_label_and_nothing_els
     rendered = kustomize(DEPLOY / "overlays" / "prometheus-operator")
     labelled = {o["kind"] for o in rendered if "release" in o["metadata"].get("labels", {})}
     assert labelled == {"PodMonitor", "PrometheusRule"}
+
+
+def test_the_agent_owns_its_pins_as_its_daemonset() -> None:
+    """Two DaemonSets on one node are two owners: the pod's name and namespace reach the agent
+    (the downward API), and its default owner is the DaemonSet they name."""
+    from agent.core.claims import owner_of
+
+    refs = {
+        e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        for e in container()["env"]
+    }
+    assert refs["POD_NAME"] == "metadata.name" and refs["POD_NAMESPACE"] == "metadata.namespace"
+    daemonset = one("DaemonSet")["metadata"]
+    pod = f"{daemonset['name']}-x7k2p"  # the API server's generateName: 5 random characters
+    assert owner_of(None, "/etc/prepull/preload.yaml", pod_name=pod, pod_namespace="ns") == (
+        f"daemonset:ns/{daemonset['name']}"
+    )
