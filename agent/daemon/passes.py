@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from agent import wiring
 from agent.adapters.registry.client import RegistryClient
@@ -92,6 +93,7 @@ class PassLoop:
         seconds = time.monotonic() - started
         observe_pass(shared.metrics, outcomes, shared.report, summary, seconds, time.time())
         _log_pass(outcomes, len(shared.report.desired), time.monotonic() - started)
+        _log_converging(shared.report.converging_json(time.time()))
         shared.report_changed.set()
         # After the pass is reported: its registry requests never delay what the pass says.
         await self._probe_range(registry, outcomes, node)
@@ -353,6 +355,22 @@ def _log_pass(outcomes: Sequence[Outcome], desired: int, seconds: float) -> None
                 "waiting_for_rollout": waiting,
             },
         },
+    )
+
+
+def _log_converging(converging: dict[str, Any] | None) -> None:
+    """A ready node still converging to a newer list says so after each pass."""
+    if converging is None:
+        return
+    log.log(
+        logging.WARNING if converging["overdue"] else logging.INFO,
+        "converging to list %s: %d of %d present, still serving list %s (ready)%s",
+        converging["to"],
+        converging["present"],
+        converging["desired"],
+        converging["from"],
+        "; overdue" if converging["overdue"] else "",
+        extra={"event": "converging", "converging": converging},
     )
 
 

@@ -4,6 +4,7 @@ events by which the loops tell each other what happened."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable
@@ -18,6 +19,8 @@ from agent.core.rollout import Rollout
 from agent.core.status import NodeReport
 from agent.daemon.metrics import Metrics, one_series
 from agent.daemon.settings import DaemonSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,6 +60,13 @@ class Shared:
         self.metrics.config_last_reload_successful.set(1)
         if self.report.list_digest is not None:
             one_series(self.metrics.list_info, self.report.list_digest)
+        if self.report.converging:
+            log.info(
+                "converging to list %s while serving list %s: the node stays ready",
+                self.report.list_digest,
+                self.report.served_digest,
+                extra={"event": "converging", "to": self.report.list_digest},
+            )
 
 
 async def first_of(*waits: Awaitable[object], seconds: float) -> None:
