@@ -70,6 +70,16 @@ def format_status(
         + f"  {ago}"
     )
     lines = [header]
+    converging = document.get("converging")
+    if isinstance(converging, dict):
+        since = converging.get("since")
+        age = f" for {now - since:.0f}s" if isinstance(since, int | float) else ""
+        overdue = " (OVERDUE)" if converging.get("overdue") else ""
+        lines.append(
+            f"converging to list {converging.get('to')}{age}{overdue}: "
+            f"{converging.get('present')} of {converging.get('desired')} present; still serving "
+            f"list {converging.get('from')}"
+        )
     if document.get("last_error"):
         lines.append(f"last error: {document['last_error']}")
     rejected = (document.get("config") or {}).get("rejected")

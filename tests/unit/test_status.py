@@ -276,3 +276,22 @@ def test_going_back_to_the_served_list_ends_converging() -> None:
     report.configure(CONFIG.images)
     report.config_loaded("list.yaml", 3, 101.0)
     assert report.converging_since is None
+
+
+def test_status_says_a_ready_node_converges_toward_what_since_when() -> None:
+    from agent.cli.status import format_status
+
+    document = {
+        "node_platform": "linux/amd64",
+        "ready": True,
+        "runtime": {"name": "containerd", "version": "2.1.9"},
+        "last_reconcile": 100.0,
+        "converging": {"from": "sha256:a", "to": "sha256:b", "since": 40.0, "present": 2,
+                       "desired": 3, "overdue": True},
+        "images": [],
+    }  # fmt: skip
+    lines = format_status(document, lambda s: s, 100.0).splitlines()
+    assert lines[0].startswith("node linux/amd64  READY")
+    assert lines[1] == (
+        "converging to list sha256:b for 60s (OVERDUE): 2 of 3 present; still serving list sha256:a"
+    )
