@@ -57,7 +57,7 @@ def released_line(released: Released, why: str = "no longer listed") -> str:
 
 
 def _holders(held: Holders) -> list[str]:
-    return held.names() or ["nobody (the pin label alone)"]
+    return held.names() or ["not an agent's (by hand or another tool)"]
 
 
 async def release(args: argparse.Namespace) -> int:
