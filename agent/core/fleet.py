@@ -8,6 +8,9 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from agent.core.jsonread import as_list as _list
+from agent.core.jsonread import dig as _dig
+from agent.core.jsonread import text as _text
 from agent.core.targeting import why_not_targeted
 
 FAILING_STATES = ("failed", "refused")
@@ -301,20 +304,6 @@ def _name(item: dict[str, Any]) -> str:
     if not isinstance(name, str) or not name:
         raise Malformed("an object in the API server's list has no name")
     return name
-
-
-def _dig(document: Any, *keys: str) -> Any:
-    for key in keys:
-        document = document.get(key) if isinstance(document, dict) else None
-    return document
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _count(value: Any) -> int:

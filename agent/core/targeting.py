@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from agent.core.jsonread import as_list as _list
+from agent.core.jsonread import dig as _dig
+from agent.core.jsonread import text as _text
+
 # What the DaemonSet controller adds to every daemon pod (kubernetes pkg/controller/daemon/util
 # AddOrUpdateDaemonPodTolerations): a daemon pod runs through these conditions.
 DAEMON_TOLERATIONS: tuple[dict[str, str], ...] = (
@@ -125,17 +129,3 @@ def _labels(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         return {}
     return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
-
-
-def _dig(document: Any, *keys: str) -> Any:
-    for key in keys:
-        document = document.get(key) if isinstance(document, dict) else None
-    return document
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""

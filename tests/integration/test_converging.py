@@ -37,23 +37,23 @@ def test_a_daemon_whose_list_gains_a_slow_image_stays_ready_while_it_converges(
         volume.write(listing(registry, [fast.pinned(), through], registries + "resync: 1h\n"))
         answers: list[tuple[int, str]] = []
 
+        seen: dict[str, object] = {}
+
         def converging() -> bool:
+            """/readyz, /status and the metrics all say converging, read back to back."""
             answers.append(daemon.get("/readyz"))
             status = json.loads(daemon.get("/status")[1])
-            return status["converging"] is not None and status["ready"]
+            metrics = (daemon.metric("prepull_converging"), daemon.metric("prepull_node_ready"))
+            said = "converging to" in answers[-1][1] and metrics == (1, 1)
+            seen.update(status=status)
+            return said and status["converging"] is not None and status["ready"]
 
-        daemon.wait_for(converging, 30, "/status to say converging")
-        status = json.loads(daemon.get("/status")[1])
-        seen = status["converging"] or {}
-        assert seen["from"] == served and seen["to"] == status["config"]["digest"] != served, seen
-        assert seen["desired"] == 2 and seen["overdue"] is False and seen["since"], seen
-        assert daemon.metric("prepull_converging") == 1
-        assert daemon.metric("prepull_node_ready") == 1
-        daemon.wait_for(
-            lambda: "converging to" in (answers.append(daemon.get("/readyz")) or answers[-1][1]),
-            30,
-            "/readyz to say it converges",
-        )
+        daemon.wait_for(converging, 30, "/readyz, /status and metrics to say converging")
+        status = seen["status"]
+        assert isinstance(status, dict)
+        moving = status["converging"]
+        assert moving["from"] == served and moving["to"] == status["config"]["digest"] != served
+        assert moving["desired"] == 2 and moving["overdue"] is False and moving["since"], moving
 
         def done() -> bool:
             answers.append(daemon.get("/readyz"))

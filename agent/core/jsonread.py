@@ -1,0 +1,21 @@
+"""Checked reads of hostile JSON (an API server's objects, an agent's /status): a value of the
+wrong type reads as nothing, never as an exception."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def dig(document: Any, *keys: str) -> Any:
+    """`document[k1][k2]…`, or None where a level is missing or not an object."""
+    for key in keys:
+        document = document.get(key) if isinstance(document, dict) else None
+    return document
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
