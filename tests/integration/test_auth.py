@@ -78,7 +78,7 @@ def test_without_credentials_the_refusal_says_none_were_sent(
     image = push_image(private_registry, repo, "1", (NODE,))
     config = write_config(tmp_path / "preload.yaml", private_registry, [image.tagged], None)
 
-    result = once(containerd, config)
+    result = once(containerd, config, "--strict")  # failed for good: --strict exits 1
 
     assert result.code == 1, result
     line = result.line_for(image.tagged)
@@ -94,7 +94,7 @@ def test_a_wrong_password_is_refused_by_name_and_never_printed(
     secret = write_secret(tmp_path / "secrets", private_registry.host, wrong)
     config = write_config(tmp_path / "preload.yaml", private_registry, [image.tagged], str(secret))
 
-    result = once(containerd, config)
+    result = once(containerd, config, "--strict")  # failed for good: --strict exits 1
 
     assert result.code == 1, result
     line = result.line_for(image.tagged)
@@ -184,7 +184,7 @@ def test_token_service_refusing_the_credentials_is_reported(
     config = write_config(tmp_path / "preload.yaml", registry, [image.tagged], str(secret))
     refused_before = tokens.refused
 
-    result = once(containerd, config)
+    result = once(containerd, config, "--strict")  # failed for good: --strict exits 1
 
     assert result.code == 1, result
     assert tokens.refused > refused_before

@@ -52,7 +52,8 @@ async def _converge(node: Containerd, config: configs.PreloadConfig):
         async with open_session() as session:
             registry = RegistryClient(session, resolver(config.registry, HostsDirectory(None)))
             binder = ContainerdImages(channel, node.endpoint)
-            outcomes = await Reconciler(cri, registry, binder, NODE).converge(config)
+            reconciler = Reconciler(cri, registry, binder, NODE, owner="test:converged")
+            outcomes = await reconciler.converge(config)
         return outcomes, cri.calls, registry.requests
     finally:
         await channel.close()

@@ -69,7 +69,7 @@ def test_pulls_stop_at_the_budget_in_list_order_and_say_why(
     listed += [third.pinned(), tiny.pinned()]
     extra = f"concurrency: 1\nmaxDiskUsagePercent: {budget}\n"
     config = write_config(tmp_path / "preload.yaml", registry, listed, extra)
-    result = once(small_disk, config, "--no-trunc")
+    result = once(small_disk, config, "--no-trunc", "--strict")
 
     assert result.code == 1, result
     assert result.line_for(first.pinned()).startswith("hit")
@@ -148,7 +148,7 @@ def test_layers_that_unpack_to_more_than_they_download_stay_within_the_budget(
     extra = f"concurrency: 3\nmaxDiskUsagePercent: {budget}\n"
     config = write_config(tmp_path / "preload.yaml", registry, listed, extra)
 
-    result = once(tiny_disk, config, "--no-trunc")
+    result = once(tiny_disk, config, "--no-trunc", "--strict")
 
     after = usage_of(root).percent
     present = [image_status(tiny_disk, image.tagged) is not None for image in images]

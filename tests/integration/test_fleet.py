@@ -58,7 +58,7 @@ def test_the_arm64_node_refuses_a_digest_pinned_to_the_amd64_manifest_before_pul
 
     result = once(arm64_node, listing)
 
-    assert result.code == 1, result
+    assert result.code == 0, result  # refused for this platform: ready by the daemon's rule
     line = result.line_for(amd64_only)
     assert "refused before pulling" in line and ARM64 in line, line
     assert arm64_node.ctr("images", "ls", "-q").split() == [], "nothing may have been pulled"

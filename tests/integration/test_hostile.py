@@ -238,7 +238,7 @@ def test_a_hostile_token_challenge_fails_its_image_clearly_and_never_the_agent(
             resolved = run_agent("resolve", hostile, "--insecure")  # asserts no traceback
             assert resolved.code == 1 and resolved.stderr.count("\n") == 1, (kind, resolved)
             assert "X-Forged" not in resolved.stderr, resolved
-            result = once(containerd, config)
+            result = once(containerd, config, "--strict")
             assert result.code == 1, (kind, result)
             assert result.line_for(hostile).startswith("failed"), (kind, result.stdout)
             assert result.line_for(healthy.tagged).split()[0] in ("pulled", "hit"), result.stdout

@@ -68,7 +68,10 @@ def test_new_content_waits_for_the_nodes_moment_across_restarts_and_a_restore_do
     # /status gives the moment to the second: on the slot within a second.
     off = (due - slot(node, new.digest, SPREAD)) % SPREAD
     assert min(off, SPREAD - off) < 1.01, f"the moment is {off:.2f}s off the node's slot"
-    assert daemon.metric("prepull_images_waiting_for_rollout") == 1
+    # The gauges follow at the pass's end, a moment after /status has the image.
+    daemon.wait_for(
+        lambda: daemon.metric("prepull_images_waiting_for_rollout") == 1, 30, "the gauge"
+    )
     asked = daemon.metric("prepull_registry_request_duration_seconds_count", registry=registry.host)
     assert asked is None, "a node waiting for its moment asks the registry nothing"
     assert daemon.get("/readyz")[0] == 503, "not ready while the image is not there"
