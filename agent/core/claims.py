@@ -116,19 +116,21 @@ def claim(
     labels: Mapping[str, str], owner: str, before: Mapping[str, str] | None = None
 ) -> Changes:
     """What makes `owner` a holder of the record's pin, given its labels now and, if the pass
-    pulled, as they were before (containerd's CRI rewrites a record's labels when a pull
-    re-creates it — 1.6 replaces them all — so what others held then is written back).
+    pulled, as they were before the pull: containerd's CRI rewrites a record's labels when a
+    pull re-creates it (1.6 replaces them all for a record `ctr` pulled or imported), so a pin
+    someone set by hand, seen before, must be known as theirs after.
 
     A pin there before any agent touched the record, now or before the pull, becomes a foreign
-    pin; a legacy mark is adopted; the pin label is set."""
+    pin (so is a foreign mark seen before); a legacy mark is adopted; the pin label is set.
+    Other owners' claims are not written back from `before`: one may have been released since
+    (restoring it would leak the pin), and an owner that lists the image claims it again on its
+    next pass."""
     now = dict(labels)
     changes: Changes = {}
-    for seen in (before or {}, now):
-        if Holders.of(seen).pinned_before_us and FOREIGN_KEY not in now:
-            changes[FOREIGN_KEY] = MARK
-    for key, value in (before or {}).items():
-        if key not in now and (key.startswith(OWNER_PREFIX) or key == FOREIGN_KEY):
-            changes[key] = value
+    seen = before or {}
+    foreign = Holders.of(seen).pinned_before_us or FOREIGN_KEY in seen
+    if (foreign or Holders.of(now).pinned_before_us) and FOREIGN_KEY not in now:
+        changes[FOREIGN_KEY] = MARK
     key = owner_key(owner)
     if now.get(key) != owner:
         changes[key] = owner

@@ -44,6 +44,13 @@ class PinKeeper:
         """The pin labels of the list's records before the pass's first pull (a pull may
         rewrite them); taken once a pass, by the first pull."""
 
+    def new_pass(self) -> None:
+        """Forget what an earlier pass read before its pulls (a pass that ended early never
+        used it): it is stale now."""
+        if self._before is not None:
+            self._before.cancel()
+        self._before = None
+
     async def before_pull(self, config: PreloadConfig) -> None:
         """Before any pull of this pass: note who holds the pins of the list's records, so
         what the pull rewrites is written back (agent.core.claims.claim)."""

@@ -104,6 +104,8 @@ class Reconciler:
         cancelled (their pulls too), new ones start, the rest go on undisturbed."""
         state = await self.snapshot(listed)
         self._config = config
+        if self._pins is not None:
+            self._pins.new_pass()
         if self._rollout is not None:
             if not self._rollout.looked:  # once: a walk of thousands of entries is hot
                 self._rollout.first_look(holds_any(config.images, self._node, state))

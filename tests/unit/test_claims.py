@@ -46,9 +46,12 @@ def test_what_a_pull_rewrote_is_written_back_from_before_it() -> None:
     before = {PIN_KEY: PIN_VALUE}
     changes = claim(MANAGED, A, before)
     assert changes[FOREIGN_KEY] == "true", "the hand pin seen before the pull is foreign"
+    marked = claim(MANAGED, A, {PIN_KEY: PIN_VALUE, FOREIGN_KEY: "true", owner_key(B): B})
+    assert marked[FOREIGN_KEY] == "true", "a foreign mark seen before the pull stays"
     theirs = applied({PIN_KEY: PIN_VALUE}, claim({}, B))
     restored = claim(MANAGED, A, theirs)
-    assert restored[owner_key(B)] == B and FOREIGN_KEY not in restored
+    assert FOREIGN_KEY not in restored, "an owner's pin is no foreign pin"
+    assert owner_key(B) not in restored, "B claims again itself; it may have let go meanwhile"
 
 
 def test_an_earlier_agents_pin_is_adopted_by_an_owner_that_lists_it() -> None:
