@@ -10,6 +10,7 @@ from agent.cli import converge, logs
 from agent.cli.common import exit_code, log
 from agent.cli.parser import parser
 from agent.core.errors import AgentError, ConfigError
+from agent.core.text import fit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             said = [p.said for p in exc.problems] if isinstance(exc, ConfigError) else [str(exc)]
             for line in said:
-                print(f"prepull-agent: {line}", file=sys.stderr)
+                print(f"prepull-agent: {fit(line)}", file=sys.stderr)
         return exit_code(exc)
     except KeyboardInterrupt:
         return 130

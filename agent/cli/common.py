@@ -21,6 +21,7 @@ from agent.core import platform as platforms
 from agent.core.config import PreloadConfig
 from agent.core.credentials import CredentialFiles
 from agent.core.errors import AgentError, InputError
+from agent.core.text import fit
 
 EXIT_CONVERGED = 0
 
@@ -161,6 +162,7 @@ def output_format(choices: tuple[str, ...]) -> Callable[[str], str]:
 def table_lines(rows: Sequence[Sequence[str]], headers: bool = True) -> list[str]:
     """`rows` (the column names first) as `kubectl get` aligns a table, the last column
     unpadded; `headers` False drops the names but keeps the columns as wide."""
+    rows = [[fit(cell) for cell in row] for row in rows]  # remote text never drives the terminal
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for row in rows if headers else rows[1:]:

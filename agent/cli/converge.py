@@ -38,6 +38,7 @@ from agent.core.ports import Outcome, Status
 from agent.core.progress import Progress, format_bytes
 from agent.core.reference import Reference
 from agent.core.status import NodeReport
+from agent.core.text import fit
 from agent.daemon.settings import DaemonSettings, GateSettings, parse_listen
 
 if TYPE_CHECKING:
@@ -240,7 +241,7 @@ def format_outcome(
     elif outcome.status in (Status.HIT, Status.BOUND):
         parts.append(show(str(outcome.digest)))
     if outcome.status != Status.HIT and outcome.detail:
-        detail = show(outcome.detail)
+        detail = fit(show(outcome.detail))
         parts.append(f"({detail})" if outcome.status != Status.FAILED else detail)
     return "  ".join(parts).rstrip()
 

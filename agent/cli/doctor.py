@@ -10,6 +10,7 @@ from agent.cli.common import EXIT_CONVERGED, EXIT_NOT_CONVERGED, load_wiring, pr
 from agent.core import pullpath
 from agent.core.errors import InputError
 from agent.core.runtimes import CONTAINERD
+from agent.core.text import fit
 
 EXITS = (
     "exit codes: 0 nothing to change, 1 a finding recommends a change (or containerd cannot be "
@@ -56,5 +57,6 @@ def format_diagnosis(diagnosis: pullpath.Diagnosis) -> str:
         lines.append(f"  impact: {finding.impact}")
     apply = pullpath.how_to_apply(diagnosis)
     if apply is not None:
-        lines += ["", "TO APPLY THE MEASURED ADVICE", apply.rstrip("\n")]
-    return "\n".join(lines)
+        lines += ["", "TO APPLY THE MEASURED ADVICE", *apply.rstrip("\n").splitlines()]
+    # containerd's version and config values are text from outside: each line one line, escaped.
+    return "\n".join(fit(line) for line in lines)

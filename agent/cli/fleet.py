@@ -23,6 +23,7 @@ from agent.cli.common import (
 from agent.core import fleet
 from agent.core.errors import AgentError
 from agent.core.progress import format_bytes
+from agent.core.text import fit
 
 NAMESPACE = "prepull-system"
 AGENT_SELECTOR = "app.kubernetes.io/name=prepull-agent"
@@ -143,7 +144,7 @@ def format_fleet(
     rows only, for scripts). `show` writes image references, `lists` list digests."""
     lines = table_lines([COLUMNS, *(_cells(r, show, lists) for r in rows)], headers)
     if headers:
-        lines.append(summary_line(summary, show, lists))
+        lines.append(fit(summary_line(summary, show, lists), 4000))
     return "\n".join(lines)
 
 

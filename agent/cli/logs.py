@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from agent.core.text import fit
+
 # Fields the agent attaches with `extra=`: on every pull, image, digest, duration and outcome;
 # on every pass, the counts; on a long pull's progress, the bytes so far and expected.
 FIELDS = (
@@ -40,12 +42,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+LOG_CHARS = 8000
+"""The longest message a text log line carries whole."""
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{f}={getattr(record, f)}" for f in FIELDS if hasattr(record, f))
+        # A log line is one line: remote text in it (a registry's message, a node's name) is
+        # escaped, never a control sequence or a line break of its own.
+        extras = " ".join(f"{f}={fit(getattr(record, f))}" for f in FIELDS if hasattr(record, f))
         # People read the program's voice; the module (JSON's `logger`) is for log queries.
         name = "prepull-agent" if record.name.split(".")[0] == "agent" else record.name
-        line = f"{record.levelname} {name}: {record.getMessage()}"
+        line = f"{record.levelname} {name}: {fit(record.getMessage(), LOG_CHARS)}"
         return f"{line} {extras}" if extras else line
 
 

@@ -8,7 +8,7 @@ import argparse
 from agent.cli.common import EXIT_CONVERGED, load_wiring, print_document, table_lines
 from agent.core.claims import LEGACY, Holders, Released, owner_name
 from agent.core.errors import InputError
-from agent.preload.generate import printable
+from agent.core.text import fit
 
 
 async def pins(args: argparse.Namespace) -> int:
@@ -36,7 +36,7 @@ async def pins(args: argparse.Namespace) -> int:
         held = {n: h for n, h in held.items() if h.holds(owner_name(args.owner))}
     rows = [["IMAGE", "PINNED", "HELD BY"]]
     rows += [
-        [printable(name), "yes" if h.pinned else "no", printable(", ".join(_holders(h)))]
+        [fit(name), "yes" if h.pinned else "no", fit(", ".join(_holders(h)))]
         for name, h in sorted(held.items())
     ]
     if len(rows) == 1:
@@ -49,9 +49,9 @@ async def pins(args: argparse.Namespace) -> int:
 def released_line(released: Released, why: str = "no longer listed") -> str:
     """One let-go claim, for a terminal: `unpinned` when the pin went, `released` when others
     still hold it (named, escaped)."""
-    name = printable(released.name)
+    name = fit(released.name)
     if released.kept_by:
-        holders = printable(", ".join(released.kept_by))
+        holders = fit(", ".join(released.kept_by))
         return f"released {name}  ({why}; still pinned for {holders})"
     return f"unpinned {name}  ({why}: kubelet's image GC may reclaim it)"
 
@@ -72,12 +72,12 @@ async def release(args: argparse.Namespace) -> int:
             for name, h in sorted(mine.items()):
                 others = h.names(but=None if args.legacy else owner)
                 others = [o for o in others if not (args.legacy and o == "an earlier agent")]
-                kept = f"  (still pinned for {printable(', '.join(others))})" * bool(others)
-                print(f"would release {printable(name)}{kept}")
-            print(f"{len(mine)} pins held by {printable(owner)}; nothing changed (--dry-run)")
+                kept = f"  (still pinned for {fit(', '.join(others))})" * bool(others)
+                print(f"would release {fit(name)}{kept}")
+            print(f"{len(mine)} pins held by {fit(owner)}; nothing changed (--dry-run)")
             return EXIT_CONVERGED
         released = await runtime.images.release(owner)
     for r in released:
         print(released_line(r, why="released by hand"))
-    print(f"{len(released)} pins released for {printable(owner)}")
+    print(f"{len(released)} pins released for {fit(owner)}")
     return EXIT_CONVERGED

@@ -18,6 +18,7 @@ from agent.cli.common import (
 )
 from agent.core.errors import AgentError, InputError
 from agent.core.progress import PullView, format_bytes
+from agent.core.text import fit
 
 
 async def status(args: argparse.Namespace) -> int:
@@ -101,7 +102,8 @@ def format_status(
         )
     if not headers:
         lines = []
-    return "\n".join(lines + table_lines(rows, headers))
+    # The daemon's answer is remote text: each line is one line, escaped.
+    return "\n".join([fit(line) for line in lines] + table_lines(rows, headers))
 
 
 def _in_flight(pull: dict[str, Any] | None) -> str | None:

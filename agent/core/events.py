@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from agent.core.errors import AgentError
+from agent.core.text import fit
 
 COMPONENT = "prepull-agent"
 BURST = 25
@@ -101,7 +102,7 @@ class EventBook:
         if not self._take_token():
             self.dropped += 1
             return None
-        message = self._aggregated(event)[:MAX_MESSAGE]
+        message = fit(self._aggregated(event), MAX_MESSAGE)[:MAX_MESSAGE]
         key = (event.type, event.reason, message)
         stamp = _stamp(self._wall_clock())
         series = self._series.get(key)

@@ -18,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agent.core.status import ImageReport, NodeReport
+from agent.core.text import fit
 
 T = TypeVar("T")
 # /status and /metrics answers being written at once. Each holds its body until the client has
@@ -162,4 +163,4 @@ def _lines(reports: list[ImageReport]) -> str:
 
 def _line(report: ImageReport) -> str:
     reason = f": {report.last_error}" if report.last_error else ""
-    return f"{report.image} ({report.state}{reason})\n"
+    return fit(f"{report.image} ({report.state}{reason})") + "\n"

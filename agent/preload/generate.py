@@ -10,6 +10,7 @@ from typing import Any
 
 from agent.core import reference as references
 from agent.core.errors import InvalidReference
+from agent.core.text import fit
 
 # Where each kind keeps its pod template (k8s.io/api: apps/v1, batch/v1, core/v1).
 _POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
@@ -47,6 +48,8 @@ class Found:
     """Always images (kubelet pulls them on every start anyway) → workloads."""
     invalid: list[str] = field(default_factory=list)
     """Images no node could pull (not a valid reference), each with its workload."""
+    policies: dict[str, set[str]] = field(default_factory=dict)
+    """Kept images → the pull policies their workloads use (IfNotPresent, Never)."""
 
     def mutable(self) -> dict[str, list[str]]:
         """Kept images named by a tag alone: each node keeps whatever the tag meant when it
@@ -94,8 +97,8 @@ def container_images(item: Mapping[str, Any]) -> Iterator[ContainerImage]:
         return
     metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
     assert isinstance(metadata, dict)
-    namespace = printable(metadata.get("namespace") or "default")
-    owner = f"{printable(kind)} {namespace}/{printable(metadata.get('name', '?'))}"
+    namespace = fit(metadata.get("namespace") or "default")
+    owner = f"{fit(kind)} {namespace}/{fit(metadata.get('name', '?'))}"
     for listed in _CONTAINER_LISTS:
         for container in spec.get(listed) or []:
             if not isinstance(container, dict) or not isinstance(container.get("image"), str):
@@ -105,7 +108,7 @@ def container_images(item: Mapping[str, Any]) -> Iterator[ContainerImage]:
             if listed == "ephemeralContainers":
                 which = "ephemeral container"
             policy = effective_policy(image, container.get("imagePullPolicy"))
-            name = printable(container.get("name", "?"))
+            name = fit(container.get("name", "?"))
             yield ContainerImage(image, policy, f"{owner} ({which} {name})")
     # Image volumes (KEP-4639): kubelet pulls `image.reference` as it pulls a container's image,
     # `image.pullPolicy` defaulted by the same rule.
@@ -115,7 +118,7 @@ def container_images(item: Mapping[str, Any]) -> Iterator[ContainerImage]:
             continue
         image = source["reference"].strip()
         policy = effective_policy(image, source.get("pullPolicy"))
-        name = printable(volume.get("name", "?"))
+        name = fit(volume.get("name", "?"))
         yield ContainerImage(image, policy, f"{owner} (image volume {name})")
 
 
@@ -133,6 +136,8 @@ def from_manifests(documents: Iterable[Any]) -> Found:
             image = written.setdefault(ref, used.image)
             target = found.always if used.policy == ALWAYS else found.keep
             users = target.setdefault(image, [])
+            if target is found.keep:
+                found.policies.setdefault(image, set()).add(used.policy)
             if used.workload not in users:
                 users.append(used.workload)
     return found
@@ -184,25 +189,15 @@ def _pinned(container: Running) -> str | None:
     return container.repo_tags[0] if container.repo_tags else None
 
 
-def printable(value: object) -> str:
-    """Text from a manifest, fit for one line of a comment or a terminal: every character that
-    is not printable (newlines, escapes, line separators) is written as its escape. A name
-    holding a newline must not add lines — entries, a `registries:` block — to a generated list."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
-
-
 def render_list(images: Iterable[tuple[str, str]], header: str) -> str:
     """A preload list: one entry per (image, comment), the comment after it. Comments are
     escaped (printable) whatever their source; images are references that parsed."""
-    lines = [f"# {printable(line)}".rstrip() for line in header.splitlines()]
+    lines = [f"# {fit(line)}".rstrip() for line in header.splitlines()]
     lines.append("images:")
     entries = list(images)
     width = max((len(image) for image, _ in entries), default=0)
     for image, comment in entries:
-        comment = printable(comment)
+        comment = fit(comment)
         lines.append(f"  - {image.ljust(width)}  # {comment}" if comment else f"  - {image}")
     if not entries:
         lines[-1] = "images: []"

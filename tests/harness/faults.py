@@ -191,3 +191,23 @@ class HostileChallenges(FaultProxy):
             return web.Response(body=self.token_body, content_type="application/json")
         header = self.challenge.replace("{self}", self.url)
         return web.Response(status=401, headers={"WWW-Authenticate": header})
+
+
+HOSTILE_TEXT = (
+    "denied\x1b]0;pwned\x07\x1b[2J\r\nNODE  READY  fake row\u202eevil\u2066"
+    "\x1b]52;c;QUFBQQ==\x07\x1b]8;;http://evil.example/\x07link\x1b]8;;\x07\x9b31m\x7f"
+)
+"""What a hostile registry writes into its error message: a title change, a screen clear, a
+carriage return and line feed with a fake table row, a bidi override and isolate, an OSC 52
+clipboard write, an OSC 8 link, a C1 control sequence introducer and DEL."""
+RAW_CONTROLS = ("\x1b", "\x07", "\r", "\u202e", "\u2066", "\x9b", "\x7f")
+
+
+class HostileErrorText(FaultProxy):
+    """Refuses every manifest request with a distribution error whose message is HOSTILE_TEXT."""
+
+    async def fault(self, request: web.Request) -> web.StreamResponse | None:
+        if "/manifests/" not in request.path:
+            return None
+        body = {"errors": [{"code": "DENIED", "message": HOSTILE_TEXT}]}
+        return web.json_response(body, status=403)

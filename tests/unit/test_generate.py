@@ -158,6 +158,8 @@ def test_image_volumes_are_kept_with_the_pull_policy_kubernetes_defaults_them_to
         f"r.io/ml/llama:8b@{D1}": ["Deployment ml/serve (image volume weights)"],
         "r.io/ml/cfg:1": ["Deployment ml/serve (image volume never)"],
     }
+    assert found.policies["r.io/ml/cfg:1"] == {"Never"}, "said as it is, not as IfNotPresent"
+    assert found.policies["r.io/ml/server:3"] == {"IfNotPresent"}
     assert found.always == {"r.io/ml/tokenizer": ["Deployment ml/serve (image volume latest)"]}
 
 
@@ -178,7 +180,7 @@ def test_names_with_line_breaks_cannot_add_lines_to_a_generated_list() -> None:
     assert [e.written for e in config.images] == ["nginx:1.25.3"]
     assert config.registries == {}
     assert len(text.splitlines()) == 3, text
-    assert "\\n  - evil.example.com/miner:1" in text and "\x1b" not in text
+    assert "\\x0a  - evil.example.com/miner:1" in text and "\x1b" not in text
 
 
 def test_suggest_leaves_out_names_that_are_not_references() -> None:

@@ -29,6 +29,7 @@ from agent.core.manifest import Manifest, ManifestError, Resolution
 from agent.core.platform import Platform
 from agent.core.reference import Reference
 from agent.core.retry import RetryPolicy, retry
+from agent.core.text import fit
 
 __all__ = ["RegistryClient", "RegistryObserver", "open_session"]
 
@@ -400,4 +401,4 @@ def _error_detail(body: bytes) -> str:
         text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors)
     except (ValueError, AttributeError, TypeError):
         text = body.decode("utf-8", "replace").strip()
-    return text[:MAX_REMOTE_TEXT]
+    return fit(text, MAX_REMOTE_TEXT)

@@ -11,6 +11,7 @@ import grpc
 
 from agent.core.errors import RuntimeUnavailable
 from agent.core.retry import RetryPolicy, retry
+from agent.core.text import fit
 
 # containerd's own default socket (CRI is served on it).
 DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"
@@ -50,9 +51,10 @@ def code_of(exc: BaseException) -> grpc.StatusCode | None:
 
 
 def details_of(exc: BaseException) -> str:
+    # containerd's details carry a registry's text (its error body, during its own pull).
     if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
-    return str(exc)
+        return f"{exc.code().name}: {fit(exc.details())}"
+    return fit(exc)
 
 
 def is_transient(exc: BaseException) -> bool:
