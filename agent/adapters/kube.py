@@ -22,6 +22,7 @@ from agent.adapters.registry.transport import BodyTooLarge, read_bounded
 from agent.core import files
 from agent.core.errors import AgentError, InputError
 from agent.core.gate import Conflict, checked_node
+from agent.core.text import fit
 
 # A DNS-1123 subdomain, what Kubernetes allows a Node's name to be.
 NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -200,14 +201,18 @@ class KubeApi:
                 headers=headers,
                 ssl=self._ssl if self._ssl is not None else True,
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+                allow_redirects=False,  # the token goes to the API server and nowhere else
             ) as response:
                 text = (await read_bounded(response, MAX_RESPONSE_BYTES)).decode(errors="replace")
                 status = response.status
+                moved = redirect_of(response)
         except BodyTooLarge as exc:
             raise KubeApiError(f"{what}: the API server sent {exc}") from exc
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             # aiohttp's messages name the URL, never the request's headers (the token).
             raise KubeApiError(f"{what}: the API server at {self._access.server}: {exc}") from exc
+        if moved is not None:
+            raise KubeApiError(f"{what}: {moved}", status)
         if status >= 400:
             raise _refusal(what, method, status, text)
         try:
@@ -219,15 +224,28 @@ class KubeApi:
         return document
 
 
+MAX_MESSAGE = 1000
+"""The longest API server message kept whole."""
+
+
+def redirect_of(response: aiohttp.ClientResponse) -> str | None:
+    """What to say of a redirect the API server answered (never followed: the credentials
+    would go where it points), or None if it is none."""
+    if not 300 <= response.status < 400:
+        return None
+    where = fit(response.headers.get("Location", "nowhere"), 200)
+    return f"the API server answered a redirect (HTTP {response.status}) to {where}; not followed"
+
+
 def refusal_message(text: str) -> str:
     """The `message` of a Kubernetes Status body, else the body's start."""
     try:
         document = json.loads(text)
-    except ValueError:
-        return text[:200]
+    except (ValueError, RecursionError):
+        return fit(text, 200)
     if isinstance(document, dict) and isinstance(document.get("message"), str):
-        return str(document["message"])
-    return text[:200]
+        return fit(document["message"], MAX_MESSAGE)
+    return fit(text, 200)
 
 
 # What an operator does about each refusal.

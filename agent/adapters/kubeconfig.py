@@ -15,9 +15,12 @@ import binascii
 import contextlib
 import json
 import os
+import select
 import signal
 import ssl
+import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,7 +243,9 @@ def _exec(spec: Any, path: Path) -> ExecPlugin:
         raise ConfigError(str(path), None, "exec `env` is not a list of name/value")
     command = spec["command"]
     if os.sep in command and not os.path.isabs(command):
-        command = str(path.parent / command)  # relative to the kubeconfig, as kubectl does
+        # Relative to the kubeconfig's folder, as kubectl does; made absolute, so that `./x`
+        # beside a kubeconfig named without a folder is never looked for on PATH.
+        command = str(path.parent.absolute() / command)
     return ExecPlugin(
         command,
         tuple(args),
@@ -352,45 +357,55 @@ async def _run_exec(
     }
     env = {**os.environ, **dict(plugin.env), "KUBERNETES_EXEC_INFO": json.dumps(info)}
     named = f"exec plugin {plugin.command!r} of context {config.context!r}"
+    argv = [plugin.command, *plugin.args]
     try:
-        process = await asyncio.create_subprocess_exec(
-            plugin.command,
-            *plugin.args,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            process_group=0,  # its own group, so that all of it can be stopped
-        )
+        code, output = await asyncio.to_thread(_run_plugin, argv, env, named)
     except OSError as exc:
         hint = f" ({plugin.install_hint.strip()})" if plugin.install_hint.strip() else ""
         raise InputError(f"cannot run the {named}: {exc.strerror or exc}{hint}") from None
-    assert process.stdout is not None
-    try:
-        async with asyncio.timeout(EXEC_TIMEOUT):
-            output = await _read_at_most(process.stdout, MAX_EXEC_OUTPUT)
-            if len(output) > MAX_EXEC_OUTPUT:
-                raise AgentError(f"the {named} printed more than {MAX_EXEC_OUTPUT} bytes")
-            code = await process.wait()
-    except BaseException as exc:
-        # Its whole group: a shell's children hold the pipe open (and would block writing
-        # what is not read) after the shell itself is gone.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()  # reaped, and its pipe closed with it
-        if isinstance(exc, TimeoutError):
-            raise AgentError(f"the {named} gave no credential in {EXEC_TIMEOUT:.0f}s") from None
-        raise
     if code != 0:
         raise AgentError(f"the {named} exited {code}")
     return _credential(output, named)
 
 
-async def _read_at_most(stream: asyncio.StreamReader, limit: int) -> bytes:
-    """What `stream` gives until its end, or `limit` + 1 bytes: more than `limit` is too much."""
+def _run_plugin(argv: list[str], env: dict[str, str], named: str) -> tuple[int, bytes]:
+    """Run the plugin in its own process group; its exit code and what it printed by then.
+
+    The credential is what it printed when it exited: its children may hold its stdout open
+    (one that left the group with setsid even outlives the group's kill), so the end of the
+    output is never waited for. Every wait is bounded by EXEC_TIMEOUT."""
+    deadline = time.monotonic() + EXEC_TIMEOUT
+    process = subprocess.Popen(
+        argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, process_group=0
+    )
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    os.set_blocking(fd, False)
     output = bytearray()
-    while len(output) <= limit and (chunk := await stream.read(64 * 1024)):
-        output += chunk
-    return bytes(output[: limit + 1])
+    try:
+        open_ = True
+        while True:
+            exited = process.poll() is not None
+            left = deadline - time.monotonic()
+            if left <= 0 and not exited:
+                raise AgentError(f"the {named} gave no credential in {EXEC_TIMEOUT:.0f}s")
+            ready = open_ and select.select([fd], [], [], 0 if exited else min(left, 0.05))[0]
+            if ready:
+                chunk = os.read(fd, 64 * 1024)
+                open_ = bool(chunk)
+                output += chunk
+                if len(output) > MAX_EXEC_OUTPUT:
+                    raise AgentError(f"the {named} printed more than {MAX_EXEC_OUTPUT} bytes")
+            elif exited:
+                return process.returncode, bytes(output)
+            elif not open_:
+                time.sleep(0.05)  # its output ended; wait for it to exit
+    finally:
+        # Its whole group: a shell's children would block writing what is not read.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.stdout.close()
+        process.wait()
 
 
 def _credential(

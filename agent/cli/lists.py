@@ -21,8 +21,9 @@ async def from_manifests(args: argparse.Namespace) -> int:
         documents += yamlsafe.documents(text, source)
     found = generate.from_manifests(documents)
     for image, users in found.mutable().items():
+        policies = ", ".join(sorted(found.policies.get(image, ())))
         print(
-            f"warning: {image} is kept by a mutable tag (IfNotPresent): each node keeps whatever "
+            f"warning: {image} is kept by a mutable tag ({policies}): each node keeps whatever "
             f"the tag meant when it first pulled it; lock the list and put the digest in "
             f"{_users(users)}",
             file=sys.stderr,

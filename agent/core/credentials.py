@@ -18,6 +18,7 @@ from pathlib import Path
 from agent.core import files
 from agent.core.errors import ConfigError
 from agent.core.reference import DOCKER_HUB, Reference
+from agent.core.yamlsafe import json_problem
 
 _DEFAULT_REGISTRY_KEY = "index.docker.io"
 
@@ -39,8 +40,8 @@ def parse(text: str, source: str) -> list[tuple[str, Credential]]:
     except json.JSONDecodeError as exc:
         # Position only: the text around the error may be a secret.
         raise ConfigError(source, exc.lineno, f"not JSON ({exc.msg})") from None
-    except RecursionError:
-        raise ConfigError(source, None, "not JSON (nested too deeply)") from None
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(source, None, f"not JSON ({json_problem(exc)})") from None
     auths = document.get("auths") if isinstance(document, dict) else None
     if not isinstance(auths, dict):
         raise ConfigError(

@@ -18,6 +18,15 @@ class UnreadableFile(OSError):
     """The file cannot be used; the message says why without its content."""
 
 
+def size_text(count: int) -> str:
+    """`8 MiB`, `64 KiB`, `100 bytes`: a limit as a person reads it."""
+    for unit, shift in (("MiB", 20), ("KiB", 10)):
+        if count >= 1 << shift:
+            value = count / (1 << shift)
+            return f"{value:g} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{count} bytes"
+
+
 def read_text(path: str | Path, limit: int = MAX_FILE_BYTES) -> str:
     """The UTF-8 text of the regular file `path`, at most `limit` bytes, else UnreadableFile."""
     try:
@@ -25,6 +34,8 @@ def read_text(path: str | Path, limit: int = MAX_FILE_BYTES) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise UnreadableFile(exc.strerror or str(exc)) from exc
+    except ValueError:  # a NUL byte in the path: no file has that name
+        raise UnreadableFile("the path holds a NUL byte") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UnreadableFile("not a regular file")
@@ -37,7 +48,7 @@ def read_text(path: str | Path, limit: int = MAX_FILE_BYTES) -> str:
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise UnreadableFile(f"larger than {limit // (1024 * 1024)} MiB")
+        raise UnreadableFile(f"larger than {size_text(limit)}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

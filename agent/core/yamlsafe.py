@@ -60,7 +60,7 @@ def _json_stream(text: str, source: str) -> list[Any] | None:
             if not found:
                 return None
             line = text.count("\n", 0, getattr(exc, "pos", position)) + 1
-            problem = getattr(exc, "msg", "nested too deeply")
+            problem = json_problem(exc)
             message = f"invalid JSON in a stream of documents: {problem}"
             raise ConfigError(source, line, message) from None
         found.append(document)
@@ -138,3 +138,13 @@ def compose(text: str, source: str) -> yaml.Node | None:
 def dump(document: Any) -> str:
     """`document` as block YAML, its keys in their order (`-o yaml`)."""
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+
+
+def json_problem(exc: ValueError | RecursionError) -> str:
+    """What was wrong with a JSON text, in words: the decoder's, or what its other errors mean
+    (Python refuses integers of more than 4300 digits with a bare ValueError)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return "a number too long to read"

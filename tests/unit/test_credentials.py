@@ -132,3 +132,12 @@ def test_a_rotated_file_is_read_again(tmp_path: Path) -> None:
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read credentials"):
         CredentialFiles([tmp_path / "absent.json"]).lookup(ref("a.io/x:1"))
+
+
+def test_a_number_too_long_to_read_is_said_so_not_a_crash() -> None:
+    from agent.core import credentials, yamlsafe
+
+    with pytest.raises(ConfigError, match=r"not JSON \(a number too long to read\)"):
+        credentials.parse('{"auths": {"r.io": {"x": ' + "1" * 200000 + "}}}", "secret.json")
+    with pytest.raises(ConfigError, match="a number too long to read"):
+        yamlsafe.documents('{"a": 1}\n{"b": ' + "9" * 200000 + "}\n", "stream.json")

@@ -84,3 +84,20 @@ def test_registry_answers_in_containerds_pull_errors(message: str, transient: bo
         grpc.StatusCode.UNKNOWN, grpc.aio.Metadata(), grpc.aio.Metadata(), message
     )
     assert is_transient_pull(error) is transient
+
+
+def test_a_limit_is_said_as_a_person_reads_it(tmp_path: Path) -> None:
+    from agent.core.files import size_text
+
+    assert [size_text(n) for n in (64 * 1024, 8 << 20, 1536, 100)] == [
+        "64 KiB", "8 MiB", "1.5 KiB", "100 bytes"
+    ]  # fmt: skip
+    big = tmp_path / "token"
+    big.write_bytes(b"x" * (64 * 1024 + 1))
+    with pytest.raises(files.UnreadableFile, match="larger than 64 KiB"):
+        files.read_text(big, 64 * 1024)
+
+
+def test_a_path_with_a_nul_byte_is_unreadable_not_a_crash() -> None:
+    with pytest.raises(files.UnreadableFile, match="NUL"):
+        files.read_text("/etc/\x00passwd")

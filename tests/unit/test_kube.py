@@ -16,6 +16,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.adapters import fleet as fleet_adapter
 from agent.adapters.fleet import MAX_PAGES, MAX_STATUS_BYTES, FleetApi
 from agent.adapters.kube import MAX_RESPONSE_BYTES, ClusterAccess, KubeApi, KubeApiError
 from agent.adapters.kubeconfig import Access
@@ -195,12 +196,14 @@ async def test_lists_are_read_page_by_page_with_the_selector(server: Server) -> 
         asked.append(dict(request.query))
         start = int(request.query.get("continue") or 0)
         more = {"continue": str(start + 1)} if start < 2 else {}
-        return web.json_response({"metadata": more, "items": [{"n": start}]})
+        node = {"metadata": {"name": f"n{start}", "uid": "u"}, "status": {"images": ["x"] * 99}}
+        return web.json_response({"metadata": more, "items": [node]})
 
     server.answer = paged
     async with aiohttp.ClientSession() as session:
         listed = await fleet_api(session, server).node_list("pool=a")
-    assert listed == {"items": [{"n": 0}, {"n": 1}, {"n": 2}]}
+    # Only what `fleet` reads is kept: a Node's status (its images) is most of its size.
+    assert listed == {"items": [{"metadata": {"name": f"n{i}"}} for i in range(3)]}
     assert [a.get("continue") for a in asked] == [None, "1", "2"]
     assert all(a["labelSelector"] == "pool=a" and a["limit"] == "500" for a in asked)
     assert server.tokens == ["Bearer reader"] * 3
@@ -255,3 +258,41 @@ async def test_an_agent_that_does_not_answer_in_time_is_said_so(server: Server) 
         with pytest.raises(KubeApiError, match=r"no answer in 0\.2s"):
             await fleet_api(session, server).agent_status("ns", "p", 9410, 0.2)
     released.set()  # the server's handler ends before the server stops
+
+
+async def test_a_list_larger_than_the_bound_in_all_is_an_error(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fleet_adapter, "MAX_LIST_BYTES", 4096)
+
+    async def pages(request: web.Request) -> web.Response:
+        node = {"metadata": {"name": "n", "labels": {"pad": "x" * 1000}}}
+        return web.json_response({"metadata": {"continue": "more"}, "items": [node]})
+
+    server.answer = pages
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(KubeApiError, match="larger than 4 KiB in all"):
+            await fleet_api(session, server).node_list(None)
+    assert 3 <= len(server.tokens) <= 5, "stopped at the bound, not at the page count"
+
+
+async def test_no_redirect_is_followed_off_the_api_server(server: Server, tmp_path: Path) -> None:
+    elsewhere: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        if request.path.startswith("/elsewhere"):
+            elsewhere.append(request.headers.get("Authorization", ""))
+            return web.json_response({"ready": True, "images": []})
+        return web.Response(status=302, headers={"Location": f"{server.url}/elsewhere"})
+
+    server.answer = redirect
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(
+            KubeApiError, match=r"redirect \(HTTP 302\) to http://.*/elsewhere; not followed"
+        ):
+            await fleet_api(session, server).agent_status("ns", "p", 9410, 5)
+        with pytest.raises(
+            KubeApiError, match=r"redirect \(HTTP 302\) to http://.*/elsewhere; not followed"
+        ):
+            await client(session, server, token(tmp_path)).get_node()
+    assert elsewhere == [], "nothing was asked where the redirect pointed"

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,44 @@ def test_a_missing_exec_plugin_gives_its_install_hint(tmp_path: Path) -> None:
     path = config(tmp_path / "config", user)
     with pytest.raises(InputError, match="install it with: apt install x"):
         asyncio.run(kubeconfig.access(kubeconfig.load(str(path))))
+
+
+def test_the_credential_is_taken_when_the_plugin_exits_though_a_child_holds_its_output(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "ca.pem").write_bytes(make_ca_and_server(tmp_path / "pki").ca.read_bytes())
+    # A child in the background keeps the plugin's stdout open for 30 s after it exits.
+    plugin(tmp_path, 'sleep 30 &\necho \'{"status": {"token": "t"}}\'\nexit 0\n')
+    path = config(tmp_path / "config", exec_user(str(tmp_path / "plugin")))
+    started = time.monotonic()
+    access = asyncio.run(kubeconfig.access(kubeconfig.load(str(path))))
+    assert access.headers == {"Authorization": "Bearer t"}
+    assert time.monotonic() - started < kubeconfig.EXEC_TIMEOUT / 2, "waited for the child"
+
+
+def test_a_plugin_whose_child_left_its_group_still_ends_at_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kubeconfig, "EXEC_TIMEOUT", 1.0)
+    plugin(tmp_path, "setsid sleep 5 &\nsleep 5\n")
+    path = config(tmp_path / "config", exec_user(str(tmp_path / "plugin")))
+    started = time.monotonic()
+    with pytest.raises(AgentError, match="gave no credential in 1s"):
+        asyncio.run(kubeconfig.access(kubeconfig.load(str(path))))
+    assert time.monotonic() - started < 4, "the deadline held"
+
+
+def test_a_relative_command_runs_from_the_kubeconfigs_folder_never_from_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ca.pem").write_bytes(make_ca_and_server(tmp_path / "pki").ca.read_bytes())
+    plugin(tmp_path, 'echo \'{"status": {"token": "beside"}}\'\n')
+    decoy = tmp_path / "bin"
+    decoy.mkdir()
+    (decoy / "plugin").write_text('#!/bin/sh\necho \'{"status": {"token": "from-path"}}\'\n')
+    (decoy / "plugin").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{decoy}{os.pathsep}{os.environ['PATH']}")
+    config(tmp_path / "config", exec_user("./plugin"))
+    monkeypatch.chdir(tmp_path)
+    access = asyncio.run(kubeconfig.access(kubeconfig.load("config")))
+    assert access.headers == {"Authorization": "Bearer beside"}

@@ -221,3 +221,20 @@ def test_the_advice_is_said_as_an_operator_applies_it() -> None:
     in_place = how_to_apply(diagnose("1.7.24", {"version": 2}, "f"))
     assert in_place is not None and "not a drop-in" in in_place
     assert tomllib.loads(in_place) == CRI_ADVICE.settings
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("a = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+        ('imports = ["/etc/containerd/conf.d/\\u0000x.toml"]\n', "holds a NUL byte"),
+    ],
+)
+def test_a_config_too_deep_or_importing_a_nul_path_is_bad_input_naming_the_file(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=said) as raised:
+        load(path)
+    assert str(path) in str(raised.value)

@@ -65,7 +65,12 @@ def load(path: Path, version: str = "2") -> tuple[dict[str, Any], list[str]]:
         imports = parsed.pop("imports", [])
         if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
             raise ConfigError(str(current), None, "'imports' must be a list of paths")
-        document = merged(document, parsed, whole)
+        if any("\x00" in name for name in imports):
+            raise ConfigError(str(current), None, "an 'imports' path holds a NUL byte")
+        try:
+            document = merged(document, parsed, whole)
+        except RecursionError:
+            raise ConfigError(str(current), None, "tables nested too deeply") from None
         read.append(str(current))
         pending += _resolve(current, imports)
     return document, read
@@ -109,6 +114,8 @@ def _parse(path: Path) -> dict[str, Any]:
         raise InputError(f"cannot read containerd's config {path}: {exc}") from None
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(str(path), None, "nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         found = _LINE.search(str(exc))
         message = _LINE.sub("", str(exc)).strip()
