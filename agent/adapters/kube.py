@@ -214,7 +214,7 @@ class KubeApi:
         if moved is not None:
             raise KubeApiError(f"{what}: {moved}", status)
         if status >= 400:
-            raise _refusal(what, method, status, text)
+            raise _refusal(what, method, status, text, self._access.impersonate_node)
         try:
             document = json.loads(text)
         except (ValueError, RecursionError) as exc:
@@ -258,13 +258,22 @@ _HINTS = {
 }
 
 
-def _refusal(what: str, method: str, status: int, text: str) -> AgentError:
+IMPERSONATION_HINT = (
+    "acting as this node was refused: the service account needs impersonate:associated-node "
+    "and the impersonate-on grants of deploy/components/node-impersonation, on an API server "
+    "with constrained impersonation (Kubernetes 1.36+); the gate tries again"
+)
+
+
+def _refusal(
+    what: str, method: str, status: int, text: str, impersonating: bool = False
+) -> AgentError:
     """The one table from the API server's refusals to the project's errors: a guarded write
     that lost a race is a Conflict (the gate reads the Node again); anything else says what
     the server said, with what to do about it where that is known."""
     if status in (409, 422) and method == "PATCH":
         return Conflict(f"{what}: {refusal_message(text)}")
-    hint = _HINTS.get(status)
+    hint = IMPERSONATION_HINT if status == 403 and impersonating else _HINTS.get(status)
     message = f"{what}: HTTP {status}: {refusal_message(text)}" + (f" ({hint})" if hint else "")
     return KubeApiError(message, status)
 

@@ -296,3 +296,89 @@ async def test_no_redirect_is_followed_off_the_api_server(server: Server, tmp_pa
         ):
             await client(session, server, token(tmp_path)).get_node()
     assert elsewhere == [], "nothing was asked where the redirect pointed"
+
+
+# -- hostile answers to the readiness gate's writes --------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["409", "422", "500", "slow", "huge", "not json"])
+async def test_node_events_survive_every_hostile_answer_and_recover(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """POST and PATCH answered 409, 422, 500, too slowly or too large: the recorder never
+    raises, says the error once (escaped), keeps at most PENDING writes, drops each after
+    ATTEMPTS tries, and sends again once the API server answers."""
+    from agent.adapters import kube as kube_adapter
+    from agent.core.events import ATTEMPTS, PENDING, EventBook, EventRecorder, NodeEvent
+
+    monkeypatch.setattr(kube_adapter, "REQUEST_TIMEOUT", 0.3)
+    healthy = False
+    released = asyncio.Event()
+
+    async def hostile(request: web.Request) -> web.StreamResponse:
+        if healthy:
+            return web.json_response({"metadata": {"name": "e"}}, status=201)
+        if mode == "slow":
+            await released.wait()
+        if mode == "huge":
+            return web.Response(body=b"{" + b" " * (MAX_RESPONSE_BYTES + 10), status=201)
+        if mode == "not json":
+            return web.Response(body=b"\x1b]0;pwned\x07<html>", status=201)
+        status = int(mode) if mode.isdigit() else 500
+        return web.json_response({"kind": "Status", "message": "no\x1b[2J"}, status=status)
+
+    server.answer = hostile
+    clock = [0.0]
+    async with aiohttp.ClientSession() as session:
+        api = client(session, server, token(tmp_path))
+        recorder = EventRecorder(EventBook("n1", "ns", lambda: clock[0]), api)
+        for i in range(ATTEMPTS + 1):
+            clock[0] += 400.0  # past the rate limit's refill
+            await recorder.flush([NodeEvent("Warning", "PreloadFailed", f"image {i} failed")])
+        said = recorder.to_json()
+        assert said["error"] and "\x1b" not in said["error"], said
+        assert said["failed"] >= 1 and len(recorder._pending) <= PENDING, said
+        healthy = True
+        await recorder.flush([])
+        assert recorder.to_json()["error"] is None and recorder.sent >= 1
+    released.set()
+
+
+def test_a_flapping_image_is_held_to_the_rate_limit_for_an_hour() -> None:
+    """An image that fails and recovers every few seconds, with a new message each time, for an
+    hour: at most the burst plus one write per refill, the rest counted as rate-limited."""
+    from agent.core.events import BURST, REFILL_SECONDS, EventBook, NodeEvent
+
+    clock = [0.0]
+    book = EventBook("n1", "ns", lambda: clock[0])
+    writes = 0
+    for second in range(0, 3600, 3):
+        clock[0] = float(second)
+        reason = "PreloadFailed" if second % 2 else "ImagesPreloaded"
+        writes += book.record(NodeEvent("Warning", reason, f"attempt {second}")) is not None
+    assert writes <= BURST + 3600 / REFILL_SECONDS + 1, writes
+    assert book.dropped == 1200 - writes
+
+
+async def test_impersonation_refused_mid_run_is_said_with_what_to_grant_and_tried_again(
+    server: Server, tmp_path: Path
+) -> None:
+    refused = False
+
+    async def answer(request: web.Request) -> web.Response:
+        if refused:
+            message = 'users "system:node:n1" is forbidden: cannot impersonate'
+            return web.json_response({"kind": "Status", "message": message}, status=403)
+        return web.json_response({"metadata": {"name": "n1"}})
+
+    server.answer = answer
+    access = ClusterAccess(server.url, token(tmp_path), None, "n1", "ns", impersonate_node=True)
+    async with aiohttp.ClientSession() as session:
+        api = KubeApi(session, access)
+        assert (await api.get_node())["metadata"]["name"] == "n1"
+        refused = True
+        with pytest.raises(KubeApiError, match="impersonate:associated-node") as raised:
+            await api.patch_status({"status": {"conditions": []}})
+        assert raised.value.status == 403
+        refused = False
+        await api.patch_status({"status": {"conditions": []}})  # the next sync goes through
