@@ -130,3 +130,21 @@ def test_status_verb_escapes_the_daemons_answer() -> None:
 @pytest.mark.parametrize("value", [HOSTILE, 5, None])
 def test_fit_takes_anything(value: object) -> None:
     assert fit(value).isprintable()
+
+
+def test_doctor_escapes_containerds_version_and_config_values() -> None:
+    from agent.cli.doctor import format_diagnosis
+    from agent.core import pullpath
+
+    config = {"version": 3, "plugins": {"io.containerd.cri.v1.images": {
+        "max_concurrent_downloads": HOSTILE}}}  # fmt: skip
+    text = format_diagnosis(pullpath.diagnose("2.1.9" + HOSTILE, config, "/etc/c\x1b.toml"))
+    assert "pwned" in text and all(clean(line) for line in text.splitlines()), text
+
+
+def test_the_cli_error_line_is_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+
+    assert main(["status", "--endpoint", "gopher://x\x1b]0;pwned\x07"]) == 2
+    err = capsys.readouterr().err
+    assert "pwned" in err and clean(err.rstrip("\n")), err
