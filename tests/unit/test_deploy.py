@@ -456,3 +456,44 @@ def test_the_agent_owns_its_pins_as_its_daemonset() -> None:
     assert owner_of(None, "/etc/prepull/preload.yaml", pod_name=pod, pod_namespace="ns") == (
         f"daemonset:ns/{daemonset['name']}"
     )
+
+
+def test_the_readmes_install_example_renders_with_the_users_image_list_and_placement(
+    tmp_path: Path,
+) -> None:
+    """The README's install example, copied out of the README (so the two cannot drift), in a
+    folder beside a checkout of the project, rendered with the kubectl `make deps` provides."""
+    readme = (DEPLOY.parent / "README.md").read_text()
+    marker = readme.index("<!-- install-example:")
+    example = readme[readme.index("```yaml\n", marker) + 8 : readme.index("```\n", marker + 20)]
+    (tmp_path / "prepull-agent").symlink_to(DEPLOY.parent)
+    mine = tmp_path / "my-install"
+    mine.mkdir()
+    (mine / "kustomization.yaml").write_text(example)
+    listed = "images:\n  - registry.example.com/shop/web:1.8.2@sha256:" + "1" * 64 + "\n"
+    (mine / "preload.yaml").write_text(listed)
+
+    rendered = kustomize(mine)
+
+    (daemonset,) = [o for o in rendered if o["kind"] == "DaemonSet"]
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.example.com/platform/prepull-agent:0.1.0"
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", "node-pool": "gpu"}
+    assert pod["tolerations"] == [{"operator": "Exists"}]
+    (config,) = [o for o in rendered if o["kind"] == "ConfigMap"]
+    assert config["metadata"]["name"] == "prepull-agent-config"
+    assert config["data"] == {"preload.yaml": listed}, "the user's list, whole, alone"
+    volumes = [v.get("configMap", {}).get("name") for v in pod["volumes"]]
+    assert "prepull-agent-config" in volumes
+    assert {o["metadata"].get("namespace") for o in rendered if o["kind"] != "Namespace"} <= {
+        "prepull-system",
+        None,
+    }
+    assert any(o["kind"] == "ValidatingAdmissionPolicy" for o in rendered), "the overlay named"
+
+
+def test_each_overlay_says_its_prerequisites_at_its_top() -> None:
+    for overlay in sorted((DEPLOY / "overlays").iterdir()):
+        text = (overlay / "kustomization.yaml").read_text()
+        head = text[: text.index("apiVersion:")]
+        assert "Needs:" in head and "Grants" in head, overlay.name
