@@ -392,9 +392,10 @@ def _from_manifests(commands: Commands) -> None:
         "write a preload list from Kubernetes manifests: every container image nodes keep",
         "  kubectl get pods,deploy,sts,ds,cronjobs,jobs -A -o yaml | prepull-agent "
         "from-manifests -\n"
-        "  helm template my-release ./chart | prepull-agent from-manifests - -o preload.yaml\n"
-        "  prepull-agent from-manifests k8s/ -o preload.yaml && prepull-agent lock "
-        "--config preload.yaml -o preload.lock.yaml",
+        "  helm template my-release ./chart | prepull-agent from-manifests - --output-file "
+        "preload.yaml\n"
+        "  prepull-agent from-manifests k8s/ --output-file preload.yaml && prepull-agent lock "
+        "--config preload.yaml --output-file preload.lock.yaml",
         "exit codes: 0 written (warnings on stderr), 2 bad input (file and line named)",
     )
     sub.add_argument(
