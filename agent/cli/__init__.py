@@ -16,7 +16,7 @@ from agent.core.text import fit
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     daemon = args.command is converge.run
-    logs.setup(getattr(args, "log_format", "text"), verbose=args.verbose or daemon)
+    logs.setup(getattr(args, "log_format", "text"), verbose=args.verbose or daemon, daemon=daemon)
     try:
         code: int = asyncio.run(args.command(args))
         return code

@@ -235,11 +235,13 @@ def format_outcome(
     node holds, and why; `show` shortens digests for a terminal."""
     entry = outcome.entry
     parts = [f"{outcome.status:<8}", show(entry.written).ljust(width)]
+    # The digest the node holds, unless the reference as written already says it.
+    held = "" if f"@{outcome.digest}" in entry.written else show(str(outcome.digest))
     if outcome.status == Status.PULLED:
         size = format_bytes(outcome.size)
-        parts.append(f"{show(str(outcome.digest))}  {size} in {outcome.seconds:.1f}s")
-    elif outcome.status in (Status.HIT, Status.BOUND):
-        parts.append(show(str(outcome.digest)))
+        parts.append(f"{held}  {size} in {outcome.seconds:.1f}s".lstrip())
+    elif outcome.status in (Status.HIT, Status.BOUND) and held:
+        parts.append(held)
     if outcome.status != Status.HIT and outcome.detail:
         detail = fit(show(outcome.detail))
         parts.append(f"({detail})" if outcome.status != Status.FAILED else detail)

@@ -28,8 +28,7 @@ FIELDS = (
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": stamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -46,7 +45,18 @@ LOG_CHARS = 8000
 """The longest message a text log line carries whole."""
 
 
+def stamp(record: logging.LogRecord) -> str:
+    """When the record was made, UTC, to the millisecond (RFC 3339)."""
+    moment = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{moment}.{int(record.msecs):03d}Z"
+
+
 class TextFormatter(logging.Formatter):
+    def __init__(self, timestamps: bool = False) -> None:
+        super().__init__()
+        self.timestamps = timestamps
+        """The daemon's lines begin with the time; a command's warnings need none."""
+
     def format(self, record: logging.LogRecord) -> str:
         # A log line is one line: remote text in it (a registry's message, a node's name) is
         # escaped, never a control sequence or a line break of its own.
@@ -54,12 +64,15 @@ class TextFormatter(logging.Formatter):
         # People read the program's voice; the module (JSON's `logger`) is for log queries.
         name = "prepull-agent" if record.name.split(".")[0] == "agent" else record.name
         line = f"{record.levelname} {name}: {fit(record.getMessage(), LOG_CHARS)}"
+        if self.timestamps:
+            line = f"{stamp(record)} {line}"
         return f"{line} {extras}" if extras else line
 
 
-def setup(log_format: str = "text", verbose: bool = False) -> None:
+def setup(log_format: str = "text", verbose: bool = False, daemon: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    text = TextFormatter(timestamps=daemon)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else text)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)

@@ -65,7 +65,7 @@ def format_status(
     last = document.get("last_reconcile")
     ago = f"last pass {now - last:.0f}s ago" if last else "no pass yet"
     header = (
-        f"node {document.get('node_platform') or '?'}  "
+        f"platform {document.get('node_platform') or '?'}  "
         f"{'READY' if document.get('ready') else 'NOT READY'}  "
         f"runtime {runtime.get('name', '?')} {runtime.get('version', '')}".rstrip()
         + f"  {ago}"
@@ -86,7 +86,8 @@ def format_status(
     rejected = (document.get("config") or {}).get("rejected")
     if rejected:
         lines.append(f"config update rejected: {rejected['error']}")
-    rows = [("IMAGE", "STATE", "DIGEST", "SIZE", "PINNED", "LAST PULL", "DETAIL")]
+    # PULL TOOK: how long the last pull took (a duration, not a moment).
+    rows = [("IMAGE", "STATE", "DIGEST", "SIZE", "PINNED", "PULL TOOK", "DETAIL")]
     for image in document.get("images") or []:
         pull = image.get("last_pull_seconds")
         rows.append(

@@ -72,7 +72,8 @@ def verdict(
     if ready:
         # Ready with permanent failures (reported, not waited for): the message names them.
         broken = f"; {len(failed)} failed for good: {_named(failed)}" if failed else ""
-        return Verdict(True, "Preloaded", f"{present} images present{broken}", release=True)
+        images = "image" if present == 1 else "images"
+        return Verdict(True, "Preloaded", f"{present} {images} present{broken}", release=True)
     message = f"waiting for {len(waiting)} images: {_named(waiting)}" if waiting else ""
     if passes == 0:
         message = "; ".join(filter(None, ["the first pass has not finished", message]))

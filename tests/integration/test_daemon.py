@@ -610,15 +610,15 @@ def test_status_command_shows_the_daemons_view_as_a_table_and_as_json(
 
     assert table.code == 0 and as_json.code == 0, (table, as_json)
     lines = table.stdout.splitlines()
-    assert lines[0].startswith(f"node {NODE}  READY  runtime "), lines[0]
+    assert lines[0].startswith(f"platform {NODE}  READY  runtime "), lines[0]
     assert lines[1].split() == [
         "IMAGE",
         "STATE",
         "DIGEST",
         "SIZE",
         "PINNED",
-        "LAST",
         "PULL",
+        "TOOK",
         "DETAIL",
     ]
     present = next(line for line in lines if line.startswith(image.tagged + " "))

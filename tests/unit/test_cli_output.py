@@ -163,3 +163,16 @@ def test_every_problem_of_a_list_is_reported_with_its_line(tmp_path: Path) -> No
         f"{config}:{n}" for n in (3, 4, 5, 6)
     ], done.stderr
     assert "UPPER" in lines[0] and "listed twice" in lines[1] and "platfroms" in lines[3]
+
+
+def test_a_line_names_the_digest_once() -> None:
+    """`name:tag@sha256:…` already says the digest: piped, the 64 hex digits once, not twice."""
+    from agent.cli.converge import format_outcome
+    from agent.core.config import parse
+    from agent.core.ports import Outcome, Status
+
+    digest = "sha256:" + "a" * 64
+    pinned, tagged = parse(f"images:\n  - r.io/app:1@{digest}\n  - r.io/web:2\n").images
+    line = format_outcome(Outcome(pinned, Status.PULLED, "absent", digest, "id", 5500, 0.1))
+    assert line.count("a" * 64) == 1 and "5.5 kB in 0.1s" in line, line
+    assert format_outcome(Outcome(tagged, Status.HIT, "", digest)).count("a" * 64) == 1

@@ -38,3 +38,11 @@ def test_text_lines_are_for_humans() -> None:
 
 def test_json_lines_name_the_module() -> None:
     assert json.loads(JsonFormatter().format(record()))["logger"] == "agent.core.reconcile"
+
+
+def test_the_daemons_text_lines_begin_with_the_time_a_commands_do_not() -> None:
+    record = logging.LogRecord("agent.x", logging.INFO, "f", 1, "pass done", (), None)
+    record.created, record.msecs = 1796601600.25, 250.0
+    daemon = TextFormatter(timestamps=True).format(record)
+    assert daemon == "2026-12-07T00:00:00.250Z INFO prepull-agent: pass done", daemon
+    assert TextFormatter().format(record) == "INFO prepull-agent: pass done"

@@ -291,7 +291,7 @@ def test_status_says_a_ready_node_converges_toward_what_since_when() -> None:
         "images": [],
     }  # fmt: skip
     lines = format_status(document, lambda s: s, 100.0).splitlines()
-    assert lines[0].startswith("node linux/amd64  READY")
+    assert lines[0].startswith("platform linux/amd64  READY")
     assert lines[1] == (
         "converging to list sha256:b for 60s (OVERDUE): 2 of 3 present; still serving list sha256:a"
     )

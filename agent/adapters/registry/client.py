@@ -196,7 +196,11 @@ class RegistryClient:
                     ref, endpoint, method, path, headers, MIRROR_POLICY
                 )
             except RegistryError as exc:
-                log.warning("mirror %s failed for %s (%s); trying the next", endpoint.url, ref, exc)
+                # hosts.toml may list the registry itself among its hosts: not a mirror.
+                what = "registry" if endpoint.netloc == ref.domain else "mirror"
+                log.warning(
+                    "%s %s failed for %s (%s); trying the next", what, endpoint.url, ref, exc
+                )
         return await self._call_endpoint(ref, upstream, method, path, headers, self._policy)
 
     async def _call_endpoint(

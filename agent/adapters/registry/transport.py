@@ -239,11 +239,12 @@ def _tls_advice(ref: Reference, endpoint: Endpoint, exc: aiohttp.ClientSSLError)
         return (
             f"TLS with {endpoint.netloc} failed: it answers in plain HTTP, not HTTPS; if that "
             f"is intended, set registries.{ref.domain}.insecure: true in the list (or "
-            f'server = "http://{endpoint.netloc}" in its hosts.toml)'
+            f'server = "http://{endpoint.netloc}" in its hosts.toml; `resolve --insecure` for '
+            "one look)"
         )
     return (
         f"TLS with {endpoint.netloc} failed: {reason}; trust its CA with "
-        f"registries.{ref.domain}.ca or a hosts.toml 'ca'"
+        f"registries.{ref.domain}.ca or a hosts.toml 'ca' (`resolve --insecure` for one look)"
     )
 
 
