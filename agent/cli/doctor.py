@@ -4,10 +4,11 @@ Version) and its config file, as a table or JSON."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from agent.adapters.runtime import containerd_config, containerd_process
 from agent.cli.common import EXIT_CONVERGED, EXIT_NOT_CONVERGED, load_wiring, print_document
-from agent.core import pullpath
+from agent.core import advice, pullpath
 from agent.core.errors import InputError
 from agent.core.runtimes import CONTAINERD
 from agent.core.text import fit
@@ -29,14 +30,32 @@ async def doctor(args: argparse.Namespace) -> int:
     config, source = containerd_config.effective(args.containerd_config, info.version)
     used = containerd_process.decompressor(args.cri_endpoint, info.version)
     diagnosis = pullpath.diagnose(info.version, config, source, decompressor=used)
+    main = args.containerd_config or (
+        containerd_config.DEFAULT_PATH if containerd_config.DEFAULT_PATH.exists() else None
+    )
+    if source is not None:
+        # What the file says against what the running containerd read when it started.
+        edited = containerd_config.edited_at(source)
+        stale = advice.stale_config(
+            edited, containerd_process.started_at(args.cri_endpoint), source
+        )
+        if stale is not None:
+            diagnosis = dataclasses.replace(diagnosis, findings=(*diagnosis.findings, stale))
+    imports = containerd_config.imports_of(main) if main is not None else []
+    plan = advice.plan(diagnosis, str(main) if main is not None else None, imports)
     if args.format != "text":
-        print_document(args, {**diagnosis.to_json(), "apply": pullpath.how_to_apply(diagnosis)})
+        document = {
+            **diagnosis.to_json(),
+            "apply": plan.text() if plan else None,
+            "apply_plan": plan.to_json() if plan else None,
+        }
+        print_document(args, document)
     else:
-        print(format_diagnosis(diagnosis))
+        print(format_diagnosis(diagnosis, plan))
     return EXIT_NOT_CONVERGED if diagnosis.actionable else EXIT_CONVERGED
 
 
-def format_diagnosis(diagnosis: pullpath.Diagnosis) -> str:
+def format_diagnosis(diagnosis: pullpath.Diagnosis, plan: advice.Plan | None = None) -> str:
     document = diagnosis.to_json()
     lines = [
         f"containerd {diagnosis.version}  pull path: {document['pull_path']}",
@@ -55,8 +74,7 @@ def format_diagnosis(diagnosis: pullpath.Diagnosis) -> str:
             lines.append(f"  recommended: {finding.recommended}")
         lines.append(f"  why: {finding.why}")
         lines.append(f"  impact: {finding.impact}")
-    apply = pullpath.how_to_apply(diagnosis)
-    if apply is not None:
-        lines += ["", "TO APPLY THE MEASURED ADVICE", *apply.rstrip("\n").splitlines()]
+    if plan is not None:
+        lines += ["", "TO APPLY, ALL AT ONCE", *plan.text().rstrip("\n").splitlines()]
     # containerd's version and config values are text from outside: each line one line, escaped.
     return "\n".join(fit(line) for line in lines)

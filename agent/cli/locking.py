@@ -203,6 +203,9 @@ async def check(args: argparse.Namespace) -> int:
     endpoints = resolver(config.registry, HostsDirectory(hosts_dir_of(args)))
     for entry in config.images:
         endpoints(entry.reference)  # each registry's hosts.toml read and parsed
+    if not config.images:
+        # Parses, but preloads nothing: not what anyone checking a list meant.
+        raise InputError(f"{args.config}: lists no images: a pass would preload nothing")
     kinds = {kind: sum(e.kind is kind for e in config.images) for kind in Kind}
     print(
         f"{args.config}: valid: {len(config.images)} images ({kinds[Kind.TAG]} by tag, "

@@ -164,6 +164,14 @@ def diagnose(
         forced.append(setting)
         findings.append(_forcing_finding(setting, key, current, default))
     transfer = new_enough and not forced
+    if forced:
+        # One round: the measured advice as it applies once the forcing settings are gone.
+        after = _transfer_settings(_table(document, TRANSFER), parsed)
+        advice = TRANSFER_ADVICE_WITHOUT_RANGE if ignore_range else TRANSFER_ADVICE
+        findings += [
+            dataclasses.replace(f, why=f"{f.why}; once the settings above are removed")
+            for f in _tuning(TRANSFER, after, advice, ignore_range)
+        ]
     if not new_enough:
         findings.append(
             Finding(
@@ -345,27 +353,6 @@ def _get(table: Mapping[str, Any], dotted: str) -> object:
 
 def _dotted(version: Version) -> str:
     return ".".join(str(n) for n in version[:2])
-
-
-def how_to_apply(diagnosis: Diagnosis) -> str | None:
-    """The measured advice as an operator applies it, None when there is none: a drop-in for
-    the transfer service's table (its own plugin: a drop-in replaces nothing else); the CRI
-    table's keys in config.toml itself (containerd before 2.0 replaces a whole plugin table
-    with an imported one). containerd reads either when it restarts."""
-    tuning = [f for f in diagnosis.findings if f.tuning and f.recommended is not None]
-    if not tuning:
-        return None
-    table = tuning[0].setting.rpartition(".")[0]
-    keys = "".join(f"  {f.setting.rpartition('.')[2]} = {f.recommended}\n" for f in tuning)
-    if table == TRANSFER:
-        return (
-            "# /etc/containerd/conf.d/50-prepull.toml, imported by config.toml "
-            '(imports = ["/etc/containerd/conf.d/*.toml"]); then restart containerd\n'
-            f"version = 3\n[{table}]\n{keys}"
-        )
-    return (
-        f"# in config.toml's own [{table}] table (not a drop-in); then restart containerd\n{keys}"
-    )
 
 
 IGZIP_FROM: Version = (2, 0, 0)

@@ -5,7 +5,10 @@ falls back (its start-up log), and reads the settings as containerd applies them
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -141,30 +144,67 @@ def test_a_default_node_is_read_as_containerd_runs_it(node: Callable[..., Contai
         assert found["settings"][f"{TABLE}.max_concurrent_downloads"] == 3
 
 
-def test_the_advice_applied_and_containerd_restarted_leaves_nothing_to_change(
-    node: Callable[..., Containerd], tmp_path: Path
+def applied(plan: dict[str, Any], text: str) -> str:
+    """The config file's text with the doctor's plan applied as its block says."""
+    for setting in plan["remove"]:
+        key = setting.rpartition(".")[2]
+        text, removed = re.subn(rf"(?m)^\s*{re.escape(key)}\s*=.*\n", "", text, count=1)
+        assert removed, f"{setting} is not in the file"
+    if plan["imports"] is not None:
+        text = plan["imports"] + "\n" + re.sub(r"(?m)^imports\s*=.*\n", "", text)
+    if plan["in_main_file"] is not None:
+        header, _, keys = plan["in_main_file"].partition("\n")
+        table = header.strip("[]").split("'")[1]
+        text = after(f'[plugins."{table}"]\n', keys)(text)
+    return text
+
+
+def test_the_doctor_needs_one_round_apply_its_block_restart_and_nothing_is_left(
+    node: Callable[..., Containerd],
 ) -> None:
-    """The text the doctor prints to apply its advice, applied as it says: a drop-in for the
-    transfer service on 2.x; the CRI table of config.toml itself before 2.1 (there a drop-in
-    would replace the whole table)."""
-    plain = node()
-    _, found = doctor(plain)
+    """On 2.x with a setting that forces the old path, on 1.x on its defaults: the whole change
+    comes in one block (what to remove, the imports line, the drop-in or the table's keys);
+    applied, and containerd restarted, the doctor finds nothing and exits 0."""
+    forcing = FORCING["max_concurrent_downloads"] if LINE == "2" else (lambda text: text)
+    forced = node(forcing)
+    code, found = doctor(forced)
+    plan = found["apply_plan"]
+    assert code == 1 and plan and found["apply"], found
+    if LINE == "2":
+        assert plan["remove"] == [f"{TABLE}.max_concurrent_downloads"], plan
+        assert plan["drop_in_path"] == str(forced.config_file.parent / "conf.d/50-prepull.toml")
+        assert plan["imports"] is not None, "the harness's config.toml imports nothing"
+        drop_in = Path(plan["drop_in_path"])
+        drop_in.parent.mkdir()
+        drop_in.write_text(plan["drop_in"])
+    else:
+        assert plan["remove"] == [] and plan["in_main_file"] and "not a drop-in" in found["apply"]
     advised = {f["setting"].rpartition(".")[2]: f["recommended"] for f in found["findings"]
                if f["tuning"]}  # fmt: skip
-    assert advised and found["apply"], found
-    if LINE == "2":
-        drop_in = tmp_path / "conf.d" / "50-prepull.toml"
-        drop_in.parent.mkdir()
-        drop_in.write_text(found["apply"])
-        plain.restart(lambda text: f'imports = ["{drop_in}"]\n' + text)
-    else:
-        assert "not a drop-in" in found["apply"], found["apply"]
-        plain.restart(after(IMAGES, found["apply"]))
-    code, again = doctor(plain)
+    forced.restart(lambda text: applied(plan, forcing(text)))
+    code, again = doctor(forced)
     assert code == 0 and not [f for f in again["findings"] if f["recommended"]], again
     for key, value in advised.items():
         assert [v for k, v in again["settings"].items() if k.endswith("." + key)] == [value]
-    assert FALLBACK not in plain.log.read_text()
+    assert FALLBACK not in forced.log.read_text(), "the restart's log: no fallback any more"
+
+
+def test_a_config_edited_after_containerd_started_is_not_what_it_runs(
+    node: Callable[..., Containerd],
+) -> None:
+    plain = node()
+    _, before = doctor(plain)
+    assert not [f for f in before["findings"] if f["setting"] == "containerd's config"]
+    plain.config_file.write_text(plain.config_file.read_text() + "\n# edited\n")
+    later = time.time() + 60  # an edit a minute after containerd started
+    os.utime(plain.config_file, (later, later))
+    code, found = doctor(plain)
+    (stale,) = [f for f in found["findings"] if f["setting"] == "containerd's config"]
+    assert code == 1 and stale["recommended"] == "restart containerd", stale
+    assert "edited, not applied" in stale["why"]
+    plain.restart()
+    _, again = doctor(plain)
+    assert not [f for f in again["findings"] if f["setting"] == "containerd's config"], again
 
 
 def test_a_config_that_does_not_parse_is_bad_input_naming_its_line(

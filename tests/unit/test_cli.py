@@ -246,3 +246,12 @@ def test_the_summary_counts_deferrals_apart_from_failures() -> None:
     assert _not_converged([failed], 4) == "1 of 4 failed"
     assert _not_converged([deferred, deferred, failed], 5) == "1 of 5 failed, 2 deferred"
     assert _not_converged([deferred], 3) == "1 of 3 deferred"
+
+
+def test_check_refuses_a_list_that_names_no_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "preload.yaml"
+    empty.write_text("images: []\n")
+    assert main(["check", "--config", str(empty)]) == 2
+    assert "lists no images: a pass would preload nothing" in capsys.readouterr().err

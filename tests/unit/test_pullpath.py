@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agent.adapters.runtime.containerd_config import load
+from agent.core.advice import plan, stale_config
 from agent.core.errors import ConfigError, InputError
 from agent.core.pullpath import (
     CRI_ADVICE,
@@ -17,7 +18,6 @@ from agent.core.pullpath import (
     TRANSFER_ADVICE,
     TRANSFER_ADVICE_WITHOUT_RANGE,
     diagnose,
-    how_to_apply,
 )
 
 IMAGES = "plugins.'io.containerd.cri.v1.images'"
@@ -137,9 +137,12 @@ def test_the_measured_advice_is_given_where_the_node_is_below_it() -> None:
     # A node already at or above the advice hears nothing.
     tuned = v3(transfer={"max_concurrent_downloads": 16, "concurrent_layer_fetch_buffer": 8 << 20})
     assert [f for f in diagnose("2.1.9", tuned, "f").findings if f.tuning] == []
-    # A forced old path is fixed first: no tuning of a service CRI does not use.
+    # A forced old path: the advice for the transfer service comes in the same round, said to
+    # apply once the forcing settings are removed (one round, issue 35).
     forced = diagnose("2.1.9", v3({"max_concurrent_downloads": 5}), "f")
-    assert [f for f in forced.findings if f.tuning] == []
+    tuned_after = [f for f in forced.findings if f.tuning]
+    assert {f.setting for f in tuned_after} == {f"{TRANSFER}.{k}" for k in TRANSFER_ADVICE.settings}
+    assert all("once the settings above are removed" in f.why for f in tuned_after)
 
 
 def test_imports_are_merged_over_the_file_as_containerd_does(tmp_path: Path) -> None:
@@ -212,15 +215,45 @@ def test_a_file_without_a_version_is_read_as_version_1() -> None:
 
 
 def test_the_advice_is_said_as_an_operator_applies_it() -> None:
-    assert how_to_apply(diagnose("2.1.9", v3(transfer={"max_concurrent_downloads": 16,
-        "concurrent_layer_fetch_buffer": 8 << 20}), "f")) is None  # fmt: skip
-    drop_in = how_to_apply(diagnose("2.1.9", None, None))
-    assert drop_in is not None and "restart containerd" in drop_in
-    parsed = tomllib.loads(drop_in)
+    tuned = v3(transfer={"max_concurrent_downloads": 16, "concurrent_layer_fetch_buffer": 8 << 20})
+    assert plan(diagnose("2.1.9", tuned, "f"), "/etc/containerd/config.toml", []) is None
+    drop_in = plan(diagnose("2.1.9", None, None), None, [])
+    assert drop_in is not None and drop_in.drop_in is not None and not drop_in.remove
+    assert drop_in.drop_in_path == "/etc/containerd/conf.d/50-prepull.toml"
+    parsed = tomllib.loads(drop_in.drop_in)
     assert parsed["plugins"]["io.containerd.transfer.v1.local"] == TRANSFER_ADVICE.settings
-    in_place = how_to_apply(diagnose("1.7.24", {"version": 2}, "f"))
-    assert in_place is not None and "not a drop-in" in in_place
-    assert tomllib.loads(in_place) == CRI_ADVICE.settings
+    assert "restart containerd" in drop_in.text()
+    in_place = plan(diagnose("1.7.24", {"version": 2}, "f"), "/etc/containerd/config.toml", [])
+    assert in_place is not None and in_place.in_main_file is not None and in_place.drop_in is None
+    assert "not a drop-in" in in_place.text()
+    assert tomllib.loads(in_place.in_main_file)["plugins"]["io.containerd.grpc.v1.cri"] == (
+        CRI_ADVICE.settings
+    )
+
+
+def test_one_round_a_forcing_setting_and_the_measured_advice_together() -> None:
+    """With a setting that forces the old path, the plan removes it and brings the advice for
+    the transfer service at once, with the imports line the main file lacks."""
+    forced = diagnose("2.1.9", v3({"max_concurrent_downloads": 5}), "/n/config.toml")
+    found = plan(forced, "/n/config.toml", ["/etc/other.toml"])
+    assert found is not None
+    assert found.remove == (f"{IMAGES}.max_concurrent_downloads",)
+    assert found.drop_in_path == "/n/conf.d/50-prepull.toml" and found.drop_in is not None
+    assert found.imports == 'imports = ["/etc/other.toml", "/n/conf.d/*.toml"]'
+    text = found.text()
+    assert text.index("remove") < text.index("imports =") < text.index("[plugins.")
+    covered = plan(forced, "/n/config.toml", ["/n/conf.d/*.toml"])
+    assert covered is not None and covered.imports is None, "already imported: said nothing"
+    relative = plan(forced, "/n/config.toml", ["conf.d/*.toml"])
+    assert relative is not None and relative.imports is not None, "a relative glob is from /"
+
+
+def test_a_config_edited_after_containerd_started_is_said_to_need_a_restart() -> None:
+    assert stale_config(100.0, 200.0, "f") is None
+    assert stale_config(None, 200.0, "f") is None
+    found = stale_config(300.0, 200.0, "/etc/containerd/config.toml")
+    assert found is not None and found.recommended == "restart containerd"
+    assert "edited, not applied" in found.why
 
 
 @pytest.mark.parametrize(

@@ -120,3 +120,20 @@ def _parse(path: Path) -> dict[str, Any]:
         found = _LINE.search(str(exc))
         message = _LINE.sub("", str(exc)).strip()
         raise ConfigError(str(path), int(found.group(1)) if found else None, message) from None
+
+
+def imports_of(path: Path) -> list[str]:
+    """The `imports` list of the file `path` as written ([] if it has none)."""
+    found = _parse(path).get("imports", [])
+    return [i for i in found if isinstance(i, str)] if isinstance(found, list) else []
+
+
+def edited_at(source: str) -> float | None:
+    """When the newest of the files `source` names (as `effective` says it) last changed."""
+    times = []
+    for name in source.split(" + "):
+        try:
+            times.append(os.stat(name).st_mtime)
+        except OSError:
+            continue
+    return max(times, default=None)

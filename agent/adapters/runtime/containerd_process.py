@@ -61,3 +61,23 @@ def decompressor(endpoint: str, version: str) -> str:
     if pid is None or env is None:
         return UNSEEN
     return pullpath.decompressor(version, env, path_finder(pid, env))
+
+
+def started_at(endpoint: str) -> float | None:
+    """When the containerd behind `endpoint` started (Unix time), or None if unseen: its
+    /proc/<pid>/stat start time (clock ticks after boot) and the boot time in /proc/stat."""
+    pid = peer_pid(endpoint)
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        # The fields after the command's name, which may hold spaces: the 22nd is starttime.
+        ticks = int(stat.rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
