@@ -112,7 +112,14 @@ def debian_layer(arch: str) -> Layer:
             str(tar_path),
             _mirror(),
         ]
-        subprocess.run(command, check=True)
+        if subprocess.run(command).returncode != 0:
+            # mmdebstrap runs the packages' maintainer scripts for `arch`: another architecture
+            # needs qemu-user-static registered with binfmt_misc (or a machine of that arch).
+            raise SystemExit(
+                f"make image: mmdebstrap could not build the {arch} root filesystem (its message "
+                f"is above); for another architecture than this machine's, register "
+                f"qemu-user-static with binfmt_misc, or build on a machine of that architecture"
+            )
         layer = _gzip_layer(tar_path, blob)
     meta.write_text(
         json.dumps({"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size})
