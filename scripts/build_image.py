@@ -10,9 +10,10 @@ from Debian's packages and PyPI's wheels, written by hand as an OCI image layout
   PREPULL_IMAGE naming the image (what `prepull-agent version` prints).
 
 The Dockerfile builds the same layout (paths, user, entrypoint, command). Usage:
-  python scripts/build_image.py [--arch amd64|arm64] [--ref NAME:TAG] [--push]
-writes .cache/image/oci-<arch> (an OCI layout: skopeo copy oci:.cache/image/oci-amd64:<tag> …);
---push copies it to --ref with skopeo."""
+  python scripts/build_image.py [--arch amd64|arm64|amd64,arm64] [--ref NAME:TAG] [--push]
+writes .cache/image/oci-<arch> (an OCI layout: skopeo copy oci:.cache/image/oci-amd64:<tag> …),
+and for several architectures .cache/image/oci-index, an image index over them; --push copies
+it to --ref with skopeo (--all for an index)."""
 
 from __future__ import annotations
 
@@ -247,6 +248,42 @@ def build(arch: str, ref: str) -> Path:
     return layout
 
 
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def index(layouts: list[Path], ref: str) -> Path:
+    """One OCI layout, .cache/image/oci-index, whose tag names an image index over the images of
+    `layouts` (one per architecture, as `build` writes them): what a multi-arch push takes
+    (`skopeo copy --all`)."""
+    merged = CACHE / "oci-index"
+    shutil.rmtree(merged, ignore_errors=True)
+    blobs = merged / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    manifests = []
+    for layout in layouts:
+        for blob in (layout / "blobs" / "sha256").iterdir():
+            shutil.copyfile(blob, blobs / blob.name)
+        for entry in json.loads((layout / "index.json").read_text())["manifests"]:
+            manifests.append({k: v for k, v in entry.items() if k != "annotations"})
+    body = json.dumps(
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}, sort_keys=True
+    ).encode()
+    top = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": OCI_INDEX,
+                "digest": _put(blobs, body),
+                "size": len(body),
+                "annotations": {"org.opencontainers.image.ref.name": ref.rpartition(":")[2]},
+            }
+        ],
+    }
+    (merged / "index.json").write_text(json.dumps(top, sort_keys=True))
+    (merged / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    return merged
+
+
 def _put(blobs: Path, body: bytes) -> str:
     digest = hashlib.sha256(body).hexdigest()
     (blobs / digest).write_bytes(body)
@@ -257,16 +294,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--arch", choices=sorted(WHEEL_PLATFORMS), default="amd64")
+    parser.add_argument(
+        "--arch",
+        default="amd64",
+        help=f"one of {', '.join(sorted(WHEEL_PLATFORMS))}, or several with commas: one image "
+        "each, and an index over them (a multi-arch tag)",
+    )
     parser.add_argument("--ref", default=f"prepull-agent:{_version()}")
     parser.add_argument("--push", action="store_true", help="skopeo copy the image to --ref")
     args = parser.parse_args()
-    layout = build(args.arch, args.ref)
+    arches = [a.strip() for a in args.arch.split(",") if a.strip()]
+    unknown = [a for a in arches if a not in WHEEL_PLATFORMS]
+    if not arches or unknown:
+        parser.error(f"--arch: choose from {', '.join(sorted(WHEEL_PLATFORMS))}")
+    layouts = [build(arch, args.ref) for arch in arches]
+    layout = layouts[0] if len(layouts) == 1 else index(layouts, args.ref)
     tag = args.ref.rpartition(":")[2]
-    print(f"wrote {layout.relative_to(ROOT)} ({args.ref}, linux/{args.arch})", file=sys.stderr)
+    platforms = ", ".join(f"linux/{a}" for a in arches)
+    print(f"wrote {layout.relative_to(ROOT)} ({args.ref}, {platforms})", file=sys.stderr)
     if args.push:
         destination = f"docker://{args.ref}"
-        subprocess.run(["skopeo", "copy", f"oci:{layout}:{tag}", destination], check=True)
+        every = ["--all"] if len(layouts) > 1 else []
+        subprocess.run(["skopeo", "copy", *every, f"oci:{layout}:{tag}", destination], check=True)
 
 
 if __name__ == "__main__":

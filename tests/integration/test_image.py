@@ -4,7 +4,10 @@ mounted, read-only root filesystem, every capability dropped, the args of deploy
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import subprocess
 import sys
 import time
 import urllib.request
@@ -20,7 +23,7 @@ from tests.harness.images import push_runnable
 from tests.harness.pods import exec_sync, remove_pod, run_pod, sandbox_config, start_container
 from tests.harness.procs import free_port
 from tests.harness.registry import Registry
-from tests.integration.conftest import image_status, pull
+from tests.integration.conftest import image_status, pull, run_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -129,6 +132,46 @@ def test_the_offline_built_image_preloads_a_list_as_the_daemonset_runs_it(
         assert "Traceback" not in log, log
     finally:
         remove_pod(containerd.endpoint, pod)
+    multi_arch_push(registry, layout, repo, tmp_path)
+
+
+def multi_arch_push(registry: Registry, amd64: Path, repo: str, tmp_path: Path) -> None:
+    """`make image ARCH=amd64,arm64 PUSH=1`'s index and push, with the amd64 image built above
+    and an arm64 twin made from it here (this machine cannot build arm64: no binfmt_misc):
+    skopeo pushes the index and both images; each platform resolves to its own manifest."""
+    arm64 = tmp_path / "oci-arm64"
+    shutil.copytree(amd64, arm64)
+    (entry,) = json.loads((arm64 / "index.json").read_text())["manifests"]
+    blobs = arm64 / "blobs" / "sha256"
+    manifest = json.loads((blobs / entry["digest"].removeprefix("sha256:")).read_text())
+    config = json.loads((blobs / manifest["config"]["digest"].removeprefix("sha256:")).read_text())
+    config["architecture"] = "arm64"
+    manifest["config"] = {**manifest["config"], **blob_of(blobs, config)}
+    entry = {**entry, **blob_of(blobs, manifest), "platform": {"os": "linux",
+             "architecture": "arm64"}}  # fmt: skip
+    (arm64 / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    ref = f"{registry.host}/{repo}:multi"
+    merged = build_image.index([amd64, arm64], ref)
+    subprocess.run(
+        ["skopeo", "copy", "--all", "--dest-tls-verify=false", f"oci:{merged}:multi",
+         f"docker://{ref}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    digests = {}
+    for platform in ("linux/amd64", "linux/arm64"):
+        found = run_agent("resolve", ref, "--platform", platform, "--insecure", "-o", "json")
+        assert found.code == 0, found
+        digests[platform] = json.loads(found.stdout)["platform_digest"]
+    assert digests["linux/arm64"] == entry["digest"], digests
+    assert digests["linux/amd64"] != digests["linux/arm64"], digests
+
+
+def blob_of(blobs: Path, document: dict[str, Any]) -> dict[str, Any]:
+    """Store `document` as a blob; its digest and size."""
+    body = json.dumps(document, sort_keys=True).encode()
+    digest = hashlib.sha256(body).hexdigest()
+    (blobs / digest).write_bytes(body)
+    return {"digest": f"sha256:{digest}", "size": len(body)}
 
 
 def test_the_image_and_the_dockerfile_share_one_layout() -> None:
