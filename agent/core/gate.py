@@ -67,14 +67,13 @@ def verdict(
     toward while it serves the one before (ready, reason Converging)."""
     if ready and converging_to is not None:
         message = f"serving the list before while converging to {converging_to[:19]}: "
-        message += f"waiting for {len(waiting)} new images: {_named(waiting)}"
+        message += f"waiting for {_images(len(waiting), 'new ')}: {_named(waiting)}"
         return Verdict(True, "Converging", message, release=True)
     if ready:
         # Ready with permanent failures (reported, not waited for): the message names them.
         broken = f"; {len(failed)} failed for good: {_named(failed)}" if failed else ""
-        images = "image" if present == 1 else "images"
-        return Verdict(True, "Preloaded", f"{present} {images} present{broken}", release=True)
-    message = f"waiting for {len(waiting)} images: {_named(waiting)}" if waiting else ""
+        return Verdict(True, "Preloaded", f"{_images(present)} present{broken}", release=True)
+    message = f"waiting for {_images(len(waiting))}: {_named(waiting)}" if waiting else ""
     if passes == 0:
         message = "; ".join(filter(None, ["the first pass has not finished", message]))
     if timeout is not None and waited >= timeout:
@@ -85,6 +84,11 @@ def verdict(
             release=True,
         )
     return Verdict(False, "Preloading", message, release=False)
+
+
+def _images(count: int, kind: str = "") -> str:
+    """`1 image`, `3 images`, `2 new images`."""
+    return f"{count} {kind}image{'' if count == 1 else 's'}"
 
 
 def _named(images: Sequence[str]) -> str:

@@ -191,7 +191,7 @@ def test_the_taint_goes_only_once_the_list_is_present_and_the_condition_follows(
     assert ready is not None and (ready["status"], ready["reason"]) == ("True", "Preloaded")
     kinds = [c["type"] for c in api.nodes["n1"]["status"]["conditions"]]
     assert kinds == ["Ready", CONDITION_TYPE], kinds
-    assert ready["message"] == "1 images present"
+    assert ready["message"] == "1 image present"
     assert ready["lastTransitionTime"] >= waiting["lastTransitionTime"]
     assert api.taints("n1") == [OTHER_TAINT, LATE_TAINT]
     assert api.taints("n2") == [STARTUP_TAINT], "another node was touched"

@@ -55,7 +55,7 @@ def test_after_the_timeout_the_node_is_released_anyway_and_says_so() -> None:
     found = verdict(False, ["a:1"], 0, passes=2, waited=61, timeout=60)
     assert (found.ready, found.reason, found.release) == (False, "ReadyTimeout", True)
     assert (
-        found.message == "released after 60s without the list preloaded; waiting for 1 images: a:1"
+        found.message == "released after 60s without the list preloaded; waiting for 1 image: a:1"
     )
 
 
@@ -221,7 +221,7 @@ def test_the_gate_tells_its_decisions_once_each_as_events() -> None:
         ("Warning", "StartupTaintRemoved"),
         ("Normal", "ImagesPreloaded"),
     ]
-    assert "waiting for 1 images: a:1" in told[0].message
+    assert "waiting for 1 image: a:1" in told[0].message
     assert told[2].message.startswith(f"removed {KEY} anyway: released after 60s")
 
 
