@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from agent.adapters.runtime import containerd_config, containerd_process
 from agent.cli.common import EXIT_CONVERGED, EXIT_NOT_CONVERGED, load_wiring, print_document
@@ -27,22 +28,21 @@ async def doctor(args: argparse.Namespace) -> int:
         info = await runtime.cri.version()
     if info.name != CONTAINERD:
         raise InputError(f"doctor reads containerd; {args.cri_endpoint} is {info.name}")
-    config, source = containerd_config.effective(args.containerd_config, info.version)
+    config, files = containerd_config.effective(args.containerd_config, info.version)
+    source = containerd_config.source_of(files)
     used = containerd_process.decompressor(args.cri_endpoint, info.version)
     diagnosis = pullpath.diagnose(info.version, config, source, decompressor=used)
-    main = args.containerd_config or (
-        containerd_config.DEFAULT_PATH if containerd_config.DEFAULT_PATH.exists() else None
-    )
+    main = files[0] if files else None
     if source is not None:
         # What the file says against what the running containerd read when it started.
-        edited = containerd_config.edited_at(source)
+        edited = containerd_config.edited_at(files)
         stale = advice.stale_config(
             edited, containerd_process.started_at(args.cri_endpoint), source
         )
         if stale is not None:
             diagnosis = dataclasses.replace(diagnosis, findings=(*diagnosis.findings, stale))
-    imports = containerd_config.imports_of(main) if main is not None else []
-    plan = advice.plan(diagnosis, str(main) if main is not None else None, imports)
+    imports = containerd_config.imports_of(Path(main)) if main is not None else []
+    plan = advice.plan(diagnosis, main, imports)
     if args.format != "text":
         document = {
             **diagnosis.to_json(),

@@ -280,7 +280,7 @@ class PassLoop:
         reported, never fatal."""
         report = self._shared.report.runtime
         try:
-            config, source = containerd_config.effective(
+            config, files = containerd_config.effective(
                 self._shared.settings.containerd_config, version
             )
         except AgentError as exc:
@@ -292,6 +292,7 @@ class PassLoop:
             return
         ignoring = [domain for domain, honours in self._range.items() if honours is False]
         used = containerd_process.decompressor(self._shared.settings.endpoint, version)
+        source = containerd_config.source_of(files)
         found = pullpath.diagnose(version, config, source, ignoring, used)
         said = found.to_json()
         if report.get("pull_path") == said:

@@ -37,15 +37,20 @@ def replaces_plugin_tables(version: str) -> bool:
     return parsed is not None and parsed < (2, 0, 0)
 
 
-def effective(path: Path | None, version: str = "2") -> tuple[dict[str, Any] | None, str | None]:
-    """The config containerd `version` runs with and where it came from: `path` (which must
-    exist), else the default file, else (None, None): containerd then runs on its defaults."""
+def effective(path: Path | None, version: str = "2") -> tuple[dict[str, Any] | None, list[str]]:
+    """The config containerd `version` runs with and the files it came from, the main one
+    first: `path` (which must exist), else the default file, else (None, []): containerd then
+    runs on its defaults."""
     if path is None:
         if not DEFAULT_PATH.exists():
-            return None, None
+            return None, []
         path = DEFAULT_PATH
-    document, read = load(path, version)
-    return document, " + ".join(read)
+    return load(path, version)
+
+
+def source_of(files: list[str]) -> str | None:
+    """Where the settings were read, as the doctor says it (None: containerd's defaults)."""
+    return " + ".join(files) or None
 
 
 def load(path: Path, version: str = "2") -> tuple[dict[str, Any], list[str]]:
@@ -128,10 +133,10 @@ def imports_of(path: Path) -> list[str]:
     return [i for i in found if isinstance(i, str)] if isinstance(found, list) else []
 
 
-def edited_at(source: str) -> float | None:
-    """When the newest of the files `source` names (as `effective` says it) last changed."""
+def edited_at(files: list[str]) -> float | None:
+    """When the newest of `files` last changed (None: none can be seen)."""
     times = []
-    for name in source.split(" + "):
+    for name in files:
         try:
             times.append(os.stat(name).st_mtime)
         except OSError:
