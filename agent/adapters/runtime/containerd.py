@@ -370,13 +370,12 @@ class ContainerdImages:
 
 
 def _apply(image: images_pb2.Image, changes: Changes) -> list[str]:
-    """Make `changes` to the record's labels; the mask paths that write them. A label named in
-    the mask and absent from the record is removed (containerd metadata/images.go)."""
-    for key, value in changes.items():
-        if value is None:
-            image.labels.pop(key, None)
-        else:
-            image.labels[key] = value
+    """Make `changes` to the record's labels (agent.core.claims.applied); the mask paths that
+    write them. A label named in the mask and absent from the record is removed (containerd
+    metadata/images.go)."""
+    labels = claims.applied(image.labels, changes)
+    image.labels.clear()
+    image.labels.update(labels)
     return [f"labels.{key}" for key in changes]
 
 
