@@ -15,6 +15,8 @@ async def pins(args: argparse.Namespace) -> int:
     """Every image record with a pin or a claim on one, and who holds it."""
     async with load_wiring().runtime(args.cri_endpoint) as runtime:
         held = await runtime.images.pins()
+    if args.owner is not None:
+        held = {n: h for n, h in held.items() if h.holds(owner_name(args.owner))}
     if args.format != "text":
         print_document(
             args,
@@ -32,11 +34,10 @@ async def pins(args: argparse.Namespace) -> int:
             },
         )
         return EXIT_CONVERGED
-    if args.owner is not None:
-        held = {n: h for n, h in held.items() if h.holds(owner_name(args.owner))}
+    # table_lines escapes every cell: names and owners are labels anyone may have written.
     rows = [["IMAGE", "PINNED", "HELD BY"]]
     rows += [
-        [fit(name), "yes" if h.pinned else "no", fit(", ".join(_holders(h)))]
+        [name, "yes" if h.pinned else "no", ", ".join(_holders(h))]
         for name, h in sorted(held.items())
     ]
     if len(rows) == 1:

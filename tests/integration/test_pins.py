@@ -256,6 +256,10 @@ def test_an_owner_that_is_gone_is_released_by_hand_and_no_one_elses_pin_goes(
     listed = run_agent("pins", *endpoint, "--owner", "retired-list")
     assert listed.code == 0, listed
     assert retired.tagged in listed.stdout and shared.tagged in listed.stdout, listed.stdout
+    as_json = json.loads(
+        run_agent("pins", *endpoint, "--owner", "retired-list", "-o", "json").stdout
+    )
+    assert sorted(p["image"] for p in as_json["pins"]) == sorted([retired.tagged, shared.tagged])
     dry = run_agent("release", *endpoint, "--owner", "retired-list", "--dry-run")
     assert f"would release {shared.tagged}  (still pinned for current-list)" in dry.stdout, dry
     assert holders(containerd, retired.tagged) == ["retired-list"], "a dry run changes nothing"
