@@ -60,6 +60,7 @@ PROGRESS_LOG_SECONDS = 10.0
 
 async def once(args: argparse.Namespace) -> int:
     wiring = load_wiring()
+    owner = owner_of(args.owner, str(args.config))
 
     async with (
         wiring.runtime(args.cri_endpoint) as runtime,
@@ -78,12 +79,10 @@ async def once(args: argparse.Namespace) -> int:
             config.registry, hosts_dir_of(args), files.lookup
         ) as registry:
             if args.dry_run:
-                reconciler = runtime.reconciler(
-                    registry, node, files.lookup, owner=owner_of(args.owner, str(args.config))
-                )
+                reconciler = runtime.reconciler(registry, node, files.lookup, owner=owner)
                 return _print_plan(await reconciler.plan(config, listing), args)
             outcomes, released = await _converge_once(
-                args, config, runtime, registry, node, files.lookup, listing
+                args, config, runtime, registry, node, files.lookup, listing, owner
             )
     failed = [o for o in outcomes if not o.converged]
     ready = ready_by_the_rule(node, config, outcomes, strict=args.strict)
@@ -96,7 +95,7 @@ async def once(args: argparse.Namespace) -> int:
                 "ready": ready,
                 "converged": not failed,
                 "images": [outcome_document(o) for o in outcomes],
-                "owner": owner_of(args.owner, str(args.config)),
+                "owner": owner,
                 "released_pins": [r.name for r in released if not r.kept_by],
                 "kept_pins": {r.name: list(r.kept_by) for r in released if r.kept_by},
             },
@@ -156,6 +155,7 @@ async def _converge_once(
     node: Platform,
     credentials: Callable[[Reference], Sequence[Credential]],
     listed: Awaitable[list[NodeImage]],
+    owner: str,
 ) -> tuple[list[Outcome], list[Released]]:
     """One pass, printing each image's line as soon as it is done. On a terminal, the pulls in
     flight are drawn below the results (bytes so far, rate) and redrawn; with -v, a pull still
@@ -186,7 +186,7 @@ async def _converge_once(
         registry,
         node,
         credentials,
-        owner=owner_of(args.owner, str(args.config)),
+        owner=owner,
         on_start=lambda entry: log.info("%s: started", entry.written),
         progress=progress,
     )

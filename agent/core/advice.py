@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from agent.core.pullpath import TRANSFER, Diagnosis, Finding
 
 DROP_IN = "conf.d/50-prepull.toml"
-STARTED_SLACK = 1.0
 """Beside the main file, as containerd's packages lay it out (/etc/containerd/conf.d)."""
+STARTED_SLACK = 1.0
+"""Seconds a file may look younger than containerd's start and still be what it read."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +62,7 @@ def plan(diagnosis: Diagnosis, main_file: str | None, imports: Sequence[str]) ->
     nothing. `main_file`: the config file containerd reads first (None: it has none);
     `imports`: that file's `imports` list as written."""
     tuning = [f for f in diagnosis.findings if f.tuning and f.recommended is not None]
-    remove = tuple(s for s in diagnosis.forced_by)
+    remove = diagnosis.forced_by
     if not tuning and not remove:
         return None
     folder = os.path.dirname(main_file) if main_file else "/etc/containerd"

@@ -81,9 +81,9 @@ class Reconciler:
         self._owner = owner
         """Whose pins this reconciler claims and releases (agent.core.claims)."""
         self.released: list[Released] = []
+        """Records whose pin the last pass took back: they left the list."""
         self._config: PreloadConfig | None = None
         """The list of the pass under way."""
-        """Records whose pin the last pass took back: they left the list."""
         self._settled_before: dict[ImageEntry, tuple[Seen, Outcome]] = {}
         self._settled_now: dict[ImageEntry, tuple[Seen, Outcome]] = {}
         """Settled outcomes by entry, with the node images they were decided on: the last
