@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.adapters.runtime.containerd import PIN_CONCURRENCY
-from agent.core import platform as platforms
+from agent.core.images import platform as platforms
 from bench import cold, daemon, fleet, lock, pods, pullpath, startup, warm
 from bench.passes import agent_pass, listing
 from bench.report import Row, header

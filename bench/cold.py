@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 
 from agent import wiring
-from agent.core.manifest import ACCEPT
+from agent.core.images.manifest import ACCEPT
 from bench.passes import agent_pass, listing
 from bench.report import Row
 from tests.harness.containerd import Containerd
@@ -38,7 +38,7 @@ SERIAL_TARGET = 0.6
 
 async def raw_pulls(endpoint: str, references: list[str], concurrency: int) -> float:
     """PullImage for every reference, `concurrency` at a time, nothing else: the ceiling."""
-    async with wiring.runtime(endpoint) as runtime:
+    async with wiring.containerd(endpoint) as runtime:
         slots = asyncio.Semaphore(concurrency)
 
         async def one(reference: str) -> None:
@@ -60,7 +60,7 @@ async def pulls_and_binds(
     manifest, then its config, read from the registry (two bare GETs; of their JSON only the
     config's digest and architecture are used), run ahead of the pulls as the agent runs its
     checks (twice the pull concurrency)."""
-    async with aiohttp.ClientSession() as session, wiring.runtime(endpoint) as runtime:
+    async with aiohttp.ClientSession() as session, wiring.containerd(endpoint) as runtime:
         pulls = asyncio.Semaphore(concurrency)
         checks = asyncio.Semaphore(2 * concurrency)
 

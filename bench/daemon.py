@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.core.platform import Platform
+from agent.core.images.platform import Platform
 from bench.passes import agent_pass, listing
 from bench.report import Row
 from bench.synthetic import import_images

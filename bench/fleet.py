@@ -1,5 +1,5 @@
 """A fleet rolling out a new digest, simulated: no network, the agent's own rollout planner
-(agent.core.rollout) driven by a simulated clock. 5000 nodes see a re-locked 2 GB image when
+(agent.core.engine.rollout) driven by a simulated clock. 5000 nodes see a re-locked 2 GB image when
 kubelet refreshes their ConfigMap volume (uniformly within its sync period), and pull it at
 once, at a random moment within a window ("jitter", what any fleet gets from uneven timers), or
 at their hashed moment within `rollout.spread`. Reported: the peak registry requests and bytes
@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from agent.core.rollout import Rollout
+from agent.core.engine.rollout import Rollout
 from bench.report import Row
 
 NODES = 5000

@@ -13,8 +13,8 @@ import time
 import aiohttp
 
 from agent import wiring
-from agent.core import config as configs
-from agent.core import manifest
+from agent.core.images import manifest
+from agent.core.lists import config as configs
 from agent.preload import lock
 from bench.passes import listing
 from bench.report import Row

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from agent import wiring
 from agent.adapters.runtime import rpc
-from agent.core import config as configs
+from agent.core.lists import config as configs
 from agent.core.ports import Outcome
 
 T = TypeVar("T")

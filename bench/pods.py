@@ -28,7 +28,7 @@ EQUAL_TARGET = 1.10
 
 def _pull(endpoint: str, reference: str) -> None:
     async def pull() -> None:
-        async with wiring.runtime(endpoint) as runtime:
+        async with wiring.containerd(endpoint) as runtime:
             await runtime.cri._pull(reference, None)
 
     asyncio.run(pull())

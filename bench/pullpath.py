@@ -2,7 +2,7 @@
 advise, on loopback and through a link that caps each connection at 20 MB/s (as registries and
 CDNs do). The image: 4 random layers of 64 MiB (256 MiB compressed). Each run pulls it once with
 raw CRI PullImage on a fresh containerd; runs interleaved, medians. The candidates are the
-advice table of agent.core.pullpath for this line plus the alternatives it was chosen over, so
+advice table of core.doctor.pullpath for this line plus the alternatives it was chosen over, so
 the bench shows both that the advice is the best of them and the ratio the doctor quotes.
 
 In the same run, the physical floors of a pull of that image on this node, each against raw
@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from agent.core import pullpath
+from agent.core.doctor import pullpath
 from bench import floors
 from bench.cold import raw_pulls
 from bench.passes import agent_pass, listing

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import wiring
-from agent.core import manifest as media_types
-from agent.core.platform import Platform
+from agent.core.images import manifest as media_types
+from agent.core.images.platform import Platform
 from tests.harness.containerd import Containerd
 from tests.harness.procs import HarnessError
 

@@ -17,7 +17,7 @@ from agent._proto.containerd.services.images.v1 import images_pb2, images_pb2_gr
 from agent._proto.runtime.v1 import api_pb2, api_pb2_grpc
 from agent.adapters.runtime import rpc
 from agent.adapters.runtime.containerd import CRI_NAMESPACE, NAMESPACE_HEADER, PINNED_LABEL
-from agent.core.platform import Platform
+from agent.core.images.platform import Platform
 from bench.passes import Pass, agent_pass, listing
 from bench.report import Row
 from bench.synthetic import import_images

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agent.adapters.runtime import rpc
 from agent.adapters.runtime.cri import CriClient
-from agent.core import platform as platforms
+from agent.core.images import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.images import PushedImage, push_image
 from tests.harness.procs import HarnessError

@@ -12,15 +12,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from agent.core.claims import Released
+from agent.core.engine.claims import Released
+from agent.core.engine.pins import CRI_POLL_INTERVAL
+from agent.core.engine.pipeline import BIND_VISIBLE_TIMEOUT
+from agent.core.engine.plan import NodeImage
 from agent.core.errors import ImageError, RegistryError, TransientRegistryError
-from agent.core.manifest import Descriptor
-from agent.core.pins import CRI_POLL_INTERVAL
-from agent.core.plan import NodeImage
-from agent.core.platform import Platform
+from agent.core.images.manifest import Descriptor
+from agent.core.images.platform import Platform
+from agent.core.images.reference import Reference
 from agent.core.ports import ImageRuntime, Resolver, TagBinder
-from agent.core.reconcile import BIND_VISIBLE_TIMEOUT
-from agent.core.reference import Reference
 
 OWNER = "conformance:one-list"
 OTHER_OWNER = "conformance:another-list"
@@ -77,7 +77,7 @@ async def a_bound_tag_names_the_content_at_once(
     image_id = await runtime.pull(image.by_digest)
     await binder.bind_tag(image.tagged, image.by_digest)
     # CRI learns of the tag from containerd's event stream, a moment later: the agent waits
-    # up to BIND_VISIBLE_TIMEOUT for it (agent.core.reconcile), so that is what is held here.
+    # up to BIND_VISIBLE_TIMEOUT for it (agent.core.engine.pipeline), so that is what is held here.
     found = await _within(BIND_VISIBLE_TIMEOUT, lambda: runtime.image_status(image.tagged))
     assert found is not None and found.id == image_id
     assert image.tagged in found.repo_tags

@@ -9,13 +9,13 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 
-from agent.core import claims
+from agent.core.engine import claims
+from agent.core.engine.plan import NodeImage
 from agent.core.errors import ImageError, RegistryError, RuntimeUnavailable
-from agent.core.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, Resolution
-from agent.core.plan import NodeImage
-from agent.core.platform import Platform
+from agent.core.images.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, Resolution
+from agent.core.images.platform import Platform
+from agent.core.images.reference import Reference
 from agent.core.ports import ImageRuntime, Resolver, TagBinder
-from agent.core.reference import Reference
 
 NODE = Platform("linux", "amd64")
 D1 = "sha256:" + "1" * 64
@@ -96,7 +96,7 @@ class FakeBinder:
     def __init__(self, runtime: FakeRuntime) -> None:
         self.runtime = runtime
         self.labels: dict[str, dict[str, str]] = {}
-        """Each record's labels that say who holds its pin (agent.core.claims)."""
+        """Each record's labels that say who holds its pin (agent.core.engine.claims)."""
         self.pin_calls = 0
         self.release_calls = 0
         self.seeded_for: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []

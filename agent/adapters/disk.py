@@ -1,11 +1,11 @@
-"""The image filesystem as statvfs (and kubelet) see it: what the disk budget (agent.core.disk)
+"""The image filesystem as statvfs (and kubelet) see it: what the disk budget (core.engine.disk)
 measures."""
 
 from __future__ import annotations
 
 import os
 
-from agent.core.disk import DiskUsage
+from agent.core.engine.disk import DiskUsage
 
 
 def usage_of(path: str) -> DiskUsage:

@@ -13,15 +13,18 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
+from typing import TYPE_CHECKING
 
 from agent import __version__
-from agent.adapters.runtime.rpc import DEFAULT_ENDPOINT
-from agent.core import platform as platforms
-from agent.core.config import PreloadConfig
-from agent.core.credentials import CredentialFiles
+from agent.core.defaults import CRI_ENDPOINT as DEFAULT_ENDPOINT
 from agent.core.errors import AgentError, InputError
+from agent.core.images import platform as platforms
+from agent.core.lists.config import PreloadConfig
+from agent.core.lists.credentials import CredentialFiles
 from agent.core.text import fit
+
+if TYPE_CHECKING:
+    from agent.wiring import Wiring
 
 EXIT_CONVERGED = 0
 
@@ -46,14 +49,15 @@ def exit_code(exc: AgentError) -> int:
     return EXIT_BAD_INPUT if isinstance(exc, InputError) else EXIT_NOT_CONVERGED
 
 
-def load_wiring() -> ModuleType:
-    """gRPC and aiohttp load only for the commands that use them. What is loaded by then is
-    frozen out of the cyclic GC (gc.freeze), so a pass over thousands of images does not scan
-    the libraries' objects again at every collection."""
-    from agent import wiring
+def load_wiring() -> Wiring:
+    """The composition root, every adapter a verb may use: gRPC and aiohttp load only for the
+    commands that use them. What is loaded by then is frozen out of the cyclic GC
+    (gc.freeze), so a pass over thousands of images does not scan the libraries' objects again
+    at every collection."""
+    from agent.wiring import WIRING
 
     gc.freeze()
-    return wiring
+    return WIRING
 
 
 VERBOSE_HELP = "log retries and progress"
@@ -178,7 +182,9 @@ def print_json(document: object) -> None:
 def print_document(args: argparse.Namespace, document: object) -> None:
     """`-o json` or `-o yaml`: the same document, the same field names."""
     if args.format == "yaml":
-        from agent.core import yamlsafe  # PyYAML only for -o yaml: not at every command's start
+        from agent.core.lists import (
+            yamlsafe,  # PyYAML only for -o yaml: not at every command's start
+        )
 
         sys.stdout.write(yamlsafe.dump(document))
     else:
@@ -189,7 +195,7 @@ def emit(output: Path | None, text: str, form: str = "yaml") -> None:
     """A generated list (YAML, commented) to `output` or stdout; `-o json`: the same list as
     one JSON document (without the comments)."""
     if form == "json":
-        from agent.core import yamlsafe  # PyYAML only here: not at every command's start
+        from agent.core.lists import yamlsafe  # PyYAML only here: not at every command's start
 
         text = json.dumps(yamlsafe.documents(text, "the list")[0], indent=2) + "\n"
     if output is None:

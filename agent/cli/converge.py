@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from agent.adapters.kube import ClusterAccess
 from agent.cli.common import (
     EXIT_CONVERGED,
     EXIT_NOT_CONVERGED,
@@ -28,23 +27,23 @@ from agent.cli.common import (
 )
 from agent.cli.live import LiveDisplay
 from agent.cli.pins import released_line
-from agent.core import config as configs
-from agent.core.claims import Released, owner_of
-from agent.core.config import PreloadConfig
+from agent.core.engine.claims import Released, owner_of
+from agent.core.engine.plan import Action, NodeImage, Step
 from agent.core.errors import InputError
-from agent.core.plan import Action, NodeImage, Step
-from agent.core.platform import Platform
+from agent.core.images.platform import Platform
+from agent.core.images.reference import Reference
+from agent.core.lists import config as configs
+from agent.core.lists.config import PreloadConfig
 from agent.core.ports import Outcome, Status
-from agent.core.progress import Progress, format_bytes
-from agent.core.reference import Reference
-from agent.core.status import NodeReport
+from agent.core.reports.progress import Progress, format_bytes
+from agent.core.reports.status import NodeReport
 from agent.core.text import fit
 from agent.daemon.settings import DaemonSettings, GateSettings, parse_listen
 
 if TYPE_CHECKING:
     from agent.adapters.registry.client import RegistryClient
-    from agent.core.credentials import Credential
-    from agent.wiring import Runtime
+    from agent.core.lists.credentials import Credential
+    from agent.wiring import NodeRuntime
 
 
 # `once`: how often pulls in flight are redrawn on a terminal, looked at for -v otherwise, and
@@ -127,7 +126,7 @@ def ready_by_the_rule(
     node: Platform, config: PreloadConfig, outcomes: Sequence[Outcome], *, strict: bool
 ) -> bool:
     """Whether the node is ready after this pass by the daemon's own rule (the one
-    definition: agent.core.status.NodeReport.ready): what failed for good, or was refused for
+    definition: core.reports.status.NodeReport.ready): what failed for good, or was refused for
     this platform, is reported and not waited for, unless `strict`."""
     report = NodeReport(node, strict=strict)
     report.configure(config.images)
@@ -150,7 +149,7 @@ NOT_CONVERGED = (Status.FAILED, Status.REFUSED, Status.DEFERRED)
 async def _converge_once(
     args: argparse.Namespace,
     config: PreloadConfig,
-    runtime: Runtime,
+    runtime: NodeRuntime,
     registry: RegistryClient,
     node: Platform,
     credentials: Callable[[Reference], Sequence[Credential]],
@@ -291,16 +290,15 @@ async def run(args: argparse.Namespace) -> int:
         gate=_gate_settings(args),
         containerd_config=args.containerd_config,
     )
+    wiring = load_wiring()  # as for every verb: what start-up loaded is not rescanned
     if args.containerd_config is not None:
         # A file named on the command line must be there and parse: exit 2 now, not a warning.
-        from agent.adapters.runtime import containerd_config
-
-        containerd_config.load(args.containerd_config)
+        wiring.check_config(args.containerd_config)
     # The daemon's web server and Prometheus code load only for `run`.
     from agent.daemon.app import Daemon
 
-    gc.freeze()  # as load_wiring: the daemon's passes need not rescan what start-up loaded
-    return await Daemon(settings).run()
+    gc.freeze()  # the daemon's own modules too
+    return await Daemon(settings, wiring).run()
 
 
 def _gate_settings(args: argparse.Namespace) -> GateSettings | None:
@@ -319,7 +317,7 @@ def _gate_settings(args: argparse.Namespace) -> GateSettings | None:
             "its own taints (the NodeRestriction admission plugin refuses it); with "
             "impersonation, let the Node Readiness Controller remove the taint"
         )
-    access = ClusterAccess.resolve(
+    access = load_wiring().cluster_access(
         args.node_name,
         args.kube_api,
         args.kube_token_file,
@@ -327,9 +325,6 @@ def _gate_settings(args: argparse.Namespace) -> GateSettings | None:
         args.events_namespace,
         args.impersonate_node,
     )
-    from agent.adapters.kube import tls_context  # aiohttp loads for `run` anyway
-
-    tls_context(access)  # a CA that cannot be loaded is bad input now, not a dead task later
     return GateSettings(
         access,
         args.node_condition,

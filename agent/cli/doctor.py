@@ -1,15 +1,12 @@
-"""`doctor`: how this node's containerd pulls for CRI (agent.core.pullpath), from its version (CRI
+"""`doctor`: how this node's containerd pulls for CRI (core.doctor.pullpath), from its version (CRI
 Version) and its config file, as a table or JSON."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from pathlib import Path
 
-from agent.adapters.runtime import containerd_config, containerd_process
 from agent.cli.common import EXIT_CONVERGED, EXIT_NOT_CONVERGED, load_wiring, print_document
-from agent.core import advice, pullpath
+from agent.core.doctor import advice, pullpath
 from agent.core.errors import InputError
 from agent.core.runtimes import CONTAINERD
 from agent.core.text import fit
@@ -21,28 +18,15 @@ EXITS = (
 
 
 async def doctor(args: argparse.Namespace) -> int:
-    if args.containerd_config is not None:
-        containerd_config.load(args.containerd_config)  # bad input first: exit 2, no dial
     wiring = load_wiring()
+    if args.containerd_config is not None:
+        wiring.check_config(args.containerd_config)  # bad input first: exit 2, no dial
     async with wiring.runtime(args.cri_endpoint) as runtime:
         info = await runtime.cri.version()
     if info.name != CONTAINERD:
         raise InputError(f"doctor reads containerd; {args.cri_endpoint} is {info.name}")
-    config, files = containerd_config.effective(args.containerd_config, info.version)
-    source = containerd_config.source_of(files)
-    used = containerd_process.decompressor(args.cri_endpoint, info.version)
-    diagnosis = pullpath.diagnose(info.version, config, source, decompressor=used)
-    main = files[0] if files else None
-    if source is not None:
-        # What the file says against what the running containerd read when it started.
-        edited = containerd_config.edited_at(files)
-        stale = advice.stale_config(
-            edited, containerd_process.started_at(args.cri_endpoint), source
-        )
-        if stale is not None:
-            diagnosis = dataclasses.replace(diagnosis, findings=(*diagnosis.findings, stale))
-    imports = containerd_config.imports_of(Path(main)) if main is not None else []
-    plan = advice.plan(diagnosis, main, imports)
+    found = wiring.checkup(args.cri_endpoint, info.version, args.containerd_config)
+    diagnosis, plan = found.diagnosis, found.plan
     if args.format != "text":
         document = {
             **diagnosis.to_json(),

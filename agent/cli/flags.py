@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agent.adapters.registry.hosts import DEFAULT_HOSTS_DIR
-from agent.adapters.runtime.containerd_config import DEFAULT_PATH as CONTAINERD_CONFIG
 from agent.cli.common import OUTPUT_FORMATS, output_format, seconds_arg
+from agent.core.defaults import CONTAINERD_CONFIG
+from agent.core.defaults import HOSTS_DIR as DEFAULT_HOSTS_DIR
 from agent.daemon.settings import DaemonSettings
 
 

@@ -8,22 +8,23 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.adapters import kubeconfig
-from agent.adapters.fleet import FleetApi, fleet_api
-from agent.adapters.kube import KubeApiError
 from agent.cli.common import (
     EXIT_CONVERGED,
     EXIT_NOT_CONVERGED,
     digests_for,
+    load_wiring,
     print_document,
     table_lines,
 )
-from agent.core import fleet
-from agent.core.errors import AgentError
-from agent.core.progress import format_bytes
+from agent.core.errors import AgentError, KubeApiError
+from agent.core.fleet import view as fleet
+from agent.core.reports.progress import format_bytes
 from agent.core.text import fit
+
+if TYPE_CHECKING:
+    from agent.wiring import FleetApi
 
 NAMESPACE = "prepull-system"
 AGENT_SELECTOR = "app.kubernetes.io/name=prepull-agent"
@@ -33,9 +34,8 @@ TIMEOUT = 5.0
 
 
 async def fleet_view(args: argparse.Namespace) -> int:
-    config = kubeconfig.load(args.kubeconfig, args.context)
-    access = await kubeconfig.access(config)
-    async with fleet_api(access, args.concurrency) as api:
+    fleet_client = load_wiring().fleet_client
+    async with fleet_client(args.kubeconfig, args.context, args.concurrency) as api:
         targets = await _targets(api, args)
         rows = await _read_all(api, args, targets)
     summary = fleet.summary(rows)

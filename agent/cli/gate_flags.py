@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agent.adapters.kube import SERVICE_ACCOUNT
 from agent.cli.common import seconds_arg
+from agent.core.defaults import SERVICE_ACCOUNT
 
 
 def add(run: argparse.ArgumentParser) -> None:

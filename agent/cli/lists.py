@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.cli.common import EXIT_CONVERGED, emit, load_wiring
-from agent.core import yamlsafe
 from agent.core.errors import InputError
 from agent.core.files import read_text
+from agent.core.lists import yamlsafe
 from agent.preload import generate
 
 

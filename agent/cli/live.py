@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Callable
 from typing import TextIO
 
-from agent.core.progress import Progress
+from agent.core.reports.progress import Progress
 
 # ANSI: move the cursor up N lines to their start, then clear to the end of the screen.
 _UP = "\x1b[{}F"

@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.adapters.registry.hosts import HostsDirectory, resolver
 from agent.cli.common import (
     EXIT_CONVERGED,
     EXIT_NOT_CONVERGED,
@@ -17,14 +16,14 @@ from agent.cli.common import (
     print_document,
     write_atomically,
 )
-from agent.core import config as configs
-from agent.core import platform as platforms
-from agent.core import reference as references
-from agent.core.config import ImageEntry, Kind, PreloadConfig, RegistrySettings
-from agent.core.credentials import CredentialFiles
 from agent.core.errors import AgentError, InputError
 from agent.core.files import read_text
-from agent.core.manifest import Resolution
+from agent.core.images import platform as platforms
+from agent.core.images import reference as references
+from agent.core.images.manifest import Resolution
+from agent.core.lists import config as configs
+from agent.core.lists.config import ImageEntry, Kind, PreloadConfig, RegistrySettings
+from agent.core.lists.credentials import CredentialFiles
 from agent.preload.lock import kubelet_allowlist, lock_text, locked_reference, resolve_tags
 from agent.preload.lock import stale as lock_problems
 
@@ -200,7 +199,7 @@ def _print_resolution(ref: references.Reference, resolution: Resolution) -> None
 async def check(args: argparse.Namespace) -> int:
     config = configs.load(args.config)
     credential_files(config)  # each pull secret read and parsed: a bad one is exit 2
-    endpoints = resolver(config.registry, HostsDirectory(hosts_dir_of(args)))
+    endpoints = load_wiring().endpoints(config.registry, hosts_dir_of(args))
     for entry in config.images:
         endpoints(entry.reference)  # each registry's hosts.toml read and parsed
     if not config.images:

@@ -4,17 +4,30 @@ owner that is gone: a list retired, a DaemonSet deleted, a `once` run's test lis
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from agent.cli.common import EXIT_CONVERGED, load_wiring, print_document, table_lines
-from agent.core.claims import LEGACY, Holders, Released, owner_name
+from agent.core.engine.claims import LEGACY, Holders, Released, owner_name
 from agent.core.errors import InputError
 from agent.core.text import fit
+
+if TYPE_CHECKING:
+    from agent.core.ports import TagBinder
+    from agent.wiring import NodeRuntime
+
+
+async def binder_of(runtime: NodeRuntime) -> TagBinder:
+    """The runtime's pins (containerd's Images API); InputError on a runtime without one."""
+    info = await runtime.meet()
+    if runtime.binder is None:
+        raise InputError(f"{info.name} at {runtime.endpoint} keeps no pins the agent can read")
+    return runtime.binder
 
 
 async def pins(args: argparse.Namespace) -> int:
     """Every image record with a pin or a claim on one, and who holds it."""
     async with load_wiring().runtime(args.cri_endpoint) as runtime:
-        held = await runtime.images.pins()
+        held = await (await binder_of(runtime)).pins()
     if args.owner is not None:
         held = {n: h for n, h in held.items() if h.holds(owner_name(args.owner))}
     if args.format != "text":
@@ -67,8 +80,9 @@ async def release(args: argparse.Namespace) -> int:
         raise InputError("give --owner NAME or --legacy (the pins of agents before owners)")
     owner = LEGACY if args.legacy else owner_name(args.owner)
     async with load_wiring().runtime(args.cri_endpoint) as runtime:
+        binder = await binder_of(runtime)
         if args.dry_run:
-            held = await runtime.images.pins()
+            held = await binder.pins()
             mine = {n: h for n, h in held.items() if (h.legacy if args.legacy else h.holds(owner))}
             for name, h in sorted(mine.items()):
                 others = h.names(but=None if args.legacy else owner)
@@ -77,7 +91,7 @@ async def release(args: argparse.Namespace) -> int:
                 print(f"would release {fit(name)}{kept}")
             print(f"{len(mine)} pins held by {fit(owner)}; nothing changed (--dry-run)")
             return EXIT_CONVERGED
-        released = await runtime.images.release(owner)
+        released = await binder.release(owner)
     for r in released:
         print(released_line(r, why="released by hand"))
     print(f"{len(released)} pins released for {fit(owner)}")

@@ -17,7 +17,7 @@ from agent.cli.common import (
     table_lines,
 )
 from agent.core.errors import AgentError, InputError
-from agent.core.progress import PullView, format_bytes
+from agent.core.reports.progress import PullView, format_bytes
 from agent.core.text import fit
 
 

@@ -8,8 +8,12 @@ AgentError                      anything the agent reports to a user
 ├── RegistryError               a registry refused or failed: registry, repository, status
 │   └── TransientRegistryError  5xx, 429, connection faults: retried before it surfaces
 ├── RuntimeUnavailable          the CRI endpoint does not answer: the endpoint
-└── ImageError                  one image cannot be preloaded (platform, pull): the reference
-    └── TagBindingUnsupported   the runtime cannot point a tag at pinned content (not containerd)
+├── ImageError                  one image cannot be preloaded (platform, pull): the reference
+│   └── TagBindingUnsupported   the runtime cannot point a tag at pinned content (not containerd)
+├── KubeApiError                the Kubernetes API could not be asked, or refused: its status
+│   ├── Conflict                a guarded write lost a race (409, a failed JSON patch test)
+│   └── MalformedNode           the API server sent a Node of the wrong shape
+└── Malformed                   a list from the API server or an agent's /status, misshapen
 """
 
 from __future__ import annotations
@@ -117,3 +121,25 @@ class TagBindingUnsupported(ImageError):
 
     def __init__(self, reference: str, message: str) -> None:
         super().__init__(reference, message, permanent=True)
+
+
+class KubeApiError(AgentError):
+    """The Kubernetes API could not be asked, or refused; `status` is its HTTP status, if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Conflict(KubeApiError):
+    """The node changed under a guarded write (409, or a JSON patch `test` that failed: 422):
+    the gate reads it again."""
+
+
+class MalformedNode(KubeApiError):
+    """The API server sent a Node the gate cannot read (a wrong shape where it looks)."""
+
+
+class Malformed(AgentError):
+    """An answer not shaped as it must be: a list from the API server, an agent's /status
+    (the fleet view reads both)."""

@@ -9,13 +9,16 @@ from collections.abc import Collection, Mapping, Sequence
 from enum import StrEnum
 from typing import Protocol
 
-from agent.core.claims import Holders, Released
-from agent.core.config import ImageEntry
-from agent.core.credentials import Credential
-from agent.core.manifest import Manifest, Resolution
-from agent.core.plan import Action, NodeImage
-from agent.core.platform import Platform
-from agent.core.reference import Reference
+from agent.core.engine.claims import Holders, Released
+from agent.core.engine.plan import Action, NodeImage
+from agent.core.images.manifest import Manifest, Resolution
+from agent.core.images.platform import Platform
+from agent.core.images.reference import Reference
+from agent.core.lists.config import ImageEntry
+from agent.core.lists.credentials import Credential
+from agent.core.reports.progress import Ingest
+from agent.core.reports.starts import ContainerInfo
+from agent.core.runtimes import RuntimeInfo
 
 
 class ImageRuntime(Protocol):
@@ -26,6 +29,28 @@ class ImageRuntime(Protocol):
     async def list_images(self) -> list[NodeImage]: ...
     async def image_status(self, reference: str) -> NodeImage | None: ...
     async def pull(self, reference: str, credential: Credential | None = None) -> str: ...
+
+
+class RuntimeService(ImageRuntime, Protocol):
+    """All a command or the daemon asks of CRI: the images, and who the runtime is, whether it
+    answers, what its containers run (CriClient implements it; any CRI runtime can)."""
+
+    async def version(self) -> RuntimeInfo: ...
+    async def ping(self, deadline: float) -> None: ...
+    async def list_containers(self) -> list[ContainerInfo]: ...
+    async def mounted_images(self, container_id: str) -> list[str]: ...
+    async def sandbox_created(self) -> dict[str, int]: ...
+
+
+class Introspection(Protocol):
+    """What a runtime's own API tells beyond CRI (containerd's Introspection, Images and
+    Content APIs: ContainerdImages); a runtime without one leaves it out and the agent does
+    without (no pull progress, no container-start verdicts, no pull-path findings)."""
+
+    async def server_pid(self) -> int | None: ...
+    async def node_platform(self) -> Platform: ...
+    async def created_ns(self) -> dict[str, int]: ...
+    async def ingests(self) -> list[Ingest]: ...
 
 
 class TagBinder(Protocol):
@@ -77,8 +102,8 @@ class Status(StrEnum):
     REFUSED = "refused"
     """The content is not for this node's platform; nothing was pulled."""
     DEFERRED = "deferred"
-    """Not pulled yet: it would take the image filesystem past the disk budget (agent.core.disk), or
-    its new content waits for this node's moment in a rollout (agent.core.rollout)."""
+    """Not pulled yet: it would take the image filesystem past the disk budget (engine.disk), or
+    its new content waits for this node's moment in a rollout (agent.core.engine.rollout)."""
     FAILED = "failed"
 
 

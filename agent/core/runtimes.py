@@ -33,6 +33,15 @@ def parse_version(text: str) -> Version | None:
 
 
 @dataclass(frozen=True)
+class RuntimeInfo:
+    """Who the runtime behind the socket is, as CRI `Version` says."""
+
+    name: str
+    version: str
+    api_version: str
+
+
+@dataclass(frozen=True)
 class RuntimeFeatures:
     name: str
     version: str

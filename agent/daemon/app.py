@@ -2,7 +2,8 @@
 one TaskGroup under a guard that restarts a loop that fails, serves the probes, owns shutdown.
 
   config   agent.daemon.watch      adopts a changed list
-  passes   agent.daemon.passes     converges (agent.core.reconcile), reports each pass
+  passes   agent.daemon.passes     converges (agent.core.engine.reconcile), reports each pass
+  doctor   agent.daemon.doctor     how containerd pulls, read again when it may have changed
   starts   agent.daemon.starts     counts container starts as cache hits or misses
   progress here                    follows the bytes of pulls in flight
   gate     agent.daemon.readiness  the node's condition and startup taint (opt-in)
@@ -16,18 +17,18 @@ import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent import wiring
-from agent.adapters.registry.client import RegistryClient
-from agent.core import config as configs
+from agent.core.engine.rollout import Rollout
 from agent.core.errors import InputError, RuntimeUnavailable
-from agent.core.progress import Progress
+from agent.core.lists import config as configs
+from agent.core.reports.progress import Progress
+from agent.core.reports.status import NodeReport
 from agent.core.retry import RetryPolicy
-from agent.core.rollout import Rollout
-from agent.core.status import NodeReport
+from agent.daemon.doctor import DoctorLoop
 from agent.daemon.metrics import Metrics, follow_readiness
 from agent.daemon.passes import PassLoop
 from agent.daemon.readiness import GateLoop
@@ -36,6 +37,10 @@ from agent.daemon.settings import DaemonSettings
 from agent.daemon.starts import StartScanner
 from agent.daemon.state import Shared, first_of
 from agent.daemon.watch import ConfigLoop, ConfigWatcher
+from agent.wiring import WIRING, NodeRuntime, Wiring
+
+if TYPE_CHECKING:
+    from agent.adapters.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT = 2.0
@@ -56,12 +61,13 @@ class Daemon:
     def __init__(
         self,
         settings: DaemonSettings,
+        wiring: Wiring = WIRING,
         *,
         registry: CollectorRegistry | None = None,
         rng: Callable[[], float] = random.random,
-        runtime: wiring.RuntimeFactory = wiring.runtime,
-        registry_client: wiring.RegistryClientFactory = wiring.registry_client,
     ) -> None:
+        """`wiring`: where the daemon's runtime, registry client and API client come from
+        (tests give it fakes)."""
         progress = Progress()
         self.shared = Shared(
             settings=settings,
@@ -73,8 +79,7 @@ class Daemon:
         self.shared.metrics.start_time.set(time.time())
         follow_readiness(self.shared.metrics, self.shared.report)
         self._rng = rng
-        self._runtime = runtime
-        self._registry_client = registry_client
+        self._wiring = wiring
 
     @property
     def report(self) -> NodeReport:
@@ -99,10 +104,10 @@ class Daemon:
         # SIGHUP (a terminal closing, `kill -HUP`) means "read the config again", not "die".
         loop.add_signal_handler(signal.SIGHUP, shared.reload_requested.set)
         try:
-            async with self._runtime(settings.endpoint) as runtime:
+            async with self._wiring.runtime(settings.endpoint) as runtime:
                 server = await self._serve(runtime)
                 try:
-                    async with self._registry_client(
+                    async with self._wiring.registry_client(
                         lambda host: shared.current().registry(host),
                         settings.hosts_dir,
                         shared.credentials,
@@ -117,7 +122,7 @@ class Daemon:
         log.info("stopped", extra={"event": "stop"})
         return 0
 
-    async def _serve(self, runtime: wiring.Runtime) -> web.AppRunner:
+    async def _serve(self, runtime: NodeRuntime) -> web.AppRunner:
         shared = self.shared
         app = make_app(
             shared.report, shared.metrics.registry, lambda: _health(runtime), shared.stop.is_set
@@ -135,19 +140,20 @@ class Daemon:
         return runner
 
     async def _run_loops(
-        self, watcher: ConfigWatcher, runtime: wiring.Runtime, registry: RegistryClient
+        self, watcher: ConfigWatcher, runtime: NodeRuntime, registry: RegistryClient
     ) -> None:
         shared = self.shared
         helpers: dict[str, Callable[[], Awaitable[None]]] = {
             "config": ConfigLoop(shared, watcher).run,
             "starts": lambda: StartScanner(shared).run(runtime),
+            "doctor": lambda: DoctorLoop(shared, self._wiring).run(runtime, registry),
             "progress": lambda: runtime.follow_pulls(
                 shared.progress, PROGRESS_INTERVAL, self._pull_progress
             ),
         }
         gate = shared.settings.gate
         if gate is not None:
-            helpers["gate"] = lambda: GateLoop(shared).run(gate)
+            helpers["gate"] = lambda: GateLoop(shared).run(gate, self._wiring.node_api)
         passes = PassLoop(shared, self._rng)
         async with asyncio.TaskGroup() as tasks:
             started = [tasks.create_task(self._guarded(n, loop)) for n, loop in helpers.items()]
@@ -197,7 +203,7 @@ class Daemon:
             )
 
 
-async def _health(runtime: wiring.Runtime) -> str | None:
+async def _health(runtime: NodeRuntime) -> str | None:
     try:
         await runtime.cri.ping(HEALTH_TIMEOUT)
     except RuntimeUnavailable as exc:

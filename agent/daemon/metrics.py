@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from agent import __version__
+from agent.core.doctor.pullpath import Finding
 from agent.core.ports import Outcome, Status
-from agent.core.pullpath import Finding
-from agent.core.status import NodeReport, PassSummary, State
+from agent.core.reports.status import NodeReport, PassSummary, State
 
 # 0.1 s to 30 min: a cached small image up to a multi-GB pull on a slow link.
 PULL_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800)
@@ -208,7 +208,7 @@ class Metrics:
         )
         self.list_info = Gauge(
             "prepull_list_info",
-            "Always 1; `digest` names the preload list in force (agent.core.status.list_digest).",
+            "Always 1; `digest` names the preload list in force (core.reports.status.list_digest).",
             ["digest"],
             registry=registry,
         )
@@ -311,7 +311,7 @@ def observe_pass(
     now: float,
 ) -> None:
     """The pass is over: its hits, evictions and duration, the images' gauges, and — when the
-    node is ready by /readyz's rule (agent.core.status.NodeReport.ready, the one definition
+    node is ready by /readyz's rule (agent.core.reports.status.NodeReport.ready, the one definition
     every signal uses) — the moment of the last successful pass."""
     metrics.cache_hits.inc(sum(o.status is Status.HIT for o in outcomes))
     metrics.evictions.inc(len(summary.evicted))

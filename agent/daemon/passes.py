@@ -7,24 +7,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent import wiring
-from agent.adapters.registry.client import RegistryClient
-from agent.adapters.runtime import containerd_config, containerd_process
-from agent.core import pullpath, room
-from agent.core.claims import Released, released_text
-from agent.core.config import ImageEntry, PreloadConfig
-from agent.core.deadline import within_deadline
-from agent.core.errors import AgentError, RuntimeUnavailable
-from agent.core.events import WARNING, NodeEvent
-from agent.core.platform import Platform
+from agent.core.engine.claims import Released, released_text
+from agent.core.engine.reconcile import Reconciler
+from agent.core.errors import RuntimeUnavailable
+from agent.core.images.platform import Platform
+from agent.core.lists.config import ImageEntry, PreloadConfig
 from agent.core.ports import Outcome, Status
-from agent.core.reconcile import Reconciler
-from agent.core.reference import Reference
-from agent.core.runtimes import CONTAINERD
+from agent.core.reports.events import WARNING, NodeEvent
 from agent.daemon.metrics import observe_images, observe_outcome, observe_pass
 from agent.daemon.state import Shared, first_of
+
+if TYPE_CHECKING:
+    from agent.adapters.registry.client import RegistryClient
+    from agent.wiring import NodeRuntime
 
 log = logging.getLogger(__name__)
 # ±10% around `resync`, so a fleet started together does not hit registries in lockstep.
@@ -41,12 +38,9 @@ class PassLoop:
         self._reconciler: tuple[tuple[object, ...], Reconciler] | None = None
         self._node: Platform | None = shared.settings.node
         self._runtime_seen: tuple[str, str] | None = None
-        self._containerd_started: tuple[str, str, int | None] | None = None
-        self._range: dict[str, bool | None] = {}
-        """Per registry of the list, probed once: whether it honours Range (None: unknown)."""
         self._gauges_at = 0.0
 
-    async def run(self, runtime: wiring.Runtime, registry: RegistryClient) -> None:
+    async def run(self, runtime: NodeRuntime, registry: RegistryClient) -> None:
         while not self._shared.stop.is_set():
             self._shared.list_changed.clear()
             await self._pass(runtime, registry)
@@ -62,7 +56,7 @@ class PassLoop:
                 self._shared.stop.wait(), self._shared.list_changed.wait(), seconds=resync
             )
 
-    async def _pass(self, runtime: wiring.Runtime, registry: RegistryClient) -> None:
+    async def _pass(self, runtime: NodeRuntime, registry: RegistryClient) -> None:
         """One pass, driven by Reconciler.converge (the same driver as `once`), following the
         list: one adopted meanwhile takes effect at once."""
         shared = self._shared
@@ -95,8 +89,13 @@ class PassLoop:
         _log_pass(outcomes, len(shared.report.desired), time.monotonic() - started)
         _log_converging(shared.report.converging_json(time.time()))
         shared.report_changed.set()
-        # After the pass is reported: its registry requests never delay what the pass says.
-        await self._probe_range(registry, outcomes, node)
+        # The registries this pass pulled from, for the doctor loop's Range probe.
+        for outcome in outcomes:
+            if outcome.converged and outcome.pull_attempted:
+                shared.pulled_from.setdefault(
+                    outcome.entry.reference.domain, outcome.entry.reference
+                )
+        shared.pass_done.set()
         for image in summary.evicted:
             log.warning(
                 "%s was evicted from the node and restored",
@@ -109,7 +108,7 @@ class PassLoop:
         report_changed) the node condition say so now, not when the slowest pull ends."""
         shared = self._shared
         if shared.settings.node_events and outcome.status in _EVENT_REASONS:
-            # Every failure, repeats too: a repeat raises the Event's count (agent.core.events).
+            # Every failure, repeats too: a repeat raises the Event's count (core.reports.events).
             reason = _EVENT_REASONS[outcome.status]
             message = f"{outcome.entry.written}: {outcome.detail}"
             shared.node_events.append(NodeEvent(WARNING, reason, message))
@@ -144,7 +143,7 @@ class PassLoop:
                 extra={"event": "pin_released", "image": r.name, "kept_by": list(r.kept_by)},
             )
 
-    async def _report_disk(self, runtime: wiring.Runtime, budget: float) -> None:
+    async def _report_disk(self, runtime: NodeRuntime, budget: float) -> None:
         usage = await runtime.disk.look()
         if usage is not None:
             self._shared.metrics.image_fs_used_percent.set(usage.percent)
@@ -184,7 +183,7 @@ class PassLoop:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _reconciler_for(
-        self, runtime: wiring.Runtime, registry: RegistryClient, node: Platform
+        self, runtime: NodeRuntime, registry: RegistryClient, node: Platform
     ) -> Reconciler:
         """One reconciler while the node, the runtime's features and the registry client stay
         the same: it keeps what it settled last pass, so a steady pass over thousands of images
@@ -211,7 +210,7 @@ class PassLoop:
             "%s: started", entry.written, extra={"event": "image_started", "image": entry.written}
         )
 
-    async def _meet_runtime(self, runtime: wiring.Runtime) -> Platform:
+    async def _meet_runtime(self, runtime: NodeRuntime) -> Platform:
         """Learn the runtime behind the socket (again: it may have been upgraded) and, once,
         the platform it pulls for; say once what it cannot do."""
         info = await runtime.meet()
@@ -232,95 +231,15 @@ class PassLoop:
             )
             for note in limitations:
                 log.warning("%s", note, extra={"event": "runtime_limitation"})
-            self._shared.report.runtime = {
-                **runtime.features.as_dict,
-                "cri_version": info.api_version,
-                "limitations": limitations,
-            }
-        # containerd reads its config when it starts: read it again when a new process serves
-        # (1.6 does not say its pid: read it each pass, say it when what it says changes).
-        if info.name != CONTAINERD:
-            return self._node
-        pid = await runtime.images.server_pid()
-        started = (info.name, info.version, pid)
-        if pid is None or started != self._containerd_started:
-            self._containerd_started = started
-            self._pull_path(info.version)
-        return self._node
-
-    async def _probe_range(
-        self, registry: RegistryClient, outcomes: Sequence[Outcome], node: Platform
-    ) -> None:
-        """Once per registry of the list, through its first image pulled: whether
-        it honours Range, which containerd's chunked fetch needs (the doctor's advice
-        follows). One resolve and one ranged GET of a small blob per registry."""
-        if self._containerd_started is None:
-            return  # only containerd's chunked fetch needs to know
-        probed = False
-        for outcome in outcomes:
-            domain = outcome.entry.reference.domain
-            # Only where this pass pulled: a warm node asks its registries nothing.
-            if domain in self._range or not (outcome.converged and outcome.pull_attempted):
-                continue
-            self._range[domain] = await _honours_range(registry, outcome.entry.reference, node)
-            probed = True
-            if self._range[domain] is False:
-                log.warning(
-                    "%s ignores HTTP Range: containerd's chunked fetch is unsafe with it",
-                    domain,
-                    extra={"event": "range_probe", "registry": domain},
-                )
-        self._shared.report.runtime["range"] = dict(self._range)
-        if probed:
-            self._pull_path(self._containerd_started[1])
-
-    def _pull_path(self, version: str) -> None:
-        """How containerd pulls for CRI (agent.core.pullpath, what `doctor` prints): in /status,
-        the metrics and one log line whenever it changes. A config that cannot be read is
-        reported, never fatal."""
-        report = self._shared.report.runtime
-        try:
-            config, files = containerd_config.effective(
-                self._shared.settings.containerd_config, version
+            # Updated, not replaced: the doctor loop's findings (pull_path, range) stay beside.
+            self._shared.report.runtime.update(
+                {
+                    **runtime.features.as_dict,
+                    "cri_version": info.api_version,
+                    "limitations": limitations,
+                }
             )
-        except AgentError as exc:
-            if report.get("pull_path") != {"error": str(exc)}:
-                report["pull_path"] = {"error": str(exc)}
-                log.warning(
-                    "cannot say how containerd pulls: %s", exc, extra={"event": "pull_path"}
-                )
-            return
-        ignoring = [domain for domain, honours in self._range.items() if honours is False]
-        used = containerd_process.decompressor(self._shared.settings.endpoint, version)
-        source = containerd_config.source_of(files)
-        found = pullpath.diagnose(version, config, source, ignoring, used)
-        said = found.to_json()
-        if report.get("pull_path") == said:
-            return
-        report["pull_path"] = said
-        self._shared.metrics.pull_path_is(found.transfer_service, found.findings)
-        path = "the transfer service" if found.transfer_service else "its old path"
-        forced = f", forced by {', '.join(found.forced_by)}" if found.forced_by else ""
-        say = log.warning if found.traps else log.info
-        say(
-            "containerd pulls for CRI through %s%s; %d findings (prepull-agent doctor)",
-            path,
-            forced,
-            len(found.findings),
-            extra={"event": "pull_path", "findings": [f.setting for f in found.findings]},
-        )
-
-
-async def _honours_range(registry: RegistryClient, ref: Reference, node: Platform) -> bool | None:
-    """Whether `ref`'s registry serves a byte range of the image's config (the smallest blob
-    a pull fetches, found as the disk budget finds blobs); None when it cannot tell. Costs the
-    resolve's manifest GETs and one ranged GET."""
-    try:
-        found = await room.blobs(registry, await within_deadline(registry.resolve(ref, node)))
-    except AgentError as exc:  # a registry, manifest or platform error
-        log.debug("%s: cannot tell whether Range is honoured: %s", ref, exc)
-        return None
-    return await registry.serves_range(ref, found.blobs[0].digest) if found.blobs else None
+        return self._node
 
 
 def _log_pass(outcomes: Sequence[Outcome], desired: int, seconds: float) -> None:

@@ -1,20 +1,26 @@
-"""The readiness gate's loop: keeps the node's condition and startup taint (agent.core.gate) in
-line with /readyz, and records Events on the Node (agent.core.events) for failing images and
-the gate's decisions, through the Kubernetes API (agent.adapters.kube)."""
+"""The readiness gate's loop: keeps the node's condition and startup taint (core.reports.gate) in
+line with /readyz, and records Events on the Node (agent.core.reports.events) for failing images and
+the gate's decisions, through the Kubernetes API (agent.adapters.kube.node)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING
 
-from agent import wiring
 from agent.core.errors import AgentError
-from agent.core.events import EventBook, EventRecorder
-from agent.core.gate import NodeGate
-from agent.core.status import State
+from agent.core.reports.events import EventBook, EventRecorder
+from agent.core.reports.gate import NodeGate
+from agent.core.reports.status import State
 from agent.daemon.settings import GateSettings
 from agent.daemon.state import Shared, first_of
+
+if TYPE_CHECKING:
+    from agent.adapters.kube.access import ClusterAccess
+    from agent.core.reports.gate import GateApi
 
 log = logging.getLogger(__name__)
 # The gate looks again when an image is done or a pass ends, and at least this often (the
@@ -29,11 +35,15 @@ class GateLoop:
     def __init__(self, shared: Shared) -> None:
         self._shared = shared
 
-    async def run(self, settings: GateSettings) -> None:
+    async def run(
+        self,
+        settings: GateSettings,
+        node_api: Callable[[ClusterAccess], AbstractAsyncContextManager[GateApi]],
+    ) -> None:
         """Keep the node's condition and startup taint in line with /readyz's rule. An API
         error is logged (once while it lasts) and the next look tries again."""
         events = self._shared.node_events
-        async with wiring.node_api(settings.access) as api:
+        async with node_api(settings.access) as api:
             gate = NodeGate(
                 api,
                 condition=settings.condition,

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from agent.core.status import ImageReport, NodeReport
+from agent.core.reports.status import ImageReport, NodeReport
 from agent.core.text import fit
 
 T = TypeVar("T")

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.adapters.kube import ClusterAccess
-from agent.core.platform import Platform
+from agent.core.images.platform import Platform
+
+if TYPE_CHECKING:
+    from agent.adapters.kube.access import ClusterAccess
 
 DEFAULT_LISTEN = "0.0.0.0:9410"
 
@@ -34,14 +37,14 @@ class DaemonSettings:
     """A pull still running logs how far it has got every this many seconds."""
     node_name: str = ""
     """This node's name (--node-name, $NODE_NAME, else the hostname): where it falls in a
-    rollout's spread (agent.core.rollout) depends on it."""
+    rollout's spread (agent.core.engine.rollout) depends on it."""
     owner: str = "daemon"
-    """Whose pins this daemon claims and releases (agent.core.claims.owner_of)."""
+    """Whose pins this daemon claims and releases (agent.core.engine.claims.owner_of)."""
     converge_deadline: float = 1800.0
     """A ready node converging to a new list longer than this (plus the list's rollout.spread)
     is reported overdue; it stays ready."""
     gate: GateSettings | None = None
-    """The readiness gate (agent.core.gate), if asked for; None: the agent never calls the API."""
+    """The readiness gate (core.reports.gate), if asked for; None: the agent never calls the API."""
     containerd_config: Path | None = None
     """containerd's config file, for how it pulls (None: the default file, if there is one)."""
 

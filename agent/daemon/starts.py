@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
-from agent import wiring
 from agent.core.errors import AgentError
-from agent.core.starts import arrivals, classify
+from agent.core.reports.starts import arrivals, classify
 from agent.daemon.state import Shared
+
+if TYPE_CHECKING:
+    from agent.wiring import NodeRuntime
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +23,17 @@ class StartScanner:
         self._seen_containers: set[str] | None = None
         """Containers already judged; None until the baseline scan at start."""
 
-    async def run(self, runtime: wiring.Runtime) -> None:
+    async def run(self, runtime: NodeRuntime) -> None:
         while True:
             await self._scan(runtime)
             await asyncio.sleep(self._shared.settings.container_scan_interval)
 
-    async def _scan(self, runtime: wiring.Runtime) -> None:
+    async def _scan(self, runtime: NodeRuntime) -> None:
         """Count new containers as hits or misses (needs containerd's image creation times)."""
+        introspection = runtime.introspection
         if self._shared.report.runtime.get("name", "containerd") != "containerd":
+            return
+        if introspection is None:
             return
         cri = runtime.cri
         try:
@@ -39,7 +45,7 @@ class StartScanner:
             if all(c.id in self._seen_containers for c in containers):
                 self._seen_containers = {c.id for c in containers}
                 return
-            arrived = arrivals(await cri.list_images(), await runtime.images.created_ns())
+            arrived = arrivals(await cri.list_images(), await introspection.created_ns())
             started = classify(
                 containers, await cri.sandbox_created(), arrived, self._seen_containers
             )

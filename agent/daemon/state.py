@@ -10,13 +10,13 @@ from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
-from agent.core.config import PreloadConfig
-from agent.core.credentials import Credential, CredentialFiles
-from agent.core.events import NodeEvent
-from agent.core.progress import Progress
-from agent.core.reference import Reference
-from agent.core.rollout import Rollout
-from agent.core.status import NodeReport
+from agent.core.engine.rollout import Rollout
+from agent.core.images.reference import Reference
+from agent.core.lists.config import PreloadConfig
+from agent.core.lists.credentials import Credential, CredentialFiles
+from agent.core.reports.events import NodeEvent
+from agent.core.reports.progress import Progress
+from agent.core.reports.status import NodeReport
 from agent.daemon.metrics import Metrics, one_series
 from agent.daemon.settings import DaemonSettings
 
@@ -40,6 +40,10 @@ class Shared:
     """Set when an image is done and after every pass, for the readiness gate to look."""
     node_events: deque[NodeEvent] = field(default_factory=lambda: deque(maxlen=1000))
     """Images that failed, for the gate's loop to record as Events on the Node (if it does)."""
+    pass_done: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by the pass loop after each pass, for the doctor loop to look again."""
+    pulled_from: dict[str, Reference] = field(default_factory=dict)
+    """Each registry a pass pulled from, with its first image pulled (the doctor's Range probe)."""
     config: PreloadConfig | None = None
     credential_files: CredentialFiles = field(default_factory=lambda: CredentialFiles(()))
 

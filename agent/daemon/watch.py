@@ -9,9 +9,9 @@ import logging
 import time
 from pathlib import Path
 
-from agent.core import config as configs
 from agent.core.errors import ConfigError
 from agent.core.files import Signature, signature
+from agent.core.lists import config as configs
 from agent.daemon.state import Shared
 
 log = logging.getLogger(__name__)

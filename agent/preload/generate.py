@@ -8,8 +8,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.core import reference as references
 from agent.core.errors import InvalidReference
+from agent.core.images import reference as references
 from agent.core.text import fit
 
 # Where each kind keeps its pod template (k8s.io/api: apps/v1, batch/v1, core/v1).

@@ -10,7 +10,9 @@ from typing import Protocol
 
 import yaml
 
-from agent.core.config import (
+from agent.core.errors import AgentError, ConfigError
+from agent.core.images.reference import Reference
+from agent.core.lists.config import (
     DEFAULT_DISK_BUDGET,
     ImageEntry,
     Kind,
@@ -20,8 +22,6 @@ from agent.core.config import (
     parse,
     written_tag,
 )
-from agent.core.errors import AgentError, ConfigError
-from agent.core.reference import Reference
 
 DEFAULT_CONCURRENCY = 16
 """HEADs in flight to one registry: cheap for a registry, and hundreds of tags lock in seconds."""

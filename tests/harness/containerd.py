@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.core.platform import detect
+from agent.core.images.platform import detect
 from tests.harness.procs import HarnessError, require_binary, stop, tail, wait_until
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "containerd"

@@ -10,8 +10,8 @@ import os
 import tarfile
 from dataclasses import dataclass, field
 
-from agent.core import manifest as mt
-from agent.core.platform import detect
+from agent.core.images import manifest as mt
+from agent.core.images.platform import detect
 from tests.harness.registry import Registry
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"

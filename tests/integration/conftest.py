@@ -16,8 +16,8 @@ import pytest
 
 from agent.adapters.runtime import rpc
 from agent.adapters.runtime.cri import CriClient
-from agent.core import platform as platforms
-from agent.core.plan import NodeImage
+from agent.core.engine.plan import NodeImage
+from agent.core.images import platform as platforms
 from tests.harness.containerd import RUNNING, Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc
 from tests.harness.images import push_image, push_runnable

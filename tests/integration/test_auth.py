@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.core import platform as platforms
+from agent.core.images import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import DaemonProc
 from tests.harness.faults import FaultProxy

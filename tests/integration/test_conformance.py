@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from agent import wiring
-from agent.core import platform as platforms
-from agent.core import reference as references
-from agent.core.config import RegistrySettings
+from agent.core.images import platform as platforms
+from agent.core.images import reference as references
+from agent.core.lists.config import RegistrySettings
 from agent.core.ports import ImageRuntime, Resolver, TagBinder
 from tests.conformance import CASES, REGISTRY_CASES, Pushed, Sample
 from tests.harness.containerd import Containerd
@@ -32,7 +32,7 @@ def test_the_real_clients_behave_as_the_fakes_assume(
     pushed = push_image(registry, repo, "1", (NODE, "linux/arm64"))
 
     async def go() -> None:
-        async with wiring.runtime(containerd.endpoint) as runtime:
+        async with wiring.containerd(containerd.endpoint) as runtime:
             await runtime.meet()
             await case(runtime.cri, runtime.images, Sample(pushed.name, "1", pushed.digest))
 

@@ -9,11 +9,11 @@ from agent.adapters.registry.hosts import HostsDirectory, resolver
 from agent.adapters.runtime import rpc
 from agent.adapters.runtime.containerd import ContainerdImages
 from agent.adapters.runtime.cri import CriClient
-from agent.core import config as configs
-from agent.core import platform as platforms
-from agent.core.credentials import Credential
-from agent.core.plan import NodeImage
-from agent.core.reconcile import Reconciler
+from agent.core.engine.plan import NodeImage
+from agent.core.engine.reconcile import Reconciler
+from agent.core.images import platform as platforms
+from agent.core.lists import config as configs
+from agent.core.lists.credentials import Credential
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image
 from tests.harness.registry import Registry

@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from agent.core import platform as platforms
+from agent.core.images import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, listing
 from tests.harness.images import push_image

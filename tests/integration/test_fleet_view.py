@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from agent.cli.fleet import COLUMNS
-from agent.core import platform as platforms
+from agent.core.images import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import DaemonProc, listing
 from tests.harness.images import push_image

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from agent.core import platform as platforms
-from agent.core.gate import CONDITION_TYPE
+from agent.core.images import platform as platforms
+from agent.core.reports.gate import CONDITION_TYPE
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc, listing
 from tests.harness.images import push_image
@@ -486,7 +486,7 @@ def test_the_gate_without_what_it_needs_is_bad_input(tmp_path: Path) -> None:
     assert "cannot load the API server's CA" in no_ca.stderr and "Traceback" not in no_ca.stderr
 
 
-# Each was seen to end the daemon (spec or status null too: agent.core.gate's unit tests read them).
+# Each was seen to end the daemon (spec or status null too: reports.gate's unit tests read them).
 HOSTILE_NODES = {
     "spec a string": lambda n: {**n, "spec": "tainted"},
     "taints as a string": lambda n: {**n, "spec": {"taints": "prepull.io/not-ready"}},

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from agent.core import config as configs
+from agent.core.lists import config as configs
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image, push_runnable
 from tests.harness.pods import remove_pod, run_pod, sandbox_config, start_container

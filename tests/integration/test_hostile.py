@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from agent.core import platform as platforms
+from agent.core.images import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, listing
 from tests.harness.faults import (

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from agent._proto.runtime.v1 import api_pb2 as pb
-from agent.core import config as configs
+from agent.core.lists import config as configs
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_runnable, push_single
 from tests.harness.pods import exec_sync, remove_pod, run_pod, sandbox_config, start_container

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.core import config as configs
-from agent.core import platform as platforms
+from agent.core.images import platform as platforms
+from agent.core.lists import config as configs
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image
 from tests.harness.registry import Registry

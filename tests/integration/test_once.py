@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from agent.core import platform as platforms
+from agent.core.images import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image, push_single
 from tests.harness.registry import Registry

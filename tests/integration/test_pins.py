@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.core import platform as platforms
-from agent.core.claims import owner_key
+from agent.core.engine.claims import owner_key
+from agent.core.images import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc, listing
 from tests.harness.images import PushedImage, push_image

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent.core.pullpath import TRANSFER, TRANSFER_ADVICE_WITHOUT_RANGE
+from agent.core.doctor.pullpath import TRANSFER, TRANSFER_ADVICE_WITHOUT_RANGE
 from tests.harness.containerd import Containerd, selected_release
 from tests.harness.daemon import DaemonProc
 from tests.harness.images import push_image

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.core import platform as platforms
+from agent.core.images import platform as platforms
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume
 from tests.harness.faults import RAW_CONTROLS, HostileErrorText

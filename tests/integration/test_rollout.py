@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from agent.core.rollout import slot
+from agent.core.engine.rollout import slot
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc
 from tests.harness.images import push_image

@@ -17,7 +17,7 @@ from agent.adapters.runtime.containerd import (
     ContainerdImages,
     cri_platform,
 )
-from agent.core import platform as platforms
+from agent.core.images import platform as platforms
 from tests.harness.containerd import RUNNING, Containerd, crash_report
 from tests.harness.images import push_image, push_single
 from tests.harness.procs import free_port

@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 from celpy.adapter import json_to_cel
 
-from agent.core.gate import CONDITION_TYPE
+from agent.core.reports.gate import CONDITION_TYPE
 from tests.harness.kubeapi import SCHEMA_VERSION
 from tests.harness.kubectl import DEPLOY, kustomize
 
@@ -296,7 +296,7 @@ def test_the_fields_an_attacker_reached_before_are_refused() -> None:
 def test_the_agents_real_patches_are_admitted_as_the_api_server_applies_them() -> None:
     """The gate's strategic merge patch (its condition; `$patch: delete` of the old one) and
     its JSON patch (`test` of the taints, then `remove`), applied to a Node as kubelet keeps it."""
-    from agent.core.gate import taint_removal
+    from agent.core.reports.gate import taint_removal
 
     before = node()
     before["metadata"] |= {"resourceVersion": "7", "managedFields": [{"manager": "kubelet"}]}

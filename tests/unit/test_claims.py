@@ -1,9 +1,9 @@
-"""Who holds a pin (agent.core.claims): claims, releases, foreign and legacy pins, owners' names."""
+"""Who holds a pin (core.engine.claims): claims, releases, foreign and legacy pins, owners."""
 
 from __future__ import annotations
 
-from agent.core import claims
-from agent.core.claims import (
+from agent.core.engine import claims
+from agent.core.engine.claims import (
     FOREIGN_KEY,
     LEGACY,
     LEGACY_KEY,

@@ -10,10 +10,10 @@ from agent.cli import main
 from agent.cli.common import EXIT_BAD_INPUT, EXIT_NOT_CONVERGED, digests_for, exit_code
 from agent.cli.converge import format_outcome
 from agent.cli.parser import parser
-from agent.core.config import parse
 from agent.core.errors import ConfigError, InvalidReference, RegistryError, RuntimeUnavailable
+from agent.core.lists.config import parse
 from agent.core.ports import Outcome, Status
-from agent.core.progress import format_bytes
+from agent.core.reports.progress import format_bytes
 
 D = "sha256:" + "f" * 64
 

@@ -168,7 +168,7 @@ def test_every_problem_of_a_list_is_reported_with_its_line(tmp_path: Path) -> No
 def test_a_line_names_the_digest_once() -> None:
     """`name:tag@sha256:…` already says the digest: piped, the 64 hex digits once, not twice."""
     from agent.cli.converge import format_outcome
-    from agent.core.config import parse
+    from agent.core.lists.config import parse
     from agent.core.ports import Outcome, Status
 
     digest = "sha256:" + "a" * 64

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.config import load, parse, parse_duration
 from agent.core.errors import ConfigError
-from agent.core.platform import Platform
+from agent.core.images.platform import Platform
+from agent.core.lists.config import load, parse, parse_duration
 from agent.preload.lock import render_lock
 
 DIGEST = "sha256:" + "b" * 64

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from agent.core import reference as references
+from agent.core.images import reference as references
 from agent.core.ports import ImageRuntime, Resolver, TagBinder
 from tests.conformance import CASES, REGISTRY_CASES, Pushed, Sample
 from tests.fakes import D1, NODE, FakeBinder, FakeRegistry, FakeRuntime

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.core.credentials import CredentialFiles, Keyring, matches, normalize_key, parse
 from agent.core.errors import ConfigError
-from agent.core.reference import parse as ref
+from agent.core.images.reference import parse as ref
+from agent.core.lists.credentials import CredentialFiles, Keyring, matches, normalize_key, parse
 
 SECRET = "s3cr3t-Pa55"
 
@@ -135,7 +135,7 @@ def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_a_number_too_long_to_read_is_said_so_not_a_crash() -> None:
-    from agent.core import credentials, yamlsafe
+    from agent.core.lists import credentials, yamlsafe
 
     with pytest.raises(ConfigError, match=r"not JSON \(a number too long to read\)"):
         credentials.parse('{"auths": {"r.io": {"x": ' + "1" * 200000 + "}}}", "secret.json")

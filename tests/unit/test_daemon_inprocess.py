@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -13,10 +14,9 @@ from typing import Any, cast
 from prometheus_client import CollectorRegistry
 
 from agent import wiring
-from agent.adapters.runtime.cri import RuntimeInfo
-from agent.core.disk import DiskGuard, DiskUsage
-from agent.core.progress import Ingest
-from agent.core.runtimes import features_of
+from agent.core.engine.disk import DiskGuard, DiskUsage
+from agent.core.reports.progress import Ingest
+from agent.core.runtimes import RuntimeInfo, features_of
 from agent.daemon.app import Daemon
 from agent.daemon.settings import DaemonSettings
 from tests.fakes import NODE, FakeBinder, FakeRegistry, FakeRuntime
@@ -72,14 +72,14 @@ def fakes() -> tuple[FakeCri, FakeImages, FakeRegistry]:
     return cri, FakeImages(cri), FakeRegistry()
 
 
-def factories(
-    cri: FakeCri, images: FakeImages, registry: FakeRegistry
-) -> tuple[wiring.RuntimeFactory, wiring.RegistryClientFactory]:
+def wired(cri: FakeCri, images: FakeImages, registry: FakeRegistry) -> wiring.Wiring:
+    """The composition root with the fakes for the runtime and the registry."""
+
     async def mountpoint() -> str | None:
         return "/fake"
 
     @contextlib.asynccontextmanager
-    async def runtime(endpoint: str) -> AsyncIterator[wiring.Runtime]:
+    async def runtime(endpoint: str) -> AsyncIterator[wiring.NodeRuntime]:
         disk = DiskGuard(mountpoint, lambda path: DiskUsage(100, 90))
         yield wiring.Runtime(endpoint, cast(Any, cri), cast(Any, images), disk)
 
@@ -87,7 +87,7 @@ def factories(
     async def registry_client(*args: object, **kwargs: object) -> AsyncIterator[Any]:
         yield registry
 
-    return runtime, registry_client
+    return dataclasses.replace(wiring.WIRING, runtime=runtime, registry_client=registry_client)
 
 
 async def until(check: Callable[[], bool], what: str) -> None:
@@ -116,13 +116,11 @@ async def test_the_daemon_converges_follows_a_new_list_and_stops(tmp_path: Path)
     config = tmp_path / "preload.yaml"
     config.write_text("images:\n  - r.io/team/app:1\n")
     cri, images, registry = fakes()
-    runtime, registry_client = factories(cri, images, registry)
     metrics = CollectorRegistry()
     daemon = Daemon(
         settings(config),
+        wired(cri, images, registry),
         registry=metrics,
-        runtime=runtime,
-        registry_client=registry_client,
     )
 
     def served(info: str) -> list[str]:
@@ -164,13 +162,11 @@ async def test_a_loop_that_fails_is_restarted_and_counted(tmp_path: Path) -> Non
     config = tmp_path / "preload.yaml"
     config.write_text("images:\n  - r.io/team/app:1\n")
     cri, images, registry = fakes()
-    runtime, registry_client = factories(cri, images, registry)
     metrics = CollectorRegistry()
     daemon = Daemon(
         settings(config),
+        wired(cri, images, registry),
         registry=metrics,
-        runtime=runtime,
-        registry_client=registry_client,
         rng=lambda: 0.0,  # no backoff: restart at once
     )
     cri.container_failures = 2

@@ -22,10 +22,10 @@ from prometheus_client import CollectorRegistry
 from agent.adapters.runtime import rpc
 from agent.cli import common, converge
 from agent.cli.parser import parser
-from agent.core import config as configs
-from agent.core.gate import CONDITION_TYPE
-from agent.core.platform import Platform
-from agent.core.status import NodeReport
+from agent.core.images.platform import Platform
+from agent.core.lists import config as configs
+from agent.core.reports.gate import CONDITION_TYPE
+from agent.core.reports.status import NodeReport
 from agent.daemon.metrics import Metrics
 from agent.daemon.server import make_app
 from agent.daemon.settings import DEFAULT_LISTEN, parse_listen
@@ -444,7 +444,7 @@ def test_the_prometheus_operator_objects_carry_the_release_label_and_nothing_els
 def test_the_agent_owns_its_pins_as_its_daemonset() -> None:
     """Two DaemonSets on one node are two owners: the pod's name and namespace reach the agent
     (the downward API), and its default owner is the DaemonSet they name."""
-    from agent.core.claims import owner_of
+    from agent.core.engine.claims import owner_of
 
     refs = {
         e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")

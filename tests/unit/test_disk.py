@@ -6,8 +6,7 @@ import os
 
 import pytest
 
-from agent.core import config as configs
-from agent.core.disk import (
+from agent.core.engine.disk import (
     DEFAULT_UNPACK_RATIO,
     MAX_UNPACK_RATIO,
     DiskGuard,
@@ -19,6 +18,7 @@ from agent.core.disk import (
     zstd_unpacked,
 )
 from agent.core.errors import ConfigError
+from agent.core.lists import config as configs
 
 MiB = 1 << 20
 GiB = 1 << 30

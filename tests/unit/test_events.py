@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agent.core.errors import AgentError
-from agent.core.events import (
+from agent.core.reports.events import (
     BURST,
     COMBINED,
     REFILL_SECONDS,

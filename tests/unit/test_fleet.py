@@ -1,4 +1,4 @@
-"""The fleet view's pure core (agent.core.fleet) and its table (agent.cli.fleet): which pod
+"""The fleet view's pure core (agent.core.fleet.view) and its table (agent.cli.fleet): which pod
 serves which node, a row from a /status read as hostile input, the summary across nodes."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from agent.cli.fleet import _targets, format_fleet, short_list
-from agent.core import fleet
 from agent.core.errors import AgentError
+from agent.core.fleet import view as fleet
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64

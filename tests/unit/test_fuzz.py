@@ -16,12 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.adapters.registry.hosts import parse_hosts_toml
-from agent.core import config as configs
-from agent.core import credentials, yamlsafe
-from agent.core import manifest as manifests
-from agent.core import reference as references
 from agent.core.errors import AgentError
-from agent.core.manifest import ManifestError
+from agent.core.images import manifest as manifests
+from agent.core.images import reference as references
+from agent.core.images.manifest import ManifestError
+from agent.core.lists import config as configs
+from agent.core.lists import credentials, yamlsafe
 from agent.preload import generate
 
 BUDGET = settings(

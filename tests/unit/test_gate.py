@@ -8,12 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.events import NodeEvent
-from agent.core.gate import (
+from agent.core.errors import Conflict, MalformedNode
+from agent.core.reports.events import NodeEvent
+from agent.core.reports.gate import (
     CONDITION_TYPE,
     HEARTBEAT_SECONDS,
-    Conflict,
-    MalformedNode,
     NodeGate,
     Verdict,
     checked_node,
@@ -326,7 +325,7 @@ def test_any_node_is_refused_or_fully_readable(document: dict[str, Any]) -> None
 
 
 def test_a_node_converging_to_a_new_list_is_ready_and_says_toward_what() -> None:
-    from agent.core.gate import verdict as decide
+    from agent.core.reports.gate import verdict as decide
 
     found = decide(
         True,

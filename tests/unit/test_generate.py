@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.core import config as configs
-from agent.core import yamlsafe
 from agent.core.errors import ConfigError
+from agent.core.lists import config as configs
+from agent.core.lists import yamlsafe
 from agent.preload import generate
 from agent.preload.generate import (
     ALWAYS,

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from agent.adapters.registry.hosts import Endpoint, HostsDirectory, endpoints_for, parse_hosts_toml
-from agent.core.config import RegistrySettings
 from agent.core.errors import ConfigError
+from agent.core.lists.config import RegistrySettings
 
 HOSTS = """\
 server = "https://registry.example.com"

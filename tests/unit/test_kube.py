@@ -16,11 +16,12 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.adapters import fleet as fleet_adapter
-from agent.adapters.fleet import MAX_PAGES, MAX_STATUS_BYTES, FleetApi
-from agent.adapters.kube import MAX_RESPONSE_BYTES, ClusterAccess, KubeApi, KubeApiError
-from agent.adapters.kubeconfig import Access
-from agent.core.errors import AgentError
+from agent.adapters.kube import fleet as fleet_adapter
+from agent.adapters.kube.access import ClusterAccess, gate_access
+from agent.adapters.kube.client import Access, ApiClient
+from agent.adapters.kube.fleet import MAX_PAGES, MAX_STATUS_BYTES, FleetApi
+from agent.adapters.kube.node import MAX_RESPONSE_BYTES, KubeApi
+from agent.core.errors import AgentError, KubeApiError
 
 Answer = Callable[[web.Request], web.StreamResponse]
 
@@ -55,7 +56,12 @@ async def server() -> AsyncIterator[Server]:
 
 def client(session: aiohttp.ClientSession, server: Server, token_file: Path) -> KubeApi:
     # Built directly: ClusterAccess.resolve refuses http://, this in-process server is plain.
-    return KubeApi(session, ClusterAccess(server.url, token_file, None, "n1"))
+    return gate_api(session, ClusterAccess(server.url, token_file, None, "n1"))
+
+
+def gate_api(session: aiohttp.ClientSession, access: ClusterAccess) -> KubeApi:
+    """The gate's client as wiring.node_api builds it, on the test's session."""
+    return KubeApi(ApiClient(session, gate_access(access)), access)
 
 
 def token(tmp_path: Path, text: str = "t0ken\n") -> Path:
@@ -150,7 +156,7 @@ async def test_acting_as_its_node_every_request_names_the_node_and_events_too(
     server.answer = lambda request: _json({"metadata": {"name": "n1"}})
     access = ClusterAccess(server.url, token(tmp_path), None, "n1", "ns", impersonate_node=True)
     async with aiohttp.ClientSession() as session:
-        api = KubeApi(session, access)
+        api = gate_api(session, access)
         await api.get_node()
         await api.create_event({"metadata": {"name": "n1.1"}})
         assert await api.patch_event("n1.1", {"count": 2})
@@ -182,11 +188,14 @@ def test_only_a_node_name_may_be_acted_as() -> None:
     assert access.namespace == "ns" and not access.impersonate_node
 
 
-# -- the fleet view's reads (agent.adapters.fleet) ----------------------------------------------
+# -- the fleet view's reads (agent.adapters.kube.fleet) ----------------------------------------
+
+
+READER = {"Authorization": "Bearer reader"}
 
 
 def fleet_api(session: aiohttp.ClientSession, server: Server) -> FleetApi:
-    return FleetApi(session, Access(server.url, False, {"Authorization": "Bearer reader"}))
+    return FleetApi(ApiClient(session, Access(server.url, False, lambda: READER)))
 
 
 async def test_lists_are_read_page_by_page_with_the_selector(server: Server) -> None:
@@ -308,8 +317,8 @@ async def test_node_events_survive_every_hostile_answer_and_recover(
     """POST and PATCH answered 409, 422, 500, too slowly or too large: the recorder never
     raises, says the error once (escaped), keeps at most PENDING writes, drops each after
     ATTEMPTS tries, and sends again once the API server answers."""
-    from agent.adapters import kube as kube_adapter
-    from agent.core.events import ATTEMPTS, PENDING, EventBook, EventRecorder, NodeEvent
+    from agent.adapters.kube import node as kube_adapter
+    from agent.core.reports.events import ATTEMPTS, PENDING, EventBook, EventRecorder, NodeEvent
 
     monkeypatch.setattr(kube_adapter, "REQUEST_TIMEOUT", 0.3)
     healthy = False
@@ -347,7 +356,7 @@ async def test_node_events_survive_every_hostile_answer_and_recover(
 def test_a_flapping_image_is_held_to_the_rate_limit_for_an_hour() -> None:
     """An image that fails and recovers every few seconds, with a new message each time, for an
     hour: at most the burst plus one write per refill, the rest counted as rate-limited."""
-    from agent.core.events import BURST, REFILL_SECONDS, EventBook, NodeEvent
+    from agent.core.reports.events import BURST, REFILL_SECONDS, EventBook, NodeEvent
 
     clock = [0.0]
     book = EventBook("n1", "ns", lambda: clock[0])
@@ -374,7 +383,7 @@ async def test_impersonation_refused_mid_run_is_said_with_what_to_grant_and_trie
     server.answer = answer
     access = ClusterAccess(server.url, token(tmp_path), None, "n1", "ns", impersonate_node=True)
     async with aiohttp.ClientSession() as session:
-        api = KubeApi(session, access)
+        api = gate_api(session, access)
         assert (await api.get_node())["metadata"]["name"] == "n1"
         refused = True
         with pytest.raises(KubeApiError, match="impersonate:associated-node") as raised:

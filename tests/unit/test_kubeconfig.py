@@ -1,4 +1,4 @@
-"""The kubeconfig as kubectl reads it (agent.adapters.kubeconfig): which files, merged how, the
+"""The kubeconfig as kubectl reads it (agent.adapters.kube.kubeconfig): which files, merged how, the
 context chosen, its credentials — and never a credential in an error."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent.adapters import kubeconfig
+from agent.adapters.kube import kubeconfig
 from agent.core.errors import AgentError, InputError
 from tests.harness.tls import client_cert, make_ca_and_server
 
@@ -140,7 +140,7 @@ def test_an_exec_plugin_token_is_presented_and_the_plugin_told_it_is_not_interac
     plugin(tmp_path, f"{seen}echo '{json.dumps(credential)}'\n")
     user = exec_user("./plugin", env=[{"name": "GREETING", "value": "hello"}])
     access = asyncio.run(kubeconfig.access(kubeconfig.load(str(config(tmp_path / "config", user)))))
-    assert access.headers == {"Authorization": "Bearer from-plugin"}
+    assert access.headers() == {"Authorization": "Bearer from-plugin"}
     info = json.loads((tmp_path / "info").read_text())
     assert info["kind"] == "ExecCredential" and info["spec"]["interactive"] is False
     assert (tmp_path / "env").read_text() == "hello\n"
@@ -157,7 +157,7 @@ def test_an_exec_plugin_client_certificate_is_loaded(tmp_path: Path) -> None:
     plugin(tmp_path, f"cat {tmp_path / 'out.json'}\n")
     path = config(tmp_path / "config", exec_user(str(tmp_path / "plugin")))
     access = asyncio.run(kubeconfig.access(kubeconfig.load(str(path))))
-    assert access.headers == {} and access.ssl is not True and access.ssl is not False
+    assert access.headers() == {} and access.ssl is not True and access.ssl is not False
 
 
 def test_inline_client_certificates_load_and_a_bad_key_is_named_not_shown(tmp_path: Path) -> None:
@@ -169,7 +169,7 @@ def test_inline_client_certificates_load_and_a_bad_key_is_named_not_shown(tmp_pa
         "client-key-data": base64.b64encode(key).decode(),
     }
     path = config(tmp_path / "config", user)
-    assert asyncio.run(kubeconfig.access(kubeconfig.load(str(path)))).headers == {}
+    assert asyncio.run(kubeconfig.access(kubeconfig.load(str(path)))).headers() == {}
     user["client-key-data"] = base64.b64encode(
         b"-----BEGIN PRIVATE KEY-----\nsecretstuff\n"
     ).decode()
@@ -204,7 +204,7 @@ def test_a_credential_after_much_output_is_read_whole(tmp_path: Path) -> None:
     )
     path = config(tmp_path / "config", exec_user(str(tmp_path / "plugin")))
     access = asyncio.run(kubeconfig.access(kubeconfig.load(str(path))))
-    assert access.headers == {"Authorization": "Bearer t"}
+    assert access.headers() == {"Authorization": "Bearer t"}
 
 
 def test_a_missing_exec_plugin_gives_its_install_hint(tmp_path: Path) -> None:
@@ -223,7 +223,7 @@ def test_the_credential_is_taken_when_the_plugin_exits_though_a_child_holds_its_
     path = config(tmp_path / "config", exec_user(str(tmp_path / "plugin")))
     started = time.monotonic()
     access = asyncio.run(kubeconfig.access(kubeconfig.load(str(path))))
-    assert access.headers == {"Authorization": "Bearer t"}
+    assert access.headers() == {"Authorization": "Bearer t"}
     assert time.monotonic() - started < kubeconfig.EXEC_TIMEOUT / 2, "waited for the child"
 
 
@@ -252,4 +252,4 @@ def test_a_relative_command_runs_from_the_kubeconfigs_folder_never_from_path(
     config(tmp_path / "config", exec_user("./plugin"))
     monkeypatch.chdir(tmp_path)
     access = asyncio.run(kubeconfig.access(kubeconfig.load("config")))
-    assert access.headers == {"Authorization": "Bearer beside"}
+    assert access.headers() == {"Authorization": "Bearer beside"}

@@ -24,19 +24,23 @@ OWNERS = {
     },
     "google.protobuf": {"agent.adapters.runtime.containerd"},
     "aiohttp": {
+        "agent.adapters.http",
         "agent.adapters.registry.transport",
-        "agent.adapters.kube",
-        "agent.adapters.fleet",
+        "agent.adapters.kube.client",
         "agent.daemon.server",
         "agent.daemon.app",
-        "agent.daemon.readiness",
     },
     "prometheus_client": {"agent.daemon.metrics", "agent.daemon.server", "agent.daemon.app"},
-    "yaml": {"agent.core.config", "agent.core.yamlsafe", "agent.preload.lock"},
+    "yaml": {"agent.core.lists.config", "agent.core.lists.yamlsafe", "agent.preload.lock"},
 }
 # The pure core does no network or runtime I/O; asyncio's primitives it may use.
 CORE_FORBIDDEN = ("socket", "ssl", "http", "urllib", "subprocess", "grpc", "aiohttp")
 MAX_LINES = 450
+# The core shows its parts: its concepts in subpackages, a few shared ones at its top.
+MAX_CORE_TOP = 12
+# Layers that reach the outside only through the composition root (agent.wiring): at run time
+# they import no adapter (a type named under `if TYPE_CHECKING:` is not an import at run time).
+THROUGH_WIRING = ("agent.cli", "agent.daemon")
 
 
 def module_name(path: Path) -> str:
@@ -48,16 +52,25 @@ MODULES = sorted(p for p in AGENT.rglob("*.py") if "_proto" not in p.parts)
 NAMES = {module_name(p) for p in MODULES}
 
 
-def imports_of(path: Path) -> set[str]:
-    """Every module `path` imports, at any depth (lazy imports in functions count too)."""
+def imports_of(path: Path, *, at_run_time: bool = False) -> set[str]:
+    """Every module `path` imports, at any depth (lazy imports in functions count too);
+    `at_run_time`: leaving out those under `if TYPE_CHECKING:`."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    if at_run_time:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and ast.unparse(node.test) in _TYPE_CHECKING:
+                node.body = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
+
+
+_TYPE_CHECKING = ("TYPE_CHECKING", "typing.TYPE_CHECKING")
 
 
 def layer_of(name: str) -> int | None:
@@ -121,3 +134,33 @@ def test_the_contract_catches_an_import_upwards(tmp_path: Path) -> None:
     bad.write_text("from agent.daemon.app import Daemon\n")
     target = ".".join(sorted(imports_of(bad))[0].split(".")[:2])
     assert layer_of(target) > LAYERS.index("core")  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in MODULES if module_name(p).startswith(THROUGH_WIRING)],
+    ids=module_name,
+)
+def test_commands_and_the_daemon_reach_adapters_only_through_wiring(path: Path) -> None:
+    adapters = {n for n in imports_of(path, at_run_time=True) if n.startswith("agent.adapters")}
+    assert not adapters, f"{module_name(path)} imports {sorted(adapters)}: build it in agent.wiring"
+
+
+def test_the_core_shows_its_parts() -> None:
+    top = [p for p in (AGENT / "core").glob("*.py") if p.name != "__init__.py"]
+    parts = [p for p in (AGENT / "core").iterdir() if (p / "__init__.py").exists()]
+    assert len(top) <= MAX_CORE_TOP, f"core/ has {len(top)} modules at its top: group them"
+    assert len(parts) >= 5, "the core's concepts are subpackages"
+
+
+def test_the_through_wiring_rule_can_fail(tmp_path: Path) -> None:
+    """A run-time adapter import is seen; the same import for type checking only is not."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from agent.adapters.runtime import rpc\n")
+    assert imports_of(bad, at_run_time=True)
+    typed = tmp_path / "typed.py"
+    typed.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+        "    from agent.adapters.runtime import rpc\n"
+    )
+    assert not {n for n in imports_of(typed, at_run_time=True) if n.startswith("agent.adapters")}

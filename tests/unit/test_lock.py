@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.core.config import parse
+from agent.core.lists.config import parse
 from agent.preload.lock import lock_text, stale
 
 D1 = "sha256:" + "1" * 64

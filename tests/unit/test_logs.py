@@ -6,7 +6,7 @@ import logging
 from agent.cli.logs import JsonFormatter, TextFormatter
 
 
-def record(name: str = "agent.core.reconcile", **extra: object) -> logging.LogRecord:
+def record(name: str = "agent.core.engine.reconcile", **extra: object) -> logging.LogRecord:
     entry = logging.LogRecord(name, logging.INFO, __file__, 1, "%s pulled", ("r.io/a:1",), None)
     for key, value in extra.items():
         setattr(entry, key, value)
@@ -37,7 +37,7 @@ def test_text_lines_are_for_humans() -> None:
 
 
 def test_json_lines_name_the_module() -> None:
-    assert json.loads(JsonFormatter().format(record()))["logger"] == "agent.core.reconcile"
+    assert json.loads(JsonFormatter().format(record()))["logger"] == "agent.core.engine.reconcile"
 
 
 def test_the_daemons_text_lines_begin_with_the_time_a_commands_do_not() -> None:

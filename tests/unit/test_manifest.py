@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from agent.core.manifest import (
+from agent.core.images.manifest import (
     DOCKER_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -16,8 +16,8 @@ from agent.core.manifest import (
     sha256_digest,
     verify,
 )
-from agent.core.platform import Platform
-from agent.core.reference import parse
+from agent.core.images.platform import Platform
+from agent.core.images.reference import parse
 
 D = "sha256:" + "d" * 64
 

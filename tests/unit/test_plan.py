@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.core.config import parse
-from agent.core.plan import Action, NodeImage, NodeState, plan, plan_one
-from agent.core.platform import Platform
+from agent.core.engine.plan import Action, NodeImage, NodeState, plan, plan_one
+from agent.core.images.platform import Platform
+from agent.core.lists.config import parse
 
 AMD64 = Platform("linux", "amd64")
 ARM64 = Platform("linux", "arm64")

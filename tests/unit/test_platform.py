@@ -5,7 +5,7 @@ import re
 import pytest
 
 from agent.core.errors import InvalidPlatform
-from agent.core.platform import Platform, best_match, can_run, normalize, parse
+from agent.core.images.platform import Platform, best_match, can_run, normalize, parse
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,14 @@ import pytest
 
 from agent.cli.live import LiveDisplay, fit
 from agent.core.errors import AgentError
-from agent.core.progress import Ingest, Progress, PullView, follow, format_bytes, ingest_digest
+from agent.core.reports.progress import (
+    Ingest,
+    Progress,
+    PullView,
+    follow,
+    format_bytes,
+    ingest_digest,
+)
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64

@@ -1,4 +1,4 @@
-"""How containerd pulls for CRI, from its version and config (agent.core.pullpath), and the config
+"""How containerd pulls for CRI, from its version and config (core.doctor.pullpath), and the config
 as containerd reads it (agent.adapters.runtime.containerd_config)."""
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 
 from agent.adapters.runtime.containerd_config import load
-from agent.core.advice import plan, stale_config
-from agent.core.errors import ConfigError, InputError
-from agent.core.pullpath import (
+from agent.core.doctor.advice import plan, stale_config
+from agent.core.doctor.pullpath import (
     CRI_ADVICE,
     TRANSFER,
     TRANSFER_ADVICE,
     TRANSFER_ADVICE_WITHOUT_RANGE,
     diagnose,
 )
+from agent.core.errors import ConfigError, InputError
 
 IMAGES = "plugins.'io.containerd.cri.v1.images'"
 CRI = "plugins.'io.containerd.grpc.v1.cri'"

@@ -6,15 +6,15 @@ import asyncio
 
 import pytest
 
-from agent.core import deadline, slots
-from agent.core.config import parse
-from agent.core.disk import DiskGuard, DiskUsage
+from agent.core.engine import deadline, slots
+from agent.core.engine.disk import DiskGuard, DiskUsage
+from agent.core.engine.reconcile import Reconciler
 from agent.core.errors import RuntimeUnavailable
-from agent.core.manifest import Resolution
-from agent.core.platform import Platform
+from agent.core.images.manifest import Resolution
+from agent.core.images.platform import Platform
+from agent.core.images.reference import Reference
+from agent.core.lists.config import parse
 from agent.core.ports import Outcome
-from agent.core.reconcile import Reconciler
-from agent.core.reference import Reference
 from tests.fakes import D1, NODE, FakeBinder, FakeRegistry, FakeRuntime
 
 

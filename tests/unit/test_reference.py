@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.core.errors import InvalidReference
-from agent.core.reference import DOCKER_HUB_API_HOST, Reference, _parse_step_by_step, parse
+from agent.core.images.reference import DOCKER_HUB_API_HOST, Reference, _parse_step_by_step, parse
 
 DIGEST = "sha256:" + "a" * 64
 

@@ -13,12 +13,12 @@ from aiohttp import web
 
 from agent.adapters.registry.client import RegistryClient, open_session
 from agent.adapters.registry.hosts import HostsDirectory, resolver
-from agent.core.config import RegistrySettings
-from agent.core.credentials import Credential
 from agent.core.errors import RegistryError, TransientRegistryError
-from agent.core.manifest import ACCEPT, OCI_INDEX, OCI_MANIFEST, sha256_digest
-from agent.core.platform import Platform
-from agent.core.reference import Reference
+from agent.core.images.manifest import ACCEPT, OCI_INDEX, OCI_MANIFEST, sha256_digest
+from agent.core.images.platform import Platform
+from agent.core.images.reference import Reference
+from agent.core.lists.config import RegistrySettings
+from agent.core.lists.credentials import Credential
 from agent.core.retry import RetryPolicy
 
 INDEX = json.dumps(

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from agent.core.rollout import Rollout, slot
+from agent.core.engine.rollout import Rollout, slot
 
 DIGEST = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from agent.core.plan import NodeImage
-from agent.core.starts import ContainerInfo, arrivals, classify
+from agent.core.engine.plan import NodeImage
+from agent.core.reports.starts import ContainerInfo, arrivals, classify
 
 
 def test_arrival_is_the_oldest_record_naming_the_content() -> None:

@@ -4,11 +4,11 @@ import dataclasses
 
 from prometheus_client import CollectorRegistry
 
-from agent.core.config import parse
-from agent.core.plan import Action
-from agent.core.platform import Platform
+from agent.core.engine.plan import Action
+from agent.core.images.platform import Platform
+from agent.core.lists.config import parse
 from agent.core.ports import Outcome, Status
-from agent.core.status import NodeReport, list_digest
+from agent.core.reports.status import NodeReport, list_digest
 from agent.daemon.metrics import Metrics, observe_outcome, observe_pass
 
 D = "sha256:" + "d" * 64

@@ -15,10 +15,10 @@ import tracemalloc
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
-from agent.core.config import parse
-from agent.core.platform import Platform
+from agent.core.images.platform import Platform
+from agent.core.lists.config import parse
 from agent.core.ports import Outcome, Status
-from agent.core.status import NodeReport
+from agent.core.reports.status import NodeReport
 from agent.daemon.metrics import Metrics, observe_images
 from agent.daemon.server import make_app
 

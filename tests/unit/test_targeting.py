@@ -1,4 +1,4 @@
-"""Which nodes a DaemonSet targets (agent.core.targeting), as its controller decides."""
+"""Which nodes a DaemonSet targets (agent.core.fleet.targeting), as its controller decides."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agent.core.targeting import why_not_targeted
+from agent.core.fleet.targeting import why_not_targeted
 
 
 def daemonset(**spec: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import logging
 import grpc
 import pytest
 
-from agent.adapters.kube import refusal_message
+from agent.adapters.kube.errors import refusal_message
 from agent.adapters.registry.client import _error_detail
 from agent.adapters.runtime import rpc
 from agent.cli.common import table_lines
@@ -18,11 +18,11 @@ from agent.cli.converge import format_outcome
 from agent.cli.fleet import format_fleet, short_list
 from agent.cli.logs import TextFormatter
 from agent.cli.status import format_status
-from agent.core import fleet
-from agent.core.config import parse
-from agent.core.events import EventBook, NodeEvent
+from agent.core.fleet import view as fleet
+from agent.core.lists.config import parse
 from agent.core.ports import Outcome, Status
-from agent.core.status import ImageReport
+from agent.core.reports.events import EventBook, NodeEvent
+from agent.core.reports.status import ImageReport
 from agent.core.text import fit
 from agent.daemon.server import _line
 
@@ -134,7 +134,7 @@ def test_fit_takes_anything(value: object) -> None:
 
 def test_doctor_escapes_containerds_version_and_config_values() -> None:
     from agent.cli.doctor import format_diagnosis
-    from agent.core import pullpath
+    from agent.core.doctor import pullpath
 
     config = {"version": 3, "plugins": {"io.containerd.cri.v1.images": {
         "max_concurrent_downloads": HOSTILE}}}  # fmt: skip

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from agent.core.credentials import Credential
+from agent.adapters.http import fits_header
+from agent.core.lists.credentials import Credential
 
 # A token without expires_in lives 60 s (token.md).
 DEFAULT_TOKEN_SECONDS = 60.0
@@ -24,9 +25,6 @@ EARLY_REFRESH = 0.9
 # A token is cached at most this long, whatever expires_in says.
 MAX_TOKEN_SECONDS = 24 * 3600.0
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
-# What a token may hold: visible ASCII, no spaces (RFC 6750 b64token is narrower; registries'
-# tokens are JWTs or OAuth tokens within it). A CR or LF would forge header lines.
-_TOKEN = re.compile(r"[\x21-\x7e]+")
 MAX_REMOTE_TEXT = 120
 
 
@@ -86,11 +84,6 @@ def basic(credential: Credential) -> str:
     """An Authorization header value: it holds the password, so it is never logged."""
     pair = f"{credential.username}:{credential.password}".encode()
     return "Basic " + base64.b64encode(pair).decode()
-
-
-def fits_header(token: str) -> bool:
-    """Whether `token` can follow `Bearer ` in a header as it is: visible ASCII, no spaces."""
-    return _TOKEN.fullmatch(token) is not None
 
 
 def token_from(body: bytes) -> tuple[str, float]:

@@ -22,12 +22,12 @@ from agent.adapters.registry.transport import (
     open_session,
     retry_after,
 )
-from agent.core import manifest as manifests
-from agent.core.credentials import Credential
 from agent.core.errors import RegistryError, TransientRegistryError
-from agent.core.manifest import Manifest, ManifestError, Resolution
-from agent.core.platform import Platform
-from agent.core.reference import Reference
+from agent.core.images import manifest as manifests
+from agent.core.images.manifest import Manifest, ManifestError, Resolution
+from agent.core.images.platform import Platform
+from agent.core.images.reference import Reference
+from agent.core.lists.credentials import Credential
 from agent.core.retry import RetryPolicy, retry
 from agent.core.text import fit
 

@@ -11,11 +11,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from agent.core import files
-from agent.core.config import RegistrySettings
+from agent.core.defaults import HOSTS_DIR
 from agent.core.errors import ConfigError
-from agent.core.reference import DOCKER_HUB, DOCKER_HUB_API_HOST, Reference
+from agent.core.images.reference import DOCKER_HUB, DOCKER_HUB_API_HOST, Reference
+from agent.core.lists.config import RegistrySettings
 
-DEFAULT_HOSTS_DIR = Path("/etc/containerd/certs.d")
+DEFAULT_HOSTS_DIR = HOSTS_DIR
 
 
 @dataclass(frozen=True)

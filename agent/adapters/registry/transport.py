@@ -15,10 +15,11 @@ from typing import Protocol
 
 import aiohttp
 
+from agent.adapters.http import BodyTooLarge, read_bounded
 from agent.adapters.registry.hosts import Endpoint
-from agent.core import manifest as manifests
 from agent.core.errors import ConfigError, RegistryError, TransientRegistryError
-from agent.core.reference import Reference
+from agent.core.images import manifest as manifests
+from agent.core.images.reference import Reference
 
 # Image configs are small JSON documents; anything bigger is not one.
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -80,10 +81,6 @@ class Response:
     status: int
     headers: Mapping[str, str]
     body: bytes
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class Transport:
@@ -246,19 +243,6 @@ def _tls_advice(ref: Reference, endpoint: Endpoint, exc: aiohttp.ClientSSLError)
         f"TLS with {endpoint.netloc} failed: {reason}; trust its CA with "
         f"registries.{ref.domain}.ca or a hosts.toml 'ca' (`resolve --insecure` for one look)"
     )
-
-
-async def read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, or BodyTooLarge as soon as it passes `limit` (declared or streamed)."""
-    if resp.content_length is not None and resp.content_length > limit:
-        raise BodyTooLarge(f"a body of {resp.content_length} bytes (limit {limit})")
-    chunks, size = [], 0
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"a body of more than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _netloc(url: str) -> str:

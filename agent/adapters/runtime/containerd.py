@@ -23,11 +23,11 @@ from agent._proto.containerd.services.introspection.v1 import (
 from agent._proto.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from agent.adapters.runtime import rpc
 from agent.adapters.runtime.leases import SharedLease
-from agent.core import claims
-from agent.core import platform as platforms
-from agent.core.claims import Changes, Holders, Released
+from agent.core.engine import claims
+from agent.core.engine.claims import Changes, Holders, Released
 from agent.core.errors import AgentError, ImageError, RuntimeUnavailable, TagBindingUnsupported
-from agent.core.progress import Ingest
+from agent.core.images import platform as platforms
+from agent.core.reports.progress import Ingest
 from agent.core.retry import RetryPolicy
 
 # CRI keeps its images in this namespace and sees changes there through its event stream.
@@ -37,7 +37,7 @@ NAMESPACE_HEADER = "containerd-namespace"
 MANAGED_LABEL = ("io.cri-containerd.image", "managed")
 # CRI reports an image with io.cri-containerd.pinned=pinned as pinned, and kubelet's image GC
 # skips it (containerd 1.6.22+, 1.7.3+, 2.x; older versions keep the label but ignore it). Who
-# holds a pin is said by labels of our own beside it: agent.core.claims.
+# holds a pin is said by labels of our own beside it: agent.core.engine.claims.
 PINNED_LABEL = (claims.PIN_KEY, claims.PIN_VALUE)
 # Documents the agent puts in the content store for a pull are held by a lease
 # (its id in this gRPC metadata header on each write), which expires by itself after LEASE_TTL
@@ -182,7 +182,7 @@ class ContainerdImages:
         """Make `tag_name` (name:tag) name the same content as `content_name` (name@digest).
 
         `pin` names which of the two records `owner` claims the pin of on the way
-        (agent.core.claims), so a cold preload needs no second update per record at the end of
+        (core.engine.claims), so a cold preload needs no second update per record at the end of
         the pass."""
         try:
             gone = ImageError(tag_name, f"binding the tag failed: {content_name} is not present")
@@ -240,7 +240,7 @@ class ContainerdImages:
         before: Mapping[str, Mapping[str, str]] | None = None,
     ) -> list[str]:
         """Make `owner` a holder of the pin of each record of `names` present
-        (agent.core.claims.claim; `before`: labels seen before this pass pulled); return the
+        (agent.core.engine.claims.claim; `before`: labels seen before this pass pulled); return the
         names whose labels changed. One List call; the updates go out together
         (PIN_CONCURRENCY at a time), each masked to the labels it changes."""
         wanted = set(names)
@@ -370,7 +370,7 @@ class ContainerdImages:
 
 
 def _apply(image: images_pb2.Image, changes: Changes) -> list[str]:
-    """Make `changes` to the record's labels (agent.core.claims.applied); the mask paths that
+    """Make `changes` to the record's labels (agent.core.engine.claims.applied); the mask paths that
     write them. A label named in the mask and absent from the record is removed (containerd
     metadata/images.go)."""
     labels = claims.applied(image.labels, changes)

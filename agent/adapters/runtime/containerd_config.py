@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.core import files
+from agent.core.defaults import CONTAINERD_CONFIG
 from agent.core.errors import ConfigError, InputError
 from agent.core.runtimes import parse_version
 
-DEFAULT_PATH = Path("/etc/containerd/config.toml")
+DEFAULT_PATH = CONTAINERD_CONFIG
 MAX_FILES = 64
 """Files read at most: imports that reach more are a mistake, not a config."""
 # The tables containerd before 2.0 replaces whole when an imported file names them.

@@ -11,7 +11,7 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.core import pullpath
+from agent.core.doctor import pullpath
 
 _CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 UNSEEN = "unknown: containerd's process is not visible here (run the doctor on the node as root)"

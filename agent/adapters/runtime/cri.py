@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from agent._proto.runtime.v1 import api_pb2, api_pb2_grpc
 from agent.adapters.runtime import rpc
-from agent.core import reference as references
-from agent.core.credentials import Credential
+from agent.core.engine.plan import NodeImage
 from agent.core.errors import ImageError
-from agent.core.plan import NodeImage
+from agent.core.images import reference as references
+from agent.core.lists.credentials import Credential
+from agent.core.reports.starts import ContainerInfo
 from agent.core.retry import RetryPolicy
-from agent.core.runtimes import RuntimeFeatures, features_of
-from agent.core.starts import ContainerInfo
+from agent.core.runtimes import RuntimeFeatures, RuntimeInfo, features_of
 
 PULL_TIMEOUT = 30 * 60.0
-
-
-@dataclass(frozen=True)
-class RuntimeInfo:
-    name: str
-    version: str
-    api_version: str
 
 
 class CriClient:

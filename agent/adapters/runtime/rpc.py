@@ -9,12 +9,11 @@ from typing import TypeVar
 
 import grpc
 
+from agent.core.defaults import CRI_ENDPOINT as DEFAULT_ENDPOINT
 from agent.core.errors import RuntimeUnavailable
 from agent.core.retry import RetryPolicy, retry
 from agent.core.text import fit
 
-# containerd's own default socket (CRI is served on it).
-DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"
 # Short calls answer in milliseconds; a pull takes as long as the image needs (no deadline).
 CALL_TIMEOUT = 30.0
 

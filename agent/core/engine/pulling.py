@@ -7,12 +7,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 
-from agent.core.config import ImageEntry
-from agent.core.credentials import Credential
 from agent.core.errors import ImageError
-from agent.core.manifest import Resolution
+from agent.core.images.manifest import Resolution
+from agent.core.images.reference import Reference
+from agent.core.lists.config import ImageEntry
+from agent.core.lists.credentials import Credential
 from agent.core.ports import ContentSeeder, ImageRuntime
-from agent.core.reference import Reference
 
 
 class Puller:

@@ -1,6 +1,6 @@
 """Room on disk for a pull: the blobs it downloads, the unpacked size of its layers (read with a
 small Range request where the format carries it), and its admission under the disk budget in
-list order (agent.core.disk holds the arithmetic)."""
+list order (agent.core.engine.disk holds the arithmetic)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
-from agent.core.config import ImageEntry
-from agent.core.deadline import within_deadline
-from agent.core.disk import (
+from agent.core.engine.deadline import within_deadline
+from agent.core.engine.disk import (
     GZIP_LAYERS,
     ZSTD_HEADER_BYTES,
     ZSTD_LAYERS,
@@ -20,12 +19,13 @@ from agent.core.disk import (
     gzip_unpacked,
     zstd_unpacked,
 )
+from agent.core.engine.slots import PullSlots
 from agent.core.errors import AgentError
-from agent.core.manifest import Descriptor, Resolution, manifest_blobs
+from agent.core.images.manifest import Descriptor, Resolution, manifest_blobs
+from agent.core.images.reference import Reference
+from agent.core.lists.config import ImageEntry
 from agent.core.ports import Outcome, Resolver, Status
-from agent.core.progress import format_bytes
-from agent.core.reference import Reference
-from agent.core.slots import PullSlots
+from agent.core.reports.progress import format_bytes
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from agent.core.config import ImageEntry, format_duration
-from agent.core.plan import NodeState, inputs
-from agent.core.platform import Platform
+from agent.core.engine.plan import NodeState, inputs
+from agent.core.images.platform import Platform
+from agent.core.lists.config import ImageEntry, format_duration
 
 _SCALE = float(1 << 64)
 

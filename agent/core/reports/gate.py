@@ -1,6 +1,6 @@
 """Keep pods off a node until its list is preloaded: a node condition saying whether it is, and
 the removal of a startup taint once it is (or once waiting has taken too long). The decisions
-are pure; NodeGate carries them out through a NodeApi (agent.adapters.kube implements it)."""
+are pure; NodeGate carries them out through a NodeApi (agent.adapters.kube.node implements it)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agent.core.errors import AgentError
-from agent.core.events import NORMAL, WARNING, NodeEvent
+from agent.core.errors import Conflict, MalformedNode
+from agent.core.reports.events import NORMAL, WARNING, EventSink, NodeEvent
 
 # Domain-prefixed, as the Node Readiness Controller (kubernetes-sigs/node-readiness-controller)
 # expects of conditions reported for it (`projectcalico.org/CalicoReady`).
@@ -30,16 +30,16 @@ MAX_NAMED = 5
 log = logging.getLogger(__name__)
 
 
-class Conflict(AgentError):
-    """The node changed under a guarded write (409, or a JSON patch `test` that failed: 422)."""
-
-
 class NodeApi(Protocol):
     """What the gate needs of the Kubernetes API, for its own Node only."""
 
     async def get_node(self) -> dict[str, Any]: ...
     async def patch_status(self, patch: dict[str, Any]) -> None: ...
     async def json_patch(self, operations: list[dict[str, Any]]) -> None: ...
+
+
+class GateApi(NodeApi, EventSink, Protocol):
+    """The gate's whole use of the API: its Node, and Events about it (adapters.kube.node)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def verdict(
     converging_to: str | None = None,
 ) -> Verdict:
     """The node's preload state, in the words a condition carries. `ready` and `waiting` are
-    /readyz's rule (agent.core.status.NodeReport); `converging_to`: the list a ready node works
+    /readyz's rule (core.reports.status.NodeReport); `converging_to`: the list a ready node works
     toward while it serves the one before (ready, reason Converging)."""
     if ready and converging_to is not None:
         message = f"serving the list before while converging to {converging_to[:19]}: "
@@ -116,10 +116,6 @@ def condition(
         "lastHeartbeatTime": stamp,
         "lastTransitionTime": since,
     }
-
-
-class MalformedNode(AgentError):
-    """The API server sent a Node the gate cannot read (a wrong shape where it looks)."""
 
 
 def checked_node(document: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +184,7 @@ class NodeGate:
     ) -> None:
         self._api = api
         self._on_event = on_event
-        """Told the gate's decisions, for Events on the Node (agent.core.events)."""
+        """Told the gate's decisions, for Events on the Node (agent.core.reports.events)."""
         self._condition = condition
         self._taint_key = taint_key
         self._timeout = timeout

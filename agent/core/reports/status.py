@@ -9,10 +9,10 @@ from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import Any
 
-from agent.core.config import ImageEntry
-from agent.core.platform import Platform
+from agent.core.images.platform import Platform
+from agent.core.lists.config import ImageEntry
 from agent.core.ports import Outcome, Status
-from agent.core.progress import Progress
+from agent.core.reports.progress import Progress
 
 
 class State(StrEnum):
@@ -84,7 +84,7 @@ class NodeReport:
         self.released_pins: dict[str, Any] | None = None
         """The last pins this agent took back (images that left the list) and when."""
         self.gate: dict[str, Any] | None = None
-        """The readiness gate's state (agent.core.gate.NodeGate), when it is on."""
+        """The readiness gate's state (agent.core.reports.gate.NodeGate), when it is on."""
         self.images: dict[str, ImageReport] = {}
         self._recorded: dict[str, Outcome] = {}
         self._evicted: list[str] = []
@@ -92,7 +92,7 @@ class NodeReport:
         self._this_pass: set[str] = set()
         """Images settled in the pass under way."""
         """The outcome each image's report was last set from. A steady pass hands back the
-        same outcome objects (agent.core.reconcile reuses what it settled): they change nothing."""
+        same outcome objects (core.engine.reconcile reuses what it settled): they change nothing."""
         self.last_reconcile: float | None = None
         """Unix time the last pass finished."""
         self.last_error: str | None = None

@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Sequence
 
-from agent.core.pullpath import TRANSFER, Diagnosis, Finding
+from agent.core.doctor.pullpath import TRANSFER, Diagnosis, Finding
 
 DROP_IN = "conf.d/50-prepull.toml"
 """Beside the main file, as containerd's packages lay it out (/etc/containerd/conf.d)."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 
-from agent.core.config import ImageEntry, PreloadConfig
 from agent.core.errors import RuntimeUnavailable
+from agent.core.lists.config import ImageEntry, PreloadConfig
 from agent.core.ports import Outcome
 
 # How long an entry ready to take room waits for earlier entries still looking up their

@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.adapters.kube import MAX_TOKEN_BYTES, SERVICE_ACCOUNT, service_url
-from agent.adapters.registry import auth
-from agent.core import files, yamlsafe
+from agent.adapters.http import fits_header
+from agent.adapters.kube.access import MAX_TOKEN_BYTES, service_url
+from agent.adapters.kube.client import Access
+from agent.core import files
+from agent.core.defaults import SERVICE_ACCOUNT
 from agent.core.errors import AgentError, ConfigError, InputError
+from agent.core.lists import yamlsafe
 
 MAX_KUBECONFIG_BYTES = 4 * 1024 * 1024
 MAX_EXEC_OUTPUT = 1024 * 1024
@@ -63,16 +66,6 @@ class Kubeconfig:
     cert: tuple[Path | bytes, Path | bytes] | None = field(default=None, repr=False)
     """(certificate, key): each a file or the PEM itself."""
     exec_plugin: ExecPlugin | None = None
-
-
-@dataclass(frozen=True)
-class Access:
-    """What a request to the API server needs: where, over which TLS, with which header."""
-
-    server: str
-    ssl: ssl.SSLContext | bool
-    headers: dict[str, str] = field(repr=False)
-    tls_server_name: str | None = None
 
 
 def paths(explicit: str | None, environ: dict[str, str] | None = None) -> list[Path]:
@@ -295,7 +288,7 @@ async def access(config: Kubeconfig) -> Access:
         token, cert = await _run_exec(config.exec_plugin, config)
     headers = {}
     if token:
-        if not auth.fits_header(token):
+        if not fits_header(token):
             raise InputError(
                 f"the token of context {config.context!r} holds spaces or control characters"
             )
@@ -304,8 +297,8 @@ async def access(config: Kubeconfig) -> Access:
         if headers or cert:
             # kubectl refuses to send credentials in the clear as well.
             raise InputError(f"{config.server}: credentials are never sent over plain http://")
-        return Access(config.server, False, headers)
-    return Access(config.server, _tls(config, cert), headers, config.tls_server_name)
+        return Access(config.server, False, lambda: headers)
+    return Access(config.server, _tls(config, cert), lambda: headers, config.tls_server_name)
 
 
 def _tls(config: Kubeconfig, cert: tuple[Path | bytes, Path | bytes] | None) -> ssl.SSLContext:

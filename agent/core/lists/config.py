@@ -15,12 +15,13 @@ from typing import Any, TypeVar
 
 import yaml
 
-from agent.core import files, yamlsafe
-from agent.core import platform as platforms
-from agent.core import reference as references
+from agent.core import files
 from agent.core.errors import ConfigError, InvalidPlatform, InvalidReference
-from agent.core.platform import Platform
-from agent.core.reference import Reference
+from agent.core.images import platform as platforms
+from agent.core.images import reference as references
+from agent.core.images.platform import Platform
+from agent.core.images.reference import Reference
+from agent.core.lists import yamlsafe
 
 T = TypeVar("T")
 
@@ -61,7 +62,7 @@ class ImageEntry:
         self, reference: Reference, written: str, line: int, platforms: tuple[Platform, ...] = ()
     ) -> None:
         # Kind, has_tag and the hash are computed once, written straight into the instance (as
-        # agent.core.reference.Reference does): lists run to thousands of entries, each asked often.
+        # images.reference.Reference does): lists run to thousands of entries, each asked often.
         has_tag = written_tag(written) or "@" not in written
         if reference.digest is None:
             kind = Kind.TAG
@@ -114,9 +115,9 @@ class PreloadConfig:
     """Label preloaded images io.cri-containerd.pinned so kubelet's image GC keeps them: a
     preloaded image nobody has run yet is otherwise the first one GC evicts."""
     max_disk_usage_percent: float = DEFAULT_DISK_BUDGET
-    """No pull may take the image filesystem past this (agent.core.disk); 100 turns it off."""
+    """No pull may take the image filesystem past this (core.engine.disk); 100 turns it off."""
     rollout_spread: float = 0.0
-    """Seconds over which a fleet's daemons spread the pulls of new content (agent.core.rollout)."""
+    """Seconds over which a fleet's daemons spread the pulls of new content (engine.rollout)."""
     rollout_spread_first_fill: bool = False
     """Spread a new node's first fill too (by default it pulls its whole list at once)."""
 

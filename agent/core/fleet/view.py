@@ -8,10 +8,11 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from agent.core.errors import Malformed as Malformed  # the fleet view's own error, said here
+from agent.core.fleet.targeting import why_not_targeted
 from agent.core.jsonread import as_list as _list
 from agent.core.jsonread import dig as _dig
 from agent.core.jsonread import text as _text
-from agent.core.targeting import why_not_targeted
 
 FAILING_STATES = ("failed", "refused")
 
@@ -91,10 +92,6 @@ class NodeRow:
             "list": self.list,
             "error": self.error,
         }
-
-
-class Malformed(ValueError):
-    """An answer not shaped as it must be: a list from the API server, an agent's /status."""
 
 
 # -- who serves which node ---------------------------------------------------------------------

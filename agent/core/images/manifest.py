@@ -6,8 +6,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from agent.core.platform import Platform, best_match, can_run, describe, normalize
-from agent.core.reference import Reference
+from agent.core.images.platform import Platform, best_match, can_run, describe, normalize
+from agent.core.images.reference import Reference
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from agent.core import files
 from agent.core.errors import ConfigError
-from agent.core.reference import DOCKER_HUB, Reference
-from agent.core.yamlsafe import json_problem
+from agent.core.images.reference import DOCKER_HUB, Reference
+from agent.core.lists.yamlsafe import json_problem
 
 _DEFAULT_REGISTRY_KEY = "index.docker.io"
 

@@ -6,8 +6,8 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from agent.core.config import ImageEntry, Kind
-from agent.core.platform import Platform, describe
+from agent.core.images.platform import Platform, describe
+from agent.core.lists.config import ImageEntry, Kind
 
 
 # NodeImage and Step are built once per image per pass and never changed after: plain slotted

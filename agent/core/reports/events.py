@@ -4,7 +4,7 @@ kubelet's events follow (client-go, tools/record/events_cache.go): a repeat of a
 its count instead of making a new one; more than 10 events of one reason with different messages
 within 10 minutes become one "(combined from similar events)" event; and a token bucket (25,
 refilled one every 5 minutes) drops the rest, so an always-failing list cannot flood etcd.
-Pure: EventBook decides, the caller writes (agent.adapters.kube)."""
+Pure: EventBook decides, the caller writes (agent.adapters.kube.node)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 class EventSink(Protocol):
-    """What recording Events needs of the Kubernetes API (agent.adapters.kube implements it)."""
+    """What recording Events needs of the Kubernetes API (adapters.kube.node implements it)."""
 
     async def create_event(self, event: dict[str, Any]) -> None: ...
     async def patch_event(self, name: str, patch: dict[str, Any]) -> bool:

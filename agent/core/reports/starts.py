@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from agent.core.plan import NodeImage
+from agent.core.engine.plan import NodeImage
 
 
 @dataclass(frozen=True)

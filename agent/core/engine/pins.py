@@ -1,6 +1,6 @@
 """Pins: the label that keeps preloaded images from kubelet's image GC, claimed by the list's
 owner on the records the list owns, let go of when it no longer owns them (the pin goes when no
-one holds it: agent.core.claims), and read back as CRI reports it."""
+one holds it: agent.core.engine.claims), and read back as CRI reports it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
-from agent.core.claims import Released
-from agent.core.config import ImageEntry, Kind, PreloadConfig
+from agent.core.engine.claims import Released
 from agent.core.errors import AgentError
+from agent.core.lists.config import ImageEntry, Kind, PreloadConfig
 from agent.core.ports import ImageRuntime, Outcome, Status, TagBinder
 
 log = logging.getLogger(__name__)
@@ -19,11 +19,11 @@ log = logging.getLogger(__name__)
 PIN_VISIBLE_TIMEOUT = 2.0
 CRI_POLL_INTERVAL = 0.05
 """How often to look whether CRI has caught up with a change made through containerd's API
-(a pin here, a tag bound in agent.core.reconcile)."""
+(a pin here, a tag bound in agent.core.engine.reconcile)."""
 
 
 class PinKeeper:
-    """The pins of one owner (a list's identity, agent.core.claims): claimed on what the list
+    """The pins of one owner (a list's identity, agent.core.engine.claims): claimed on what the list
     preloaded, let go of when the list drops it. Other owners' claims and pins set by anyone
     else are never released."""
 
@@ -53,7 +53,7 @@ class PinKeeper:
 
     async def before_pull(self, config: PreloadConfig) -> None:
         """Before any pull of this pass: note who holds the pins of the list's records, so
-        what the pull rewrites is written back (agent.core.claims.claim)."""
+        what the pull rewrites is written back (agent.core.engine.claims.claim)."""
         if not config.pin:
             return
         if self._before is None:
