@@ -18,7 +18,7 @@ from agent.cli.common import (
     print_document,
     table_lines,
 )
-from agent.core.errors import AgentError, KubeApiError
+from agent.core.errors import KubeApiError
 from agent.core.fleet import view as fleet
 from agent.core.reports.progress import format_bytes
 from agent.core.text import fit
@@ -68,12 +68,9 @@ async def _targets(api: FleetApi, args: argparse.Namespace) -> list[fleet.Target
             file=sys.stderr,
         )
         node_list = None
-    try:
-        nodes = fleet.nodes_of(node_list) if node_list is not None else None
-        daemonsets = await _daemonsets(api, args, pods) if nodes is not None else None
-        return fleet.targets(nodes, pods, args.port, daemonsets)
-    except fleet.Malformed as exc:
-        raise AgentError(str(exc)) from None
+    nodes = fleet.nodes_of(node_list) if node_list is not None else None
+    daemonsets = await _daemonsets(api, args, pods) if nodes is not None else None
+    return fleet.targets(nodes, pods, args.port, daemonsets)
 
 
 async def _daemonsets(

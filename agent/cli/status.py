@@ -16,7 +16,7 @@ from agent.cli.common import (
     print_document,
     table_lines,
 )
-from agent.core.errors import AgentError, InputError
+from agent.core.errors import DaemonUnreachable, InputError
 from agent.core.reports.progress import PullView, format_bytes
 from agent.core.text import fit
 
@@ -27,7 +27,9 @@ async def status(args: argparse.Namespace) -> int:
         document = await asyncio.to_thread(_get_json, url)
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise AgentError(f"cannot read {url}: {reason}; is the daemon running there?") from exc
+        raise DaemonUnreachable(
+            f"cannot read {url}: {reason}; is the daemon running there?"
+        ) from exc
     if args.format != "text":
         print_document(args, document)
     else:

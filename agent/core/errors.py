@@ -7,13 +7,16 @@ AgentError                      anything the agent reports to a user
 │   └── InvalidPlatform         a platform string that does not parse
 ├── RegistryError               a registry refused or failed: registry, repository, status
 │   └── TransientRegistryError  5xx, 429, connection faults: retried before it surfaces
+├── RegistryTimeout             a registry lookup abandoned at its deadline
 ├── RuntimeUnavailable          the CRI endpoint does not answer: the endpoint
 ├── ImageError                  one image cannot be preloaded (platform, pull): the reference
 │   └── TagBindingUnsupported   the runtime cannot point a tag at pinned content (not containerd)
 ├── KubeApiError                the Kubernetes API could not be asked, or refused: its status
 │   ├── Conflict                a guarded write lost a race (409, a failed JSON patch test)
 │   └── MalformedNode           the API server sent a Node of the wrong shape
-└── Malformed                   a list from the API server or an agent's /status, misshapen
+├── Malformed                   a list from the API server or an agent's /status, misshapen
+├── CredentialPluginFailed      a kubeconfig's exec plugin gave no credential
+└── DaemonUnreachable           `status` could not read a daemon's /status
 """
 
 from __future__ import annotations
@@ -99,6 +102,10 @@ class TransientRegistryError(RegistryError):
         self.retry_after = retry_after
 
 
+class RegistryTimeout(AgentError):
+    """A registry lookup for one image did not finish by its deadline and was abandoned."""
+
+
 class RuntimeUnavailable(AgentError):
     def __init__(self, endpoint: str, detail: str) -> None:
         self.endpoint = endpoint
@@ -143,3 +150,11 @@ class MalformedNode(KubeApiError):
 class Malformed(AgentError):
     """An answer not shaped as it must be: a list from the API server, an agent's /status
     (the fleet view reads both)."""
+
+
+class CredentialPluginFailed(AgentError):
+    """A kubeconfig's exec plugin ran and gave no credential (exit code, timeout, output)."""
+
+
+class DaemonUnreachable(AgentError):
+    """`status` could not read the daemon's /status (nothing listening, not JSON)."""

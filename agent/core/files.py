@@ -52,7 +52,7 @@ def read_text(path: str | Path, limit: int = MAX_FILE_BYTES) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise UnreadableFile("not UTF-8 text") from None
+        raise UnreadableFile("not UTF-8 text") from None  # the cause would quote the file's bytes
 
 
 def signature(path: str | Path) -> Signature | None:

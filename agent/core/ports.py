@@ -107,6 +107,15 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
+class Deferral(StrEnum):
+    """Why an image was not pulled yet."""
+
+    DISK_BUDGET = "disk budget"
+    """It would take the image filesystem past the budget: until room appears."""
+    ROLLOUT = "rollout"
+    """Its new content waits for this node's moment in a rollout."""
+
+
 @dataclasses.dataclass(slots=True)
 class Outcome:
     """Built once per image per pass and never changed (dataclasses.replace makes a new one);
@@ -127,7 +136,10 @@ class Outcome:
     pull_attempted: bool = False
     """A PullImage call was made for it in this pass (what pull metrics count)."""
     permanent: bool = False
-    """Failed or refused in a way no retry fixes (not found, denied, wrong platform)."""
+    """Failed or refused in a way no retry fixes (not found, denied, wrong platform), or
+    deferred until an operator makes room: readiness does not wait for it."""
+    deferred: Deferral | None = None
+    """Why it was deferred (DEFERRED only)."""
 
     @property
     def converged(self) -> bool:

@@ -11,7 +11,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from agent import __version__
 from agent.core.doctor.pullpath import Finding
-from agent.core.ports import Outcome, Status
+from agent.core.ports import Deferral, Outcome, Status
 from agent.core.reports.status import NodeReport, PassSummary, State
 
 # 0.1 s to 30 min: a cached small image up to a multi-GB pull on a slow link.
@@ -337,10 +337,8 @@ def observe_images(metrics: Metrics, report: NodeReport) -> None:
         state = image.state
         states[image.image] = (state is State.PRESENT, image.pinned)
         if state is State.DEFERRED:
-            if image.permanent:
-                over_budget += 1
-            else:
-                waiting_for_rollout += 1
+            over_budget += image.deferred is Deferral.DISK_BUDGET
+            waiting_for_rollout += image.deferred is Deferral.ROLLOUT
         elif image.permanent and state is not State.PRESENT:
             failed_permanently += 1
     metrics.images_desired.set(len(states))

@@ -14,7 +14,7 @@ from agent.core.engine.reconcile import Reconciler
 from agent.core.errors import RuntimeUnavailable
 from agent.core.images.platform import Platform
 from agent.core.lists.config import ImageEntry, PreloadConfig
-from agent.core.ports import Outcome, Status
+from agent.core.ports import Deferral, Outcome, Status
 from agent.core.reports.events import WARNING, NodeEvent
 from agent.daemon.metrics import observe_images, observe_outcome, observe_pass
 from agent.daemon.state import Shared, first_of
@@ -248,8 +248,7 @@ def _log_pass(outcomes: Sequence[Outcome], desired: int, seconds: float) -> None
     over_budget = 0
     for outcome in outcomes:
         counts[outcome.status] += 1
-        # A deferral by the disk budget is permanent until room appears; a rollout wait is not.
-        over_budget += outcome.status is Status.DEFERRED and outcome.permanent
+        over_budget += outcome.deferred is Deferral.DISK_BUDGET
     waiting = counts[Status.DEFERRED] - over_budget
     ready = counts[Status.HIT] + counts[Status.PULLED] + counts[Status.BOUND]
     log.info(

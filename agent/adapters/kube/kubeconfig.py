@@ -30,7 +30,7 @@ from agent.adapters.kube.access import MAX_TOKEN_BYTES, service_url
 from agent.adapters.kube.client import Access
 from agent.core import files
 from agent.core.defaults import SERVICE_ACCOUNT
-from agent.core.errors import AgentError, ConfigError, InputError
+from agent.core.errors import ConfigError, CredentialPluginFailed, InputError
 from agent.core.lists import yamlsafe
 
 MAX_KUBECONFIG_BYTES = 4 * 1024 * 1024
@@ -154,7 +154,9 @@ def _document(path: Path) -> dict[str, Any]:
     try:
         text = files.read_text(path, MAX_KUBECONFIG_BYTES)
     except files.UnreadableFile as exc:
-        raise InputError(f"cannot read the kubeconfig {path}: {exc}") from None
+        raise InputError(
+            f"cannot read the kubeconfig {path}: {exc}"
+        ) from None  # the message carries the cause's own words
     found = yamlsafe.documents(text, str(path))
     document = found[0] if found else {}
     if not isinstance(document, dict):
@@ -269,7 +271,7 @@ def _data(body: dict[str, Any], key: str, path: Path) -> bytes | None:
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise ConfigError(str(path), None, f"`{key}` is not base64") from None
+        raise ConfigError(str(path), None, f"`{key}` is not base64") from None  # a secret's text
 
 
 # -- from the kubeconfig to a request's credentials --------------------------------------------
@@ -283,7 +285,9 @@ async def access(config: Kubeconfig) -> Access:
         try:
             token = files.read_text(config.token_file, MAX_TOKEN_BYTES).strip()
         except files.UnreadableFile as exc:
-            raise InputError(f"cannot read the token file {config.token_file}: {exc}") from None
+            raise InputError(
+                f"cannot read the token file {config.token_file}: {exc}"
+            ) from None  # the message carries the cause's own words
     if config.exec_plugin is not None:
         token, cert = await _run_exec(config.exec_plugin, config)
     headers = {}
@@ -318,7 +322,7 @@ def _tls(config: Kubeconfig, cert: tuple[Path | bytes, Path | bytes] | None) -> 
         # The reason is the ssl module's (a file or a PEM error), never the key itself.
         raise InputError(
             f"{config.source}: context {config.context!r}: cannot load its certificates: {exc}"
-        ) from None
+        ) from None  # the cause may quote a key
     return context
 
 
@@ -355,9 +359,11 @@ async def _run_exec(
         code, output = await asyncio.to_thread(_run_plugin, argv, env, named)
     except OSError as exc:
         hint = f" ({plugin.install_hint.strip()})" if plugin.install_hint.strip() else ""
-        raise InputError(f"cannot run the {named}: {exc.strerror or exc}{hint}") from None
+        raise InputError(
+            f"cannot run the {named}: {exc.strerror or exc}{hint}"
+        ) from None  # the message carries the cause's own words
     if code != 0:
-        raise AgentError(f"the {named} exited {code}")
+        raise CredentialPluginFailed(f"the {named} exited {code}")
     return _credential(output, named)
 
 
@@ -381,14 +387,18 @@ def _run_plugin(argv: list[str], env: dict[str, str], named: str) -> tuple[int, 
             exited = process.poll() is not None
             left = deadline - time.monotonic()
             if left <= 0 and not exited:
-                raise AgentError(f"the {named} gave no credential in {EXEC_TIMEOUT:.0f}s")
+                raise CredentialPluginFailed(
+                    f"the {named} gave no credential in {EXEC_TIMEOUT:.0f}s"
+                )
             ready = open_ and select.select([fd], [], [], 0 if exited else min(left, 0.05))[0]
             if ready:
                 chunk = os.read(fd, 64 * 1024)
                 open_ = bool(chunk)
                 output += chunk
                 if len(output) > MAX_EXEC_OUTPUT:
-                    raise AgentError(f"the {named} printed more than {MAX_EXEC_OUTPUT} bytes")
+                    raise CredentialPluginFailed(
+                        f"the {named} printed more than {MAX_EXEC_OUTPUT} bytes"
+                    )
             elif exited:
                 return process.returncode, bytes(output)
             elif not open_:
@@ -407,14 +417,18 @@ def _credential(
     try:
         document = json.loads(output)
     except (ValueError, RecursionError):
-        raise AgentError(f"the {named} printed no ExecCredential JSON") from None
+        raise CredentialPluginFailed(
+            f"the {named} printed no ExecCredential JSON"
+        ) from None  # it may hold a token
     status = document.get("status") if isinstance(document, dict) else None
     if not isinstance(status, dict):
-        raise AgentError(f"the {named} printed an ExecCredential without status")
+        raise CredentialPluginFailed(f"the {named} printed an ExecCredential without status")
     token = status.get("token")
     cert, key = status.get("clientCertificateData"), status.get("clientKeyData")
     if isinstance(cert, str) and isinstance(key, str) and cert and key:
         return (token if isinstance(token, str) else None), (cert.encode(), key.encode())
     if isinstance(token, str) and token:
         return token, None
-    raise AgentError(f"the {named} gave neither a token nor a client certificate and key")
+    raise CredentialPluginFailed(
+        f"the {named} gave neither a token nor a client certificate and key"
+    )

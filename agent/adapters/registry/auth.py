@@ -63,7 +63,9 @@ class Challenge:
             parts = urlsplit(realm)
             parts.port  # noqa: B018 - raises ValueError for a port out of range
         except ValueError as exc:
-            raise ChallengeError(f"token realm {shown(realm)} is not a URL: {exc}") from None
+            raise ChallengeError(
+                f"token realm {shown(realm)} is not a URL: {exc}"
+            ) from None  # the message carries the cause's own words
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ChallengeError(f"token realm {shown(realm)} is not an http(s) URL with a host")
         if parts.scheme == "http" and not plain_http_allowed:
@@ -94,7 +96,9 @@ def token_from(body: bytes) -> tuple[str, float]:
         token = document.get("token") or document.get("access_token")
         lifetime = float(document.get("expires_in") or DEFAULT_TOKEN_SECONDS)
     except (ValueError, AttributeError, TypeError, OverflowError):
-        raise ChallengeError("the token service sent no token") from None
+        raise ChallengeError(
+            "the token service sent no token"
+        ) from None  # the message carries the cause's own words
     if not isinstance(token, str) or not token:
         raise ChallengeError("the token service sent no token")
     if not fits_header(token):

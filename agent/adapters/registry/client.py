@@ -79,7 +79,9 @@ class RegistryClient:
         except RegistryError as exc:
             if exc.status != 404:
                 raise
-            raise await self._what_is_missing(ref, exc) from None
+            raise await self._what_is_missing(
+                ref, exc
+            ) from None  # the 404 is the question this error answers
 
         digest = response.headers.get("Docker-Content-Digest")
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
@@ -114,7 +116,9 @@ class RegistryClient:
             # distribution answers MANIFEST_UNKNOWN for a repository it does not hold, too.
             if exc.status != 404 or REPOSITORY_MISSING in str(exc):
                 raise
-            raise await self._what_is_missing(ref, exc) from None
+            raise await self._what_is_missing(
+                ref, exc
+            ) from None  # the 404 is the question this error answers
         body = response.body
         if len(body) > manifests.MAX_MANIFEST_BYTES:
             raise RegistryError(ref.domain, ref.path, "manifest larger than 4 MiB refused")
@@ -310,7 +314,9 @@ class RegistryClient:
         try:
             realm = challenge.realm(plain_http_allowed=endpoint.url.startswith("http://"))
         except auth.ChallengeError as exc:
-            raise RegistryError(ref.domain, ref.path, f"{exc}", status=401) from None
+            raise RegistryError(
+                ref.domain, ref.path, f"{exc}", status=401
+            ) from None  # the message carries the cause's own words
         query = challenge.token_query(scope)
         form = None
         headers = {}
@@ -344,7 +350,9 @@ class RegistryClient:
         try:
             return auth.token_from(response.body)
         except auth.ChallengeError as exc:
-            raise RegistryError(ref.domain, ref.path, f"token service {realm}: {exc}") from None
+            raise RegistryError(
+                ref.domain, ref.path, f"token service {realm}: {exc}"
+            ) from None  # the message carries the cause's own words
 
 
 def _raise_for_status(ref: Reference, response: Response, *, credentials_sent: bool) -> None:

@@ -47,7 +47,9 @@ def parse_hosts_toml(text: str, source: str, upstream: str) -> tuple[Endpoint, .
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, None, f"invalid TOML: {exc}") from exc
     except RecursionError:
-        raise ConfigError(source, None, "invalid TOML: nested too deeply") from None
+        raise ConfigError(
+            source, None, "invalid TOML: nested too deeply"
+        ) from None  # a nesting bomb's traceback says nothing more
     base = Path(source).parent
     endpoints = []
     hosts = document.get("host") or {}

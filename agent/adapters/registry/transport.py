@@ -140,16 +140,18 @@ class Transport:
                     resp.status, resp.headers, await read_bounded(resp, MAX_TOKEN_BYTES)
                 )
         except BodyTooLarge as exc:
-            raise RegistryError(ref.domain, ref.path, f"token service {realm} sent {exc}") from None
+            raise RegistryError(
+                ref.domain, ref.path, f"token service {realm} sent {exc}"
+            ) from None  # the request carried credentials: keep it out of tracebacks
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise TransientRegistryError(
                 ref.domain, ref.path, f"token service {realm} unreachable: {exc}"
-            ) from None
+            ) from None  # the request carried credentials: keep it out of tracebacks
         except (aiohttp.ClientError, ValueError) as exc:
             # A URL aiohttp or yarl will not send to, a header it will not write: permanent.
             raise RegistryError(
                 ref.domain, ref.path, f"token service {realm}: request refused: {exc}"
-            ) from None
+            ) from None  # the request carried credentials: keep it out of tracebacks
 
     def ssl(self, endpoint: Endpoint) -> ssl.SSLContext | bool:
         """TLS verification for an endpoint: default, skipped, or against its own CAs."""
@@ -200,7 +202,7 @@ class Transport:
         except BodyTooLarge as exc:
             raise RegistryError(
                 ref.domain, ref.path, f"{endpoint.netloc} sent {exc}: refused"
-            ) from None
+            ) from None  # the request carried credentials: keep it out of tracebacks
         except aiohttp.ClientSSLError as exc:
             # A certificate problem does not heal by retrying: say how to fix it.
             raise RegistryError(ref.domain, ref.path, _tls_advice(ref, endpoint, exc)) from None
@@ -208,7 +210,7 @@ class Transport:
             detail = str(exc) or type(exc).__name__
             raise TransientRegistryError(
                 ref.domain, ref.path, f"connection failed: {detail}"
-            ) from None
+            ) from None  # the request carried credentials: keep it out of tracebacks
         except (aiohttp.ClientError, ValueError) as exc:
             # ValueError: a URL (a hostile Location) yarl cannot parse, a header aiohttp
             # will not write. Neither heals by retrying.

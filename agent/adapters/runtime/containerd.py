@@ -25,7 +25,7 @@ from agent.adapters.runtime import rpc
 from agent.adapters.runtime.leases import SharedLease
 from agent.core.engine import claims
 from agent.core.engine.claims import Changes, Holders, Released
-from agent.core.errors import AgentError, ImageError, RuntimeUnavailable, TagBindingUnsupported
+from agent.core.errors import ImageError, RuntimeUnavailable, TagBindingUnsupported
 from agent.core.images import platform as platforms
 from agent.core.reports.progress import Ingest
 from agent.core.retry import RetryPolicy
@@ -309,7 +309,9 @@ class ContainerdImages:
                 content_pb2.ListStatusesRequest(), metadata=self._metadata, timeout=rpc.CALL_TIMEOUT
             )
         except grpc.aio.AioRpcError as exc:
-            raise AgentError(f"Content.ListStatuses: {rpc.details_of(exc)}") from exc
+            raise RuntimeUnavailable(
+                self.endpoint, f"Content.ListStatuses: {rpc.details_of(exc)}"
+            ) from exc
         return [Ingest(s.ref, s.offset, s.total) for s in reply.statuses]
 
     async def _get(self, name: str) -> images_pb2.Image | None:
@@ -338,7 +340,9 @@ class ContainerdImages:
         if not image.HasField("target") or not image.target.digest:
             # containerd 1.7/2.x panic on an Update without target (services/images
             # imageFromProto, containerd/containerd); refuse rather than crash the runtime.
-            raise AgentError(f"refusing to update {image.name}: the record has no target")
+            raise ImageError(
+                image.name, "refusing to update: the record has no target", permanent=True
+            )
         mask = field_mask_pb2.FieldMask(paths=paths)
         update = images_pb2.UpdateImageRequest(image=image, update_mask=mask)
         updated = await self._call(

@@ -76,7 +76,9 @@ def load(path: Path, version: str = "2") -> tuple[dict[str, Any], list[str]]:
         try:
             document = merged(document, parsed, whole)
         except RecursionError:
-            raise ConfigError(str(current), None, "tables nested too deeply") from None
+            raise ConfigError(
+                str(current), None, "tables nested too deeply"
+            ) from None  # a nesting bomb's traceback says nothing more
         read.append(str(current))
         pending += _resolve(current, imports)
     return document, read
@@ -117,15 +119,21 @@ def _parse(path: Path) -> dict[str, Any]:
     try:
         text = files.read_text(path)
     except files.UnreadableFile as exc:
-        raise InputError(f"cannot read containerd's config {path}: {exc}") from None
+        raise InputError(
+            f"cannot read containerd's config {path}: {exc}"
+        ) from None  # the message carries the cause's own words
     try:
         return tomllib.loads(text)
     except RecursionError:
-        raise ConfigError(str(path), None, "nested too deeply") from None
+        raise ConfigError(
+            str(path), None, "nested too deeply"
+        ) from None  # a nesting bomb's traceback says nothing more
     except tomllib.TOMLDecodeError as exc:
         found = _LINE.search(str(exc))
         message = _LINE.sub("", str(exc)).strip()
-        raise ConfigError(str(path), int(found.group(1)) if found else None, message) from None
+        raise ConfigError(
+            str(path), int(found.group(1)) if found else None, message
+        ) from None  # a nesting bomb's traceback says nothing more
 
 
 def imports_of(path: Path) -> list[str]:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from agent.core.errors import AgentError
+from agent.core.errors import RegistryTimeout
 
 # All registry work for one image (tag lookup, platform check) must end within this; a registry
 # that accepts connections and never answers then costs its own images a minute, not a pass.
@@ -20,6 +20,6 @@ async def within_deadline(work: Awaitable[T]) -> T:
         async with asyncio.timeout(LOOKUP_DEADLINE):
             return await work
     except TimeoutError:
-        raise AgentError(
+        raise RegistryTimeout(
             f"the registry did not answer within {LOOKUP_DEADLINE:.0f}s (lookup abandoned)"
-        ) from None
+        ) from None  # the timeout is what the message says

@@ -32,7 +32,15 @@ from agent.core.images.platform import Platform
 from agent.core.images.reference import Reference
 from agent.core.lists.config import ImageEntry, Kind, PreloadConfig
 from agent.core.lists.credentials import Credential
-from agent.core.ports import ContentSeeder, ImageRuntime, Outcome, Resolver, Status, TagBinder
+from agent.core.ports import (
+    ContentSeeder,
+    Deferral,
+    ImageRuntime,
+    Outcome,
+    Resolver,
+    Status,
+    TagBinder,
+)
 from agent.core.reports.progress import Progress
 
 # After a bind, CRI learns of the new tag from containerd's event stream, a moment later.
@@ -128,7 +136,7 @@ class ImagePipeline:
             return present(entry, Status.BOUND, step.reason, step.digest, bound)
         waiting = waiting_for_slot(self.rollout, step.digest, slots.rollout_spread)
         if waiting is not None:
-            return Outcome(entry, Status.DEFERRED, waiting)
+            return Outcome(entry, Status.DEFERRED, waiting, deferred=Deferral.ROLLOUT)
         if self.pins is not None:
             await self.pins.before_pull(config)
         return await self._pull(step, slots, pin)

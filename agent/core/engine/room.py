@@ -24,7 +24,7 @@ from agent.core.errors import AgentError
 from agent.core.images.manifest import Descriptor, Resolution, manifest_blobs
 from agent.core.images.reference import Reference
 from agent.core.lists.config import ImageEntry
-from agent.core.ports import Outcome, Resolver, Status
+from agent.core.ports import Deferral, Outcome, Resolver, Status
 from agent.core.reports.progress import format_bytes
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ async def admit(
             f"over disk budget: behind {slots.blocked} in the list, which does not fit "
             f"(maxDiskUsagePercent {slots.disk_budget:g}%)",
             permanent=True,
+            deferred=Deferral.DISK_BUDGET,
         )
     over = await disk.admit(need, slots.disk_budget)
     if over is None:
@@ -91,4 +92,4 @@ async def admit(
     slots.blocked = entry.written
     if estimated:
         over += f"; {format_bytes(estimated)} of it estimated (layer sizes not readable)"
-    return Outcome(entry, Status.DEFERRED, over, permanent=True)
+    return Outcome(entry, Status.DEFERRED, over, permanent=True, deferred=Deferral.DISK_BUDGET)

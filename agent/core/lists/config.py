@@ -161,7 +161,9 @@ def parse(text: str, source: str = "<config>") -> PreloadConfig:
     try:
         return _Parser(source).config(root)
     except RecursionError:
-        raise ConfigError(source, None, "nested too deeply") from None
+        raise ConfigError(
+            source, None, "nested too deeply"
+        ) from None  # a nesting bomb's traceback says nothing more
 
 
 class _Parser:

@@ -41,7 +41,9 @@ def parse(text: str, source: str) -> list[tuple[str, Credential]]:
         # Position only: the text around the error may be a secret.
         raise ConfigError(source, exc.lineno, f"not JSON ({exc.msg})") from None
     except (ValueError, RecursionError) as exc:
-        raise ConfigError(source, None, f"not JSON ({json_problem(exc)})") from None
+        raise ConfigError(
+            source, None, f"not JSON ({json_problem(exc)})"
+        ) from None  # the cause may quote the secret's text
     auths = document.get("auths") if isinstance(document, dict) else None
     if not isinstance(auths, dict):
         raise ConfigError(
@@ -66,7 +68,7 @@ def parse(text: str, source: str) -> list[tuple[str, Credential]]:
                 # Say which entry, never what it held.
                 raise ConfigError(
                     source, None, f"auths[{key!r}].auth is not base64 of user:password"
-                ) from None
+                ) from None  # the cause may quote the secret's text
             username, sep, password = decoded.partition(":")
             if not sep:
                 raise ConfigError(
@@ -144,7 +146,9 @@ class CredentialFiles:
                 try:
                     text = files.read_text(path)
                 except files.UnreadableFile as exc:
-                    raise ConfigError(str(path), None, f"cannot read credentials: {exc}") from None
+                    raise ConfigError(
+                        str(path), None, f"cannot read credentials: {exc}"
+                    ) from None  # the cause may quote the secret's text
                 pairs += parse(text, str(path))
             self._keyring = Keyring(pairs)
             self._seen = signature

@@ -23,7 +23,9 @@ def errors(source: str) -> Iterator[None]:
         line = mark.line + 1 if mark else None
         raise ConfigError(source, line, f"invalid YAML: {exc.problem or exc}") from exc
     except RecursionError:
-        raise ConfigError(source, None, "invalid YAML: nested too deeply") from None
+        raise ConfigError(
+            source, None, "invalid YAML: nested too deeply"
+        ) from None  # a nesting bomb's traceback says nothing more
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         # A value YAML cannot build (`2024-02-30`) raises ValueError or TypeError.
         raise ConfigError(source, None, f"invalid YAML: {exc}") from exc
@@ -62,7 +64,9 @@ def _json_stream(text: str, source: str) -> list[Any] | None:
             line = text.count("\n", 0, getattr(exc, "pos", position)) + 1
             problem = json_problem(exc)
             message = f"invalid JSON in a stream of documents: {problem}"
-            raise ConfigError(source, line, message) from None
+            raise ConfigError(
+                source, line, message
+            ) from None  # the message carries the cause's own words
         found.append(document)
     return [d for d in found if d is not None]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from agent.core.images.platform import Platform
 from agent.core.lists.config import ImageEntry
-from agent.core.ports import Outcome, Status
+from agent.core.ports import Deferral, Outcome, Status
 from agent.core.reports.progress import Progress
 
 
@@ -57,6 +57,8 @@ class ImageReport:
     permanent: bool = False
     """Failed in a way no retry fixes (not found, denied, wrong platform): readiness reports
     it but does not wait for it (unless strict)."""
+    deferred: Deferral | None = None
+    """Why it waits (DEFERRED only): the disk budget, or its moment in a rollout."""
     held: bool = dataclasses.field(default=False, repr=False)
     """The last pass left it present and correct: if it is absent later, it was evicted."""
 
@@ -177,6 +179,7 @@ class NodeReport:
         report.state = _STATE_OF[outcome.status]
         report.held = report.state == State.PRESENT
         report.permanent = outcome.permanent
+        report.deferred = outcome.deferred
         report.pinned = outcome.pinned
         if outcome.converged:
             report.digest = outcome.digest or report.digest
