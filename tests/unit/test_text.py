@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from agent.adapters.kube.errors import refusal_message
-from agent.adapters.registry.client import _error_detail
+from agent.adapters.registry.transport import _error_detail
 from agent.adapters.runtime import rpc
 from agent.cli.common import table_lines
 from agent.cli.converge import format_outcome

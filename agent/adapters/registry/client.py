@@ -5,7 +5,6 @@ HTTP itself is transport's; challenges, headers and tokens are auth's (both besi
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urljoin, urlsplit
@@ -14,13 +13,15 @@ from agent.adapters.registry import auth
 from agent.adapters.registry.hosts import Endpoint
 from agent.adapters.registry.transport import (
     MAX_CONFIG_BYTES,
+    REPOSITORY_MISSING,
     USER_AGENT,
     RegistryObserver,
     Response,
     Session,
     Transport,
+    missing,
     open_session,
-    retry_after,
+    raise_for_status,
 )
 from agent.core.errors import RegistryError, TransientRegistryError
 from agent.core.images import manifest as manifests
@@ -29,18 +30,12 @@ from agent.core.images.platform import Platform
 from agent.core.images.reference import Reference
 from agent.core.lists.credentials import Credential
 from agent.core.retry import RetryPolicy, retry
-from agent.core.text import fit
 
 __all__ = ["RegistryClient", "RegistryObserver", "open_session"]
 
-# Remote bodies are cut before they reach a message or a log.
-MAX_REMOTE_TEXT = 256
 # A mirror gets one try: on any failure the registry itself is asked.
 MIRROR_POLICY = RetryPolicy(attempts=1)
 log = logging.getLogger(__name__)
-
-
-REPOSITORY_MISSING = "not found: the repository does not exist"
 
 
 class RegistryClient:
@@ -102,7 +97,7 @@ class RegistryClient:
                 return RegistryError(ref.domain, ref.path, REPOSITORY_MISSING, status=404)
             return headed
         return RegistryError(
-            ref.domain, ref.path, f"not found: {_missing(ref)} (the repository exists)", status=404
+            ref.domain, ref.path, f"not found: {missing(ref)} (the repository exists)", status=404
         )
 
     async def fetch_manifest(self, ref: Reference, target: str | None = None) -> Manifest:
@@ -249,7 +244,7 @@ class RegistryClient:
             if urlsplit(location).netloc != urlsplit(url).netloc:
                 headers.pop("Authorization", None)
             response = await self._transport.request(ref, endpoint, method, location, headers)
-        _raise_for_status(ref, response, credentials_sent=sent)
+        raise_for_status(ref, response, credentials_sent=sent)
         return response
 
     async def _authenticate(
@@ -353,64 +348,3 @@ class RegistryClient:
             raise RegistryError(
                 ref.domain, ref.path, f"token service {realm}: {exc}"
             ) from None  # the message carries the cause's own words
-
-
-def _raise_for_status(ref: Reference, response: Response, *, credentials_sent: bool) -> None:
-    """The one table from a registry's HTTP answer to the project's errors: 429 and 5xx are
-    transient (retried), 404 and 401/403 permanent and say whether credentials were sent."""
-    status = response.status
-    if 200 <= status < 300:
-        return
-    detail = _error_detail(response.body)
-    if status == 429 or status >= 500:
-        raise TransientRegistryError(
-            ref.domain,
-            ref.path,
-            detail or "registry busy or failing",
-            status=status,
-            retry_after=retry_after(response.headers.get("Retry-After")),
-        )
-    if status == 404:
-        detail = _not_found(ref, _error_codes(response.body), detail)
-    elif status in (401, 403):
-        sent = "credentials were sent" if credentials_sent else "no credentials were sent"
-        detail = f"access denied ({detail + '; ' if detail else ''}{sent})"
-        if not credentials_sent:
-            detail += f"; if {ref.domain} needs a login, name a pull secret under `credentials:`"
-    else:
-        detail = detail or "unexpected response"
-    raise RegistryError(
-        ref.domain, ref.path, detail, status=status, credentials_sent=credentials_sent
-    )
-
-
-def _not_found(ref: Reference, codes: list[str], detail: str) -> str:
-    """Which part is missing, by the registry's error code (distribution-spec): the
-    repository, or the tag or manifest within it. A HEAD answer has no body to say."""
-    if "NAME_UNKNOWN" in codes:
-        return f"{REPOSITORY_MISSING} ({detail})"
-    if "MANIFEST_UNKNOWN" in codes:
-        return f"not found: {_missing(ref)} ({detail})"
-    return "not found" + (f" ({detail})" if detail else "")
-
-
-def _missing(ref: Reference) -> str:
-    """What a manifest lookup of `ref` asked for: its digest, else its tag."""
-    return f"manifest {ref.digest}" if ref.digest else f"tag {ref.tag or 'latest'!r}"
-
-
-def _error_codes(body: bytes) -> list[str]:
-    try:
-        return [str(e.get("code")) for e in json.loads(body).get("errors") or []]
-    except (ValueError, AttributeError, TypeError):
-        return []
-
-
-def _error_detail(body: bytes) -> str:
-    """The registry's own error codes and messages (distribution-spec error body), cut short."""
-    try:
-        errors = json.loads(body).get("errors") or []
-        text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors)
-    except (ValueError, AttributeError, TypeError):
-        text = body.decode("utf-8", "replace").strip()
-    return fit(text, MAX_REMOTE_TEXT)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -20,6 +21,7 @@ from agent.adapters.registry.hosts import Endpoint
 from agent.core.errors import ConfigError, RegistryError, TransientRegistryError
 from agent.core.images import manifest as manifests
 from agent.core.images.reference import Reference
+from agent.core.text import fit
 
 # Image configs are small JSON documents; anything bigger is not one.
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -139,19 +141,9 @@ class Transport:
                 return Response(
                     resp.status, resp.headers, await read_bounded(resp, MAX_TOKEN_BYTES)
                 )
-        except BodyTooLarge as exc:
-            raise RegistryError(
-                ref.domain, ref.path, f"token service {realm} sent {exc}"
-            ) from None  # the request carried credentials: keep it out of tracebacks
-        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-            raise TransientRegistryError(
-                ref.domain, ref.path, f"token service {realm} unreachable: {exc}"
-            ) from None  # the request carried credentials: keep it out of tracebacks
-        except (aiohttp.ClientError, ValueError) as exc:
-            # A URL aiohttp or yarl will not send to, a header it will not write: permanent.
-            raise RegistryError(
-                ref.domain, ref.path, f"token service {realm}: request refused: {exc}"
-            ) from None  # the request carried credentials: keep it out of tracebacks
+        except (BodyTooLarge, TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            # The request carried credentials: its error stays out of tracebacks.
+            raise failure(ref, endpoint, exc, f"token service {realm}") from None
 
     def ssl(self, endpoint: Endpoint) -> ssl.SSLContext | bool:
         """TLS verification for an endpoint: default, skipped, or against its own CAs."""
@@ -199,22 +191,9 @@ class Transport:
                 status = str(resp.status)
                 self._note_rate_limit(endpoint.netloc, resp.status, resp.headers)
                 return Response(resp.status, resp.headers, body)
-        except BodyTooLarge as exc:
-            raise RegistryError(
-                ref.domain, ref.path, f"{endpoint.netloc} sent {exc}: refused"
-            ) from None  # the request carried credentials: keep it out of tracebacks
-        except aiohttp.ClientSSLError as exc:
-            # A certificate problem does not heal by retrying: say how to fix it.
-            raise RegistryError(ref.domain, ref.path, _tls_advice(ref, endpoint, exc)) from None
-        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-            detail = str(exc) or type(exc).__name__
-            raise TransientRegistryError(
-                ref.domain, ref.path, f"connection failed: {detail}"
-            ) from None  # the request carried credentials: keep it out of tracebacks
-        except (aiohttp.ClientError, ValueError) as exc:
-            # ValueError: a URL (a hostile Location) yarl cannot parse, a header aiohttp
-            # will not write. Neither heals by retrying.
-            raise RegistryError(ref.domain, ref.path, f"request failed: {exc}") from None
+        except (BodyTooLarge, TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            # The request carried credentials: its error stays out of tracebacks.
+            raise failure(ref, endpoint, exc, endpoint.netloc) from None
         finally:
             self._observer.registry_request(
                 endpoint.netloc, method, status, time.monotonic() - started
@@ -228,6 +207,27 @@ class Transport:
             wait = retry_after(headers.get("Retry-After"))
             wait = DEFAULT_429_PAUSE if wait is None else wait
             self._paused_until[netloc] = time.monotonic() + min(wait, self._max_pause)
+
+
+# Remote bodies are cut before they reach a message or a log.
+MAX_REMOTE_TEXT = 256
+REPOSITORY_MISSING = "not found: the repository does not exist"
+
+
+def failure(ref: Reference, endpoint: Endpoint, exc: Exception, asked: str) -> RegistryError:
+    """The one table from what went wrong sending a request to a registry (`asked`: its host,
+    or its token service) to the project's errors, beside the table of its answers
+    (errors_for_status): a connection fault is transient; an answer too large, a certificate
+    problem, a URL or header aiohttp will not send (a hostile Location) do not heal by
+    retrying."""
+    if isinstance(exc, BodyTooLarge):
+        return RegistryError(ref.domain, ref.path, f"{asked} sent {exc}: refused")
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return RegistryError(ref.domain, ref.path, _tls_advice(ref, endpoint, exc))
+    if isinstance(exc, TimeoutError | aiohttp.ClientConnectionError):
+        detail = str(exc) or type(exc).__name__
+        return TransientRegistryError(ref.domain, ref.path, f"{asked}: connection failed: {detail}")
+    return RegistryError(ref.domain, ref.path, f"{asked}: request refused: {exc}")
 
 
 def _tls_advice(ref: Reference, endpoint: Endpoint, exc: aiohttp.ClientSSLError) -> str:
@@ -269,3 +269,65 @@ def retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def raise_for_status(ref: Reference, response: Response, *, credentials_sent: bool) -> None:
+    """The one table from a registry's HTTP answer to the project's errors (beside `failure`,
+    the table of requests that got no answer): 429 and 5xx are
+    transient (retried), 404 and 401/403 permanent and say whether credentials were sent."""
+    status = response.status
+    if 200 <= status < 300:
+        return
+    detail = _error_detail(response.body)
+    if status == 429 or status >= 500:
+        raise TransientRegistryError(
+            ref.domain,
+            ref.path,
+            detail or "registry busy or failing",
+            status=status,
+            retry_after=retry_after(response.headers.get("Retry-After")),
+        )
+    if status == 404:
+        detail = _not_found(ref, _error_codes(response.body), detail)
+    elif status in (401, 403):
+        sent = "credentials were sent" if credentials_sent else "no credentials were sent"
+        detail = f"access denied ({detail + '; ' if detail else ''}{sent})"
+        if not credentials_sent:
+            detail += f"; if {ref.domain} needs a login, name a pull secret under `credentials:`"
+    else:
+        detail = detail or "unexpected response"
+    raise RegistryError(
+        ref.domain, ref.path, detail, status=status, credentials_sent=credentials_sent
+    )
+
+
+def _not_found(ref: Reference, codes: list[str], detail: str) -> str:
+    """Which part is missing, by the registry's error code (distribution-spec): the
+    repository, or the tag or manifest within it. A HEAD answer has no body to say."""
+    if "NAME_UNKNOWN" in codes:
+        return f"{REPOSITORY_MISSING} ({detail})"
+    if "MANIFEST_UNKNOWN" in codes:
+        return f"not found: {missing(ref)} ({detail})"
+    return "not found" + (f" ({detail})" if detail else "")
+
+
+def missing(ref: Reference) -> str:
+    """What a manifest lookup of `ref` asked for: its digest, else its tag."""
+    return f"manifest {ref.digest}" if ref.digest else f"tag {ref.tag or 'latest'!r}"
+
+
+def _error_codes(body: bytes) -> list[str]:
+    try:
+        return [str(e.get("code")) for e in json.loads(body).get("errors") or []]
+    except (ValueError, AttributeError, TypeError):
+        return []
+
+
+def _error_detail(body: bytes) -> str:
+    """The registry's own error codes and messages (distribution-spec error body), cut short."""
+    try:
+        errors = json.loads(body).get("errors") or []
+        text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors)
+    except (ValueError, AttributeError, TypeError):
+        text = body.decode("utf-8", "replace").strip()
+    return fit(text, MAX_REMOTE_TEXT)
