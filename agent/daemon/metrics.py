@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform as _host
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -50,216 +51,285 @@ class ImageGauges:
         yield pinned
 
 
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One metric as declared: its kind, name, help and labels; `series`: label values whose
+    series exist from the start (at 0), so a rate() over them never starts from nothing."""
+
+    kind: type[Counter] | type[Gauge] | type[Histogram]
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+    series: tuple[str, ...] = ()
+
+    def build(self, registry: CollectorRegistry) -> Counter | Gauge | Histogram:
+        metric: Counter | Gauge | Histogram
+        if self.kind is Histogram:
+            buckets = self.buckets or Histogram.DEFAULT_BUCKETS
+            metric = Histogram(
+                self.name, self.help, self.labels, registry=registry, buckets=buckets
+            )
+        else:
+            metric = self.kind(self.name, self.help, self.labels, registry=registry)
+        for value in self.series:
+            metric.labels(value)
+        return metric
+
+
+METRICS: dict[str, Spec] = {
+    "cache_hits": Spec(
+        Counter,
+        "prepull_cache_hits",
+        "Desired images already present with the right digest when checked.",
+    ),
+    "cache_misses": Spec(
+        Counter,
+        "prepull_cache_misses",
+        "Desired images that had to be pulled or re-tagged when checked.",
+    ),
+    "pull_duration": Spec(
+        Histogram,
+        "prepull_pull_duration_seconds",
+        "Time to pull one image, successful or not.",
+        buckets=PULL_BUCKETS,
+    ),
+    "pulls": Spec(
+        Counter,
+        "prepull_pulls",
+        "Image pulls by result.",
+        labels=("result",),
+        series=("success", "failure"),
+    ),
+    "pulled_bytes": Spec(
+        Counter,
+        "prepull_pulled_bytes",
+        "Bytes of images pulled (image size as the runtime reports it).",
+    ),
+    "pull_bytes_in_flight": Spec(
+        Gauge,
+        "prepull_pull_bytes_in_flight",
+        "Bytes downloaded so far by the pulls in progress (containerd's active downloads).",
+    ),
+    "images_over_disk_budget": Spec(
+        Gauge,
+        "prepull_images_over_disk_budget",
+        "Desired images not pulled because they would take the image filesystem past "
+        "maxDiskUsagePercent (tried again every pass).",
+    ),
+    "images_waiting_for_rollout": Spec(
+        Gauge,
+        "prepull_images_waiting_for_rollout",
+        "Desired images whose new content waits for this node's moment in the rollout "
+        "(rollout.spread); /status says until when.",
+    ),
+    "image_fs_used_percent": Spec(
+        Gauge,
+        "prepull_image_fs_used_percent",
+        "How full the image filesystem is (statvfs, as kubelet's image GC measures it).",
+    ),
+    "images_desired": Spec(
+        Gauge, "prepull_images_desired", "Images in the list meant for this node's platform."
+    ),
+    "images_ready": Spec(
+        Gauge, "prepull_images_ready", "Desired images present and correct on this node."
+    ),
+    "node_ready": Spec(
+        Gauge,
+        "prepull_node_ready",
+        "1 if /readyz says ready: the node serves a complete list (every image meant for it "
+        "present, except those failed permanently unless strict) — the list in force, or "
+        "while it converges to that one, the one it served before.",
+    ),
+    "images_failed_permanently": Spec(
+        Gauge,
+        "prepull_images_failed_permanently",
+        "Desired images that failed in a way no retry fixes (not found, denied, refused for "
+        "this platform): an operator must act.",
+    ),
+    "refusals": Spec(
+        Counter,
+        "prepull_refusals",
+        "Images refused before any pull: the content is not for this node's platform.",
+    ),
+    "start_time": Spec(
+        Gauge,
+        "prepull_start_time_seconds",
+        "Unix time the agent started (alerts tell 'never converged' from 'stale' with it).",
+    ),
+    "tag_drift": Spec(
+        Counter,
+        "prepull_tag_drift",
+        "A tag on the node named other content than the registry or the pin says.",
+    ),
+    "evictions": Spec(
+        Counter,
+        "prepull_evictions",
+        "Preloaded images that disappeared from the node (image GC, crictl rmi) and came back.",
+    ),
+    "config_reload_errors": Spec(
+        Counter,
+        "prepull_config_reload_errors",
+        "Config updates rejected; the last good list keeps running.",
+    ),
+    "config_last_reload_successful": Spec(
+        Gauge,
+        "prepull_config_last_reload_successful",
+        "1 if the preload list file as it is now was accepted, 0 if it is rejected (the "
+        "last good list keeps running).",
+    ),
+    "registry_request_duration": Spec(
+        Histogram,
+        "prepull_registry_request_duration_seconds",
+        "Registry API requests by outcome.",
+        labels=("registry", "method", "status"),
+        buckets=REGISTRY_BUCKETS,
+    ),
+    "registry_ratelimit_remaining": Spec(
+        Gauge,
+        "prepull_registry_ratelimit_remaining",
+        "Pulls left in the registry's rate-limit window, from its RateLimit-Remaining header.",
+        labels=("registry",),
+    ),
+    "reconcile_duration": Spec(
+        Histogram,
+        "prepull_reconcile_duration_seconds",
+        "Time of one pass over the preload list.",
+        buckets=RECONCILE_BUCKETS,
+    ),
+    "last_success": Spec(
+        Gauge,
+        "prepull_last_reconcile_success_timestamp_seconds",
+        "Unix time of the last pass that left every desired image ready.",
+    ),
+    "container_starts": Spec(
+        Counter,
+        "prepull_container_starts",
+        "New containers whose image was on the node before their pod started (hit) or "
+        "arrived after (miss: pulled for that pod).",
+        labels=("cache",),
+        series=("hit", "miss"),
+    ),
+    "converging": Spec(
+        Gauge,
+        "prepull_converging",
+        "1 while the node, serving a complete list, works toward a newer one (it stays "
+        "ready: prepull_node_ready counts it).",
+    ),
+    "converging_since": Spec(
+        Gauge,
+        "prepull_converging_since_timestamp_seconds",
+        "Unix time the node, serving a complete list, was given the one it converges to; "
+        "0 when not converging.",
+    ),
+    "converging_overdue": Spec(
+        Gauge,
+        "prepull_converging_overdue",
+        "1 while the node has been converging for longer than --converge-deadline plus the "
+        "list's rollout.spread: it is still ready, but something holds the new list back.",
+    ),
+    "list_info": Spec(
+        Gauge,
+        "prepull_list_info",
+        "Always 1; `digest` names the preload list in force (core.reports.status.list_digest).",
+        labels=("digest",),
+    ),
+    "served_list_info": Spec(
+        Gauge,
+        "prepull_served_list_info",
+        "Always 1; `digest` names the list the last pass that left the node complete served: "
+        "nodes of a fleet that differ from the list in force are mid-rollout.",
+        labels=("digest",),
+    ),
+    "build_info": Spec(
+        Gauge,
+        "prepull_build_info",
+        "Always 1; labels say which agent this is.",
+        labels=("version", "python"),
+    ),
+    "runtime_info": Spec(
+        Gauge,
+        "prepull_runtime_info",
+        "Always 1; labels name the container runtime the agent last spoke to.",
+        labels=("runtime_name", "runtime_version"),
+    ),
+    "task_failures": Spec(
+        Counter,
+        "prepull_task_failures",
+        "Unexpected failures of one of the daemon's loops; the loop is restarted after a "
+        "backoff, the daemon keeps running (the log has the traceback).",
+        labels=("task",),
+    ),
+    "pull_path": Spec(
+        Gauge,
+        "prepull_runtime_transfer_service",
+        "1 when containerd pulls for CRI through its transfer service, 0 on its old path "
+        "(before 2.1, or forced by a CRI setting: prepull-agent doctor names it).",
+    ),
+    "runtime_findings": Spec(
+        Gauge,
+        "prepull_runtime_finding",
+        "One series per finding about how containerd pulls (prepull-agent doctor); "
+        "change=1 when the finding recommends a change.",
+        labels=("setting", "change"),
+    ),
+    "unpinned": Spec(
+        Counter,
+        "prepull_images_unpinned",
+        "Image records this agent had pinned and released because they left the list "
+        "(kubelet's image GC may reclaim them now).",
+    ),
+}
+"""Every metric but the per-image gauges (ImageGauges), by the Metrics attribute it is."""
+
+
 class Metrics:
+    """The metrics of METRICS as typed attributes, the per-image gauges, and the build."""
+
+    cache_hits: Counter
+    cache_misses: Counter
+    pull_duration: Histogram
+    pulls: Counter
+    pulled_bytes: Counter
+    pull_bytes_in_flight: Gauge
+    images_over_disk_budget: Gauge
+    images_waiting_for_rollout: Gauge
+    image_fs_used_percent: Gauge
+    images_desired: Gauge
+    images_ready: Gauge
+    node_ready: Gauge
+    images_failed_permanently: Gauge
+    refusals: Counter
+    start_time: Gauge
+    tag_drift: Counter
+    evictions: Counter
+    config_reload_errors: Counter
+    config_last_reload_successful: Gauge
+    registry_request_duration: Histogram
+    registry_ratelimit_remaining: Gauge
+    reconcile_duration: Histogram
+    last_success: Gauge
+    container_starts: Counter
+    converging: Gauge
+    converging_since: Gauge
+    converging_overdue: Gauge
+    list_info: Gauge
+    served_list_info: Gauge
+    build_info: Gauge
+    runtime_info: Gauge
+    task_failures: Counter
+    pull_path: Gauge
+    runtime_findings: Gauge
+    unpinned: Counter
+    images: ImageGauges
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.cache_hits = Counter(
-            "prepull_cache_hits",
-            "Desired images already present with the right digest when checked.",
-            registry=registry,
-        )
-        self.cache_misses = Counter(
-            "prepull_cache_misses",
-            "Desired images that had to be pulled or re-tagged when checked.",
-            registry=registry,
-        )
-        self.pull_duration = Histogram(
-            "prepull_pull_duration_seconds",
-            "Time to pull one image, successful or not.",
-            buckets=PULL_BUCKETS,
-            registry=registry,
-        )
-        self.pulls = Counter(
-            "prepull_pulls", "Image pulls by result.", ["result"], registry=registry
-        )
-        self.pulled_bytes = Counter(
-            "prepull_pulled_bytes",
-            "Bytes of images pulled (image size as the runtime reports it).",
-            registry=registry,
-        )
-        self.pull_bytes_in_flight = Gauge(
-            "prepull_pull_bytes_in_flight",
-            "Bytes downloaded so far by the pulls in progress (containerd's active downloads).",
-            registry=registry,
-        )
-        self.images_over_disk_budget = Gauge(
-            "prepull_images_over_disk_budget",
-            "Desired images not pulled because they would take the image filesystem past "
-            "maxDiskUsagePercent (tried again every pass).",
-            registry=registry,
-        )
-        self.images_waiting_for_rollout = Gauge(
-            "prepull_images_waiting_for_rollout",
-            "Desired images whose new content waits for this node's moment in the rollout "
-            "(rollout.spread); /status says until when.",
-            registry=registry,
-        )
-        self.image_fs_used_percent = Gauge(
-            "prepull_image_fs_used_percent",
-            "How full the image filesystem is (statvfs, as kubelet's image GC measures it).",
-            registry=registry,
-        )
-        self.images_desired = Gauge(
-            "prepull_images_desired",
-            "Images in the list meant for this node's platform.",
-            registry=registry,
-        )
-        self.images_ready = Gauge(
-            "prepull_images_ready",
-            "Desired images present and correct on this node.",
-            registry=registry,
-        )
-        self.node_ready = Gauge(
-            "prepull_node_ready",
-            "1 if /readyz says ready: the node serves a complete list (every image meant for it "
-            "present, except those failed permanently unless strict) — the list in force, or "
-            "while it converges to that one, the one it served before.",
-            registry=registry,
-        )
-        self.images_failed_permanently = Gauge(
-            "prepull_images_failed_permanently",
-            "Desired images that failed in a way no retry fixes (not found, denied, refused for "
-            "this platform): an operator must act.",
-            registry=registry,
-        )
-        self.refusals = Counter(
-            "prepull_refusals",
-            "Images refused before any pull: the content is not for this node's platform.",
-            registry=registry,
-        )
-        self.start_time = Gauge(
-            "prepull_start_time_seconds",
-            "Unix time the agent started (alerts tell 'never converged' from 'stale' with it).",
-            registry=registry,
-        )
+        for attribute, spec in METRICS.items():
+            setattr(self, attribute, spec.build(registry))
         self.images = ImageGauges()
         registry.register(self.images)
-        self.tag_drift = Counter(
-            "prepull_tag_drift",
-            "A tag on the node named other content than the registry or the pin says.",
-            registry=registry,
-        )
-        self.evictions = Counter(
-            "prepull_evictions",
-            "Preloaded images that disappeared from the node (image GC, crictl rmi) and came back.",
-            registry=registry,
-        )
-        self.config_reload_errors = Counter(
-            "prepull_config_reload_errors",
-            "Config updates rejected; the last good list keeps running.",
-            registry=registry,
-        )
-        self.config_last_reload_successful = Gauge(
-            "prepull_config_last_reload_successful",
-            "1 if the preload list file as it is now was accepted, 0 if it is rejected (the "
-            "last good list keeps running).",
-            registry=registry,
-        )
-        self.registry_request_duration = Histogram(
-            "prepull_registry_request_duration_seconds",
-            "Registry API requests by outcome.",
-            ["registry", "method", "status"],
-            buckets=REGISTRY_BUCKETS,
-            registry=registry,
-        )
-        self.registry_ratelimit_remaining = Gauge(
-            "prepull_registry_ratelimit_remaining",
-            "Pulls left in the registry's rate-limit window, from its RateLimit-Remaining header.",
-            ["registry"],
-            registry=registry,
-        )
-        self.reconcile_duration = Histogram(
-            "prepull_reconcile_duration_seconds",
-            "Time of one pass over the preload list.",
-            buckets=RECONCILE_BUCKETS,
-            registry=registry,
-        )
-        self.last_success = Gauge(
-            "prepull_last_reconcile_success_timestamp_seconds",
-            "Unix time of the last pass that left every desired image ready.",
-            registry=registry,
-        )
-        self.container_starts = Counter(
-            "prepull_container_starts",
-            "New containers whose image was on the node before their pod started (hit) or "
-            "arrived after (miss: pulled for that pod).",
-            ["cache"],
-            registry=registry,
-        )
-        for cache in ("hit", "miss"):
-            self.container_starts.labels(cache)
-        self.converging = Gauge(
-            "prepull_converging",
-            "1 while the node, serving a complete list, works toward a newer one (it stays "
-            "ready: prepull_node_ready counts it).",
-            registry=registry,
-        )
-        self.converging_since = Gauge(
-            "prepull_converging_since_timestamp_seconds",
-            "Unix time the node, serving a complete list, was given the one it converges to; "
-            "0 when not converging.",
-            registry=registry,
-        )
-        self.converging_overdue = Gauge(
-            "prepull_converging_overdue",
-            "1 while the node has been converging for longer than --converge-deadline plus the "
-            "list's rollout.spread: it is still ready, but something holds the new list back.",
-            registry=registry,
-        )
-        self.list_info = Gauge(
-            "prepull_list_info",
-            "Always 1; `digest` names the preload list in force (core.reports.status.list_digest).",
-            ["digest"],
-            registry=registry,
-        )
-        self.served_list_info = Gauge(
-            "prepull_served_list_info",
-            "Always 1; `digest` names the list the last pass that left the node complete served: "
-            "nodes of a fleet that differ from the list in force are mid-rollout.",
-            ["digest"],
-            registry=registry,
-        )
-        self.build_info = Gauge(
-            "prepull_build_info",
-            "Always 1; labels say which agent this is.",
-            ["version", "python"],
-            registry=registry,
-        )
         self.build_info.labels(__version__, _host.python_version()).set(1)
-        self.runtime_info = Gauge(
-            "prepull_runtime_info",
-            "Always 1; labels name the container runtime the agent last spoke to.",
-            ["runtime_name", "runtime_version"],
-            registry=registry,
-        )
-        for result in ("success", "failure"):
-            self.pulls.labels(result)
-        self.task_failures = Counter(
-            "prepull_task_failures",
-            "Unexpected failures of one of the daemon's loops; the loop is restarted after a "
-            "backoff, the daemon keeps running (the log has the traceback).",
-            ["task"],
-            registry=registry,
-        )
-        self.pull_path = Gauge(
-            "prepull_runtime_transfer_service",
-            "1 when containerd pulls for CRI through its transfer service, 0 on its old path "
-            "(before 2.1, or forced by a CRI setting: prepull-agent doctor names it).",
-            registry=registry,
-        )
-        self.runtime_findings = Gauge(
-            "prepull_runtime_finding",
-            "One series per finding about how containerd pulls (prepull-agent doctor); "
-            "change=1 when the finding recommends a change.",
-            ["setting", "change"],
-            registry=registry,
-        )
-        self.unpinned = Counter(
-            "prepull_images_unpinned",
-            "Image records this agent had pinned and released because they left the list "
-            "(kubelet's image GC may reclaim them now).",
-            registry=registry,
-        )
 
     def registry_request(self, host: str, method: str, status: str, seconds: float) -> None:
         self.registry_request_duration.labels(host, method, status).observe(seconds)
