@@ -1,4 +1,5 @@
-"""Regenerate agent/_proto from proto/: `make proto` (tests/unit/test_proto_fresh.py checks it)."""
+"""Regenerate agent/_proto from proto/: `make proto` (tests/unit/project/test_proto_fresh.py
+checks it)."""
 
 from __future__ import annotations
 

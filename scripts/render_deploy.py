@@ -1,4 +1,4 @@
-"""Render what deploy/ derives from its sources (`make deploy`); tests/unit/test_deploy.py checks
+"""Render what deploy/ derives from its sources (`make deploy`); tests/unit/project/test_deploy.py checks
 that the committed files are these renderings:
 
 - deploy/daemonset.yaml: deploy/base as `kubectl kustomize` renders it, for `kubectl apply -f`;

@@ -1,6 +1,6 @@
 """What the reconciler relies on from its ports — the runtime (CRI), containerd's Images API and
 a registry — as suites run twice: against the fakes in tests/fakes.py
-(tests/unit/test_conformance.py) and against the real CriClient, ContainerdImages and
+(tests/unit/project/test_conformance.py) and against the real CriClient, ContainerdImages and
 RegistryClient on real containerd (every release line) and docker-registry
 (tests/integration/test_conformance.py). If a fake drifts from the real thing, one of them fails.
 Error paths are held too: which error, and whether it is permanent, is what the agent decides by."""

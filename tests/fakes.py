@@ -1,5 +1,6 @@
-"""In-memory fakes of the runtime (CRI), containerd's Images API and a registry, for pure
-logic tests. tests/conformance.py holds them to the behaviour of the real clients on real
+"""In-memory fakes, one per port: the runtime (CRI: RuntimeService), containerd's own APIs
+(TagBinder, ContentSeeder, Introspection) and a registry (Resolver), for pure logic tests and
+the daemon in process. tests/conformance.py holds them to the behaviour of the real clients on real
 containerd, so they cannot drift from it."""
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from agent.core.errors import ImageError, RegistryError, RuntimeUnavailable
 from agent.core.images.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, Resolution
 from agent.core.images.platform import Platform
 from agent.core.images.reference import Reference
-from agent.core.ports import ImageRuntime, Resolver, TagBinder
+from agent.core.ports import Introspection, Resolver, RuntimeService, TagBinder
+from agent.core.reports.progress import Ingest
+from agent.core.reports.starts import ContainerInfo
+from agent.core.runtimes import RuntimeFeatures, RuntimeInfo, features_of
 
 NODE = Platform("linux", "amd64")
 D1 = "sha256:" + "1" * 64
@@ -42,6 +46,34 @@ class FakeRuntime:
         """Records labelled pinned (FakeBinder): CRI reports an image pinned if one of its is."""
         self.pull_waits_for: dict[str, asyncio.Event] = {}
         """A pull of the reference (key) does not finish before its event is set."""
+        self.info = RuntimeInfo("containerd", "2.1.9", "v1")
+        self.features: RuntimeFeatures | None = None
+        """Known once `version` was asked, as CriClient's."""
+        self.container_failures = 0
+        """ListContainers raises this many times (not an AgentError: a bug's way of failing)."""
+
+    async def version(self) -> RuntimeInfo:
+        self.features = features_of(self.info.name, self.info.version)
+        return self.info
+
+    async def ping(self, deadline: float) -> None:
+        if self.fail_list:
+            raise RuntimeUnavailable(self.endpoint, "socket missing")
+
+    async def list_containers(self) -> list[ContainerInfo]:
+        if self.container_failures:
+            self.container_failures -= 1
+            raise RuntimeError("a bug in the start scanner")
+        return []
+
+    async def mounted_images(self, container_id: str) -> list[str]:
+        return []
+
+    async def sandbox_created(self) -> dict[str, int]:
+        return {}
+
+    async def image_fs_mountpoint(self) -> str | None:
+        return "/fake"
 
     def _as_reported(self, image: NodeImage) -> NodeImage:
         names = (*image.repo_tags, *image.repo_digests)
@@ -118,6 +150,18 @@ class FakeBinder:
             self.seeding.remove(image)
             pulls = tuple(self.runtime.pulls[before:])
             self.seeded_for.append((image, tuple(d for d, _ in documents), pulls))
+
+    async def server_pid(self) -> int | None:
+        return 1
+
+    async def node_platform(self) -> Platform:
+        return NODE
+
+    async def created_ns(self) -> dict[str, int]:
+        return {}
+
+    async def ingests(self) -> list[Ingest]:
+        return []
 
     @property
     def pinned(self) -> list[str]:
@@ -252,7 +296,7 @@ class FakeRegistry:
 
 def _held_to_their_ports(
     runtime: FakeRuntime, binder: FakeBinder, registry: FakeRegistry
-) -> tuple[ImageRuntime, TagBinder, Resolver]:
+) -> tuple[RuntimeService, TagBinder, Introspection, Resolver]:
     """mypy (`make check`) holds each fake to the Protocol it stands in for: a fake that drifts
     from its port is a type error, not a green suite."""
-    return runtime, binder, registry
+    return runtime, binder, binder, registry

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.core.images import platform as platforms
+from tests.harness.agent import image_status, once, once_with_hosts_dir, run_agent
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import DaemonProc
 from tests.harness.faults import FaultProxy
@@ -18,7 +19,6 @@ from tests.harness.images import push_image
 from tests.harness.procs import HarnessError
 from tests.harness.registry import Registry
 from tests.harness.tokens import TokenServer
-from tests.integration.conftest import image_status, once, once_with_hosts_dir, run_agent
 
 NODE = str(platforms.detect())
 USER, PASSWORD = "preloader", "Pa55-w0rd-that-must-never-leak"

@@ -14,10 +14,10 @@ from agent.core.engine.reconcile import Reconciler
 from agent.core.images import platform as platforms
 from agent.core.lists import config as configs
 from agent.core.lists.credentials import Credential
+from tests.harness.agent import write_config
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image
 from tests.harness.registry import Registry
-from tests.integration.conftest import write_config
 
 NODE = platforms.detect()
 

@@ -9,12 +9,12 @@ import os
 from pathlib import Path
 
 from agent.core.images import platform as platforms
+from tests.harness.agent import once, write_config
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, listing
 from tests.harness.images import push_image
 from tests.harness.registry import Registry
 from tests.harness.slowproxy import SlowProxy
-from tests.integration.conftest import once, write_config
 
 NODE = str(platforms.detect())
 

@@ -12,6 +12,13 @@ import pytest
 import yaml
 
 from agent.core.images import platform as platforms
+from tests.harness.agent import (
+    image_status,
+    pull,
+    remove_image,
+    run_agent,
+    slow_listed_image,
+)
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc, listing
 from tests.harness.images import push_image, push_runnable, push_single
@@ -20,13 +27,6 @@ from tests.harness.procs import HarnessError
 from tests.harness.prometheus import Prometheus
 from tests.harness.registry import Registry
 from tests.harness.slowproxy import SlowProxy
-from tests.integration.conftest import (
-    image_status,
-    pull,
-    remove_image,
-    run_agent,
-    slow_listed_image,
-)
 
 NODE = str(platforms.detect())
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -223,7 +223,7 @@ def test_sigterm_exits_cleanly(
 def test_bad_config_at_start_exits_2(tmp_path: Path, containerd: Containerd) -> None:
     config = tmp_path / "preload.yaml"
     config.write_text("images:\n  - nginx\nresync: often\n")
-    from tests.integration.conftest import run_agent
+    from tests.harness.agent import run_agent
 
     result = run_agent(
         "run",

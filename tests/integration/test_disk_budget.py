@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from agent.adapters.disk import usage_of
+from tests.harness.agent import NODE, image_status, once, write_config
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc
 from tests.harness.images import PushedImage, push_image
 from tests.harness.procs import HarnessError
 from tests.harness.registry import Registry
-from tests.integration.conftest import NODE, image_status, once, write_config
 
 TMPFS = "128m"
 LAYER = 16 << 20

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from agent.adapters.runtime import containerd_config
+from tests.harness.agent import NODE, pull, run_agent
 from tests.harness.containerd import Containerd, selected_release
 from tests.harness.daemon import DaemonProc
 from tests.harness.images import push_image
 from tests.harness.procs import free_port
 from tests.harness.registry import Registry
-from tests.integration.conftest import NODE, pull, run_agent
 
 LINE = selected_release().line
 FALLBACK = "Falling back to local image pull mode"

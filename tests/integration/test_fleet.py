@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.agent import image_status, once, run_agent, write_config
 from tests.harness.containerd import Containerd, release_of
 from tests.harness.images import push_image
 from tests.harness.procs import HarnessError
 from tests.harness.registry import Registry
-from tests.integration.conftest import image_status, once, run_agent, write_config
 
 AMD64, ARM64 = "linux/amd64", "linux/arm64"
 

@@ -22,6 +22,7 @@ import yaml
 
 from agent.cli.fleet import COLUMNS
 from agent.core.images import platform as platforms
+from tests.harness.agent import start_node
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import DaemonProc, listing
 from tests.harness.images import push_image
@@ -30,7 +31,6 @@ from tests.harness.kubectl import DEPLOY, kubectl
 from tests.harness.procs import free_port
 from tests.harness.registry import Registry
 from tests.harness.tls import client_cert
-from tests.integration.conftest import _start_containerd
 
 NAMESPACE = "prepull-system"
 PLATFORM = str(platforms.detect())
@@ -121,7 +121,7 @@ def fleet(tmp_path: Path, registry: Registry, containerd: Containerd, pause_imag
     api.cert_users["fleet-operator"] = READER
     api.start()
     api.add_daemonset(agent_daemonset())
-    others = [_start_containerd(tmp_path / f"node{i}", registry, pause_image) for i in (2, 3)]
+    others = [start_node(tmp_path / f"node{i}", registry, pause_image) for i in (2, 3)]
     hung = socket.socket()
     hung.bind(("127.0.0.1", 0))
     hung.listen(8)  # connections queue and are never accepted: an agent that never answers

@@ -16,6 +16,7 @@ import pytest
 
 from agent.core.images import platform as platforms
 from agent.core.reports.gate import CONDITION_TYPE
+from tests.harness.agent import run_agent, slow_listed_image
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc, listing
 from tests.harness.images import push_image
@@ -24,7 +25,6 @@ from tests.harness.kubectl import DEPLOY, kustomize
 from tests.harness.kubectl import kubectl as kubectl_binary
 from tests.harness.procs import free_port
 from tests.harness.registry import Registry
-from tests.integration.conftest import run_agent, slow_listed_image
 
 NODE = str(platforms.detect())
 KEY = "prepull.io/not-ready"

@@ -9,11 +9,11 @@ from pathlib import Path
 import yaml
 
 from agent.core.lists import config as configs
+from tests.harness.agent import NODE, pull, run_agent, write_config
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image, push_runnable
 from tests.harness.pods import remove_pod, run_pod, sandbox_config, start_container
 from tests.harness.registry import Registry
-from tests.integration.conftest import NODE, pull, run_agent, write_config
 
 
 def test_suggest_lists_what_runs_pinned_to_its_digest_most_used_first(

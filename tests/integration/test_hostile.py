@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from agent.core.images import platform as platforms
+from tests.harness.agent import image_status, once, run_agent, write_config
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, listing
 from tests.harness.faults import (
@@ -25,7 +26,6 @@ from tests.harness.faults import (
 )
 from tests.harness.images import push_image, push_single
 from tests.harness.registry import Registry
-from tests.integration.conftest import image_status, once, run_agent, write_config
 
 NODE = str(platforms.detect())
 

@@ -18,12 +18,12 @@ from typing import Any
 import yaml
 
 from agent._proto.runtime.v1 import api_pb2 as pb
+from tests.harness.agent import image_status, pull, run_agent
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_runnable
 from tests.harness.pods import exec_sync, remove_pod, run_pod, sandbox_config, start_container
 from tests.harness.procs import free_port
 from tests.harness.registry import Registry
-from tests.integration.conftest import image_status, pull, run_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))

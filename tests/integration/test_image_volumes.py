@@ -13,11 +13,11 @@ import pytest
 
 from agent._proto.runtime.v1 import api_pb2 as pb
 from agent.core.lists import config as configs
+from tests.harness.agent import NODE, image_status, once, pull, run_agent, write_config
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_runnable, push_single
 from tests.harness.pods import exec_sync, remove_pod, run_pod, sandbox_config, start_container
 from tests.harness.registry import Registry
-from tests.integration.conftest import NODE, image_status, once, pull, run_agent, write_config
 
 
 def test_an_image_volume_is_preloaded_pinned_and_mounted_without_a_pull(

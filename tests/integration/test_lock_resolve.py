@@ -7,10 +7,10 @@ from pathlib import Path
 
 from agent.core.images import platform as platforms
 from agent.core.lists import config as configs
+from tests.harness.agent import image_status, once, run_agent, write_config
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image
 from tests.harness.registry import Registry
-from tests.integration.conftest import image_status, once, run_agent, write_config
 
 NODE = str(platforms.detect())
 

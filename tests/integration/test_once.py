@@ -13,11 +13,11 @@ from pathlib import Path
 import yaml
 
 from agent.core.images import platform as platforms
+from tests.harness.agent import image_status, once, run_agent, write_config
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image, push_single
 from tests.harness.registry import Registry
 from tests.harness.slowproxy import SlowProxy
-from tests.integration.conftest import image_status, once, run_agent, write_config
 
 NODE = str(platforms.detect())
 OTHER = "linux/arm64" if NODE != "linux/arm64" else "linux/amd64"

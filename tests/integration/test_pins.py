@@ -12,11 +12,11 @@ from pathlib import Path
 
 from agent.core.engine.claims import owner_key
 from agent.core.images import platform as platforms
+from tests.harness.agent import image_status, once, run_agent, write_config
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc, listing
 from tests.harness.images import PushedImage, push_image
 from tests.harness.registry import Registry
-from tests.integration.conftest import image_status, once, run_agent, write_config
 
 NODE = str(platforms.detect())
 PIN = "io.cri-containerd.pinned=pinned"

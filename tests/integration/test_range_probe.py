@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.core.doctor.pullpath import TRANSFER, TRANSFER_ADVICE_WITHOUT_RANGE
+from tests.harness.agent import NODE
 from tests.harness.containerd import Containerd, selected_release
 from tests.harness.daemon import DaemonProc
 from tests.harness.images import push_image
 from tests.harness.norange import RangeIgnoringFront
 from tests.harness.registry import Registry
-from tests.integration.conftest import NODE
 
 LINE = selected_release().line
 

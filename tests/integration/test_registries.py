@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.core.images import platform as platforms
+from tests.harness.agent import image_status, once_with_hosts_dir, run_agent
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import DaemonProc
 from tests.harness.faults import RateLimitingProxy
@@ -16,7 +17,6 @@ from tests.harness.images import push_image
 from tests.harness.procs import HarnessError, free_port
 from tests.harness.registry import Registry
 from tests.harness.tls import ServerCert, make_ca_and_server
-from tests.integration.conftest import image_status, once_with_hosts_dir, run_agent
 
 NODE = str(platforms.detect())
 

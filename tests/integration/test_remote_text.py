@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 
 from agent.core.images import platform as platforms
+from tests.harness.agent import once, run_agent
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume
 from tests.harness.faults import RAW_CONTROLS, HostileErrorText
 from tests.harness.images import push_image
 from tests.harness.registry import Registry
-from tests.integration.conftest import once, run_agent
 
 NODE = str(platforms.detect())
 

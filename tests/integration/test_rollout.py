@@ -11,11 +11,11 @@ import time
 from typing import Any
 
 from agent.core.engine.rollout import slot
+from tests.harness.agent import NODE, image_status, once, remove_image, write_config
 from tests.harness.containerd import Containerd
 from tests.harness.daemon import ConfigMapVolume, DaemonProc
 from tests.harness.images import push_image
 from tests.harness.registry import Registry
-from tests.integration.conftest import NODE, image_status, once, remove_image, write_config
 
 SPREAD = 30.0
 UNTIL = "waiting for its rollout slot until "

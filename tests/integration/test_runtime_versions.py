@@ -18,11 +18,7 @@ from agent.adapters.runtime.containerd import (
     cri_platform,
 )
 from agent.core.images import platform as platforms
-from tests.harness.containerd import RUNNING, Containerd, crash_report
-from tests.harness.images import push_image, push_single
-from tests.harness.procs import free_port
-from tests.harness.registry import Registry
-from tests.integration.conftest import (
+from tests.harness.agent import (
     image_status,
     once,
     once_with_hosts_dir,
@@ -30,6 +26,10 @@ from tests.integration.conftest import (
     with_cri,
     write_config,
 )
+from tests.harness.containerd import RUNNING, Containerd, crash_report
+from tests.harness.images import push_image, push_single
+from tests.harness.procs import free_port
+from tests.harness.registry import Registry
 
 NODE = str(platforms.detect())
 

@@ -14,10 +14,10 @@ import pytest
 
 from agent.adapters.runtime.containerd import CRI_NAMESPACE
 from bench.cold import raw_pulls
+from tests.harness.agent import NODE, once, write_config
 from tests.harness.containerd import Containerd
 from tests.harness.images import PushedImage, push_image, push_single
 from tests.harness.registry import Registry
-from tests.integration.conftest import NODE, once, write_config
 
 
 @pytest.fixture

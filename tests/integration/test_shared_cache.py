@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.agent import NODE, image_status, once_with_hosts_dir, run_agent
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_image
 from tests.harness.registry import Registry
-from tests.integration.conftest import NODE, image_status, once_with_hosts_dir, run_agent
 
 
 @pytest.fixture

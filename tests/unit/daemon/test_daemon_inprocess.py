@@ -15,64 +15,19 @@ from prometheus_client import CollectorRegistry
 
 from agent import wiring
 from agent.core.engine.disk import DiskGuard, DiskUsage
-from agent.core.reports.progress import Ingest
-from agent.core.runtimes import RuntimeInfo, features_of
 from agent.daemon.app import Daemon
 from agent.daemon.settings import DaemonSettings
-from tests.fakes import NODE, FakeBinder, FakeRegistry, FakeRuntime
+from tests.fakes import FakeBinder, FakeRegistry, FakeRuntime
 
 WAIT = 10.0
 
 
-class FakeCri(FakeRuntime):
-    """What the daemon asks of CRI beyond the reconciler's port."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = features_of("containerd", "2.1.9")
-        self.container_failures = 0
-
-    async def version(self) -> RuntimeInfo:
-        return RuntimeInfo("containerd", "2.1.9", "v1")
-
-    async def ping(self, deadline: float) -> None:
-        return None
-
-    async def list_containers(self) -> list[Any]:
-        if self.container_failures:
-            self.container_failures -= 1
-            raise RuntimeError("a bug in the start scanner")
-        return []
-
-    async def sandbox_created(self) -> dict[str, int]:
-        return {}
-
-    async def image_fs_mountpoint(self) -> str | None:
-        return "/fake"
+def fakes() -> tuple[FakeRuntime, FakeBinder, FakeRegistry]:
+    cri = FakeRuntime()
+    return cri, FakeBinder(cri), FakeRegistry()
 
 
-class FakeImages(FakeBinder):
-    """containerd's own APIs: the binder, and what the daemon's other loops read."""
-
-    async def node_platform(self) -> Any:
-        return NODE
-
-    async def ingests(self) -> list[Ingest]:
-        return []
-
-    async def server_pid(self) -> int | None:
-        return 1
-
-    async def created_ns(self) -> dict[str, int]:
-        return {}
-
-
-def fakes() -> tuple[FakeCri, FakeImages, FakeRegistry]:
-    cri = FakeCri()
-    return cri, FakeImages(cri), FakeRegistry()
-
-
-def wired(cri: FakeCri, images: FakeImages, registry: FakeRegistry) -> wiring.Wiring:
+def wired(cri: FakeRuntime, images: FakeBinder, registry: FakeRegistry) -> wiring.Wiring:
     """The composition root with the fakes for the runtime and the registry."""
 
     async def mountpoint() -> str | None:

@@ -47,7 +47,7 @@ class FlakyImages(api_pb2_grpc.ImageServiceServicer):  # type: ignore[misc]
         return api_pb2.ImageStatusResponse()
 
 
-class FakeRuntime(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc]
+class StandInRuntimeService(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc]
     """Answers Version as the configured runtime; None: a runtime without CRI v1."""
 
     def __init__(self) -> None:
@@ -61,7 +61,7 @@ class FakeRuntime(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc]
         )
 
 
-RUNTIME = FakeRuntime()
+RUNTIME = StandInRuntimeService()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from agent.preload.generate import (
     suggest,
 )
 
-CORPUS = Path(__file__).resolve().parents[1] / "data" / "manifests"
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "manifests"
 D1 = "sha256:" + "1" * 64
 
 

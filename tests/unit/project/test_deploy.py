@@ -31,7 +31,7 @@ from agent.daemon.server import make_app
 from agent.daemon.settings import DEFAULT_LISTEN, parse_listen
 from tests.harness.kubectl import kustomize
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 KUBERNETES_VERSION = "1.35.0"
 
@@ -251,7 +251,7 @@ def test_the_commented_credentials_path_is_the_secret_mount() -> None:
     assert f"{mounts['pull-secret']}/.dockerconfigjson" in text
 
 
-UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "prepull-agent.service"
+UNIT = Path(__file__).resolve().parents[3] / "deploy" / "systemd" / "prepull-agent.service"
 
 
 def _exec_start() -> list[str]:

@@ -6,7 +6,7 @@ import filecmp
 import importlib.util
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_generated_stubs_match_the_protos(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-AGENT = Path(__file__).resolve().parents[2] / "agent"
+AGENT = Path(__file__).resolve().parents[3] / "agent"
 # Lowest first: a module may import its own layer and the layers below it, never one above.
 LAYERS = ("core", "preload", "adapters", "wiring", "daemon", "cli")
 # The package's own entry points, above every layer.

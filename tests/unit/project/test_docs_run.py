@@ -15,7 +15,7 @@ import pytest
 
 from agent.cli.parser import parser
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 SHELL = ("&&", "||", "|", ";")
 
 

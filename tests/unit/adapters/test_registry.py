@@ -41,7 +41,7 @@ FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.001, max_server_del
 
 
 @dataclass
-class FakeRegistry:
+class StandInRegistry:
     """Serves one index under acme/app:1; the knobs below inject faults."""
 
     require_token: bool = False
@@ -121,8 +121,8 @@ class FakeRegistry:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeRegistry]:
-    state = FakeRegistry()
+async def fake() -> AsyncIterator[StandInRegistry]:
+    state = StandInRegistry()
     app = web.Application()
     app.router.add_route("*", "/v2/acme/app/manifests/{ref}", state.manifest)
     app.router.add_route("GET", "/v2/acme/app/tags/list", state.tags)
@@ -139,17 +139,17 @@ async def fake() -> AsyncIterator[FakeRegistry]:
 
 
 @pytest.fixture
-async def client(fake: FakeRegistry) -> AsyncIterator[RegistryClient]:
+async def client(fake: StandInRegistry) -> AsyncIterator[RegistryClient]:
     async with open_session() as session:
         yield RegistryClient(session, PLAIN_HTTP, policy=FAST)
 
 
-def ref(fake: FakeRegistry, tag: str = "1") -> Reference:
+def ref(fake: StandInRegistry, tag: str = "1") -> Reference:
     return Reference(f"127.0.0.1:{fake.port}", "acme/app", tag)
 
 
 async def test_head_resolves_with_the_full_accept_list(
-    fake: FakeRegistry, client: RegistryClient
+    fake: StandInRegistry, client: RegistryClient
 ) -> None:
     digest, media_type = await client.head_digest(ref(fake))
     assert (digest, media_type) == (INDEX_DIGEST, OCI_INDEX)
@@ -158,7 +158,7 @@ async def test_head_resolves_with_the_full_accept_list(
 
 
 async def test_missing_digest_header_means_get_and_hash(
-    fake: FakeRegistry, client: RegistryClient
+    fake: StandInRegistry, client: RegistryClient
 ) -> None:
     fake.send_digest_header = False
     digest, _ = await client.head_digest(ref(fake))
@@ -167,7 +167,7 @@ async def test_missing_digest_header_means_get_and_hash(
 
 
 async def test_fetched_body_must_match_the_digest_asked_for(
-    fake: FakeRegistry, client: RegistryClient
+    fake: StandInRegistry, client: RegistryClient
 ) -> None:
     fake.body_override = INDEX + b" "
     with pytest.raises(RegistryError, match="does not match"):
@@ -175,7 +175,7 @@ async def test_fetched_body_must_match_the_digest_asked_for(
 
 
 async def test_anonymous_bearer_token_is_fetched_once_and_reused(
-    fake: FakeRegistry, client: RegistryClient
+    fake: StandInRegistry, client: RegistryClient
 ) -> None:
     fake.require_token = True
     await client.head_digest(ref(fake))
@@ -184,7 +184,7 @@ async def test_anonymous_bearer_token_is_fetched_once_and_reused(
     assert fake.seen[-1][2]["Authorization"] == "Bearer tok"
 
 
-async def test_429_and_5xx_are_retried(fake: FakeRegistry, client: RegistryClient) -> None:
+async def test_429_and_5xx_are_retried(fake: StandInRegistry, client: RegistryClient) -> None:
     fake.failures = [429, 503]
     digest, _ = await client.head_digest(ref(fake))
     assert digest == INDEX_DIGEST
@@ -192,7 +192,7 @@ async def test_429_and_5xx_are_retried(fake: FakeRegistry, client: RegistryClien
 
 
 async def test_persistent_5xx_surfaces_as_transient_after_the_attempts(
-    fake: FakeRegistry, client: RegistryClient
+    fake: StandInRegistry, client: RegistryClient
 ) -> None:
     fake.failures = [502] * 10
     with pytest.raises(TransientRegistryError) as info:
@@ -202,7 +202,7 @@ async def test_persistent_5xx_surfaces_as_transient_after_the_attempts(
 
 
 async def test_unknown_tag_is_permanent_and_named(
-    fake: FakeRegistry, client: RegistryClient
+    fake: StandInRegistry, client: RegistryClient
 ) -> None:
     with pytest.raises(RegistryError) as info:
         await client.fetch_manifest(ref(fake, "nope"))
@@ -214,7 +214,7 @@ async def test_unknown_tag_is_permanent_and_named(
 
 
 async def test_basic_challenge_without_credentials_says_none_were_sent(
-    fake: FakeRegistry, client: RegistryClient
+    fake: StandInRegistry, client: RegistryClient
 ) -> None:
     fake.basic_challenge = True
     with pytest.raises(RegistryError, match="no credentials were sent") as info:
@@ -224,7 +224,7 @@ async def test_basic_challenge_without_credentials_says_none_were_sent(
 
 
 async def test_resolve_reports_no_manifest_for_the_platform(
-    fake: FakeRegistry, client: RegistryClient
+    fake: StandInRegistry, client: RegistryClient
 ) -> None:
     resolution = await client.resolve(ref(fake), Platform("linux", "amd64"))
     assert resolution.digest == INDEX_DIGEST and resolution.chosen is None
@@ -239,7 +239,7 @@ async def test_unreachable_registry_is_transient(client: RegistryClient) -> None
 
 
 @pytest.fixture
-async def client_with(fake: FakeRegistry) -> AsyncIterator:  # type: ignore[type-arg]
+async def client_with(fake: StandInRegistry) -> AsyncIterator:  # type: ignore[type-arg]
     async with open_session() as session:
 
         def make(*credentials: Credential) -> RegistryClient:
@@ -254,7 +254,7 @@ async def client_with(fake: FakeRegistry) -> AsyncIterator:  # type: ignore[type
 
 
 async def test_basic_challenge_is_answered_with_each_credential_in_turn(
-    fake: FakeRegistry, client_with
+    fake: StandInRegistry, client_with
 ) -> None:
     fake.basic_challenge, fake.basic_password = True, "right"
     client = client_with(Credential("u", "wrong", source="a"), Credential("u", "right", source="b"))
@@ -268,7 +268,7 @@ async def test_basic_challenge_is_answered_with_each_credential_in_turn(
     assert statuses[0] == "" and statuses[3] == statuses[2]
 
 
-async def test_bearer_token_with_basic_credentials(fake: FakeRegistry, client_with) -> None:
+async def test_bearer_token_with_basic_credentials(fake: StandInRegistry, client_with) -> None:
     fake.require_token, fake.token_password = True, "right"
     client = client_with(Credential("u", "wrong", source="a"), Credential("u", "right", source="b"))
 
@@ -279,7 +279,7 @@ async def test_bearer_token_with_basic_credentials(fake: FakeRegistry, client_wi
 
 
 async def test_identity_token_is_used_as_an_oauth_refresh_token(
-    fake: FakeRegistry, client_with
+    fake: StandInRegistry, client_with
 ) -> None:
     fake.require_token, fake.token_password = True, "refresh-me"
     client = client_with(Credential("", "", identity_token="refresh-me", source="a"))
@@ -292,7 +292,7 @@ async def test_identity_token_is_used_as_an_oauth_refresh_token(
 
 
 async def test_refused_credentials_are_reported_as_sent_and_never_shown(
-    fake: FakeRegistry, client_with
+    fake: StandInRegistry, client_with
 ) -> None:
     fake.require_token, fake.token_password = True, "right"
     client = client_with(Credential("u", "Wr0ng-secret", source="pull-secret"))
@@ -304,7 +304,7 @@ async def test_refused_credentials_are_reported_as_sent_and_never_shown(
     assert "refused the credentials" in str(info.value) and "Wr0ng-secret" not in str(info.value)
 
 
-async def test_a_registry_concurrency_limit_holds(fake: FakeRegistry) -> None:
+async def test_a_registry_concurrency_limit_holds(fake: StandInRegistry) -> None:
     fake.delay = 0.02
     async with open_session() as session:
         client = RegistryClient(session, PLAIN_HTTP, policy=FAST, concurrency=lambda domain: 2)
@@ -313,7 +313,7 @@ async def test_a_registry_concurrency_limit_holds(fake: FakeRegistry) -> None:
 
 
 async def test_a_stated_concurrency_above_eight_is_what_the_registry_sees(
-    fake: FakeRegistry,
+    fake: StandInRegistry,
 ) -> None:
     """The connection pool has no cap of its own (it once held every registry to 8)."""
     fake.delay = 0.05
@@ -323,7 +323,7 @@ async def test_a_stated_concurrency_above_eight_is_what_the_registry_sees(
     assert fake.max_in_flight == 16
 
 
-async def test_a_429_pauses_every_request_to_that_registry(fake: FakeRegistry) -> None:
+async def test_a_429_pauses_every_request_to_that_registry(fake: StandInRegistry) -> None:
     fake.failures, fake.retry_after = [429], "0.3"
     async with open_session() as session:
         client = RegistryClient(session, PLAIN_HTTP, policy=RetryPolicy(base_delay=0.001))

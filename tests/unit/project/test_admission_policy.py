@@ -324,7 +324,7 @@ def test_a_renamed_install_is_protected_too() -> None:
     forged = changed(before, "metadata", "annotations")
     assert refusals("system:serviceaccount:team-a:prepull-agent", "n1", "", forged, before)
     assert refusals("system:serviceaccount:team-a:not-the-agent", "n1", "", forged, before) == []
-    rendered = kustomize(Path(__file__).parents[1] / "data" / "renamed-install")
+    rendered = kustomize(Path(__file__).parents[2] / "data" / "renamed-install")
     (renamed,) = [
         o
         for o in rendered

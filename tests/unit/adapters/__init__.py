@@ -1,0 +1,1 @@
+"""The adapters (agent.adapters) against in-process stand-ins: hostile answers included."""

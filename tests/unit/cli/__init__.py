@@ -1,0 +1,1 @@
+"""The command line (agent.cli): parsing, output, exit codes, logs."""

@@ -1,0 +1,1 @@
+"""The daemon (agent.daemon): its loops, metrics and state, in process on the fakes."""

@@ -1,0 +1,1 @@
+"""The list tools (agent.preload): lock and generate."""
