@@ -9,14 +9,16 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from typing import Any
 
 from agent.core.engine import claims
 from agent.core.engine.plan import NodeImage
-from agent.core.errors import ImageError, RegistryError, RuntimeUnavailable
+from agent.core.errors import Conflict, ImageError, KubeApiError, RegistryError, RuntimeUnavailable
 from agent.core.images.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest, Resolution
 from agent.core.images.platform import Platform
 from agent.core.images.reference import Reference
 from agent.core.ports import Introspection, Resolver, RuntimeService, TagBinder
+from agent.core.reports.gate import GateApi
 from agent.core.reports.progress import Ingest
 from agent.core.reports.starts import ContainerInfo
 from agent.core.runtimes import RuntimeFeatures, RuntimeInfo, features_of
@@ -294,9 +296,67 @@ class FakeRegistry:
         )
 
 
+class FakeNodeApi:
+    """A Node behind GateApi (NodeApi and EventSink): conditions merged by type, JSON patches
+    with a `test`, Events created and patched (an expired one is gone)."""
+
+    def __init__(self, taints: list[dict[str, str]] | None = None) -> None:
+        self.node: dict[str, Any] = {
+            "spec": {"taints": list(taints or [])},
+            "status": {"conditions": []},
+        }
+        self.status_patches = 0
+        self.json_patches = 0
+        self.meddle: list[dict[str, str]] = []
+        """Taints another writer adds just before each of the next JSON patches."""
+        self.created: list[dict[str, Any]] = []
+        self.patched: list[tuple[str, dict[str, Any]]] = []
+        self.failures = 0
+        """Event writes that fail (503) before the API server answers again."""
+        self.expired: set[str] = set()
+
+    async def get_node(self) -> dict[str, Any]:
+        return self.node
+
+    async def patch_status(self, patch: dict[str, Any]) -> None:
+        self.status_patches += 1
+        for written in patch["status"]["conditions"]:
+            kept = [c for c in self.node["status"]["conditions"] if c["type"] != written["type"]]
+            deleted = written.get("$patch") == "delete"
+            self.node["status"]["conditions"] = kept if deleted else [*kept, written]
+
+    async def json_patch(self, operations: list[dict[str, Any]]) -> None:
+        self.json_patches += 1
+        taints = list(self.node["spec"]["taints"])
+        if self.meddle:
+            taints.append(self.meddle.pop(0))
+            self.node = {**self.node, "spec": {"taints": taints}}
+        test, *removals = operations
+        if test["value"] != taints:
+            raise Conflict("testing value /spec/taints failed")
+        for removal in removals:
+            del taints[int(removal["path"].rsplit("/", 1)[1])]
+        self.node = {**self.node, "spec": {"taints": taints}}
+
+    async def create_event(self, event: dict[str, Any]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise KubeApiError("POST events: HTTP 503: the API server is down", 503)
+        self.created.append(event)
+
+    async def patch_event(self, name: str, patch: dict[str, Any]) -> bool:
+        if name in self.expired:
+            return False
+        self.patched.append((name, patch))
+        return True
+
+    def condition(self, kind: str) -> dict[str, Any] | None:
+        return next((c for c in self.node["status"]["conditions"] if c["type"] == kind), None)
+
+
 def _held_to_their_ports(
-    runtime: FakeRuntime, binder: FakeBinder, registry: FakeRegistry
-) -> tuple[RuntimeService, TagBinder, Introspection, Resolver]:
+    runtime: FakeRuntime, binder: FakeBinder, registry: FakeRegistry, node: FakeNodeApi
+) -> tuple[RuntimeService, TagBinder, Introspection, Resolver, GateApi]:
     """mypy (`make check`) holds each fake to the Protocol it stands in for: a fake that drifts
     from its port is a type error, not a green suite."""
-    return runtime, binder, binder, registry
+    return runtime, binder, binder, registry, node

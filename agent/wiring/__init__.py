@@ -25,6 +25,7 @@ from agent.core.errors import KubeApiError
 from agent.core.images.reference import Reference
 from agent.core.lists.config import RegistrySettings
 from agent.core.lists.credentials import Credential
+from agent.core.reports.gate import GateApi
 from agent.wiring.doctor import Checkup, check_config, checkup
 from agent.wiring.runtime import NodeRuntime, Runtime, containerd, runtime
 
@@ -144,7 +145,7 @@ class Wiring:
         [NodeRuntime], AbstractAsyncContextManager[asyncio.Task[list[NodeImage]]]
     ] = early_listing
     cluster_access: Callable[..., ClusterAccess] = cluster_access
-    node_api: Callable[[ClusterAccess], AbstractAsyncContextManager[KubeApi]] = node_api
+    node_api: Callable[[ClusterAccess], AbstractAsyncContextManager[GateApi]] = node_api
     fleet_client: Callable[[str | None, str | None, int], AbstractAsyncContextManager[FleetApi]] = (
         fleet_client
     )

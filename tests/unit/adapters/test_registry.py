@@ -325,10 +325,22 @@ async def test_a_stated_concurrency_above_eight_is_what_the_registry_sees(
 
 async def test_a_429_pauses_every_request_to_that_registry(fake: StandInRegistry) -> None:
     fake.failures, fake.retry_after = [429], "0.3"
+    answered = asyncio.Event()
+
+    class Heard:
+        def registry_request(self, host: str, method: str, status: str, seconds: float) -> None:
+            if status == "429":
+                answered.set()
+
+        def registry_rate_limit(self, host: str, remaining: float) -> None:
+            pass
+
     async with open_session() as session:
-        client = RegistryClient(session, PLAIN_HTTP, policy=RetryPolicy(base_delay=0.001))
+        client = RegistryClient(
+            session, PLAIN_HTTP, policy=RetryPolicy(base_delay=0.001), observer=Heard()
+        )
         refused = asyncio.create_task(client.head_digest(ref(fake)))
-        await asyncio.sleep(0.05)  # the 429 has arrived; now an unrelated request comes
+        await asyncio.wait_for(answered.wait(), 5)  # the 429 is in: an unrelated request comes
         await client.head_digest(ref(fake))
         await refused
     first, *later = fake.arrivals

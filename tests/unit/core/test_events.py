@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
 
 import pytest
 
-from agent.core.errors import AgentError
 from agent.core.reports.events import (
     BURST,
     COMBINED,
@@ -19,6 +17,7 @@ from agent.core.reports.events import (
     EventRecorder,
     NodeEvent,
 )
+from tests.fakes import FakeNodeApi
 
 FAILED = NodeEvent(WARNING, "PreloadFailed", "reg/app:1: manifest unknown")
 
@@ -107,28 +106,8 @@ def test_a_long_message_is_cut() -> None:
     assert write is not None and len(write.event["message"]) == 1024
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.created: list[dict[str, Any]] = []
-        self.patched: list[tuple[str, dict[str, Any]]] = []
-        self.failures = 0
-        self.expired: set[str] = set()
-
-    async def create_event(self, event: dict[str, Any]) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise AgentError("POST events: HTTP 503: the API server is down")
-        self.created.append(event)
-
-    async def patch_event(self, name: str, patch: dict[str, Any]) -> bool:
-        if name in self.expired:
-            return False
-        self.patched.append((name, patch))
-        return True
-
-
 async def test_the_recorder_creates_then_patches_and_recreates_an_expired_event() -> None:
-    sink = Sink()
+    sink = FakeNodeApi()
     recorder = EventRecorder(book(Clock()), sink)
     await recorder.flush([FAILED])
     await recorder.flush([FAILED])
@@ -142,7 +121,7 @@ async def test_the_recorder_creates_then_patches_and_recreates_an_expired_event(
 async def test_a_failing_api_server_is_tried_again_then_the_write_dropped_logged_once_each_time(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    sink = Sink()
+    sink = FakeNodeApi()
     recorder = EventRecorder(book(Clock()), sink)
     sink.failures = 1
     await recorder.flush([FAILED])

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.errors import Conflict, MalformedNode
+from agent.core.errors import MalformedNode
 from agent.core.reports.events import NodeEvent
 from agent.core.reports.gate import (
     CONDITION_TYPE,
@@ -21,6 +21,7 @@ from agent.core.reports.gate import (
     taint_removal,
     verdict,
 )
+from tests.fakes import FakeNodeApi
 
 T0 = datetime.datetime(2026, 11, 27, 10, 0, 0, tzinfo=datetime.UTC)
 KEY = "prepull.io/not-ready"
@@ -87,40 +88,6 @@ def test_the_taint_removal_is_guarded_by_the_whole_list_and_keeps_other_taints()
     assert taint_removal({"spec": {}}, KEY) is None
 
 
-class FakeNode:
-    """A Node behind NodeApi: conditions merged by type, JSON patches with a `test`."""
-
-    def __init__(self, taints: list[dict[str, str]]) -> None:
-        self.node: dict[str, Any] = {"spec": {"taints": taints}, "status": {"conditions": []}}
-        self.status_patches = 0
-        self.json_patches = 0
-        self.meddle: list[dict[str, str]] = []
-        """Taints another writer adds just before each of the next JSON patches."""
-
-    async def get_node(self) -> dict[str, Any]:
-        return self.node
-
-    async def patch_status(self, patch: dict[str, Any]) -> None:
-        self.status_patches += 1
-        for written in patch["status"]["conditions"]:
-            kept = [c for c in self.node["status"]["conditions"] if c["type"] != written["type"]]
-            deleted = written.get("$patch") == "delete"
-            self.node["status"]["conditions"] = kept if deleted else [*kept, written]
-
-    async def json_patch(self, operations: list[dict[str, Any]]) -> None:
-        self.json_patches += 1
-        taints = list(self.node["spec"]["taints"])
-        if self.meddle:
-            taints.append(self.meddle.pop(0))
-            self.node = {**self.node, "spec": {"taints": taints}}
-        test, *removals = operations
-        if test["value"] != taints:
-            raise Conflict("testing value /spec/taints failed")
-        for removal in removals:
-            del taints[int(removal["path"].rsplit("/", 1)[1])]
-        self.node = {**self.node, "spec": {"taints": taints}}
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -129,14 +96,14 @@ class Clock:
         return self.now
 
 
-def gate(api: FakeNode, clock: Clock, timeout: float | None = None) -> NodeGate:
+def gate(api: FakeNodeApi, clock: Clock, timeout: float | None = None) -> NodeGate:
     return NodeGate(
         api, condition=True, taint_key=KEY, timeout=timeout, clock=clock, wall_clock=lambda: T0
     )
 
 
 def test_an_unchanged_condition_is_written_again_as_a_heartbeat() -> None:
-    api = FakeNode([])
+    api = FakeNodeApi([])
     clock = Clock()
     node_gate = gate(api, clock)
     asyncio.run(node_gate.sync(True, [], 1, 1))
@@ -150,7 +117,7 @@ def test_an_unchanged_condition_is_written_again_as_a_heartbeat() -> None:
 
 
 def test_the_gate_writes_the_condition_on_change_only_and_releases_once_ready() -> None:
-    api = FakeNode([{"key": KEY, "effect": "NoSchedule"}])
+    api = FakeNodeApi([{"key": KEY, "effect": "NoSchedule"}])
     clock = Clock()
     node_gate = gate(api, clock)
     asyncio.run(node_gate.sync(False, ["a:1"], 0, 1))
@@ -167,7 +134,7 @@ def test_the_gate_writes_the_condition_on_change_only_and_releases_once_ready() 
 
 
 def test_a_concurrent_change_to_the_taints_is_kept_and_the_removal_retried() -> None:
-    api = FakeNode([{"key": KEY, "effect": "NoSchedule"}])
+    api = FakeNodeApi([{"key": KEY, "effect": "NoSchedule"}])
     api.meddle = [{"key": "someone/else", "effect": "NoSchedule"}]
     node_gate = gate(api, Clock())
     asyncio.run(node_gate.sync(True, [], 1, 1))
@@ -177,7 +144,7 @@ def test_a_concurrent_change_to_the_taints_is_kept_and_the_removal_retried() -> 
 
 
 def test_the_timeout_releases_the_node_but_the_condition_stays_false() -> None:
-    api = FakeNode([{"key": KEY, "effect": "NoSchedule"}])
+    api = FakeNodeApi([{"key": KEY, "effect": "NoSchedule"}])
     clock = Clock()
     node_gate = gate(api, clock, timeout=60)
     asyncio.run(node_gate.sync(False, ["a:1"], 0, 1))
@@ -193,7 +160,7 @@ def test_the_timeout_releases_the_node_but_the_condition_stays_false() -> None:
 
 
 def test_the_condition_an_earlier_agent_wrote_is_removed_at_the_first_write() -> None:
-    api = FakeNode([])
+    api = FakeNodeApi([])
     legacy = {"type": "PrepullReady", "status": "False", "reason": "Preloading"}
     kubelet = {"type": "Ready", "status": "True"}
     api.node["status"]["conditions"] = [kubelet, legacy]
@@ -203,7 +170,7 @@ def test_the_condition_an_earlier_agent_wrote_is_removed_at_the_first_write() ->
 
 
 def test_the_gate_tells_its_decisions_once_each_as_events() -> None:
-    api = FakeNode([{"key": KEY, "effect": "NoSchedule"}])
+    api = FakeNodeApi([{"key": KEY, "effect": "NoSchedule"}])
     clock = Clock()
     told: list[NodeEvent] = []
     node_gate = NodeGate(
@@ -225,7 +192,7 @@ def test_the_gate_tells_its_decisions_once_each_as_events() -> None:
 
 
 def test_a_node_without_the_taint_is_left_as_it_is() -> None:
-    api = FakeNode([{"key": "other", "effect": "NoSchedule"}])
+    api = FakeNodeApi([{"key": "other", "effect": "NoSchedule"}])
     node_gate = gate(api, Clock())
     asyncio.run(node_gate.sync(True, [], 1, 1))
     assert api.json_patches == 0 and node_gate.released == "absent"
@@ -234,7 +201,7 @@ def test_a_node_without_the_taint_is_left_as_it_is() -> None:
 
 @pytest.mark.parametrize("meddling", [5, 6])
 def test_a_node_that_keeps_changing_is_tried_again_at_the_next_sync(meddling: int) -> None:
-    api = FakeNode([{"key": KEY, "effect": "NoSchedule"}])
+    api = FakeNodeApi([{"key": KEY, "effect": "NoSchedule"}])
     api.meddle = [{"key": f"w{i}", "effect": "NoSchedule"} for i in range(meddling)]
     node_gate = gate(api, Clock())
     asyncio.run(node_gate.sync(True, [], 1, 1))

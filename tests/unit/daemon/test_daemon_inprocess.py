@@ -7,17 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
 from agent import wiring
+from agent.adapters.kube.access import ClusterAccess
+from agent.core.doctor import pullpath
 from agent.core.engine.disk import DiskGuard, DiskUsage
+from agent.core.reports.gate import CONDITION_TYPE
 from agent.daemon.app import Daemon
-from agent.daemon.settings import DaemonSettings
-from tests.fakes import FakeBinder, FakeRegistry, FakeRuntime
+from agent.daemon.settings import DaemonSettings, GateSettings
+from tests.fakes import FakeBinder, FakeNodeApi, FakeRegistry, FakeRuntime
 
 WAIT = 10.0
 
@@ -134,5 +137,84 @@ async def test_a_loop_that_fails_is_restarted_and_counted(tmp_path: Path) -> Non
     await until(lambda: failures() == 2 and cri.container_failures == 0, "two failures counted")
     await until(lambda: daemon.report.ready, "the other loops went on")
     assert not running.done(), "one failing loop never ends the daemon"
+    daemon.stop()
+    assert await asyncio.wait_for(running, WAIT) == 0
+
+
+async def test_the_doctor_loop_reports_how_containerd_pulls_and_what_a_registry_did(
+    tmp_path: Path,
+) -> None:
+    """Apart from the passes: the pull path is read once for a containerd process, and again
+    when a registry the list pulled from is found to ignore Range (the fake's does)."""
+    config = tmp_path / "preload.yaml"
+    config.write_text("images:\n  - r.io/team/app:1\n")
+    cri, images, _ = fakes()
+    registry = FakeRegistry(ranges=False)
+    asked: list[tuple[str, list[str]]] = []
+
+    def checkup(
+        endpoint: str, version: str, config_path: Path | None, ignoring: Sequence[str] = ()
+    ) -> wiring.Checkup:
+        asked.append((version, list(ignoring)))
+        found = pullpath.diagnose(version, None, None, list(ignoring), None)
+        return wiring.Checkup(found, None)
+
+    metrics = CollectorRegistry()
+    daemon = Daemon(
+        settings(config),
+        dataclasses.replace(wired(cri, images, registry), checkup=checkup),
+        registry=metrics,
+    )
+    running = asyncio.create_task(daemon.run())
+    await until(
+        lambda: daemon.report.runtime.get("range") == {"r.io": False},
+        "the Range probe of the registry the pass pulled from",
+    )
+    await until(lambda: len(asked) == 2, "the pull path read again with what the probe found")
+    assert asked == [("2.1.9", []), ("2.1.9", ["r.io"])]
+    said = daemon.report.runtime["pull_path"]
+    assert isinstance(said, dict) and said["pull_path"] == "transfer service", said
+    assert metrics.get_sample_value("prepull_runtime_transfer_service") == 1
+    ranges_asked = registry.requests
+    daemon.shared.pass_done.set()  # another pass: the same process, the registry known
+    await until(lambda: not daemon.shared.pass_done.is_set(), "the doctor to look again")
+    assert len(asked) == 2 and registry.requests == ranges_asked, "nothing asked twice"
+    daemon.stop()
+    assert await asyncio.wait_for(running, WAIT) == 0
+
+
+async def test_the_gate_loop_releases_the_node_and_records_why_an_image_is_missing(
+    tmp_path: Path,
+) -> None:
+    """The readiness gate in process, on a Node behind the fake API: a permanent failure is
+    reported (an Event) and not waited for; the condition says so and the taint goes."""
+    config = tmp_path / "preload.yaml"
+    config.write_text("images:\n  - r.io/team/app:1\n  - r.io/team/gone:1\n")
+    cri, images, _ = fakes()
+    registry = FakeRegistry(frozenset({"team/gone"}))
+    node = FakeNodeApi([{"key": "prepull.io/not-ready", "effect": "NoSchedule"}])
+    access = ClusterAccess("https://api.invalid:6443", tmp_path / "token", None, "node-a")
+
+    @contextlib.asynccontextmanager
+    async def node_api(given: ClusterAccess) -> AsyncIterator[FakeNodeApi]:
+        assert given is access
+        yield node
+
+    gated = dataclasses.replace(
+        settings(config), gate=GateSettings(access, True, "prepull.io/not-ready", None)
+    )
+    daemon = Daemon(
+        gated,
+        dataclasses.replace(wired(cri, images, registry), node_api=node_api),
+        registry=CollectorRegistry(),
+    )
+    running = asyncio.create_task(daemon.run())
+    await until(lambda: not node.node["spec"]["taints"], "the startup taint to go")
+    written = node.condition(CONDITION_TYPE)
+    assert written is not None and written["status"] == "True", written
+    assert "r.io/team/gone:1" in written["message"], written
+    await until(lambda: any(e["reason"] == "PreloadFailed" for e in node.created), "the Event")
+    (event,) = [e for e in node.created if e["reason"] == "PreloadFailed"]
+    assert "r.io/team/gone:1" in event["message"] and event["involvedObject"]["name"] == "node-a"
     daemon.stop()
     assert await asyncio.wait_for(running, WAIT) == 0
