@@ -1,5 +1,5 @@
-"""Render what deploy/ derives from its sources (`make deploy`); tests/unit/project/test_deploy.py checks
-that the committed files are these renderings:
+"""Render what deploy/ derives from its sources (`make deploy`); tests/unit/project/test_deploy.py
+checks that the committed files are these renderings:
 
 - deploy/daemonset.yaml: deploy/base as `kubectl kustomize` renders it, for `kubectl apply -f`;
 - deploy/components/prometheus-operator/prometheusrule.yaml: deploy/prometheus-rules.yaml (the
