@@ -41,8 +41,8 @@ from agent.core.text import fit
 from agent.daemon.settings import DaemonSettings, GateSettings, parse_listen
 
 if TYPE_CHECKING:
-    from agent.adapters.registry.client import RegistryClient
     from agent.core.lists.credentials import Credential
+    from agent.core.ports import Resolver
     from agent.wiring import NodeRuntime
 
 
@@ -150,7 +150,7 @@ async def _converge_once(
     args: argparse.Namespace,
     config: PreloadConfig,
     runtime: NodeRuntime,
-    registry: RegistryClient,
+    registry: Resolver,
     node: Platform,
     credentials: Callable[[Reference], Sequence[Credential]],
     listed: Awaitable[list[NodeImage]],

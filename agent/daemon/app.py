@@ -40,7 +40,7 @@ from agent.daemon.watch import ConfigLoop, ConfigWatcher
 from agent.wiring import WIRING, NodeRuntime, Wiring
 
 if TYPE_CHECKING:
-    from agent.adapters.registry.client import RegistryClient
+    from agent.core.ports import Resolver
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT = 2.0
@@ -140,7 +140,7 @@ class Daemon:
         return runner
 
     async def _run_loops(
-        self, watcher: ConfigWatcher, runtime: NodeRuntime, registry: RegistryClient
+        self, watcher: ConfigWatcher, runtime: NodeRuntime, registry: Resolver
     ) -> None:
         shared = self.shared
         helpers: dict[str, Callable[[], Awaitable[None]]] = {

@@ -18,7 +18,7 @@ from agent.core.runtimes import CONTAINERD
 from agent.daemon.state import Shared, first_of
 
 if TYPE_CHECKING:
-    from agent.adapters.registry.client import RegistryClient
+    from agent.core.ports import Resolver
     from agent.wiring import NodeRuntime, Wiring
 
 log = logging.getLogger(__name__)
@@ -36,14 +36,14 @@ class DoctorLoop:
         self._range: dict[str, bool | None] = {}
         """Per registry of the list, probed once: whether it honours Range (None: unknown)."""
 
-    async def run(self, runtime: NodeRuntime, registry: RegistryClient) -> None:
+    async def run(self, runtime: NodeRuntime, registry: Resolver) -> None:
         shared = self._shared
         while not shared.stop.is_set():
             await self._look(runtime, registry)
             await first_of(shared.stop.wait(), shared.pass_done.wait(), seconds=LOOK_SECONDS)
             shared.pass_done.clear()
 
-    async def _look(self, runtime: NodeRuntime, registry: RegistryClient) -> None:
+    async def _look(self, runtime: NodeRuntime, registry: Resolver) -> None:
         info = await runtime.meet()
         if info.name != CONTAINERD or runtime.introspection is None:
             return
@@ -58,7 +58,7 @@ class DoctorLoop:
         if changed:
             self._diagnose(info.version)
 
-    async def _probe_range(self, registry: RegistryClient, node: Platform) -> bool:
+    async def _probe_range(self, registry: Resolver, node: Platform) -> bool:
         """Once per registry the passes pulled from, through its first image pulled: whether it
         honours Range, which containerd's chunked fetch needs. One resolve and one ranged GET
         of a small blob per registry; a warm node asks its registries nothing."""
@@ -111,7 +111,7 @@ class DoctorLoop:
         )
 
 
-async def _honours_range(registry: RegistryClient, ref: Reference, node: Platform) -> bool | None:
+async def _honours_range(registry: Resolver, ref: Reference, node: Platform) -> bool | None:
     """Whether `ref`'s registry serves a byte range of the image's config (the smallest blob
     a pull fetches, found as the disk budget finds blobs); None when it cannot tell. Costs the
     resolve's manifest GETs and one ranged GET."""

@@ -20,7 +20,7 @@ from agent.daemon.metrics import observe_images, observe_outcome, observe_pass
 from agent.daemon.state import Shared, first_of
 
 if TYPE_CHECKING:
-    from agent.adapters.registry.client import RegistryClient
+    from agent.core.ports import Resolver
     from agent.wiring import NodeRuntime
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class PassLoop:
         self._runtime_seen: tuple[str, str] | None = None
         self._gauges_at = 0.0
 
-    async def run(self, runtime: NodeRuntime, registry: RegistryClient) -> None:
+    async def run(self, runtime: NodeRuntime, registry: Resolver) -> None:
         while not self._shared.stop.is_set():
             self._shared.list_changed.clear()
             await self._pass(runtime, registry)
@@ -56,7 +56,7 @@ class PassLoop:
                 self._shared.stop.wait(), self._shared.list_changed.wait(), seconds=resync
             )
 
-    async def _pass(self, runtime: NodeRuntime, registry: RegistryClient) -> None:
+    async def _pass(self, runtime: NodeRuntime, registry: Resolver) -> None:
         """One pass, driven by Reconciler.converge (the same driver as `once`), following the
         list: one adopted meanwhile takes effect at once."""
         shared = self._shared
@@ -183,7 +183,7 @@ class PassLoop:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _reconciler_for(
-        self, runtime: NodeRuntime, registry: RegistryClient, node: Platform
+        self, runtime: NodeRuntime, registry: Resolver, node: Platform
     ) -> Reconciler:
         """One reconciler while the node, the runtime's features and the registry client stay
         the same: it keeps what it settled last pass, so a steady pass over thousands of images

@@ -19,8 +19,8 @@ from agent.daemon.settings import GateSettings
 from agent.daemon.state import Shared, first_of
 
 if TYPE_CHECKING:
-    from agent.adapters.kube.access import ClusterAccess
     from agent.core.reports.gate import GateApi
+    from agent.wiring import ClusterAccess
 
 log = logging.getLogger(__name__)
 # The gate looks again when an image is done or a pass ends, and at least this often (the

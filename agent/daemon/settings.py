@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from agent.core.images.platform import Platform
 
 if TYPE_CHECKING:
-    from agent.adapters.kube.access import ClusterAccess
+    from agent.wiring import ClusterAccess
 
 DEFAULT_LISTEN = "0.0.0.0:9410"
 

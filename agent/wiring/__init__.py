@@ -126,8 +126,39 @@ class RuntimeFactory(Protocol):
     def __call__(self, endpoint: str) -> AbstractAsyncContextManager[NodeRuntime]: ...
 
 
-RegistryClientFactory = Callable[..., AbstractAsyncContextManager[RegistryClient]]
-"""How the daemon makes its registry client (`registry_client`, or fakes in tests)."""
+class RegistryClientFactory(Protocol):
+    """How a verb or the daemon makes its registry client (`registry_client`, or fakes)."""
+
+    def __call__(
+        self,
+        settings: Callable[[str], RegistrySettings],
+        hosts_dir: Path | None,
+        credentials: Callable[[Reference], Sequence[Credential]] = ...,
+        observer: RegistryObserver | None = None,
+        concurrency: int | None = None,
+    ) -> AbstractAsyncContextManager[RegistryClient]: ...
+
+
+class ClusterAccessFactory(Protocol):
+    def __call__(
+        self,
+        node: str | None,
+        server: str | None = None,
+        token_file: Path | None = None,
+        ca_file: Path | None = None,
+        namespace: str | None = None,
+        impersonate_node: bool = False,
+    ) -> ClusterAccess: ...
+
+
+class Checkups(Protocol):
+    def __call__(
+        self,
+        endpoint: str,
+        version: str,
+        config_path: Path | None,
+        ignoring_range: Sequence[str] = (),
+    ) -> Checkup: ...
 
 
 @dataclass(frozen=True)
@@ -144,13 +175,13 @@ class Wiring:
     early_listing: Callable[
         [NodeRuntime], AbstractAsyncContextManager[asyncio.Task[list[NodeImage]]]
     ] = early_listing
-    cluster_access: Callable[..., ClusterAccess] = cluster_access
+    cluster_access: ClusterAccessFactory = cluster_access
     node_api: Callable[[ClusterAccess], AbstractAsyncContextManager[GateApi]] = node_api
     fleet_client: Callable[[str | None, str | None, int], AbstractAsyncContextManager[FleetApi]] = (
         fleet_client
     )
     check_config: Callable[[Path], None] = check_config
-    checkup: Callable[..., Checkup] = checkup
+    checkup: Checkups = checkup
 
 
 WIRING = Wiring()

@@ -153,10 +153,10 @@ async def test_the_doctor_loop_reports_how_containerd_pulls_and_what_a_registry_
     asked: list[tuple[str, list[str]]] = []
 
     def checkup(
-        endpoint: str, version: str, config_path: Path | None, ignoring: Sequence[str] = ()
+        endpoint: str, version: str, config_path: Path | None, ignoring_range: Sequence[str] = ()
     ) -> wiring.Checkup:
-        asked.append((version, list(ignoring)))
-        found = pullpath.diagnose(version, None, None, list(ignoring), None)
+        asked.append((version, list(ignoring_range)))
+        found = pullpath.diagnose(version, None, None, list(ignoring_range), None)
         return wiring.Checkup(found, None)
 
     metrics = CollectorRegistry()
