@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from agent.core.engine import room
 from agent.core.engine.deadline import within_deadline
-from agent.core.errors import AgentError
+from agent.core.errors import AgentError, RuntimeUnavailable
 from agent.core.images.platform import Platform
 from agent.core.images.reference import Reference
 from agent.core.runtimes import CONTAINERD
@@ -39,7 +39,11 @@ class DoctorLoop:
     async def run(self, runtime: NodeRuntime, registry: Resolver) -> None:
         shared = self._shared
         while not shared.stop.is_set():
-            await self._look(runtime, registry)
+            try:
+                await self._look(runtime, registry)
+            except RuntimeUnavailable as exc:
+                # The pass loop says so (pass skipped); the doctor looks again after a pass.
+                log.debug("the doctor could not ask the runtime: %s", exc)
             await first_of(shared.stop.wait(), shared.pass_done.wait(), seconds=LOOK_SECONDS)
             shared.pass_done.clear()
 
