@@ -10,18 +10,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from agent.adapters.kube.access import ClusterAccess, gate_access, tls_context
-from agent.adapters.kube.client import api_client
-from agent.adapters.kube.fleet import FleetApi, fleet_api
-from agent.adapters.kube.kubeconfig import access as kubeconfig_access
-from agent.adapters.kube.kubeconfig import load as load_kubeconfig
-from agent.adapters.kube.node import KubeApi
 from agent.adapters.registry.client import RegistryClient, RegistryObserver, open_session
 from agent.adapters.registry.hosts import Endpoint, HostsDirectory, resolver
 from agent.core.engine.plan import NodeImage
-from agent.core.errors import KubeApiError
 from agent.core.images.reference import Reference
 from agent.core.lists.config import RegistrySettings
 from agent.core.lists.credentials import Credential
@@ -29,12 +22,15 @@ from agent.core.reports.gate import GateApi
 from agent.wiring.doctor import Checkup, check_config, checkup
 from agent.wiring.runtime import NodeRuntime, Runtime, containerd, runtime
 
+if TYPE_CHECKING:
+    # The Kubernetes adapter loads only for the verbs that use it (`run` with a gate, `fleet`):
+    # `once` and the list tools never import it.
+    from agent.adapters.kube.access import ClusterAccess as ClusterAccess
+    from agent.adapters.kube.fleet import FleetApi as FleetApi
+
 __all__ = [
     "WIRING",
     "Checkup",
-    "ClusterAccess",
-    "FleetApi",
-    "KubeApiError",
     "NodeRuntime",
     "Runtime",
     "Wiring",
@@ -97,14 +93,20 @@ def cluster_access(
 ) -> ClusterAccess:
     """The readiness gate's access to the API server (in-cluster defaults, each overridable);
     InputError now for what is missing or a CA that cannot be loaded, not a dead task later."""
+    from agent.adapters.kube.access import ClusterAccess, tls_context
+
     access = ClusterAccess.resolve(node, server, token_file, ca_file, namespace, impersonate_node)
     tls_context(access)
     return access
 
 
 @contextlib.asynccontextmanager
-async def node_api(access: ClusterAccess) -> AsyncIterator[KubeApi]:
+async def node_api(access: ClusterAccess) -> AsyncIterator[GateApi]:
     """The Kubernetes API for this node's readiness gate, on its own HTTP session."""
+    from agent.adapters.kube.access import gate_access
+    from agent.adapters.kube.client import api_client
+    from agent.adapters.kube.node import KubeApi
+
     async with api_client(gate_access(access)) as client:
         yield KubeApi(client, access)
 
@@ -115,6 +117,10 @@ async def fleet_client(
 ) -> AsyncIterator[FleetApi]:
     """The fleet view's reads with the user's kubeconfig (as kubectl reads it, exec plugins
     included), at most `connections` at once."""
+    from agent.adapters.kube.fleet import fleet_api
+    from agent.adapters.kube.kubeconfig import access as kubeconfig_access
+    from agent.adapters.kube.kubeconfig import load as load_kubeconfig
+
     access = await kubeconfig_access(load_kubeconfig(kubeconfig, context))
     async with fleet_api(access, connections) as api:
         yield api
