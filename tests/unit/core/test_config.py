@@ -42,7 +42,7 @@ def test_the_documented_example_parses() -> None:
 
 def test_defaults() -> None:
     config = parse("images: [nginx]\n")
-    assert config.concurrency == 3 and config.resync_seconds == 300
+    assert config.concurrency == 8 and config.resync_seconds == 300
     assert config.images[0].kind == "tag" and config.images[0].has_tag
 
 
