@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from agent.core.images.manifest import ACCEPT
 from agent.core.lists.config import DEFAULT_CONCURRENCY
 from bench.passes import agent_pass, listing
 from bench.phases import per_image, phases
-from bench.report import Row
+from bench.report import Row, whole_process
 from tests.harness.containerd import Containerd
 from tests.harness.images import push_single
 from tests.harness.registry import Registry
@@ -148,7 +147,7 @@ def _modes(
         pulls_and_binds(endpoint, pinned, CONCURRENCY, registry_host)
     )
     modes["agent"] = lambda endpoint: asyncio.run(agent_pass(endpoint, text)).seconds
-    modes["agent whole"] = lambda endpoint: _whole(
+    modes["agent whole"] = lambda endpoint: whole_process(
         [str(BIN / "prepull-agent"), "once", "--cri-endpoint", endpoint, "--config", str(config)]
     )
     return modes
@@ -160,18 +159,7 @@ def _raw(pinned: list[str], width: int, endpoint: str) -> float:
 
 def _raw_whole(pinned: list[str], width: int, endpoint: str) -> float:
     client = [sys.executable, "-m", "bench.raw_client", endpoint, str(width)]
-    return _whole([*client, *pinned])
-
-
-def _whole(command: list[str]) -> float:
-    """A whole process's wall time, as a user times it (byte-code cached, as installed)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{command[:3]} exited {done.returncode}: {done.stderr[-2000:]}")
-    return elapsed
+    return whole_process([*client, *pinned])
 
 
 def _on_fresh_node(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,3 +69,17 @@ def median_time(work: Callable[[], object], runs: int) -> float:
         work()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def whole_process(command: list[str]) -> float:
+    """A whole process's wall time, as a user times it (byte-code cached, as installed);
+    RuntimeError with its stderr's end if it fails."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command[:3])} exited {done.returncode}: {done.stderr[-2000:]}"
+        )
+    return elapsed
