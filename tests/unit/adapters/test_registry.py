@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ INDEX = json.dumps(
 ).encode()
 INDEX_DIGEST = sha256_digest(INDEX)
 PLAIN_HTTP = resolver(lambda host: RegistrySettings(insecure=True), HostsDirectory(None))
+HOLD_SECONDS = 10.0
 FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.001, max_server_delay=0.01)
 
 
@@ -63,13 +65,22 @@ class StandInRegistry:
     arrivals: list[float] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    together: int = 0
+    """Requests are held until this many are in flight at once (a state, not a moment), or
+    HOLD_SECONDS pass."""
+    all_in: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def manifest(self, request: web.Request) -> web.StreamResponse:
         self.seen.append((request.method, request.path, dict(request.headers)))
         self.arrivals.append(asyncio.get_running_loop().time())
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if self.together and self.in_flight >= self.together:
+            self.all_in.set()
         try:
+            if self.together:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.all_in.wait(), HOLD_SECONDS)
             await asyncio.sleep(self.delay)
             return await self._manifest(request)
         finally:
@@ -305,7 +316,7 @@ async def test_refused_credentials_are_reported_as_sent_and_never_shown(
 
 
 async def test_a_registry_concurrency_limit_holds(fake: StandInRegistry) -> None:
-    fake.delay = 0.02
+    fake.delay, fake.together = 0.02, 2  # the first two are held until both are in flight
     async with open_session() as session:
         client = RegistryClient(session, PLAIN_HTTP, policy=FAST, concurrency=lambda domain: 2)
         await asyncio.gather(*(client.head_digest(ref(fake)) for _ in range(6)))
@@ -316,7 +327,7 @@ async def test_a_stated_concurrency_above_eight_is_what_the_registry_sees(
     fake: StandInRegistry,
 ) -> None:
     """The connection pool has no cap of its own (it once held every registry to 8)."""
-    fake.delay = 0.05
+    fake.delay, fake.together = 0.05, 16  # held until sixteen are in flight at once
     async with open_session() as session:
         client = RegistryClient(session, PLAIN_HTTP, policy=FAST, concurrency=lambda domain: 16)
         await asyncio.gather(*(client.head_digest(ref(fake)) for _ in range(32)))

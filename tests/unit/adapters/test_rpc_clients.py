@@ -4,6 +4,7 @@ for faults the real containerd cannot be made to produce on demand."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from agent.core.errors import ImageError, RuntimeUnavailable, TagBindingUnsuppor
 from agent.core.retry import RetryPolicy
 
 FAST = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.001)
+HOLD_SECONDS = 10.0
 
 
 class FlakyImages(api_pb2_grpc.ImageServiceServicer):  # type: ignore[misc]
@@ -30,11 +32,20 @@ class FlakyImages(api_pb2_grpc.ImageServiceServicer):  # type: ignore[misc]
         self.pull_seconds = 0.0
         self.in_flight = 0
         self.most_in_flight = 0
+        self.together = 0
+        """Pulls are held until this many are in flight at once (a state, not a moment); a
+        client that never gets there is let go after HOLD_SECONDS."""
+        self._all_in = asyncio.Event()
 
     async def PullImage(self, request, context):
         self.pull_calls += 1
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        if self.together and self.in_flight >= self.together:
+            self._all_in.set()
+        if self.together:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_in.wait(), HOLD_SECONDS)
         await asyncio.sleep(self.pull_seconds)
         self.in_flight -= 1
         if self.pull_calls <= self.resets:
@@ -184,6 +195,8 @@ async def test_pulls_run_one_at_a_time_only_on_runtimes_that_crash_otherwise(
 ) -> None:
     endpoint, images = server
     images.resets, images.pull_seconds = 0, 0.05
+    # Parallel pulls are held until all four are in flight: the test waits for that state.
+    images.together = most if most > 1 else 0
     RUNTIME.version = version
     channel = rpc.open_channel(endpoint)
     try:
