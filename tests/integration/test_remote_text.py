@@ -59,7 +59,10 @@ def test_a_registrys_hostile_error_text_is_escaped_in_every_sink(
         log = daemon.log()
         assert "pwned" in log and not raw(log), raw(log)
         assert not any(line.startswith("NODE  READY") for line in log.splitlines())
-        code, readyz = daemon.get("/readyz")  # denied for good: reported, not waited for
+        # Denied for good: reported, not waited for, once the first pass has ended (the image's
+        # outcome reaches /status before the pass's end reaches /readyz).
+        daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, 60, "the first pass to end")
+        code, readyz = daemon.get("/readyz")
         assert code == 200 and "pwned" in readyz and not raw(readyz), readyz
         shown = run_agent("status", "--endpoint", daemon.url)
         assert "pwned" in shown.stdout and not raw(shown.stdout + shown.stderr), shown
