@@ -6,16 +6,16 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from agent.cli import converge, logs
+from agent.cli import logs
 from agent.cli.common import exit_code, log
-from agent.cli.parser import parser
+from agent.cli.parser import DAEMON, parser
 from agent.core.errors import AgentError, ConfigError
 from agent.core.text import fit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    daemon = args.command is converge.run
+    daemon = args.command == DAEMON
     logs.setup(getattr(args, "log_format", "text"), verbose=args.verbose or daemon, daemon=daemon)
     try:
         code: int = asyncio.run(args.command(args))

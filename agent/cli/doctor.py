@@ -11,11 +11,6 @@ from agent.core.errors import InputError
 from agent.core.runtimes import CONTAINERD
 from agent.core.text import fit
 
-EXITS = (
-    "exit codes: 0 nothing to change, 1 a finding recommends a change (or containerd cannot be "
-    "reached), 2 bad input (a config file that cannot be read or parsed, not containerd)"
-)
-
 
 async def doctor(args: argparse.Namespace) -> int:
     wiring = load_wiring()

@@ -10,6 +10,17 @@ from agent.core.defaults import CONTAINERD_CONFIG
 from agent.core.defaults import HOSTS_DIR as DEFAULT_HOSTS_DIR
 from agent.daemon.settings import DaemonSettings
 
+# Defaults and texts of verbs whose modules load only when they run (parser.Verb).
+FLEET_NAMESPACE = "prepull-system"
+FLEET_AGENT_SELECTOR = "app.kubernetes.io/name=prepull-agent"
+FLEET_PORT = "metrics"
+FLEET_CONCURRENCY = 20
+FLEET_TIMEOUT = 5.0
+DOCTOR_EXITS = (
+    "exit codes: 0 nothing to change, 1 a finding recommends a change (or containerd cannot be "
+    "reached), 2 bad input (a config file that cannot be read or parsed, not containerd)"
+)
+
 
 def config(sub: argparse.ArgumentParser, *, required: bool = True) -> None:
     if required:

@@ -26,12 +26,6 @@ from agent.core.text import fit
 if TYPE_CHECKING:
     from agent.wiring import FleetApi
 
-NAMESPACE = "prepull-system"
-AGENT_SELECTOR = "app.kubernetes.io/name=prepull-agent"
-PORT = "metrics"
-CONCURRENCY = 20
-TIMEOUT = 5.0
-
 
 async def fleet_view(args: argparse.Namespace) -> int:
     fleet_client = load_wiring().fleet_client

@@ -4,10 +4,13 @@ flags several verbs share (agent.cli.flags)."""
 from __future__ import annotations
 
 import argparse
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.cli import converge, doctor, flags, fleet, gate_flags, lists, locking, pins, status
+from agent.cli import flags, gate_flags
 from agent.cli.common import (
     EXITS,
     VERBOSE_HELP,
@@ -22,6 +25,26 @@ from agent.preload.lock import DEFAULT_CONCURRENCY as LOCK_CONCURRENCY
 from agent.preload.lock import MAX_CONCURRENCY as MAX_LOCK_CONCURRENCY
 
 Commands = Any  # argparse's private _SubParsersAction
+
+
+@dataclass(frozen=True)
+class Verb:
+    """A verb's function, by module (in agent.cli) and name: the module loads only when that
+    verb runs, so `once` does not pay for the fleet view, the doctor or list generation."""
+
+    module: str
+    name: str
+
+    def load(self) -> Callable[[argparse.Namespace], Awaitable[int]]:
+        function: Callable[[argparse.Namespace], Awaitable[int]]
+        function = getattr(importlib.import_module(f"agent.cli.{self.module}"), self.name)
+        return function
+
+    def __call__(self, args: argparse.Namespace) -> Awaitable[int]:
+        return self.load()(args)
+
+
+DAEMON = Verb("converge", "run")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -108,7 +131,7 @@ def _once(commands: Commands) -> None:
     flags.no_headers(once, "summary line (pins taken back are said on stderr)")
     flags.format(once)
     flags.hosts_dir(once)
-    once.set_defaults(command=converge.once)
+    once.set_defaults(command=Verb("converge", "once"))
 
 
 def _run(commands: Commands) -> None:
@@ -183,7 +206,7 @@ def _run(commands: Commands) -> None:
         "wrong platform); by default those are reported but not waited for",
     )
     flags.hosts_dir(run)
-    run.set_defaults(command=converge.run)
+    run.set_defaults(command=DAEMON)
 
 
 def _pins(commands: Commands) -> None:
@@ -198,7 +221,7 @@ def _pins(commands: Commands) -> None:
     sub.add_argument("--owner", metavar="NAME", help="only the pins NAME holds")
     flags.no_headers(sub, "column names")
     flags.format(sub)
-    sub.set_defaults(command=pins.pins)
+    sub.set_defaults(command=Verb("pins", "pins"))
 
 
 def _release(commands: Commands) -> None:
@@ -216,7 +239,7 @@ def _release(commands: Commands) -> None:
         "--legacy", action="store_true", help="the pins agents before owners set, no list adopted"
     )
     sub.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
-    sub.set_defaults(command=pins.release)
+    sub.set_defaults(command=Verb("pins", "release"))
 
 
 def _lock(commands: Commands) -> None:
@@ -262,7 +285,7 @@ def _lock(commands: Commands) -> None:
         "--output-file, never printed)",
     )
     flags.hosts_dir(lock)
-    lock.set_defaults(command=locking.lock)
+    lock.set_defaults(command=Verb("locking", "lock"))
 
 
 def _resolve(commands: Commands) -> None:
@@ -284,7 +307,7 @@ def _resolve(commands: Commands) -> None:
     )
     flags.format(resolve)
     flags.hosts_dir(resolve)
-    resolve.set_defaults(command=locking.resolve)
+    resolve.set_defaults(command=Verb("locking", "resolve"))
 
 
 def _check(commands: Commands) -> None:
@@ -298,7 +321,7 @@ def _check(commands: Commands) -> None:
     )
     flags.config(check)
     flags.hosts_dir(check)
-    check.set_defaults(command=locking.check)
+    check.set_defaults(command=Verb("locking", "check"))
 
 
 def _status(commands: Commands) -> None:
@@ -319,7 +342,7 @@ def _status(commands: Commands) -> None:
     flags.no_trunc(sub)
     flags.no_headers(sub, "node line, no column names")
     flags.format(sub)
-    sub.set_defaults(command=status.status)
+    sub.set_defaults(command=Verb("status", "status"))
 
 
 def _fleet(commands: Commands) -> None:
@@ -336,16 +359,16 @@ def _fleet(commands: Commands) -> None:
     sub.add_argument("--kubeconfig", help="the kubeconfig (default: KUBECONFIG, ~/.kube/config)")
     sub.add_argument("--context", help="the kubeconfig context (default: its current-context)")
     sub.add_argument(
-        "-n", "--namespace", default=fleet.NAMESPACE,
-        help=f"where the agents run (default {fleet.NAMESPACE})",
+        "-n", "--namespace", default=flags.FLEET_NAMESPACE,
+        help=f"where the agents run (default {flags.FLEET_NAMESPACE})",
     )  # fmt: skip
     sub.add_argument(
-        "--agent-selector", default=fleet.AGENT_SELECTOR, metavar="SELECTOR",
-        help=f"the agent pods' labels (default {fleet.AGENT_SELECTOR})",
+        "--agent-selector", default=flags.FLEET_AGENT_SELECTOR, metavar="SELECTOR",
+        help=f"the agent pods' labels (default {flags.FLEET_AGENT_SELECTOR})",
     )  # fmt: skip
     sub.add_argument(
-        "--port", default=fleet.PORT,
-        help=f"the agent container's port, by name or number (default {fleet.PORT})",
+        "--port", default=flags.FLEET_PORT,
+        help=f"the agent container's port, by name or number (default {flags.FLEET_PORT})",
     )  # fmt: skip
     sub.add_argument(
         "-l", "--selector", metavar="SELECTOR",
@@ -356,17 +379,17 @@ def _fleet(commands: Commands) -> None:
         help="rows for the nodes not ready only (the summary still counts all)",
     )  # fmt: skip
     sub.add_argument(
-        "--concurrency", type=count_arg(1, 200), default=fleet.CONCURRENCY,
-        help=f"agents asked at once (default {fleet.CONCURRENCY})",
+        "--concurrency", type=count_arg(1, 200), default=flags.FLEET_CONCURRENCY,
+        help=f"agents asked at once (default {flags.FLEET_CONCURRENCY})",
     )  # fmt: skip
     sub.add_argument(
-        "--timeout", type=seconds_arg(0.1), default=fleet.TIMEOUT, metavar="SECONDS",
-        help=f"how long each agent has to answer (default {fleet.TIMEOUT:g})",
+        "--timeout", type=seconds_arg(0.1), default=flags.FLEET_TIMEOUT, metavar="SECONDS",
+        help=f"how long each agent has to answer (default {flags.FLEET_TIMEOUT:g})",
     )  # fmt: skip
     flags.no_trunc(sub)
     flags.no_headers(sub, "column names, no summary line")
     flags.format(sub)
-    sub.set_defaults(command=fleet.fleet_view)
+    sub.set_defaults(command=Verb("fleet", "fleet_view"))
 
 
 def _doctor(commands: Commands) -> None:
@@ -377,12 +400,12 @@ def _doctor(commands: Commands) -> None:
         "the settings that bound a pull",
         "  prepull-agent doctor\n"
         "  prepull-agent doctor --containerd-config /host/etc/containerd/config.toml -o json",
-        doctor.EXITS,
+        flags.DOCTOR_EXITS,
     )
     cri_endpoint_arg(sub)
     flags.containerd_config(sub)
     flags.format(sub)
-    sub.set_defaults(command=doctor.doctor)
+    sub.set_defaults(command=Verb("doctor", "doctor"))
 
 
 def _from_manifests(commands: Commands) -> None:
@@ -406,7 +429,7 @@ def _from_manifests(commands: Commands) -> None:
     )
     flags.output_file(sub, "the list")
     flags.format(sub, ("yaml", "json"), "the list, commented", "the same list as one JSON document")
-    sub.set_defaults(command=lists.from_manifests)
+    sub.set_defaults(command=Verb("lists", "from_manifests"))
 
 
 def _suggest(commands: Commands) -> None:
@@ -421,4 +444,4 @@ def _suggest(commands: Commands) -> None:
     cri_endpoint_arg(sub)
     flags.output_file(sub, "the list")
     flags.format(sub, ("yaml", "json"), "the list, commented", "the same list as one JSON document")
-    sub.set_defaults(command=lists.suggest)
+    sub.set_defaults(command=Verb("lists", "suggest"))

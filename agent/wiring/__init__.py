@@ -18,7 +18,6 @@ from agent.core.engine.plan import NodeImage
 from agent.core.images.reference import Reference
 from agent.core.lists.config import RegistrySettings
 from agent.core.lists.credentials import Credential
-from agent.core.reports.gate import GateApi
 from agent.wiring.doctor import Checkup, check_config, checkup
 from agent.wiring.runtime import NodeRuntime, Runtime, containerd, runtime
 
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     # `once` and the list tools never import it.
     from agent.adapters.kube.access import ClusterAccess as ClusterAccess
     from agent.adapters.kube.fleet import FleetApi as FleetApi
+    from agent.core.reports.gate import GateApi
 
 __all__ = [
     "WIRING",

@@ -63,7 +63,7 @@ def test_every_object_validates_against_the_kubernetes_schema(index: int) -> Non
 
 def test_the_args_are_flags_the_cli_accepts() -> None:
     parsed = parser().parse_args(container()["args"])
-    assert parsed.command is converge.run
+    assert parsed.command.load() is converge.run
 
 
 def test_the_shipped_preload_list_is_valid_and_mounted_where_the_agent_reads_it() -> None:
@@ -217,7 +217,7 @@ def test_dockerfile_runs_the_console_script_with_valid_arguments() -> None:
     entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", text, re.M).group(1))  # type: ignore[union-attr]
     command = json.loads(re.search(r"^CMD (.+)$", text, re.M).group(1))  # type: ignore[union-attr]
     assert entrypoint == ["prepull-agent"] and "prepull-agent" in scripts
-    assert parser().parse_args(command).command is converge.run
+    assert parser().parse_args(command).command.load() is converge.run
     assert re.search(r"^USER 65532", text, re.M), "the image should not run as root by default"
 
 
@@ -263,7 +263,7 @@ def test_the_systemd_unit_runs_the_daemon_with_flags_the_cli_accepts() -> None:
     program, *args = _exec_start()
     assert program.endswith("/prepull-agent")
     parsed = parser().parse_args(args)
-    assert parsed.command is converge.run and parsed.listen.startswith("127.0.0.1:")
+    assert parsed.command.load() is converge.run and parsed.listen.startswith("127.0.0.1:")
 
 
 def test_systemd_itself_accepts_the_unit(tmp_path: Path) -> None:
