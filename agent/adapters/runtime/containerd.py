@@ -227,9 +227,11 @@ class ContainerdImages:
         """The labels that say who holds the pin of each record of `names` present (one List
         call): what a pass looks at before it pulls, since a pull may rewrite them."""
         wanted = set(names)
+        if not wanted:
+            return {}
         return {
             image.name: claims.relevant(image.labels)
-            for image in await self._list()
+            for image in await self._list(_named(wanted))
             if image.name in wanted
         }
 
@@ -244,10 +246,12 @@ class ContainerdImages:
         names whose labels changed. One List call; the updates go out together
         (PIN_CONCURRENCY at a time), each masked to the labels it changes."""
         wanted = set(names)
+        if not wanted:
+            return []
         seen = before or {}
         todo = [
             (image, changes)
-            for image in await self._list()
+            for image in await self._list(_named(wanted))
             if image.name in wanted
             and (changes := claims.claim(image.labels, owner, seen.get(image.name)))
         ]
@@ -260,7 +264,9 @@ class ContainerdImages:
         kept = set(keep)
         todo = [
             (image, changes)
-            for image in await self._list()
+            # Only the records carrying the owner's label: containerd filters them out of
+            # what may be thousands (the filter is a label's presence).
+            for image in await self._list([f"labels.{_quoted(claims.holder_key(owner))}"])
             if image.name not in kept and (changes := claims.release(image.labels, owner))
         ]
         return [
@@ -324,11 +330,12 @@ class ContainerdImages:
         )
         return reply.image if reply is not None and reply.HasField("image") else None
 
-    async def _list(self) -> list[images_pb2.Image]:
-        """Every image record in our namespace, in one call."""
+    async def _list(self, filters: Sequence[str] = ()) -> list[images_pb2.Image]:
+        """The image records in our namespace that match any of `filters` (containerd's filter
+        syntax; none: every record), in one call."""
         try:
             listing = await self._call(
-                self._stub.List, images_pb2.ListImagesRequest(), "Images.List"
+                self._stub.List, images_pb2.ListImagesRequest(filters=filters), "Images.List"
             )
         except grpc.aio.AioRpcError as exc:
             raise RuntimeUnavailable(self.endpoint, f"Images.List: {rpc.details_of(exc)}") from exc
@@ -371,6 +378,24 @@ class ContainerdImages:
             if absent is not None and exc.code() == absent:
                 return None
             raise
+
+
+NAMED_UP_TO = 64
+"""More names than this are found in one unfiltered listing: containerd matches every record
+against every filter."""
+
+
+def _named(names: Collection[str]) -> list[str]:
+    """Filters for the records named `names` (none, meaning all, past NAMED_UP_TO)."""
+    if len(names) > NAMED_UP_TO:
+        return []
+    return [f"name=={_quoted(name)}" for name in sorted(names)]
+
+
+def _quoted(value: str) -> str:
+    """`value` as a quoted string of containerd's filter syntax (pkg/filters: a backslash
+    escapes the next character)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _apply(image: images_pb2.Image, changes: Changes) -> list[str]:

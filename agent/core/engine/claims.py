@@ -141,10 +141,15 @@ def claim(
     return changes
 
 
+def holder_key(owner: str) -> str:
+    """The label that says `owner` holds a pin (`LEGACY`: the mark of agents before owners)."""
+    return LEGACY_KEY if owner == LEGACY else owner_key(owner)
+
+
 def release(labels: Mapping[str, str], owner: str) -> Changes:
     """What takes `owner` off the record's pin (`LEGACY`: the mark of agents before owners);
     the pin itself goes only when no holder is left. Nothing if `owner` does not hold it."""
-    key = LEGACY_KEY if owner == LEGACY else owner_key(owner)
+    key = holder_key(owner)
     if key not in labels:
         return {}
     changes: Changes = {key: None}
