@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 from agent.cli import logs
 from agent.cli.common import exit_code, log
-from agent.cli.parser import DAEMON, parser
+from agent.cli.parser import parser
+from agent.cli.verb import DAEMON
 from agent.core.errors import AgentError, ConfigError
 from agent.core.text import fit
 

@@ -289,11 +289,15 @@ async def run(args: argparse.Namespace) -> int:
         converge_deadline=args.converge_deadline,
         gate=_gate_settings(args),
         containerd_config=args.containerd_config,
+        kubelet_config=args.kubelet_config,
+        multi_tenant=args.multi_tenant,
     )
     wiring = load_wiring()  # as for every verb: what start-up loaded is not rescanned
+    # A file named on the command line must be there and parse: exit 2 now, not a warning.
     if args.containerd_config is not None:
-        # A file named on the command line must be there and parse: exit 2 now, not a warning.
         wiring.check_config(args.containerd_config)
+    if args.kubelet_config is not None:
+        wiring.kubelet_checkup(args.kubelet_config, None)
     # The daemon's web server and Prometheus code load only for `run`.
     from agent.daemon.app import Daemon
 

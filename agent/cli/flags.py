@@ -29,6 +29,33 @@ def config(sub: argparse.ArgumentParser, *, required: bool = True) -> None:
         sub.add_argument("--config", type=Path, help="take registry settings from a preload list")
 
 
+def kubelet(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--kubelet-config",
+        type=Path,
+        metavar="FILE",
+        help="the kubelet's configuration file (default: the running kubelet's --config, else "
+        "/var/lib/kubelet/config.yaml and the other usual places; none found: not judged)",
+    )
+    sub.add_argument(
+        "--multi-tenant",
+        action="store_true",
+        help="the node pool runs pods of tenants that must not use each other's private "
+        "images: private images usable without a pull secret become a finding",
+    )
+
+
+def public(sub: argparse.ArgumentParser, effect: str) -> None:
+    sub.add_argument(
+        "--public",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help=f"an image of the list anyone may pull though the list has credentials for it "
+        f"({effect}); repeat for more",
+    )
+
+
 def node_platform(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--platform",

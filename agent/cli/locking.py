@@ -24,6 +24,7 @@ from agent.core.images.manifest import Resolution
 from agent.core.lists import config as configs
 from agent.core.lists.config import ImageEntry, Kind, PreloadConfig, RegistrySettings
 from agent.core.lists.credentials import CredentialFiles
+from agent.core.text import fit
 from agent.preload.lock import kubelet_allowlist, lock_text, locked_reference, resolve_tags
 from agent.preload.lock import stale as lock_problems
 
@@ -67,7 +68,7 @@ async def lock(args: argparse.Namespace) -> int:
         write_atomically(args.output, text)
         kept = len(config.images) - tags_locked
         print(f"locked {tags_locked} tags, kept {kept} pinned: {args.output}")
-    _write_allowlist(args.kubelet_allowlist, config)
+    _write_allowlist(args, config)
     return EXIT_CONVERGED
 
 
@@ -79,11 +80,32 @@ def _lock_text(
     return lock_text(read_text(source), config, unpinned), len(unpinned)
 
 
-def _write_allowlist(path: Path | None, config: PreloadConfig) -> None:
-    """`--kubelet-allowlist`: written beside the lock; said on stderr (stdout may be the lock)."""
-    if path is not None:
-        write_atomically(path, kubelet_allowlist(config.images))
-        print(f"allowlisted {len(config.images)} images for kubelet: {path}", file=sys.stderr)
+def _write_allowlist(args: argparse.Namespace, config: PreloadConfig) -> None:
+    """`--kubelet-allowlist`: written beside the lock, without the images the list has
+    credentials for (unless --public names them); said on stderr (stdout may be the lock)."""
+    path: Path | None = args.kubelet_allowlist
+    if path is None:
+        return
+    public = {references.parse(name).name for name in args.public}
+    files = credential_files(config)
+    private = sorted(
+        {
+            entry.reference.name
+            for entry in config.images
+            if entry.reference.name not in public and files.lookup(entry.reference)
+        }
+    )
+    write_atomically(path, kubelet_allowlist(config.images, private))
+    allowed = len({entry.reference.name for entry in config.images}) - len(private)
+    print(f"allowlisted {allowed} images for kubelet: {path}", file=sys.stderr)
+    if private:
+        print(
+            fit(
+                f"left out {len(private)} private images (the list has credentials for them; "
+                f"--public IMAGE to allow one): {', '.join(private)}"
+            ),
+            file=sys.stderr,
+        )
 
 
 def _lock_json(
@@ -100,7 +122,7 @@ def _lock_json(
     if written:
         write_atomically(args.output, _lock_text(args.config, config, digests)[0])
     if not failures and locked is None:
-        _write_allowlist(args.kubelet_allowlist, config)
+        _write_allowlist(args, config)
     images = []
     for entry in config.images:
         digest = entry.reference.digest or digests.get(entry)

@@ -4,9 +4,6 @@ flags several verbs share (agent.cli.flags)."""
 from __future__ import annotations
 
 import argparse
-import importlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +17,12 @@ from agent.cli.common import (
     version,
     version_text,
 )
+from agent.cli.verb import DAEMON, Verb
 from agent.daemon.settings import DEFAULT_LISTEN, parse_listen
 from agent.preload.lock import DEFAULT_CONCURRENCY as LOCK_CONCURRENCY
 from agent.preload.lock import MAX_CONCURRENCY as MAX_LOCK_CONCURRENCY
 
 Commands = Any  # argparse's private _SubParsersAction
-
-
-@dataclass(frozen=True)
-class Verb:
-    """A verb's function, by module (in agent.cli) and name: the module loads only when that
-    verb runs, so `once` does not pay for the fleet view, the doctor or list generation."""
-
-    module: str
-    name: str
-
-    def load(self) -> Callable[[argparse.Namespace], Awaitable[int]]:
-        function: Callable[[argparse.Namespace], Awaitable[int]]
-        function = getattr(importlib.import_module(f"agent.cli.{self.module}"), self.name)
-        return function
-
-    def __call__(self, args: argparse.Namespace) -> Awaitable[int]:
-        return self.load()(args)
-
-
-DAEMON = Verb("converge", "run")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -151,6 +129,7 @@ def _run(commands: Commands) -> None:
     cri_endpoint_arg(run)
     flags.node_platform(run)
     flags.containerd_config(run)
+    flags.kubelet(run)
     run.add_argument(
         "--listen",
         default=DEFAULT_LISTEN,
@@ -275,8 +254,9 @@ def _lock(commands: Commands) -> None:
         metavar="FILE",
         help="also write a KubeletConfiguration fragment allowing the locked images as preloaded "
         "(preloadedImagesVerificationAllowlist, KEP-2535), so credential verification keeps "
-        "them usable",
+        "them usable; images the list has credentials for are left out (private)",
     )
+    flags.public(lock, "allowlisted")
     flags.format(
         lock,
         text="the lock, to --output-file or stdout",
@@ -396,14 +376,23 @@ def _doctor(commands: Commands) -> None:
     sub = _subcommand(
         commands,
         "doctor",
-        "say how this node's containerd pulls for CRI: its pull path, what forced the old one, "
-        "the settings that bound a pull",
+        "say how this node's containerd pulls for CRI (its pull path, what forced the old one, "
+        "the settings that bound a pull) and what its kubelet will make of a preload list",
         "  prepull-agent doctor\n"
-        "  prepull-agent doctor --containerd-config /host/etc/containerd/config.toml -o json",
+        "  prepull-agent doctor --containerd-config /host/etc/containerd/config.toml -o json\n"
+        "  prepull-agent doctor --config preload.yaml --kubelet-config /var/lib/kubelet/"
+        "config.yaml --multi-tenant",
         flags.DOCTOR_EXITS,
     )
     cri_endpoint_arg(sub)
     flags.containerd_config(sub)
+    flags.kubelet(sub)
+    sub.add_argument(
+        "--config",
+        type=Path,
+        help="a preload list to judge against the kubelet's settings (verification, image GC)",
+    )
+    flags.public(sub, "offered for the kubelet's allowlist")
     flags.format(sub)
     sub.set_defaults(command=Verb("doctor", "doctor"))
 

@@ -1,8 +1,9 @@
 """The doctor loop: how containerd pulls for CRI (wiring.checkup, what `prepull-agent doctor`
 prints) in /status, the metrics and one log line whenever it changes — read again when a new
 containerd process serves the socket, and when a registry the list pulled from is found to
-ignore HTTP Range (containerd's chunked fetch is unsafe with it). Apart from the pass loop: a
-pass never waits for it, and it never fails a pass."""
+ignore HTTP Range (containerd's chunked fetch is unsafe with it). With --kubelet-config, what the
+kubelet makes of the list (wiring.kubelet_checkup) the same way, judged again when its file or the
+list changes. Apart from the pass loop: a pass never waits for it, and it never fails a pass."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from agent.core.engine import room
 from agent.core.engine.deadline import within_deadline
 from agent.core.errors import AgentError, RuntimeUnavailable
+from agent.core.files import Signature, signature
 from agent.core.images.platform import Platform
 from agent.core.images.reference import Reference
 from agent.core.runtimes import CONTAINERD
@@ -35,6 +37,8 @@ class DoctorLoop:
         """The containerd version and pid last diagnosed."""
         self._range: dict[str, bool | None] = {}
         """Per registry of the list, probed once: whether it honours Range (None: unknown)."""
+        self._kubelet_seen: tuple[Signature | None, object, bool] | None = None
+        """The kubelet file, the list and the runtime's pinning last judged."""
 
     async def run(self, runtime: NodeRuntime, registry: Resolver) -> None:
         shared = self._shared
@@ -49,6 +53,8 @@ class DoctorLoop:
 
     async def _look(self, runtime: NodeRuntime, registry: Resolver) -> None:
         info = await runtime.meet()
+        features = runtime.features
+        self._judge_kubelet(features.pins_honoured if features is not None else True)
         if info.name != CONTAINERD or runtime.introspection is None:
             return
         # containerd reads its config when it starts: read it again when a new process serves
@@ -112,6 +118,39 @@ class DoctorLoop:
             forced,
             len(found.findings),
             extra={"event": "pull_path", "findings": [f.setting for f in found.findings]},
+        )
+
+    def _judge_kubelet(self, pins_honoured: bool) -> None:
+        """What the kubelet makes of the list, once per kubelet file and list seen; a file that
+        cannot be read is reported, never fatal."""
+        shared = self._shared
+        path = shared.settings.kubelet_config
+        if path is None:
+            return
+        seen = (signature(path), shared.config, pins_honoured)
+        if seen == self._kubelet_seen:
+            return
+        self._kubelet_seen = seen
+        try:
+            found = self._wiring.kubelet_checkup(
+                path,
+                shared.config,
+                multi_tenant=shared.settings.multi_tenant,
+                pins_honoured=pins_honoured,
+            )
+        except AgentError as exc:
+            shared.report.kubelet = {"config": str(path), "error": str(exc)}
+            shared.metrics.kubelet_says(())
+            log.warning("cannot judge the kubelet's settings: %s", exc, extra={"event": "kubelet"})
+            return
+        shared.report.kubelet = found.to_json()
+        shared.metrics.kubelet_says(found.findings)
+        say = log.warning if found.actionable else log.info
+        say(
+            "the kubelet (%s) and the list: %d findings (prepull-agent doctor --config)",
+            found.source,
+            len(found.findings),
+            extra={"event": "kubelet", "findings": [f.setting for f in found.findings]},
         )
 
 

@@ -273,6 +273,14 @@ METRICS: dict[str, Spec] = {
         "change=1 when the finding recommends a change.",
         labels=("setting", "change"),
     ),
+    "kubelet_findings": Spec(
+        Gauge,
+        "prepull_kubelet_finding",
+        "One series per finding about what the kubelet makes of the list (its credential "
+        "verification, image GC, pull settings: prepull-agent doctor --config); change=1 when "
+        "the finding recommends a change.",
+        labels=("setting", "change"),
+    ),
     "unpinned": Spec(
         Counter,
         "prepull_images_unpinned",
@@ -320,6 +328,7 @@ class Metrics:
     task_failures: Counter
     pull_path: Gauge
     runtime_findings: Gauge
+    kubelet_findings: Gauge
     unpinned: Counter
     images: ImageGauges
 
@@ -340,10 +349,11 @@ class Metrics:
     def pull_path_is(self, transfer_service: bool, findings: Sequence[Finding]) -> None:
         """The runtime's pull path and findings as last read (a restart may change them)."""
         self.pull_path.set(1 if transfer_service else 0)
-        self.runtime_findings.clear()
-        for finding in findings:
-            change = "1" if finding.recommended is not None else "0"
-            self.runtime_findings.labels(finding.setting, change).set(1)
+        _findings(self.runtime_findings, findings)
+
+    def kubelet_says(self, findings: Sequence[Finding]) -> None:
+        """What the kubelet makes of the list, as last judged (its file or the list changed)."""
+        _findings(self.kubelet_findings, findings)
 
     def runtime_is(self, name: str, version: str) -> None:
         """One series: the runtime now behind the socket (an upgrade replaces it)."""
@@ -427,3 +437,11 @@ def follow_readiness(metrics: Metrics, report: NodeReport) -> None:
         lambda: report.converging_since if report.converging and report.converging_since else 0
     )
     metrics.converging_overdue.set_function(lambda: report.overdue(time.time()))
+
+
+def _findings(gauge: Gauge, findings: Sequence[Finding]) -> None:
+    """One series per finding's setting; change=1 when it recommends one."""
+    gauge.clear()
+    for finding in findings:
+        change = "1" if finding.recommended is not None else "0"
+        gauge.labels(finding.setting, change).set(1)

@@ -47,6 +47,11 @@ class DaemonSettings:
     """The readiness gate (core.reports.gate), if asked for; None: the agent never calls the API."""
     containerd_config: Path | None = None
     """containerd's config file, for how it pulls (None: the default file, if there is one)."""
+    kubelet_config: Path | None = None
+    """The kubelet's configuration file, to say what the kubelet makes of the list (None: not
+    judged)."""
+    multi_tenant: bool = False
+    """The node pool runs pods of tenants that must not share private images."""
 
     @property
     def node_events(self) -> bool:

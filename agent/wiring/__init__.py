@@ -16,9 +16,9 @@ from agent.adapters.registry.client import RegistryClient, RegistryObserver, ope
 from agent.adapters.registry.hosts import Endpoint, HostsDirectory, resolver
 from agent.core.engine.plan import NodeImage
 from agent.core.images.reference import Reference
-from agent.core.lists.config import RegistrySettings
+from agent.core.lists.config import PreloadConfig, RegistrySettings
 from agent.core.lists.credentials import Credential
-from agent.wiring.doctor import Checkup, check_config, checkup
+from agent.wiring.doctor import Checkup, KubeletCheckup, check_config, checkup, kubelet_checkup
 from agent.wiring.runtime import NodeRuntime, Runtime, containerd, runtime
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "WIRING",
     "Checkup",
+    "KubeletCheckup",
     "NodeRuntime",
     "Runtime",
     "Wiring",
@@ -167,6 +168,18 @@ class Checkups(Protocol):
     ) -> Checkup: ...
 
 
+class KubeletCheckups(Protocol):
+    def __call__(
+        self,
+        path: Path | None,
+        listing: PreloadConfig | None,
+        *,
+        multi_tenant: bool = False,
+        public: frozenset[str] = frozenset(),
+        pins_honoured: bool = True,
+    ) -> KubeletCheckup: ...
+
+
 @dataclass(frozen=True)
 class Wiring:
     """The composition root as one typed object: what `cli.common.load_wiring` hands a verb
@@ -188,6 +201,7 @@ class Wiring:
     )
     check_config: Callable[[Path], None] = check_config
     checkup: Checkups = checkup
+    kubelet_checkup: KubeletCheckups = kubelet_checkup
 
 
 WIRING = Wiring()

@@ -3,11 +3,14 @@ and the kubelet allowlist `lock` writes."""
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from pathlib import Path
 
 import yaml
 
+from agent.core.doctor.kubelet import allowlist_problem
 from agent.core.lists import config as configs
 from tests.harness.agent import NODE, pull, run_agent, write_config
 from tests.harness.containerd import Containerd
@@ -80,3 +83,24 @@ def test_lock_writes_the_kubelet_allowlist_of_the_locked_images(
         "lock", "--config", str(config), "-o", "json", "--kubelet-allowlist", str(as_json)
     )
     assert document.code == 0 and yaml.safe_load(as_json.read_text()) == fragment
+    # Every entry as kubelet 1.36 accepts it (kubernetes PR #137629).
+    assert [allowlist_problem(e) for e in fragment["preloadedImagesVerificationAllowlist"]] == [
+        None,
+        None,
+    ]
+    # An image the list has credentials for is private: left out, unless marked public.
+    secret = {"auths": {"docker.io": {"auth": base64.b64encode(b"u:p").decode()}}}
+    (tmp_path / "secret.json").write_text(json.dumps(secret))
+    config.write_text(config.read_text() + "credentials:\n  - secret.json\n")
+    private = tmp_path / "private.yaml"
+    kept = run_agent("lock", "--config", str(config), "--kubelet-allowlist", str(private))
+    assert kept.code == 0 and "left out 1 private images" in kept.stderr, kept
+    assert yaml.safe_load(private.read_text())["preloadedImagesVerificationAllowlist"] == [
+        tagged.name
+    ]
+    assert "# Left out, private" in private.read_text()
+    marked = run_agent(
+        "lock", "--config", str(config), "--kubelet-allowlist", str(private), "--public", "nginx"
+    )
+    assert marked.code == 0 and "left out" not in marked.stderr, marked
+    assert yaml.safe_load(private.read_text()) == fragment

@@ -81,6 +81,8 @@ class NodeReport:
         self.strict = strict
         """Readiness waits for permanently failed images too."""
         self.runtime: dict[str, object] = {}
+        self.kubelet: dict[str, object] | None = None
+        """What the kubelet makes of the list (its config file and the findings), when asked."""
         self.disk: dict[str, Any] | None = None
         """The disk budget: budget, image filesystem use, why it cannot be checked."""
         self.released_pins: dict[str, Any] | None = None
@@ -275,6 +277,7 @@ class NodeReport:
         return {
             "node_platform": str(self.node) if self.node else None,
             "runtime": dict(self.runtime),
+            "kubelet": self.kubelet,
             "disk": self.disk,
             "gate": self.gate,
             "released_pins": self.released_pins,

@@ -183,6 +183,58 @@ async def test_the_doctor_loop_reports_how_containerd_pulls_and_what_a_registry_
     assert await asyncio.wait_for(running, WAIT) == 0
 
 
+async def test_the_daemon_judges_the_kubelet_s_settings_once_per_file_and_list_seen(
+    tmp_path: Path,
+) -> None:
+    """With --kubelet-config: /status, one series per finding and one log line; judged again
+    when the kubelet's file changes, not on every look."""
+    config = tmp_path / "preload.yaml"
+    config.write_text("images:\n  - r.io/team/app:1\n")
+    kubelet_file = tmp_path / "kubelet.yaml"
+    kubelet_file.write_text(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+        "imagePullCredentialsVerificationPolicy: AlwaysVerify\n"
+    )
+    cri, images, registry = fakes()
+    judged: list[str | None] = []
+    real = wiring.WIRING.kubelet_checkup
+
+    def kubelet_checkup(path: Path | None, listing: Any, **kwargs: Any) -> Any:
+        judged.append(listing.source if listing is not None else None)
+        return real(path, listing, **kwargs)
+
+    metrics = CollectorRegistry()
+    daemon = Daemon(
+        dataclasses.replace(settings(config), kubelet_config=kubelet_file),
+        dataclasses.replace(wired(cri, images, registry), kubelet_checkup=kubelet_checkup),
+        registry=metrics,
+    )
+    running = asyncio.create_task(daemon.run())
+    policy = "kubelet.imagePullCredentialsVerificationPolicy"
+
+    def series(setting: str, change: str) -> float | None:
+        labels = {"setting": setting, "change": change}
+        return metrics.get_sample_value("prepull_kubelet_finding", labels)
+
+    await until(lambda: series(policy, "1") == 1, "the verification finding as a series")
+    said = daemon.report.to_json()["kubelet"]
+    assert said["config"] == str(kubelet_file), said
+    assert policy in [f["setting"] for f in said["findings"]]
+    looked = len(judged)
+    daemon.shared.pass_done.set()  # a look with nothing changed: not judged again
+    await until(lambda: not daemon.shared.pass_done.is_set(), "the doctor to look again")
+    assert len(judged) == looked
+    kubelet_file.write_text(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+        "imagePullCredentialsVerificationPolicy: NeverVerify\nimageGCLowThresholdPercent: 70\n"
+    )
+    daemon.shared.pass_done.set()
+    await until(lambda: series(policy, "1") is None, "the finding gone with the new file")
+    assert series("kubelet.imageGCLowThresholdPercent", "1") == 1
+    daemon.stop()
+    assert await asyncio.wait_for(running, WAIT) == 0
+
+
 async def test_the_gate_loop_releases_the_node_and_records_why_an_image_is_missing(
     tmp_path: Path,
 ) -> None:

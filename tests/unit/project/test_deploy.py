@@ -378,6 +378,28 @@ def test_the_private_registry_overlay_requires_the_pull_secret_the_list_names() 
     assert base["pull-secret"]["secret"]["optional"] is True, "the base runs without one"
 
 
+def test_the_kubelet_config_overlay_mounts_the_file_read_only_and_names_it() -> None:
+    rendered = kustomize(DEPLOY / "overlays" / "kubelet-config")
+    (daemonset,) = [o for o in rendered if o["kind"] == "DaemonSet"]
+    pod = daemonset["spec"]["template"]["spec"]
+    (agent,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in agent["volumeMounts"]}
+    # A file, never created: a missing one stops the pod instead of planting a directory.
+    assert volumes["kubelet-config"]["hostPath"] == {
+        "path": "/var/lib/kubelet/config.yaml",
+        "type": "File",
+    }
+    assert mounts["kubelet-config"]["readOnly"] is True
+    named = [a for a in agent["args"] if a.startswith("--kubelet-config=")]
+    assert named == [f"--kubelet-config={mounts['kubelet-config']['mountPath']}"]
+    args = parser().parse_args([*agent["args"], "--cri-endpoint", "unix:///x"])
+    assert str(args.kubelet_config) == mounts["kubelet-config"]["mountPath"]
+    assert "kubelet-config" not in {
+        v["name"] for v in one("DaemonSet")["spec"]["template"]["spec"]["volumes"]
+    }
+
+
 def test_the_readiness_gate_overlay_turns_on_the_gate_with_the_rights_it_uses() -> None:
     rendered = kustomize(DEPLOY / "overlays" / "readiness-gate")
     (daemonset,) = [o for o in rendered if o["kind"] == "DaemonSet"]
