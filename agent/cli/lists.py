@@ -1,4 +1,5 @@
-"""`from-manifests` and `suggest`: preload lists written from workloads or from what a node runs."""
+"""`from-manifests`, `from-cluster` and `suggest`: preload lists written from workloads (their
+manifests, or as the API server holds them) or from what a node runs."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.cli.common import EXIT_CONVERGED, emit, load_wiring
-from agent.core.errors import InputError
+from agent.cli.common import EXIT_CONVERGED, emit, hosts_dir_of, load_wiring
+from agent.core.errors import AgentError, InputError
 from agent.core.files import read_text
+from agent.core.lists import config as configs
 from agent.core.lists import yamlsafe
-from agent.preload import generate
+from agent.preload import cluster, generate
+from agent.preload.lock import lock_text, resolve_tags
 
 
 async def from_manifests(args: argparse.Namespace) -> int:
@@ -20,22 +23,7 @@ async def from_manifests(args: argparse.Namespace) -> int:
     for source, text in _manifest_texts(args.paths):
         documents += yamlsafe.documents(text, source)
     found = generate.from_manifests(documents)
-    for image, users in found.mutable().items():
-        policies = ", ".join(sorted(found.policies.get(image, ())))
-        print(
-            f"warning: {image} is kept by a mutable tag ({policies}): each node keeps whatever "
-            f"the tag meant when it first pulled it; lock the list and put the digest in "
-            f"{_users(users)}",
-            file=sys.stderr,
-        )
-    for image, users in found.always.items():
-        print(
-            f"note: {image} is left out: pulled on every start (imagePullPolicy Always) by "
-            f"{_users(users)}",
-            file=sys.stderr,
-        )
-    for problem in found.invalid:
-        print(f"warning: left out, not an image reference: {problem}", file=sys.stderr)
+    _warn(found)
     sources = ", ".join(str(p) for p in args.paths)
     text = generate.render_list(
         ((image, _users(users)) for image, users in found.keep.items()),
@@ -101,3 +89,91 @@ def _uses(containers: int, volumes: int) -> str:
     if volumes:
         said.append(f"{volumes} image volume{'' if volumes == 1 else 's'}")
     return ", ".join(said)
+
+
+async def from_cluster(args: argparse.Namespace) -> int:
+    """The list of what the cluster's workloads keep, read through the API server."""
+    pool = _node_labels(args.node_selector)
+    namespace = None if args.all_namespaces else args.namespace
+    wiring = load_wiring()
+    async with wiring.workloads_client(args.kubeconfig, args.context) as api:
+        workloads = []
+        for kind in cluster.WORKLOAD_KINDS:
+            workloads += await api.workloads(kind, namespace, args.selector, args.field_selector)
+        buffers = await api.buffers(namespace, args.selector, args.field_selector) or []
+        resolved: dict[tuple[str, str], Any] = {}
+        for buffer in buffers:
+            ref = cluster.buffer_template(buffer)
+            if ref is not None and ref not in resolved:
+                resolved[ref] = await api.pod_template(*ref)
+    found_in = cluster.templates(workloads, buffers, {k: v for k, v in resolved.items() if v})
+    for problem in found_in.skipped:
+        print(f"warning: left out: {problem}", file=sys.stderr)
+    found, where = cluster.found_images(found_in, pool)
+    _warn(found)
+    scope = "all namespaces" if namespace is None else f"namespace {namespace}"
+    pool_said = f", nodes labelled {args.node_selector}" if pool is not None else ""
+    text = generate.render_list(
+        (
+            (image, _users(users) + _placed(where.get(image, [])))
+            for image, users in found.keep.items()
+        ),
+        f"From the cluster ({scope}{pool_said}) by prepull-agent from-cluster: the images its\n"
+        "workloads and capacity buffers keep (IfNotPresent, Never).\n"
+        + ("Locked: tags resolved to digests.\n" if args.lock else "")
+        + "Lock it before use: prepull-agent lock --config <this file>" * (not args.lock),
+    )
+    if args.lock:
+        text = await _locked(text, wiring, hosts_dir_of(args))
+    emit(args.output, text, args.format)
+    return EXIT_CONVERGED
+
+
+def _node_labels(text: str | None) -> dict[str, str] | None:
+    if text is None:
+        return None
+    try:
+        return cluster.parse_labels(text)
+    except ValueError as exc:
+        raise InputError(f"--node-selector: {exc}") from None  # the value is named: enough
+
+
+def _placed(placements: Sequence[cluster.Placement]) -> str:
+    """`; on pool=gpu` when every workload of the image asks for nodes of those labels."""
+    selectors = {tuple(sorted(p.node_selector.items())) for p in placements}
+    if len(selectors) != 1 or not next(iter(selectors)):
+        return ""
+    return "; on " + ",".join(f"{k}={v}" for k, v in next(iter(selectors)))
+
+
+async def _locked(text: str, wiring: Any, hosts_dir: Path | None) -> str:
+    """`text` with every tag resolved to the digest it names now (as `lock` does); bad input
+    naming the entries that did not resolve."""
+    config = configs.parse(text, "<from-cluster>")
+    async with wiring.registry_client(config.registry, hosts_dir) as registry:
+        results = await resolve_tags(registry, config.images)
+    failures = {e: r for e, r in results.items() if isinstance(r, AgentError)}
+    if failures:
+        said = "; ".join(f"{e.written}: {r}" for e, r in list(failures.items())[:5])
+        raise InputError(f"--lock: {len(failures)} tags did not resolve ({said})")
+    digests = {e: r for e, r in results.items() if isinstance(r, str)}
+    return lock_text(text, config, digests)
+
+
+def _warn(found: generate.Found) -> None:
+    for image, users in found.mutable().items():
+        policies = ", ".join(sorted(found.policies.get(image, ())))
+        print(
+            f"warning: {image} is kept by a mutable tag ({policies}): each node keeps whatever "
+            f"the tag meant when it first pulled it; lock the list and put the digest in "
+            f"{_users(users)}",
+            file=sys.stderr,
+        )
+    for image, users in found.always.items():
+        print(
+            f"note: {image} is left out: pulled on every start (imagePullPolicy Always) by "
+            f"{_users(users)}",
+            file=sys.stderr,
+        )
+    for problem in found.invalid:
+        print(f"warning: left out, not an image reference: {problem}", file=sys.stderr)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from agent.cli import flags, gate_flags
 from agent.cli.common import (
-    EXITS,
     VERBOSE_HELP,
     count_arg,
     cri_endpoint_arg,
@@ -17,12 +15,11 @@ from agent.cli.common import (
     version,
     version_text,
 )
-from agent.cli.verb import DAEMON, Verb
+from agent.cli.list_verbs import from_cluster, from_manifests, suggest
+from agent.cli.verb import DAEMON, Commands, Verb, subcommand
 from agent.daemon.settings import DEFAULT_LISTEN, parse_listen
 from agent.preload.lock import DEFAULT_CONCURRENCY as LOCK_CONCURRENCY
 from agent.preload.lock import MAX_CONCURRENCY as MAX_LOCK_CONCURRENCY
-
-Commands = Any  # argparse's private _SubParsersAction
 
 
 def parser() -> argparse.ArgumentParser:
@@ -45,38 +42,22 @@ def parser() -> argparse.ArgumentParser:
         _release,
         _fleet,
         _doctor,
-        _from_manifests,
-        _suggest,
+        from_manifests,
+        from_cluster,
+        suggest,
     )
     for verb in verbs:
         verb(commands)
-    _subcommand(commands, "version", "print the agent's version", "  prepull-agent version",
+    subcommand(commands, "version", "print the agent's version", "  prepull-agent version",
                 "exit codes: 0").set_defaults(command=version)  # fmt: skip
     return top
-
-
-def _subcommand(
-    commands: Commands, name: str, summary: str, examples: str, exits: str = EXITS
-) -> argparse.ArgumentParser:
-    sub: argparse.ArgumentParser = commands.add_parser(
-        name,
-        help=summary,
-        description=summary[0].upper() + summary[1:] + ".",
-        epilog=f"examples:\n{examples}\n\n{exits}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    # -v works after the command too; SUPPRESS keeps the top-level value when it is absent.
-    sub.add_argument(
-        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP
-    )
-    return sub
 
 
 # -- the verbs -------------------------------------------------------------------------------
 
 
 def _once(commands: Commands) -> None:
-    once = _subcommand(
+    once = subcommand(
         commands,
         "once",
         "converge this node once and exit",
@@ -113,7 +94,7 @@ def _once(commands: Commands) -> None:
 
 
 def _run(commands: Commands) -> None:
-    run = _subcommand(
+    run = subcommand(
         commands,
         "run",
         "daemon: converge now, every resync and on config change",
@@ -189,7 +170,7 @@ def _run(commands: Commands) -> None:
 
 
 def _pins(commands: Commands) -> None:
-    sub = _subcommand(
+    sub = subcommand(
         commands,
         "pins",
         "list the pins on this node and who holds each (owners, foreign pins, earlier agents)",
@@ -204,7 +185,7 @@ def _pins(commands: Commands) -> None:
 
 
 def _release(commands: Commands) -> None:
-    sub = _subcommand(
+    sub = subcommand(
         commands,
         "release",
         "take an owner that is gone off every pin it holds (a pin no one else holds goes)",
@@ -222,7 +203,7 @@ def _release(commands: Commands) -> None:
 
 
 def _lock(commands: Commands) -> None:
-    lock = _subcommand(
+    lock = subcommand(
         commands,
         "lock",
         "pin every tag of a preload list to its current digest",
@@ -269,7 +250,7 @@ def _lock(commands: Commands) -> None:
 
 
 def _resolve(commands: Commands) -> None:
-    resolve = _subcommand(
+    resolve = subcommand(
         commands,
         "resolve",
         "print the digest an image reference names now",
@@ -291,7 +272,7 @@ def _resolve(commands: Commands) -> None:
 
 
 def _check(commands: Commands) -> None:
-    check = _subcommand(
+    check = subcommand(
         commands,
         "check",
         "validate a preload list, its pull secrets and hosts.toml files, touching no node",
@@ -305,7 +286,7 @@ def _check(commands: Commands) -> None:
 
 
 def _status(commands: Commands) -> None:
-    sub = _subcommand(
+    sub = subcommand(
         commands,
         "status",
         "show a running daemon's view of this node (its /status) as a table",
@@ -326,7 +307,7 @@ def _status(commands: Commands) -> None:
 
 
 def _fleet(commands: Commands) -> None:
-    sub = _subcommand(
+    sub = subcommand(
         commands,
         "fleet",
         "show every node's preload state, each agent's /status read through the API server "
@@ -373,7 +354,7 @@ def _fleet(commands: Commands) -> None:
 
 
 def _doctor(commands: Commands) -> None:
-    sub = _subcommand(
+    sub = subcommand(
         commands,
         "doctor",
         "say how this node's containerd pulls for CRI (its pull path, what forced the old one, "
@@ -395,42 +376,3 @@ def _doctor(commands: Commands) -> None:
     flags.public(sub, "offered for the kubelet's allowlist")
     flags.format(sub)
     sub.set_defaults(command=Verb("doctor", "doctor"))
-
-
-def _from_manifests(commands: Commands) -> None:
-    sub = _subcommand(
-        commands,
-        "from-manifests",
-        "write a preload list from Kubernetes manifests: every container image nodes keep",
-        "  kubectl get pods,deploy,sts,ds,cronjobs,jobs -A -o yaml | prepull-agent "
-        "from-manifests -\n"
-        "  helm template my-release ./chart | prepull-agent from-manifests - --output-file "
-        "preload.yaml\n"
-        "  prepull-agent from-manifests k8s/ --output-file preload.yaml && prepull-agent lock "
-        "--config preload.yaml --output-file preload.lock.yaml",
-        "exit codes: 0 written (warnings on stderr), 2 bad input (file and line named)",
-    )
-    sub.add_argument(
-        "paths",
-        nargs="+",
-        metavar="PATH",
-        help="YAML or JSON files, directories (read recursively), or - for stdin",
-    )
-    flags.output_file(sub, "the list")
-    flags.format(sub, ("yaml", "json"), "the list, commented", "the same list as one JSON document")
-    sub.set_defaults(command=Verb("lists", "from_manifests"))
-
-
-def _suggest(commands: Commands) -> None:
-    sub = _subcommand(
-        commands,
-        "suggest",
-        "write a preload list from what this node runs now, pinned to the digests running",
-        "  prepull-agent suggest > preload.yaml\n"
-        "  prepull-agent suggest --cri-endpoint unix:///run/k3s/containerd/containerd.sock",
-        "exit codes: 0 written, 1 the runtime cannot be asked",
-    )
-    cri_endpoint_arg(sub)
-    flags.output_file(sub, "the list")
-    flags.format(sub, ("yaml", "json"), "the list, commented", "the same list as one JSON document")
-    sub.set_defaults(command=Verb("lists", "suggest"))

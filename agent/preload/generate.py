@@ -13,7 +13,7 @@ from agent.core.images import reference as references
 from agent.core.text import fit
 
 # Where each kind keeps its pod template (k8s.io/api: apps/v1, batch/v1, core/v1).
-_POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
+POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
     "Pod": ("spec",),
     "PodTemplate": ("template", "spec"),
     "Deployment": ("spec", "template", "spec"),
@@ -23,6 +23,8 @@ _POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
     "ReplicationController": ("spec", "template", "spec"),
     "Job": ("spec", "template", "spec"),
     "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+    # from-cluster's stand-in for a CapacityBuffer: the PodTemplate it keeps nodes for.
+    "CapacityBuffer": ("template", "spec"),
 }
 _CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 ALWAYS, IF_NOT_PRESENT, NEVER = "Always", "IfNotPresent", "Never"
@@ -87,7 +89,7 @@ def objects(documents: Iterable[Any]) -> Iterator[dict[str, Any]]:
 def container_images(item: Mapping[str, Any]) -> Iterator[ContainerImage]:
     """Every image a pod template makes kubelet pull: its containers' and its image volumes'."""
     kind = str(item.get("kind", ""))
-    path = _POD_SPEC_PATHS.get(kind)
+    path = POD_SPEC_PATHS.get(kind)
     if path is None:
         return
     spec: Any = item

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     # `once` and the list tools never import it.
     from agent.adapters.kube.access import ClusterAccess as ClusterAccess
     from agent.adapters.kube.fleet import FleetApi as FleetApi
+    from agent.adapters.kube.workloads import WorkloadsApi as WorkloadsApi
     from agent.core.reports.gate import GateApi
 
 __all__ = [
@@ -127,6 +128,20 @@ async def fleet_client(
         yield api
 
 
+@contextlib.asynccontextmanager
+async def workloads_client(
+    kubeconfig: str | None, context: str | None
+) -> AsyncIterator[WorkloadsApi]:
+    """`from-cluster`'s reads with the user's kubeconfig (as kubectl reads it)."""
+    from agent.adapters.kube.kubeconfig import access as kubeconfig_access
+    from agent.adapters.kube.kubeconfig import load as load_kubeconfig
+    from agent.adapters.kube.workloads import workloads_api
+
+    access = await kubeconfig_access(load_kubeconfig(kubeconfig, context))
+    async with workloads_api(access) as api:
+        yield api
+
+
 class RuntimeFactory(Protocol):
     """How the daemon reaches its runtime (`runtime`, or fakes in tests)."""
 
@@ -199,6 +214,9 @@ class Wiring:
     fleet_client: Callable[[str | None, str | None, int], AbstractAsyncContextManager[FleetApi]] = (
         fleet_client
     )
+    workloads_client: Callable[
+        [str | None, str | None], AbstractAsyncContextManager[WorkloadsApi]
+    ] = workloads_client
     check_config: Callable[[Path], None] = check_config
     checkup: Checkups = checkup
     kubelet_checkup: KubeletCheckups = kubelet_checkup

@@ -9,20 +9,12 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from agent.adapters.kube.client import Access, ApiClient, api_client
 from agent.adapters.kube.errors import FLEET_HINTS, PROXY_HINTS, KubeApiError, refusal
-from agent.core.files import size_text
-from agent.core.jsonread import pick
+from agent.adapters.kube.pages import LIST_TIMEOUT, MAX_PAGE_BYTES, Fields, read_list
 
-# A page of a list; the API server hands the rest on with `continue`. A list longer than
-# MAX_PAGES pages (the largest clusters hold some 15,000 nodes) is an API server that never ends.
-PAGE = 500
-MAX_PAGES = 200
-MAX_PAGE_BYTES = 64 * 1024 * 1024
-MAX_LIST_BYTES = 512 * 1024 * 1024
-Fields = tuple[tuple[str, ...], ...]
 # What `fleet` reads of each (core.fleet.view, core.fleet.targeting): a Node's status (its
 # image list, conditions) is most of its size and never read.
 NODE_FIELDS: Fields = (("metadata", "name"), ("metadata", "labels"), ("spec", "taints"))
@@ -36,7 +28,6 @@ POD_FIELDS: Fields = (
     ("status", "podIP"),
 )
 MAX_STATUS_BYTES = 4 * 1024 * 1024
-LIST_TIMEOUT = 60.0
 
 
 class FleetApi:
@@ -83,31 +74,9 @@ class FleetApi:
     async def _list(
         self, path: str, selector: str | None, fields: Fields | None = None
     ) -> dict[str, Any]:
-        """All pages as one list, each item cut to `fields`; KubeApiError past MAX_PAGES pages
-        or MAX_LIST_BYTES in all (what one page may hold times the pages is far too much)."""
-        items: list[Any] = []
-        token: Any = ""
-        read = 0
-        for _ in range(MAX_PAGES):
-            query = {"limit": str(PAGE)}
-            if selector:
-                query["labelSelector"] = selector
-            if token:
-                query["continue"] = token
-            page, size = await self._get_json(f"{path}?{urlencode(query)}")
-            read += size
-            if read > MAX_LIST_BYTES:
-                raise KubeApiError(
-                    f"GET {path}: the list is larger than {size_text(MAX_LIST_BYTES)} in all"
-                )
-            if not isinstance(page, dict) or not isinstance(page.get("items"), list):
-                raise KubeApiError(f"GET {path}: the API server answered no list")
-            items.extend(pick(i, fields) if fields else i for i in page["items"])
-            metadata = page.get("metadata")
-            token = metadata.get("continue") if isinstance(metadata, dict) else None
-            if not isinstance(token, str) or not token:
-                return {"items": items}
-        raise KubeApiError(f"GET {path}: the API server sent more than {MAX_PAGES} pages")
+        return await read_list(
+            self._client, path, {"labelSelector": selector or ""}, FLEET_HINTS, fields
+        )
 
     async def _get_json(self, url: str) -> tuple[Any, int]:
         """An object or a page of a list, parsed, and its size."""

@@ -16,11 +16,12 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.adapters.kube import fleet as fleet_adapter
+from agent.adapters.kube import pages as pages_adapter
 from agent.adapters.kube.access import ClusterAccess, gate_access
 from agent.adapters.kube.client import Access, ApiClient
-from agent.adapters.kube.fleet import MAX_PAGES, MAX_STATUS_BYTES, FleetApi
+from agent.adapters.kube.fleet import MAX_STATUS_BYTES, FleetApi
 from agent.adapters.kube.node import MAX_RESPONSE_BYTES, KubeApi
+from agent.adapters.kube.pages import MAX_PAGES
 from agent.core.errors import AgentError, KubeApiError
 
 Answer = Callable[[web.Request], web.StreamResponse]
@@ -272,7 +273,7 @@ async def test_an_agent_that_does_not_answer_in_time_is_said_so(server: Server) 
 async def test_a_list_larger_than_the_bound_in_all_is_an_error(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fleet_adapter, "MAX_LIST_BYTES", 4096)
+    monkeypatch.setattr(pages_adapter, "MAX_LIST_BYTES", 4096)
 
     async def pages(request: web.Request) -> web.Response:
         node = {"metadata": {"name": "n", "labels": {"pad": "x" * 1000}}}

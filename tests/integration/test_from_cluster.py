@@ -1,0 +1,209 @@
+"""`prepull-agent from-cluster` against a stand-in API server (tests/harness/workloadsapi.py,
+checked against the real kubectl), its list preloaded on a real containerd."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.core.lists import config as configs
+from tests.harness.agent import NODE, image_status, once_with_hosts_dir, run_agent
+from tests.harness.containerd import Containerd
+from tests.harness.images import PushedImage, push_image
+from tests.harness.kubectl import kubectl
+from tests.harness.registry import Registry
+from tests.harness.workloadsapi import WorkloadsApiServer
+
+
+def pod_spec(*images: str, selector: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
+    }
+    if selector:
+        spec["nodeSelector"] = selector
+    return {**spec, **extra}
+
+
+def meta(name: str, namespace: str = "shop", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, **extra}
+
+
+def controlled_by(kind: str, name: str) -> list[dict[str, Any]]:
+    return [{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": "u", "controller": True}]
+
+
+@pytest.fixture
+def images(registry: Registry, repo: str) -> dict[str, PushedImage]:
+    names = ("web", "old", "pod-of-rs", "bare", "nightly", "run-of-nightly", "db-init", "db",
+             "agent", "batch", "lone-rs", "gpu", "always")  # fmt: skip
+    return {n: push_image(registry, f"{repo}/{n}", "1", (NODE,)) for n in names}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, images: dict[str, PushedImage]) -> Iterator[WorkloadsApiServer]:
+    api = WorkloadsApiServer(tmp_path / "api", buffers=True, page_cap=2)
+    tagged = {name: image.tagged for name, image in images.items()}
+    web = {"template": {"spec": pod_spec(tagged["web"], selector={"pool": "web"})}}
+    api.add("deployments", {"metadata": meta("web", labels={"tier": "web"}), "spec": web})
+    api.add(
+        "replicasets",
+        {"metadata": meta("web-1", ownerReferences=controlled_by("Deployment", "web")),
+         "spec": {"template": {"spec": pod_spec(tagged["old"])}}},
+    )  # fmt: skip
+    api.add(
+        "pods",
+        {"metadata": meta("web-1-x", ownerReferences=controlled_by("ReplicaSet", "web-1")),
+         "spec": pod_spec(tagged["pod-of-rs"])},
+    )  # fmt: skip
+    api.add("pods", {"metadata": meta("bare"), "spec": pod_spec(tagged["bare"])})
+    nightly = {"spec": {"template": {"spec": pod_spec(tagged["nightly"])}}}
+    api.add("cronjobs", {"metadata": meta("nightly"), "spec": {"jobTemplate": nightly}})
+    api.add(
+        "jobs",
+        {"metadata": meta("nightly-1", ownerReferences=controlled_by("CronJob", "nightly")),
+         "spec": {"template": {"spec": pod_spec(tagged["run-of-nightly"])}}},
+    )  # fmt: skip
+    db = pod_spec(tagged["db"], initContainers=[{"name": "init", "image": tagged["db-init"]}])
+    api.add("statefulsets", {"metadata": meta("db"), "spec": {"template": {"spec": db}}})
+    agent_spec = {"template": {"spec": pod_spec(tagged["agent"])}}
+    api.add("daemonsets", {"metadata": meta("agent", "ops"), "spec": agent_spec})
+    api.add(
+        "jobs",
+        {"metadata": meta("batch"), "spec": {"template": {"spec": pod_spec(tagged["batch"])}}},
+    )
+    lone = {"template": {"spec": pod_spec(tagged["lone-rs"])}}
+    api.add("replicasets", {"metadata": meta("lone"), "spec": lone})
+    always = pod_spec(images["always"].tagged)
+    always["containers"][0]["imagePullPolicy"] = "Always"
+    api.add("pods", {"metadata": meta("always"), "spec": always})
+    # Karpenter's buffer for GPU nodes: its PodTemplate, resolved by the buffer controller.
+    gpu = {"spec": pod_spec(tagged["gpu"], selector={"pool": "gpu"})}
+    api.add("podtemplates", {"metadata": meta("gpu-reserve", "ml"), "template": gpu})
+    api.add(
+        "capacitybuffers",
+        {"metadata": meta("gpu", "ml"),
+         "spec": {"podTemplateRef": {"name": "gpu-reserve"}, "replicas": 2},
+         "status": {"podTemplateRef": {"name": "gpu-reserve"}, "replicas": 2}},
+    )  # fmt: skip
+    api.add(
+        "capacitybuffers",
+        {"metadata": meta("for-web"), "spec": {"scalableRef": {"apiGroup": "apps",
+         "kind": "Deployment", "name": "web"}, "percentage": 20}},
+    )  # fmt: skip
+    api.add(
+        "capacitybuffers",
+        {"metadata": meta("gone", "ml"), "spec": {"podTemplateRef": {"name": "deleted"}}},
+    )
+    api.start()
+    yield api
+    api.stop()
+
+
+def from_cluster(api: WorkloadsApiServer, tmp_path: Path, *args: str) -> tuple[list[str], str]:
+    kubeconfig = api.kubeconfig(tmp_path / "kubeconfig")
+    result = run_agent("from-cluster", "--kubeconfig", str(kubeconfig), *args)
+    assert result.code == 0, result
+    listed = configs.parse(result.stdout, "<stdout>").images
+    return [entry.written for entry in listed], result.stderr
+
+
+def test_every_kind_counts_through_its_controller_and_buffers_through_their_template(
+    cluster: WorkloadsApiServer, tmp_path: Path, images: dict[str, PushedImage]
+) -> None:
+    listed, said = from_cluster(cluster, tmp_path, "-A")
+
+    expected = ["web", "bare", "nightly", "db-init", "db", "agent", "batch", "lone-rs", "gpu"]
+    assert sorted(listed) == sorted(images[n].tagged for n in expected), listed
+    for owned in ("old", "pod-of-rs", "run-of-nightly"):
+        assert images[owned].tagged not in listed, f"{owned} counts through its controller"
+    assert f"{images['always'].tagged} is left out" in said
+    assert "CapacityBuffer ml/gone: its PodTemplate ml/deleted is not there" in said
+    assert "mutable tag" in said
+    # Every list was read page by page (the stand-in hands out 2 items a page).
+    assert len(cluster.lists("pods")) == 2 and cluster.lists("pods")[1].query.get("continue")
+
+
+def test_namespaces_and_selectors_narrow_what_is_read(
+    cluster: WorkloadsApiServer, tmp_path: Path, images: dict[str, PushedImage]
+) -> None:
+    in_ops, _ = from_cluster(cluster, tmp_path, "-n", "ops")
+    labelled, _ = from_cluster(cluster, tmp_path, "-A", "-l", "tier=web")
+    named, _ = from_cluster(cluster, tmp_path, "-A", "--field-selector", "metadata.name=db")
+
+    assert in_ops == [images["agent"].tagged]
+    assert labelled == [images["web"].tagged]
+    assert named == [images["db-init"].tagged, images["db"].tagged]
+    asked = [s.query.get("labelSelector") for s in cluster.lists("deployments")]
+    assert "tier=web" in asked, "the selector is the API server's to apply"
+
+
+def test_a_node_pool_gets_the_images_its_pods_may_run(
+    cluster: WorkloadsApiServer, tmp_path: Path, images: dict[str, PushedImage]
+) -> None:
+    gpu_pool, _ = from_cluster(cluster, tmp_path, "-A", "--node-selector", "pool=gpu")
+
+    assert images["gpu"].tagged in gpu_pool and images["web"].tagged not in gpu_pool
+    assert images["agent"].tagged in gpu_pool, "a pod without a selector may run anywhere"
+
+
+def test_the_generated_list_locks_and_preloads_on_a_real_containerd(
+    cluster: WorkloadsApiServer,
+    tmp_path: Path,
+    fresh_containerd: Containerd,
+    images: dict[str, PushedImage],
+) -> None:
+    hosts = str(fresh_containerd.certs_d)
+    listed, _ = from_cluster(
+        cluster, tmp_path, "-n", "ml", "--lock", "--containerd-hosts-dir", hosts
+    )
+    assert listed == [images["gpu"].pinned()], "locked: the digest the tag names"
+    preload = tmp_path / "preload.yaml"
+    preload.write_text("images:\n" + "".join(f"  - {image}\n" for image in listed))
+
+    result = once_with_hosts_dir(fresh_containerd, preload)
+
+    assert result.code == 0, result
+    assert image_status(fresh_containerd, images["gpu"].tagged) is not None
+
+
+def test_the_stand_in_answers_kubectl_as_an_api_server_does(
+    cluster: WorkloadsApiServer, tmp_path: Path
+) -> None:
+    kubeconfig = cluster.kubeconfig(tmp_path / "kubeconfig")
+
+    def get(*what: str) -> dict[str, Any]:
+        run = subprocess.run(
+            [kubectl(), "--kubeconfig", str(kubeconfig), "get", *what, "-o", "json"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        document: dict[str, Any] = json.loads(run.stdout)
+        return document
+
+    deployments = get("deployments", "-A", "--chunk-size", "1")
+    buffers = get("capacitybuffers.autoscaling.x-k8s.io", "-n", "ml")
+    assert [d["metadata"]["name"] for d in deployments["items"]] == ["web"]
+    assert sorted(b["metadata"]["name"] for b in buffers["items"]) == ["gone", "gpu"]
+
+
+def test_a_refusal_is_said_with_the_grants_needed_and_nothing_is_written(
+    cluster: WorkloadsApiServer, tmp_path: Path
+) -> None:
+    cluster.forbidden.add("cronjobs")
+    kubeconfig = cluster.kubeconfig(tmp_path / "kubeconfig")
+    out = tmp_path / "preload.yaml"
+
+    result = run_agent(
+        "from-cluster", "--kubeconfig", str(kubeconfig), "-A", "--output-file", str(out)
+    )
+
+    assert result.code == 1, result
+    assert "HTTP 403" in result.stderr and "cronjobs (batch)" in result.stderr
+    assert not out.exists()
+    wrong = run_agent("from-cluster", "--kubeconfig", str(kubeconfig), "--node-selector", "gpu")
+    assert wrong.code == 2 and "--node-selector: 'gpu' is not key=value" in wrong.stderr
