@@ -7,6 +7,8 @@ list changes. Apart from the pass loop: a pass never waits for it, and it never 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -54,7 +56,7 @@ class DoctorLoop:
     async def _look(self, runtime: NodeRuntime, registry: Resolver) -> None:
         info = await runtime.meet()
         features = runtime.features
-        self._judge_kubelet(features.pins_honoured if features is not None else True)
+        await self._judge_kubelet(features.pins_honoured if features is not None else True)
         if info.name != CONTAINERD or runtime.introspection is None:
             return
         # containerd reads its config when it starts: read it again when a new process serves
@@ -66,7 +68,7 @@ class DoctorLoop:
         if node is not None and await self._probe_range(registry, node):
             changed = True
         if changed:
-            self._diagnose(info.version)
+            await self._diagnose(info.version)
 
     async def _probe_range(self, registry: Resolver, node: Platform) -> bool:
         """Once per registry the passes pulled from, through its first image pulled: whether it
@@ -86,15 +88,21 @@ class DoctorLoop:
                 )
         return probed
 
-    def _diagnose(self, version: str) -> None:
-        """A config that cannot be read is reported, never fatal."""
+    async def _diagnose(self, version: str) -> None:
+        """A config that cannot be read is reported, never fatal. The files and /proc are read
+        in a thread: a pass's calls go on meanwhile."""
         shared = self._shared
         report = shared.report.runtime
         ignoring = [domain for domain, honours in self._range.items() if honours is False]
         try:
-            found = self._wiring.checkup(
-                shared.settings.endpoint, version, shared.settings.containerd_config, ignoring
-            ).diagnosis
+            checked = await asyncio.to_thread(
+                self._wiring.checkup,
+                shared.settings.endpoint,
+                version,
+                shared.settings.containerd_config,
+                ignoring,
+            )
+            found = checked.diagnosis
         except AgentError as exc:
             if report.get("pull_path") != {"error": str(exc)}:
                 report["pull_path"] = {"error": str(exc)}
@@ -120,7 +128,7 @@ class DoctorLoop:
             extra={"event": "pull_path", "findings": [f.setting for f in found.findings]},
         )
 
-    def _judge_kubelet(self, pins_honoured: bool) -> None:
+    async def _judge_kubelet(self, pins_honoured: bool) -> None:
         """What the kubelet makes of the list, once per kubelet file and list seen; a file that
         cannot be read is reported, never fatal."""
         shared = self._shared
@@ -132,11 +140,14 @@ class DoctorLoop:
             return
         self._kubelet_seen = seen
         try:
-            found = self._wiring.kubelet_checkup(
-                path,
-                shared.config,
-                multi_tenant=shared.settings.multi_tenant,
-                pins_honoured=pins_honoured,
+            found = await asyncio.to_thread(
+                functools.partial(
+                    self._wiring.kubelet_checkup,
+                    path,
+                    shared.config,
+                    multi_tenant=shared.settings.multi_tenant,
+                    pins_honoured=pins_honoured,
+                )
             )
         except AgentError as exc:
             shared.report.kubelet = {"config": str(path), "error": str(exc)}
