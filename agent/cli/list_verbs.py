@@ -54,9 +54,10 @@ def from_cluster(commands: Commands) -> None:
         "the API server",
         "  prepull-agent from-cluster -A > preload.yaml\n"
         "  prepull-agent from-cluster -n shop -l tier=web --lock --output-file preload.yaml\n"
-        "  prepull-agent from-cluster -A --node-selector karpenter.sh/nodepool=gpu",
-        "exit codes: 0 written (warnings on stderr), 1 the API server or a registry (--lock) "
-        "refused, 2 bad input",
+        "  prepull-agent from-cluster -A --node-selector karpenter.sh/nodepool=gpu\n"
+        "  prepull-agent from-cluster -A --lock --configmap prepull-system/prepull-agent-config",
+        "exit codes: 0 written or unchanged (warnings on stderr), 1 the API server or a registry "
+        "(--lock) refused, or the ConfigMap's list held (--max-drop), 2 bad input",
     )
     sub.add_argument("--kubeconfig", help="the kubeconfig (default: KUBECONFIG, ~/.kube/config)")
     sub.add_argument("--context", help="the kubeconfig context (default: its current-context)")
@@ -77,6 +78,23 @@ def from_cluster(commands: Commands) -> None:
         "--lock", action="store_true", help="resolve every tag to its digest now, as lock does"
     )
     flags.hosts_dir(sub)
+    sub.add_argument(
+        "--configmap",
+        metavar="NAMESPACE/NAME",
+        help="apply the list to this ConfigMap (server-side apply, field manager "
+        "prepull-from-cluster) instead of printing it; unchanged: nothing is written",
+    )
+    sub.add_argument(
+        "--key", default="preload.yaml", help="the ConfigMap's key (default preload.yaml)"
+    )
+    sub.add_argument(
+        "--max-drop",
+        type=float,
+        default=50.0,
+        metavar="PERCENT",
+        help="with --configmap: hold (write nothing, exit 1) a list that would drop more than "
+        "this share of the images listed now (default 50)",
+    )
     flags.output_file(sub, "the list")
     flags.format(sub, ("yaml", "json"), "the list, commented", "the same list as one JSON document")
     sub.set_defaults(command=Verb("lists", "from_cluster"))

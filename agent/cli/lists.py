@@ -9,11 +9,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.cli.common import EXIT_CONVERGED, emit, hosts_dir_of, load_wiring
+from agent.cli.common import EXIT_CONVERGED, EXIT_NOT_CONVERGED, emit, hosts_dir_of, load_wiring
 from agent.core.errors import AgentError, InputError
 from agent.core.files import read_text
 from agent.core.lists import config as configs
 from agent.core.lists import yamlsafe
+from agent.core.text import fit
 from agent.preload import cluster, generate
 from agent.preload.lock import lock_text, resolve_tags
 
@@ -92,8 +93,10 @@ def _uses(containers: int, volumes: int) -> str:
 
 
 async def from_cluster(args: argparse.Namespace) -> int:
-    """The list of what the cluster's workloads keep, read through the API server."""
+    """The list of what the cluster's workloads keep, read through the API server; printed,
+    written to a file, or applied to the ConfigMap the agents read."""
     pool = _node_labels(args.node_selector)
+    target = _configmap(args.configmap)
     namespace = None if args.all_namespaces else args.namespace
     wiring = load_wiring()
     async with wiring.workloads_client(args.kubeconfig, args.context) as api:
@@ -106,6 +109,23 @@ async def from_cluster(args: argparse.Namespace) -> int:
             ref = cluster.buffer_template(buffer)
             if ref is not None and ref not in resolved:
                 resolved[ref] = await api.pod_template(*ref)
+        text = _cluster_list(args, namespace, pool, workloads, buffers, resolved)
+        if args.lock:
+            text = await _locked(text, wiring, hosts_dir_of(args))
+        if target is None:
+            emit(args.output, text, args.format)
+            return EXIT_CONVERGED
+        return await _apply(api, target, args.key, text, args.max_drop)
+
+
+def _cluster_list(
+    args: argparse.Namespace,
+    namespace: str | None,
+    pool: dict[str, str] | None,
+    workloads: list[Any],
+    buffers: list[Any],
+    resolved: dict[tuple[str, str], Any],
+) -> str:
     found_in = cluster.templates(workloads, buffers, {k: v for k, v in resolved.items() if v})
     for problem in found_in.skipped:
         print(f"warning: left out: {problem}", file=sys.stderr)
@@ -113,7 +133,7 @@ async def from_cluster(args: argparse.Namespace) -> int:
     _warn(found)
     scope = "all namespaces" if namespace is None else f"namespace {namespace}"
     pool_said = f", nodes labelled {args.node_selector}" if pool is not None else ""
-    text = generate.render_list(
+    return generate.render_list(
         (
             (image, _users(users) + _placed(where.get(image, [])))
             for image, users in found.keep.items()
@@ -123,10 +143,34 @@ async def from_cluster(args: argparse.Namespace) -> int:
         + ("Locked: tags resolved to digests.\n" if args.lock else "")
         + "Lock it before use: prepull-agent lock --config <this file>" * (not args.lock),
     )
-    if args.lock:
-        text = await _locked(text, wiring, hosts_dir_of(args))
-    emit(args.output, text, args.format)
+
+
+async def _apply(api: Any, target: tuple[str, str], key: str, text: str, max_drop: float) -> int:
+    """`text` into the ConfigMap `target` unless it holds it already, or the change drops too
+    much of the list at once (then nothing is written: exit 1)."""
+    namespace, name = target
+    current = await api.configmap_data(namespace, name, key)
+    where = f"ConfigMap {namespace}/{name} ({key})"
+    if current == text:
+        print(f"unchanged: {where} holds this list already", file=sys.stderr)
+        return EXIT_CONVERGED
+    reason = cluster.held(current, text, max_drop)
+    if reason is not None:
+        print(fit(f"{where} not written, {reason}; --max-drop 100 writes it"), file=sys.stderr)
+        return EXIT_NOT_CONVERGED
+    added, gone = cluster.dropped(current, text)
+    await api.apply_configmap(namespace, name, key, text)
+    print(fit(f"wrote {where}: +{len(added)} -{len(gone)} images"), file=sys.stderr)
     return EXIT_CONVERGED
+
+
+def _configmap(text: str | None) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    namespace, sep, name = text.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise InputError(f"--configmap: {text!r} is not NAMESPACE/NAME")
+    return namespace, name
 
 
 def _node_labels(text: str | None) -> dict[str, str] | None:

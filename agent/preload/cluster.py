@@ -13,8 +13,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.core.errors import InvalidReference
+from agent.core.errors import InputError, InvalidReference
 from agent.core.images import reference as references
+from agent.core.lists import config as configs
 from agent.core.text import fit
 from agent.preload import generate
 
@@ -232,3 +233,35 @@ def _name(item: Mapping[str, Any]) -> str:
 
 def names(items: Sequence[Mapping[str, Any]]) -> Iterator[str]:
     return (_name(item) for item in items)
+
+
+def dropped(current: str | None, new: str) -> tuple[list[str], list[str]]:
+    """(added, dropped) image names from the list text `current` (None, or a text that is no
+    list: nothing) to `new`. A digest that moved is neither: the same image, kept current."""
+    before = _names(current)
+    after = _names(new)
+    return sorted(after - before), sorted(before - after)
+
+
+def held(current: str | None, new: str, max_drop_percent: float) -> str | None:
+    """Why writing `new` over `current` must wait, or None: a list that would lose more than
+    `max_drop_percent` of its images at once is more likely an API server that answered badly
+    (a namespace it failed to list, a selector typed wrong) than the cluster."""
+    before = _names(current)
+    _, gone = dropped(current, new)
+    if not before or 100.0 * len(gone) / len(before) <= max_drop_percent:
+        return None
+    shown = ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
+    return (
+        f"held: the new list drops {len(gone)} of the {len(before)} images listed now "
+        f"(more than {max_drop_percent:g}%): {shown}"
+    )
+
+
+def _names(text: str | None) -> set[str]:
+    if text is None:
+        return set()
+    try:
+        return {entry.reference.name for entry in configs.parse(text, "<list>").images}
+    except InputError:
+        return set()

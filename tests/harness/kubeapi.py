@@ -190,21 +190,7 @@ class KubeApiServer:
 
     def kubeconfig(self, path: Path, token: str = "agent-token") -> Path:
         """A kubeconfig for the real kubectl: this server, its CA, the bearer token."""
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "standin",
-                    "cluster": {"server": self.url, "certificate-authority": str(self.tls.ca)},
-                }
-            ],
-            "users": [{"name": "agent", "user": {"token": token}}],
-            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "agent"}}],
-            "current-context": "standin",
-        }
-        path.write_text(json.dumps(config))
-        return path
+        return write_kubeconfig(path, self.url, self.tls.ca, "agent", token)
 
     def taints(self, name: str) -> list[dict[str, Any]]:
         return list(self.nodes[name].get("spec", {}).get("taints") or [])
@@ -625,6 +611,22 @@ class KubeApiServer:
             self.invalid.append(message)
             return message
         return None
+
+
+def write_kubeconfig(path: Path, server: str, ca: Path, user: str, token: str) -> Path:
+    """A kubeconfig of one cluster (`server`, trusting `ca`) and one user (a bearer token)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "standin", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": user}}],
+        "current-context": "standin",
+    }
+    path.write_text(json.dumps(config))
+    return path
 
 
 def _resource(path: str) -> tuple[str | None, str | None]:

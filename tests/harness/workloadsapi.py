@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.harness.kubeapi import _label_selector, _labels_match, _status
+from tests.harness.kubeapi import _label_selector, _labels_match, _status, write_kubeconfig
 from tests.harness.loopthread import LoopThread
 from tests.harness.tls import ServerCert, make_ca_and_server
 
@@ -32,6 +32,7 @@ TOKEN = "reader-token"
 RESOURCES = (
     ("api", "v1", "pods", "Pod"),
     ("api", "v1", "podtemplates", "PodTemplate"),
+    ("api", "v1", "configmaps", "ConfigMap"),
     ("apis/apps", "v1", "deployments", "Deployment"),
     ("apis/apps", "v1", "statefulsets", "StatefulSet"),
     ("apis/apps", "v1", "daemonsets", "DaemonSet"),
@@ -48,6 +49,8 @@ class Seen:
     path: str
     query: dict[str, str]
     status: int
+    method: str = "GET"
+    content_type: str = ""
 
 
 @dataclass
@@ -88,21 +91,7 @@ class WorkloadsApiServer:
             self._thread.close()
 
     def kubeconfig(self, path: Path, token: str = TOKEN) -> Path:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "standin",
-                    "cluster": {"server": self.url, "certificate-authority": str(self.tls.ca)},
-                }
-            ],
-            "users": [{"name": "reader", "user": {"token": token}}],
-            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "reader"}}],
-            "current-context": "standin",
-        }
-        path.write_text(json.dumps(config))
-        return path
+        return write_kubeconfig(path, self.url, self.tls.ca, "reader", token)
 
     def lists(self, resource: str) -> list[Seen]:
         return [s for s in self.seen if s.path.endswith(f"/{resource}")]
@@ -126,6 +115,9 @@ class WorkloadsApiServer:
             "/{group:api|apis/[^/]+}/{version}/namespaces/{namespace}/{resource}/{name}",
             self._get,
         )
+        app.router.add_patch(
+            "/{group:api}/{version}/namespaces/{namespace}/{resource}/{name}", self._apply
+        )
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.tls.cert, self.tls.key)
         self._runner = web.AppRunner(app)
@@ -146,7 +138,15 @@ class WorkloadsApiServer:
             response = _status(403, "Forbidden", f'{what} is forbidden: cannot list "{what}"')
         else:
             response = await handler(request)
-        self.seen.append(Seen(request.path, dict(request.query), response.status))
+        self.seen.append(
+            Seen(
+                request.path,
+                dict(request.query),
+                response.status,
+                request.method,
+                request.content_type,
+            )
+        )
         return response
 
     def _served(self) -> list[tuple[str, str, str, str]]:
@@ -244,6 +244,37 @@ class WorkloadsApiServer:
              "items": items[start : start + limit]}
         )  # fmt: skip
 
+    async def _apply(self, request: web.Request) -> web.Response:
+        """Server-side apply of a ConfigMap (what from-cluster writes): the applied keys of
+        `data` replace those keys; created when absent. 415 for another patch type, 400
+        without a field manager, as the API server answers."""
+        if request.content_type != "application/apply-patch+yaml":
+            return _status(415, "UnsupportedMediaType", f"{request.content_type} not supported")
+        manager = request.query.get("fieldManager")
+        if not manager:
+            return _status(400, "BadRequest", "fieldManager is required for apply requests")
+        applied = json.loads(await request.read())
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        if applied.get("metadata", {}).get("name") != name:
+            return _status(400, "BadRequest", "the name of the object does not match")
+        stored = self.configmap(namespace, name)
+        if stored is None:
+            stored = {"metadata": {"name": name, "namespace": namespace}, "data": {}}
+            self.objects.setdefault("configmaps", []).append(stored)
+        stored.setdefault("data", {}).update(applied.get("data") or {})
+        _managed(stored, manager, sorted(applied.get("data") or {}))
+        return web.json_response({"kind": "ConfigMap", "apiVersion": "v1", **stored})
+
+    def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return next(
+            (
+                i
+                for i in self.objects.get("configmaps", [])
+                if (i["metadata"]["namespace"], i["metadata"]["name"]) == (namespace, name)
+            ),
+            None,
+        )
+
     async def _get(self, request: web.Request) -> web.Response:
         known = self._kind(request)
         if known is None:
@@ -258,6 +289,12 @@ class WorkloadsApiServer:
                 return web.json_response({"kind": kind, "apiVersion": api_version, **item})
         name = request.match_info["name"]
         return _status(404, "NotFound", f'{resource} "{name}" not found')
+
+
+def _managed(item: dict[str, Any], manager: str, fields: list[str]) -> None:
+    item["metadata"]["managedFields"] = [
+        {"manager": manager, "operation": "Apply", "fieldsV1": {f"f:{f}": {} for f in fields}}
+    ]
 
 
 def _listed(item: dict[str, Any]) -> dict[str, Any]:

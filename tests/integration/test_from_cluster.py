@@ -207,3 +207,45 @@ def test_a_refusal_is_said_with_the_grants_needed_and_nothing_is_written(
     assert not out.exists()
     wrong = run_agent("from-cluster", "--kubeconfig", str(kubeconfig), "--node-selector", "gpu")
     assert wrong.code == 2 and "--node-selector: 'gpu' is not key=value" in wrong.stderr
+
+
+def test_the_list_is_applied_to_the_agents_configmap_and_a_bad_answer_never_empties_it(
+    cluster: WorkloadsApiServer, tmp_path: Path, images: dict[str, PushedImage]
+) -> None:
+    kubeconfig = str(cluster.kubeconfig(tmp_path / "kubeconfig"))
+    target = "prepull-system/prepull-agent-config"
+
+    def write(*args: str) -> tuple[int, str]:
+        result = run_agent("from-cluster", "--kubeconfig", kubeconfig, "--configmap", target, *args)
+        assert result.code in (0, 1) and not result.stdout, result
+        return result.code, result.stderr
+
+    def applied() -> list[str]:
+        return [s.content_type for s in cluster.seen if s.method == "PATCH"]
+
+    code, said = write("-A")
+    assert code == 0 and "wrote ConfigMap prepull-system/prepull-agent-config" in said, said
+    stored = cluster.configmap("prepull-system", "prepull-agent-config")
+    assert stored is not None
+    written = configs.parse(stored["data"]["preload.yaml"], "<configmap>").images
+    assert len(written) == 9
+    assert stored["metadata"]["managedFields"][0]["manager"] == "prepull-from-cluster"
+    assert applied() == ["application/apply-patch+yaml"]
+    assert next(s.query for s in cluster.seen if s.method == "PATCH")["force"] == "true"
+
+    code, said = write("-A")  # nothing changed: nothing written
+    assert code == 0 and "unchanged" in said and len(applied()) == 1, said
+
+    # A namespace typed wrong reads nearly nothing: held, the agents keep their list.
+    code, said = write("-n", "shpo")
+    assert code == 1 and "held: the new list drops 9 of the 9 images" in said, said
+    assert len(applied()) == 1
+    code, said = write("-n", "ml", "--max-drop", "100")
+    assert code == 0 and "+0 -8 images" in said, said
+    kept = cluster.configmap("prepull-system", "prepull-agent-config")
+    assert kept is not None
+    assert [e.written for e in configs.parse(kept["data"]["preload.yaml"], "<cm>").images] == [
+        images["gpu"].tagged
+    ]
+    wrong = run_agent("from-cluster", "--kubeconfig", kubeconfig, "--configmap", "no-slash")
+    assert wrong.code == 2 and "is not NAMESPACE/NAME" in wrong.stderr

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from agent.adapters.kube.client import Access, ApiClient, api_client
 from agent.adapters.kube.errors import WORKLOAD_HINTS, KubeApiError
@@ -25,6 +25,8 @@ WORKLOADS = (
     ("Pod", "/api/v1", "pods"),
 )
 BUFFER_GROUP = "autoscaling.x-k8s.io"
+FIELD_MANAGER = "prepull-from-cluster"
+APPLY_PATCH = "application/apply-patch+yaml"  # JSON is YAML: the body is sent as JSON
 BUFFERS = "capacitybuffers"
 # What is read of each object (a Pod's status, most of its size, never is).
 FIELDS: Fields = (
@@ -66,6 +68,34 @@ class WorkloadsApi:
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/podtemplates/{quote(name, safe='')}"
         document = await self._get(path)
         return document if isinstance(document, dict) else None
+
+    async def configmap_data(self, namespace: str, name: str, key: str) -> str | None:
+        """The text under `key` of the ConfigMap `namespace/name`, None without one."""
+        document = await self._get(_configmap_path(namespace, name))
+        data = document.get("data") if isinstance(document, dict) else None
+        value = data.get(key) if isinstance(data, dict) else None
+        return value if isinstance(value, str) else None
+
+    async def apply_configmap(self, namespace: str, name: str, key: str, text: str) -> None:
+        """`text` under `key` of the ConfigMap `namespace/name` by server-side apply, as
+        FIELD_MANAGER (created if absent; other keys and other managers' fields left alone;
+        `force`: the key is this manager's to write even where another set it before)."""
+        document = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {key: text},
+        }
+        query = urlencode({"fieldManager": FIELD_MANAGER, "force": "true"})
+        await self._client.json(
+            "PATCH",
+            f"{_configmap_path(namespace, name)}?{query}",
+            limit=MAX_PAGE_BYTES,
+            within=LIST_TIMEOUT,
+            hints=WORKLOAD_HINTS,
+            body=document,
+            content_type=APPLY_PATCH,
+        )
 
     async def _buffer_version(self) -> str | None:
         group = await self._get(f"/apis/{BUFFER_GROUP}")
@@ -114,6 +144,10 @@ class WorkloadsApi:
                 return None
             raise
         return document
+
+
+def _configmap_path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{quote(namespace, safe='')}/configmaps/{quote(name, safe='')}"
 
 
 @contextlib.asynccontextmanager

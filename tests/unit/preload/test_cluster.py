@@ -127,3 +127,27 @@ def test_a_node_pool_is_named_by_its_labels() -> None:
     }
     with pytest.raises(ValueError, match="'gpu' is not key=value"):
         cluster.parse_labels("gpu")
+
+
+def listed(*images: str) -> str:
+    return "images:\n" + "".join(f"  - {image}\n" for image in images)
+
+
+def test_a_list_that_would_lose_too_much_at_once_is_held_and_says_what() -> None:
+    now = listed("r.io/a:1", "r.io/b:1", "r.io/c:1", "r.io/d:1")
+
+    assert cluster.held(now, listed("r.io/a:1", "r.io/b:1"), 50) is None
+    said = cluster.held(now, listed("r.io/a:1"), 50)
+    assert said is not None and "drops 3 of the 4 images listed now" in said
+    assert "r.io/b, r.io/c, r.io/d" in said
+    assert cluster.held(now, listed("r.io/a:1"), 100) is None
+    assert cluster.held(now, "images: []\n", 99) is not None, "never emptied by a bad answer"
+
+
+def test_a_moved_digest_is_the_same_image_and_a_broken_current_list_holds_nothing() -> None:
+    before = listed(f"r.io/a:1@sha256:{'1' * 64}")
+    after = listed(f"r.io/a:1@sha256:{'2' * 64}", "r.io/new:1")
+
+    assert cluster.dropped(before, after) == (["r.io/new"], [])
+    assert cluster.dropped(None, after) == (["r.io/a", "r.io/new"], [])
+    assert cluster.held("not: [a list", listed(), 0) is None
