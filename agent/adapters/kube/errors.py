@@ -43,8 +43,8 @@ IMPERSONATION_HINTS = {
 FLEET_HINTS = {403: "deploy/components/fleet-reader holds the RBAC `fleet` needs"}
 WORKLOAD_HINTS = {
     403: "from-cluster lists deployments, statefulsets, daemonsets, replicasets (apps), jobs, "
-    "cronjobs (batch), pods and capacitybuffers (autoscaling.x-k8s.io), and gets "
-    "podtemplates: grant those (README, from-cluster)"
+    "cronjobs (batch), pods and capacitybuffers (autoscaling.x-k8s.io), gets podtemplates, "
+    "and with --configmap gets and patches that ConfigMap: grant those (README, from-cluster)"
 }
 # What the API server's proxy says when it cannot reach the pod (k8s.io/apimachinery
 # pkg/util/proxy/transport.go): 503 "error trying to reach service: …". With deploy/'s
