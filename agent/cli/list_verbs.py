@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.cli import flags
-from agent.cli.common import cri_endpoint_arg
+from agent.cli.common import cri_endpoint_arg, seconds_arg
 from agent.cli.verb import Commands, Verb, subcommand
 
 
@@ -94,6 +94,31 @@ def from_cluster(commands: Commands) -> None:
         metavar="PERCENT",
         help="with --configmap: hold (write nothing, exit 1) a list that would drop more than "
         "this share of the images listed now (default 50)",
+    )
+    sub.add_argument(
+        "--watch",
+        action="store_true",
+        help="with --configmap: keep it current, watching every kind for changes (runs until "
+        "stopped)",
+    )
+    sub.add_argument(
+        "--debounce",
+        type=seconds_arg(0.0),
+        default=10.0,
+        metavar="SECONDS",
+        help="with --watch: wait this long after a change for more before writing (default 10)",
+    )
+    sub.add_argument(
+        "--resync",
+        type=seconds_arg(1.0),
+        default=600.0,
+        metavar="SECONDS",
+        help="with --watch: list everything again this often even without a change (default 600)",
+    )
+    sub.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="with --watch: serve Prometheus metrics here (e.g. 0.0.0.0:9411)",
     )
     flags.output_file(sub, "the list")
     flags.format(sub, ("yaml", "json"), "the list, commented", "the same list as one JSON document")

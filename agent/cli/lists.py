@@ -92,30 +92,57 @@ def _uses(containers: int, volumes: int) -> str:
     return ", ".join(said)
 
 
+WROTE, UNCHANGED, HELD = "wrote", "unchanged", "held"
+"""What became of a list applied to a ConfigMap."""
+
+
 async def from_cluster(args: argparse.Namespace) -> int:
     """The list of what the cluster's workloads keep, read through the API server; printed,
-    written to a file, or applied to the ConfigMap the agents read."""
-    pool = _node_labels(args.node_selector)
+    written to a file, or applied to the ConfigMap the agents read (with --watch, kept so)."""
+    _node_labels(args.node_selector)  # bad input first: exit 2 before the API is asked
     target = _configmap(args.configmap)
-    namespace = None if args.all_namespaces else args.namespace
+    if args.watch and target is None:
+        raise InputError("--watch keeps a ConfigMap current: name it with --configmap")
     wiring = load_wiring()
     async with wiring.workloads_client(args.kubeconfig, args.context) as api:
-        workloads = []
-        for kind in cluster.WORKLOAD_KINDS:
-            workloads += await api.workloads(kind, namespace, args.selector, args.field_selector)
-        buffers = await api.buffers(namespace, args.selector, args.field_selector) or []
-        resolved: dict[tuple[str, str], Any] = {}
-        for buffer in buffers:
-            ref = cluster.buffer_template(buffer)
-            if ref is not None and ref not in resolved:
-                resolved[ref] = await api.pod_template(*ref)
-        text = _cluster_list(args, namespace, pool, workloads, buffers, resolved)
-        if args.lock:
-            text = await _locked(text, wiring, hosts_dir_of(args))
+        if args.watch:
+            from agent.daemon.keeper import Keeper  # the keeper's metrics load only here
+
+            assert target is not None
+            return await Keeper(args, api, target, read_cluster, apply_list).run()
+        text, _ = await read_cluster(args, api)
         if target is None:
             emit(args.output, text, args.format)
             return EXIT_CONVERGED
-        return await _apply(api, target, args.key, text, args.max_drop)
+        done = await apply_list(api, target, args.key, text, args.max_drop)
+        return EXIT_NOT_CONVERGED if done == HELD else EXIT_CONVERGED
+
+
+async def read_cluster(args: argparse.Namespace, api: Any) -> tuple[str, dict[str, str]]:
+    """The list (locked with --lock) and the version each kind was read at (a watch of what
+    changed since starts there)."""
+    pool = _node_labels(args.node_selector)
+    namespace = None if args.all_namespaces else args.namespace
+    workloads = []
+    versions: dict[str, str] = {}
+    for kind in cluster.WORKLOAD_KINDS:
+        listed = await api.workloads(kind, namespace, args.selector, args.field_selector)
+        workloads += listed.items
+        if listed.version:
+            versions[kind] = listed.version
+    served = await api.buffers(namespace, args.selector, args.field_selector)
+    buffers = served.items if served is not None else []
+    if served is not None and served.version:
+        versions["CapacityBuffer"] = served.version
+    resolved: dict[tuple[str, str], Any] = {}
+    for buffer in buffers:
+        ref = cluster.buffer_template(buffer)
+        if ref is not None and ref not in resolved:
+            resolved[ref] = await api.pod_template(*ref)
+    text = _cluster_list(args, namespace, pool, workloads, buffers, resolved)
+    if args.lock:
+        text = await _locked(text, load_wiring(), hosts_dir_of(args))
+    return text, versions
 
 
 def _cluster_list(
@@ -145,23 +172,27 @@ def _cluster_list(
     )
 
 
-async def _apply(api: Any, target: tuple[str, str], key: str, text: str, max_drop: float) -> int:
-    """`text` into the ConfigMap `target` unless it holds it already, or the change drops too
-    much of the list at once (then nothing is written: exit 1)."""
+async def apply_list(
+    api: Any, target: tuple[str, str], key: str, text: str, max_drop: float
+) -> str:
+    """`text` into the ConfigMap `target` unless it holds it already (UNCHANGED), or the
+    change drops too much of the list at once (HELD: nothing written); said on stderr."""
     namespace, name = target
     current = await api.configmap_data(namespace, name, key)
     where = f"ConfigMap {namespace}/{name} ({key})"
     if current == text:
-        print(f"unchanged: {where} holds this list already", file=sys.stderr)
-        return EXIT_CONVERGED
+        print(f"unchanged: {where} holds this list already", file=sys.stderr, flush=True)
+        return UNCHANGED
     reason = cluster.held(current, text, max_drop)
     if reason is not None:
-        print(fit(f"{where} not written, {reason}; --max-drop 100 writes it"), file=sys.stderr)
-        return EXIT_NOT_CONVERGED
+        said = f"{where} not written, {reason}; --max-drop 100 writes it"
+        print(fit(said), file=sys.stderr, flush=True)
+        return HELD
     added, gone = cluster.dropped(current, text)
     await api.apply_configmap(namespace, name, key, text)
-    print(fit(f"wrote {where}: +{len(added)} -{len(gone)} images"), file=sys.stderr)
-    return EXIT_CONVERGED
+    said = f"wrote {where}: +{len(added)} -{len(gone)} images"
+    print(fit(said), file=sys.stderr, flush=True)
+    return WROTE
 
 
 def _configmap(text: str | None) -> tuple[str, str] | None:

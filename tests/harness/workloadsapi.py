@@ -14,8 +14,10 @@ where `from-cluster` depends on them:
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +65,18 @@ class WorkloadsApiServer:
     forbidden: set[str] = field(default_factory=set)
     page_cap: int | None = None
     """Hand out at most this many items a page, whatever `limit` asks (API servers may)."""
+    bookmark_seconds: float = 0.3
+    """How often an idle watch that allows bookmarks gets one."""
+    watch_cap: float | None = None
+    """End every watch after this many seconds, whatever it asked (API servers may)."""
+    version: int = 100
+    """The store's resourceVersion: every change bumps it."""
+    changes: list[tuple[int, str, str, dict[str, Any]]] = field(default_factory=list)
+    """(version, resource, event type, object) of every change, for watches."""
+    compacted: int = 0
+    """Watches from a version older than this are answered 410 Gone."""
+    watch_generation: int = 0
+    """Bumped by compact(): open watches end."""
     seen: list[Seen] = field(default_factory=list)
     port: int = 0
 
@@ -70,6 +84,8 @@ class WorkloadsApiServer:
         self.tls: ServerCert = make_ca_and_server(self.workdir / "tls", "workloads-api")
         self._thread: LoopThread | None = None
         self._runner: web.AppRunner | None = None
+        self._lock = threading.Lock()
+        """compact() against a watch's step: no bookmark carries a version compacted away."""
 
     @property
     def url(self) -> str:
@@ -78,7 +94,31 @@ class WorkloadsApiServer:
     def add(self, resource: str, item: dict[str, Any]) -> None:
         stored = copy.deepcopy(item)
         stored.setdefault("metadata", {}).setdefault("namespace", "default")
+        self.version += 1
+        stored["metadata"]["resourceVersion"] = str(self.version)
         self.objects.setdefault(resource, []).append(stored)
+        self.changes.append((self.version, resource, "ADDED", copy.deepcopy(stored)))
+
+    def delete(self, resource: str, namespace: str, name: str) -> None:
+        kept = []
+        for item in self.objects.get(resource, []):
+            if (item["metadata"]["namespace"], item["metadata"]["name"]) == (namespace, name):
+                self.version += 1
+                self.changes.append((self.version, resource, "DELETED", copy.deepcopy(item)))
+            else:
+                kept.append(item)
+        self.objects[resource] = kept
+
+    def compact(self) -> None:
+        """A change nobody watches, then every change so far forgotten (etcd compaction): the
+        open watches end, and a watch from any version seen before is 410 Gone."""
+        with self._lock:
+            self.watch_generation += 1
+            self.version += 1
+            self.compacted = self.version
+
+    def watches(self, resource: str) -> list[Seen]:
+        return [s for s in self.lists(resource) if s.query.get("watch") == "1"]
 
     def start(self) -> WorkloadsApiServer:
         self._thread = LoopThread()
@@ -215,12 +255,14 @@ class WorkloadsApiServer:
                 return resource, kind, api_version
         return None
 
-    async def _list(self, request: web.Request) -> web.Response:
+    async def _list(self, request: web.Request) -> web.StreamResponse:
         known = self._kind(request)
         if known is None:
             return _status(404, "NotFound", "the server could not find the requested resource")
         resource, kind, api_version = known
         namespace = request.match_info.get("namespace")
+        if request.query.get("watch") in ("1", "true"):
+            return await self._watch(request, resource, namespace)
         try:
             labels = _label_selector(request.query.get("labelSelector", ""))
             fields = _field_selector(request.query.get("fieldSelector", ""), kind)
@@ -236,7 +278,7 @@ class WorkloadsApiServer:
         start = int(request.query.get("continue") or 0)
         limit = int(request.query.get("limit") or 0) or len(items) or 1
         limit = min(limit, self.page_cap or limit)
-        metadata = {"resourceVersion": "100"}
+        metadata = {"resourceVersion": str(self.version)}
         if start + limit < len(items):
             metadata["continue"] = str(start + limit)
         return web.json_response(
@@ -262,6 +304,8 @@ class WorkloadsApiServer:
             stored = {"metadata": {"name": name, "namespace": namespace}, "data": {}}
             self.objects.setdefault("configmaps", []).append(stored)
         stored.setdefault("data", {}).update(applied.get("data") or {})
+        self.version += 1  # one revision for the whole store, as etcd's
+        stored["metadata"]["resourceVersion"] = str(self.version)
         _managed(stored, manager, sorted(applied.get("data") or {}))
         return web.json_response({"kind": "ConfigMap", "apiVersion": "v1", **stored})
 
@@ -274,6 +318,55 @@ class WorkloadsApiServer:
             ),
             None,
         )
+
+    async def _watch(
+        self, request: web.Request, resource: str, namespace: str | None
+    ) -> web.StreamResponse:
+        """A watch from `resourceVersion`: the changes since, then each as it comes, BOOKMARKs
+        while idle (if allowed), until `timeoutSeconds`; 410 in an ERROR event for a version
+        older than the last compaction (as the API server sends it)."""
+        since = int(request.query.get("resourceVersion") or self.version)
+        seconds = min(float(request.query.get("timeoutSeconds") or 300), self.watch_cap or 1e9)
+        bookmarks = request.query.get("allowWatchBookmarks") == "true"
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+
+        async def send(event_type: str, item: dict[str, Any]) -> None:
+            await response.write(json.dumps({"type": event_type, "object": item}).encode() + b"\n")
+
+        if since < self.compacted:
+            gone = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "code": 410,
+                "reason": "Expired",
+                "message": f"too old resource version: {since}",
+            }
+            await send("ERROR", gone)
+            return response
+        generation = self.watch_generation
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + seconds
+        quiet_since = loop.time()
+        while loop.time() < ends:
+            lines: list[tuple[str, dict[str, Any]]] = []
+            with self._lock:
+                if generation != self.watch_generation:
+                    break
+                for version, changed, event_type, item in list(self.changes):
+                    in_scope = namespace is None or item["metadata"]["namespace"] == namespace
+                    if version > since and changed == resource and in_scope:
+                        lines.append((event_type, _listed(item)))
+                        since, quiet_since = version, loop.time()
+                if bookmarks and loop.time() - quiet_since > self.bookmark_seconds:
+                    since = max(since, self.version)
+                    lines.append(("BOOKMARK", {"metadata": {"resourceVersion": str(since)}}))
+                    quiet_since = loop.time()
+            for event_type, item in lines:
+                await send(event_type, item)
+            await asyncio.sleep(0.02)
+        return response
 
     async def _get(self, request: web.Request) -> web.Response:
         known = self._kind(request)

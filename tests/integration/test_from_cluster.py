@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.core.lists import config as configs
 from tests.harness.agent import NODE, image_status, once_with_hosts_dir, run_agent
 from tests.harness.containerd import Containerd
+from tests.harness.daemon import DaemonProc
 from tests.harness.images import PushedImage, push_image
 from tests.harness.kubectl import kubectl
+from tests.harness.procs import free_port
 from tests.harness.registry import Registry
 from tests.harness.workloadsapi import WorkloadsApiServer
 
@@ -249,3 +255,121 @@ def test_the_list_is_applied_to_the_agents_configmap_and_a_bad_answer_never_empt
     ]
     wrong = run_agent("from-cluster", "--kubeconfig", kubeconfig, "--configmap", "no-slash")
     assert wrong.code == 2 and "is not NAMESPACE/NAME" in wrong.stderr
+
+
+class Keeper:
+    """`from-cluster --watch` running against the stand-in."""
+
+    def __init__(self, api: WorkloadsApiServer, tmp_path: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.log_path = tmp_path / "keeper.log"
+        kubeconfig = str(api.kubeconfig(tmp_path / "kubeconfig"))
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "from-cluster", "--kubeconfig", kubeconfig, "-A",
+             "--watch", "--configmap", TARGET, "--debounce", "0.2",
+             "--listen", f"127.0.0.1:{self.port}", *extra],
+            stdout=subprocess.DEVNULL, stderr=self._log,
+        )  # fmt: skip
+
+    def metric(self, name: str, **labels: str) -> float:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return 0.0
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self._log.close()
+        return self.log_path.read_text(errors="replace")
+
+
+TARGET = "prepull-system/prepull-agent-config"
+
+
+def until(check: Callable[[], bool], what: str, keeper: Keeper, seconds: float = 60) -> None:
+    """Wait for a state, never for a moment."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert keeper.proc.poll() is None, keeper.log_path.read_text()
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"waited {seconds}s for {what}:\n{keeper.log_path.read_text()[-3000:]}")
+
+
+def held_images(api: WorkloadsApiServer) -> list[str]:
+    stored = api.configmap(*TARGET.split("/"))
+    if stored is None:
+        return []
+    return [e.written for e in configs.parse(stored["data"]["preload.yaml"], "<cm>").images]
+
+
+def test_the_watching_keeper_follows_changes_bookmarks_and_a_410_and_a_daemon_converges(
+    cluster: WorkloadsApiServer,
+    tmp_path: Path,
+    fresh_containerd: Containerd,
+    registry: Registry,
+    repo: str,
+    images: dict[str, PushedImage],
+) -> None:
+    cluster.watch_cap = 1.0  # watches end early and are started again from the last bookmark
+    # The node's copy of the ConfigMap, as kubelet keeps a ConfigMap volume, read by a daemon.
+    preload = tmp_path / "configmap-volume" / "preload.yaml"
+    preload.parent.mkdir()
+    preload.write_text("images: []\n")
+    hosts = ("--containerd-hosts-dir", str(fresh_containerd.certs_d))
+    daemon = DaemonProc(preload, fresh_containerd.endpoint, *hosts)
+    keeper = Keeper(cluster, tmp_path)
+    try:
+        until(lambda: len(held_images(cluster)) == 9, "the first list in the ConfigMap", keeper)
+        until(lambda: bool(cluster.watches("daemonsets")), "the watches to start", keeper)
+        first_watch = cluster.watches("daemonsets")[0]
+        listed_at = int(first_watch.query["resourceVersion"])  # the version the list said
+
+        extra = push_image(registry, f"{repo}/extra", "1", (NODE,))
+        extra_spec = {"template": {"spec": pod_spec(extra.tagged)}}
+        cluster.add("deployments", {"metadata": meta("extra"), "spec": extra_spec})
+        until(lambda: extra.tagged in held_images(cluster), "the new workload's image", keeper)
+
+        # Bookmarks carried the watch on past the version the list was read at.
+        until(
+            lambda: any(
+                int(s.query["resourceVersion"]) > listed_at for s in cluster.watches("daemonsets")
+            ),
+            "a watch started from a bookmark's version",
+            keeper,
+        )
+
+        # etcd compacted: the watched versions are gone, the keeper lists again and goes on.
+        cluster.compact()
+        until(lambda: keeper.metric("prepull_from_cluster_relists_total", reason="expired") >= 1,
+              "a relist after 410", keeper)  # fmt: skip
+        late = push_image(registry, f"{repo}/late", "1", (NODE,))
+        late_spec = {"template": {"spec": pod_spec(late.tagged)}}
+        cluster.add("statefulsets", {"metadata": meta("late"), "spec": late_spec})
+        until(lambda: late.tagged in held_images(cluster), "a change after the relist", keeper)
+        assert keeper.metric("prepull_from_cluster_writes_total", result="wrote") >= 3
+
+        # The node gets the ConfigMap's list; the daemon preloads what the cluster runs.
+        stored = cluster.configmap(*TARGET.split("/"))
+        assert stored is not None
+        preload.write_text(stored["data"]["preload.yaml"])
+        daemon.wait_for(
+            lambda: image_status(fresh_containerd, late.tagged) is not None,
+            120,
+            "the daemon to preload the image the keeper added",
+        )
+    finally:
+        daemon.terminate()
+        said = keeper.stop()
+    assert "wrote ConfigMap prepull-system/prepull-agent-config" in said

@@ -80,6 +80,46 @@ class ApiClient:
             said = f"the API server at {self.access.server}: {exc}"
             raise KubeApiError(about(what, said)) from exc
 
+    async def lines(
+        self, path: str, *, idle: float, line_limit: int, hints: dict[int, str]
+    ) -> AsyncIterator[bytes]:
+        """The lines of a streamed GET (a watch), each at most `line_limit` bytes, until the
+        server ends it; KubeApiError for a refusal, a silence of `idle` seconds, or a line too
+        long."""
+        what = f"GET {path.split('?')[0]}"
+        headers = {**self.access.headers(), "Accept": "application/json"}
+        try:
+            async with self._session.get(
+                self.access.server + path,
+                headers=headers,
+                ssl=self.access.ssl,
+                server_hostname=self.access.tls_server_name,
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=idle),
+                allow_redirects=False,
+            ) as response:
+                moved = redirect_of(response)
+                if moved is not None:
+                    raise KubeApiError(about(what, moved), response.status)
+                if response.status >= 400:
+                    body = await read_bounded(response, line_limit)
+                    raise refusal(what, "GET", response.status, body, hints)
+                pending = b""
+                async for chunk in response.content.iter_any():
+                    pending += chunk
+                    *done, pending = pending.split(b"\n")
+                    for line in done:
+                        if line.strip():
+                            yield line
+                    if len(pending) > line_limit:
+                        raise KubeApiError(about(what, "a watch event past the size bound"))
+        except BodyTooLarge as exc:
+            raise KubeApiError(about(what, f"the answer is too large: {exc}")) from exc
+        except TimeoutError as exc:
+            raise KubeApiError(about(what, f"nothing for {idle:g}s")) from exc
+        except aiohttp.ClientError as exc:
+            said = f"the API server at {self.access.server}: {exc}"
+            raise KubeApiError(about(what, said)) from exc
+
     async def json(
         self,
         method: str,

@@ -29,12 +29,13 @@ async def read_list(
     hints: dict[int, str],
     fields: Fields | None = None,
 ) -> dict[str, Any]:
-    """All pages of the list at `path` (`query`: its selectors) as one, each item cut to
-    `fields`; KubeApiError past MAX_PAGES pages or MAX_LIST_BYTES in all (what one page may
-    hold times the pages is far too much)."""
+    """All pages of the list at `path` (`query`: its selectors) as one (`items`, and the
+    `resourceVersion` it was read at), each item cut to `fields`; KubeApiError past MAX_PAGES
+    pages or MAX_LIST_BYTES in all (what one page may hold times the pages is far too much)."""
     items: list[Any] = []
     token: Any = ""
     read = 0
+    version: str | None = None
     for _ in range(MAX_PAGES):
         asked = {**{k: v for k, v in query.items() if v}, "limit": str(PAGE)}
         if token:
@@ -55,7 +56,11 @@ async def read_list(
             raise KubeApiError(f"GET {path}: the API server answered no list")
         items.extend(pick(i, fields) if fields else i for i in page["items"])
         metadata = page.get("metadata")
+        if version is None and isinstance(metadata, dict):
+            found = metadata.get("resourceVersion")
+            version = found if isinstance(found, str) and found else None
         token = metadata.get("continue") if isinstance(metadata, dict) else None
         if not isinstance(token, str) or not token:
-            return {"items": items}
+            # The list's resourceVersion: where a watch of what changed since starts.
+            return {"items": items, "resourceVersion": version}
     raise KubeApiError(f"GET {path}: the API server sent more than {MAX_PAGES} pages")

@@ -6,6 +6,8 @@ with the user's label and field selectors), CapacityBuffers where the API server
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -13,6 +15,7 @@ from urllib.parse import quote, urlencode
 from agent.adapters.kube.client import Access, ApiClient, api_client
 from agent.adapters.kube.errors import WORKLOAD_HINTS, KubeApiError
 from agent.adapters.kube.pages import LIST_TIMEOUT, MAX_PAGE_BYTES, Fields, read_list
+from agent.core.text import fit
 
 # (kind, API path, resource): what holds a pod template (k8s.io/api apps/v1, batch/v1, core/v1).
 WORKLOADS = (
@@ -26,6 +29,9 @@ WORKLOADS = (
 )
 BUFFER_GROUP = "autoscaling.x-k8s.io"
 FIELD_MANAGER = "prepull-from-cluster"
+WATCH_SECONDS = 300
+"""How long the API server keeps one watch open (it ends it then; the watcher starts another)."""
+MAX_EVENT_BYTES = 8 * 1024 * 1024
 APPLY_PATCH = "application/apply-patch+yaml"  # JSON is YAML: the body is sent as JSON
 BUFFERS = "capacitybuffers"
 # What is read of each object (a Pod's status, most of its size, never is).
@@ -41,24 +47,57 @@ BUFFER_FIELDS: Fields = (*FIELDS, ("status", "podTemplateRef"))
 class WorkloadsApi:
     def __init__(self, client: ApiClient) -> None:
         self._client = client
+        self._buffer_prefix: str | None = None
+        """Where CapacityBuffers are served, once discovered."""
 
     async def workloads(
         self, kind: str, namespace: str | None, labels: str | None, fields: str | None
-    ) -> list[dict[str, Any]]:
+    ) -> Listed:
         """Every object of `kind` (one of WORKLOADS), each with its `kind` set (list items
-        carry none)."""
-        prefix, resource = next((p, r) for k, p, r in WORKLOADS if k == kind)
+        carry none), and the version the list was read at."""
+        prefix, resource = _where(kind)
         return await self._list(kind, prefix, resource, namespace, labels, fields, FIELDS)
+
+    async def changes(
+        self,
+        kind: str,
+        namespace: str | None,
+        labels: str | None,
+        fields: str | None,
+        version: str,
+    ) -> AsyncIterator[str | None]:
+        """Each change to objects of `kind` after `version`, as a watch with bookmarks tells it,
+        until the API server ends the watch (WATCH_SECONDS): None for an object added, changed
+        or deleted, the new version for a bookmark. Expired (410: the version is gone, list
+        again) or KubeApiError."""
+        if kind == "CapacityBuffer" and self._buffer_prefix is not None:
+            prefix, resource = self._buffer_prefix, BUFFERS
+        else:
+            prefix, resource = _where(kind)
+        where = f"/namespaces/{quote(namespace, safe='')}" if namespace else ""
+        query = {
+            "watch": "1",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": version,
+            "timeoutSeconds": str(WATCH_SECONDS),
+            **({"labelSelector": labels} if labels else {}),
+            **({"fieldSelector": fields} if fields else {}),
+        }
+        path = f"{prefix}{where}/{resource}?{urlencode(query)}"
+        async for line in self._client.lines(
+            path, idle=WATCH_SECONDS + 30, line_limit=MAX_EVENT_BYTES, hints=WORKLOAD_HINTS
+        ):
+            yield _change(line, path)
 
     async def buffers(
         self, namespace: str | None, labels: str | None, fields: str | None
-    ) -> list[dict[str, Any]] | None:
+    ) -> Listed | None:
         """Every CapacityBuffer, or None when the API server serves none (no such group, or
         no version of it with capacitybuffers)."""
         version = await self._buffer_version()
         if version is None:
             return None
-        prefix = f"/apis/{BUFFER_GROUP}/{version}"
+        prefix = self._buffer_prefix = f"/apis/{BUFFER_GROUP}/{version}"
         return await self._list(
             "CapacityBuffer", prefix, BUFFERS, namespace, labels, fields, BUFFER_FIELDS
         )
@@ -125,13 +164,14 @@ class WorkloadsApi:
         labels: str | None,
         fields: str | None,
         picked: Fields,
-    ) -> list[dict[str, Any]]:
+    ) -> Listed:
         where = f"/namespaces/{quote(namespace, safe='')}" if namespace else ""
         query = {"labelSelector": labels or "", "fieldSelector": fields or ""}
         listed = await read_list(
             self._client, f"{prefix}{where}/{resource}", query, WORKLOAD_HINTS, picked
         )
-        return [{**item, "kind": kind} for item in listed["items"] if isinstance(item, dict)]
+        items = [{**item, "kind": kind} for item in listed["items"] if isinstance(item, dict)]
+        return Listed(items, listed["resourceVersion"])
 
     async def _get(self, path: str) -> Any:
         """The object at `path`, None when the API server has none (404)."""
@@ -144,6 +184,50 @@ class WorkloadsApi:
                 return None
             raise
         return document
+
+
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    items: list[dict[str, Any]]
+    version: str | None
+    """The resourceVersion the list was read at (None if the API server said none)."""
+
+
+class Expired(KubeApiError):
+    """The watch's version is older than the API server keeps (410 Gone): list again."""
+
+
+def _where(kind: str) -> tuple[str, str]:
+    """(API path, resource) of a workload kind; KubeApiError for one this reader has not."""
+    for known, prefix, resource in WORKLOADS:
+        if known == kind:
+            return prefix, resource
+    raise KubeApiError(f"no API path known for {kind}")
+
+
+def _change(line: bytes, path: str) -> str | None:
+    what = f"GET {path.split('?')[0]}"
+    try:
+        event = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise KubeApiError(f"{what}: a watch event that is not JSON") from exc
+    kind = event.get("type") if isinstance(event, dict) else None
+    found = event.get("object") if isinstance(event, dict) else None
+    if kind == "ERROR":
+        code = found.get("code") if isinstance(found, dict) else None
+        if code == 410:
+            raise Expired(f"{what}: the watch's version is gone (410)", 410)
+        message = found.get("message") if isinstance(found, dict) else None
+        raise KubeApiError(f"{what}: the watch ended in error {code}: {fit(str(message))}")
+    if kind == "BOOKMARK":
+        metadata = found.get("metadata") if isinstance(found, dict) else None
+        version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
+        if isinstance(version, str) and version:
+            return version
+        raise KubeApiError(f"{what}: a bookmark without a version")
+    if kind in ("ADDED", "MODIFIED", "DELETED"):
+        return None
+    raise KubeApiError(f"{what}: a watch event of no known type")
 
 
 def _configmap_path(namespace: str, name: str) -> str:

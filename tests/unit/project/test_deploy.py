@@ -19,6 +19,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from agent.adapters.kube.workloads import WORKLOADS
 from agent.adapters.runtime import rpc
 from agent.cli import common, converge
 from agent.cli.parser import parser
@@ -398,6 +399,38 @@ def test_the_kubelet_config_overlay_mounts_the_file_read_only_and_names_it() -> 
     assert "kubelet-config" not in {
         v["name"] for v in one("DaemonSet")["spec"]["template"]["spec"]["volumes"]
     }
+
+
+def test_the_from_cluster_keeper_is_granted_what_it_reads_and_writes_and_no_more() -> None:
+    rendered = kustomize(DEPLOY / "overlays" / "from-cluster")
+    (deployment,) = [o for o in rendered if o["kind"] == "Deployment"]
+    (keeper,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = parser().parse_args(keeper["args"])
+    assert args.watch and args.lock and args.all_namespaces
+    namespace, name = args.configmap.split("/")
+    (role,) = [
+        o
+        for o in rendered
+        if o["kind"] == "ClusterRole" and "from-cluster" in o["metadata"]["name"]
+    ]
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}  # fmt: skip
+    read = {(prefix.removeprefix("/apis/").removesuffix("/v1") if prefix != "/api/v1" else "",
+             resource) for _, prefix, resource in WORKLOADS}  # fmt: skip
+    read.add(("autoscaling.x-k8s.io", "capacitybuffers"))
+    assert granted == {(g, r, v) for g, r in read for v in ("list", "watch")} | {
+        ("", "podtemplates", "get")
+    }
+    (writer,) = [
+        o for o in rendered if o["kind"] == "Role" and "from-cluster" in o["metadata"]["name"]
+    ]
+    assert writer["metadata"]["namespace"] == namespace
+    assert writer["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name],
+         "verbs": ["get", "patch"]}
+    ]  # fmt: skip
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] != "prepull-agent", "not taken for an agent pod"
 
 
 def test_the_readiness_gate_overlay_turns_on_the_gate_with_the_rights_it_uses() -> None:

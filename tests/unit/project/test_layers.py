@@ -30,7 +30,12 @@ OWNERS = {
         "agent.daemon.server",
         "agent.daemon.app",
     },
-    "prometheus_client": {"agent.daemon.metrics", "agent.daemon.server", "agent.daemon.app"},
+    "prometheus_client": {
+        "agent.daemon.metrics",
+        "agent.daemon.server",
+        "agent.daemon.app",
+        "agent.daemon.keeper",
+    },
     "yaml": {"agent.core.lists.config", "agent.core.lists.yamlsafe", "agent.preload.lock"},
 }
 # The pure core does no network or runtime I/O; asyncio's primitives it may use.
