@@ -114,7 +114,7 @@ async def from_cluster(args: argparse.Namespace) -> int:
         if target is None:
             emit(args.output, text, args.format)
             return EXIT_CONVERGED
-        done = await apply_list(api, target, args.key, text, args.max_drop)
+        done, _ = await apply_list(api, target, args.key, text, args.max_drop)
         return EXIT_NOT_CONVERGED if done == HELD else EXIT_CONVERGED
 
 
@@ -174,25 +174,24 @@ def _cluster_list(
 
 async def apply_list(
     api: Any, target: tuple[str, str], key: str, text: str, max_drop: float
-) -> str:
+) -> tuple[str, str]:
     """`text` into the ConfigMap `target` unless it holds it already (UNCHANGED), or the
-    change drops too much of the list at once (HELD: nothing written); said on stderr."""
+    change drops too much of the list at once (HELD: nothing written); what became of it and
+    the sentence that says so (on stderr too)."""
     namespace, name = target
     current = await api.configmap_data(namespace, name, key)
     where = f"ConfigMap {namespace}/{name} ({key})"
     if current == text:
-        print(f"unchanged: {where} holds this list already", file=sys.stderr, flush=True)
-        return UNCHANGED
-    reason = cluster.held(current, text, max_drop)
-    if reason is not None:
-        said = f"{where} not written, {reason}; --max-drop 100 writes it"
-        print(fit(said), file=sys.stderr, flush=True)
-        return HELD
-    added, gone = cluster.dropped(current, text)
-    await api.apply_configmap(namespace, name, key, text)
-    said = f"wrote {where}: +{len(added)} -{len(gone)} images"
+        done, said = UNCHANGED, f"unchanged: {where} holds this list already"
+    elif (reason := cluster.held(current, text, max_drop)) is not None:
+        done, said = HELD, f"{where} not written, {reason}; --max-drop 100 writes it"
+    else:
+        added, gone = cluster.dropped(current, text)
+        await api.apply_configmap(namespace, name, key, text)
+        added_said = f" (new: {', '.join(added[:5])})" if added else ""
+        done, said = WROTE, f"wrote {where}: +{len(added)} -{len(gone)} images{added_said}"
     print(fit(said), file=sys.stderr, flush=True)
-    return WROTE
+    return done, said
 
 
 def _configmap(text: str | None) -> tuple[str, str] | None:

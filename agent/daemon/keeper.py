@@ -23,7 +23,9 @@ from agent.core.text import fit
 from agent.daemon.settings import parse_listen
 
 Reader = Callable[[argparse.Namespace, Any], Awaitable[tuple[str, dict[str, str]]]]
-Applier = Callable[[Any, tuple[str, str], str, str, float], Awaitable[str]]
+Applier = Callable[[Any, tuple[str, str], str, str, float], Awaitable[tuple[str, str]]]
+EVENTS = {"wrote": ("Normal", "ListUpdated"), "held": ("Warning", "ListHeld")}
+"""What each outcome says as an Event on the ConfigMap (unchanged says nothing)."""
 log = logging.getLogger(__name__)
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 WATCH_AGAIN = 0.5
@@ -43,6 +45,8 @@ class Keeper:
         self._target = target
         self._read = read
         self._apply = apply
+        self._said: str | None = None
+        """The last Event's message: the same outcome again is not said twice."""
         self.registry = CollectorRegistry()
         self.writes = Counter(
             "prepull_from_cluster_writes",
@@ -95,17 +99,34 @@ class Keeper:
         self.writes.labels("failed").inc()
         pause = BACKOFF[min(failures, len(BACKOFF) - 1)] * random.uniform(0.8, 1.2)
         _say(f"from-cluster: {exc}; again in {pause:.0f}s")
+        if failures == 0:
+            await self._event("Warning", "ListFailed", f"the list could not be made: {exc}")
         await asyncio.sleep(pause)
         return failures + 1, "retry"
 
     async def _converge(self) -> dict[str, str]:
         text, versions = await self._read(self._args, self._api)
         self.images.set(text.count("\n  - "))
-        done = await self._apply(self._api, self._target, self._args.key, text, self._args.max_drop)
+        done, said = await self._apply(
+            self._api, self._target, self._args.key, text, self._args.max_drop
+        )
         self.writes.labels(done).inc()
         if done == "wrote":
             self.last_write.set(time.time())
+        if done in EVENTS:
+            await self._event(*EVENTS[done], said)
         return versions
+
+    async def _event(self, kind: str, reason: str, message: str) -> None:
+        """An Event on the ConfigMap, best-effort (its failure is said, never fatal), and not
+        the same message twice in a row."""
+        if message == self._said:
+            return
+        self._said = message
+        try:
+            await self._api.record_event(*self._target, kind, reason, message)
+        except AgentError as exc:
+            _say(f"from-cluster: no Event recorded: {exc}")
 
     async def _until_changed(self, versions: dict[str, str]) -> str:
         """Why to list again: a change seen (after the debounce), or the resync period."""

@@ -35,6 +35,7 @@ RESOURCES = (
     ("api", "v1", "pods", "Pod"),
     ("api", "v1", "podtemplates", "PodTemplate"),
     ("api", "v1", "configmaps", "ConfigMap"),
+    ("api", "v1", "events", "Event"),
     ("apis/apps", "v1", "deployments", "Deployment"),
     ("apis/apps", "v1", "statefulsets", "StatefulSet"),
     ("apis/apps", "v1", "daemonsets", "DaemonSet"),
@@ -158,6 +159,7 @@ class WorkloadsApiServer:
         app.router.add_patch(
             "/{group:api}/{version}/namespaces/{namespace}/{resource}/{name}", self._apply
         )
+        app.router.add_post("/{group:api}/{version}/namespaces/{namespace}/events", self._event)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.tls.cert, self.tls.key)
         self._runner = web.AppRunner(app)
@@ -308,6 +310,18 @@ class WorkloadsApiServer:
         stored["metadata"]["resourceVersion"] = str(self.version)
         _managed(stored, manager, sorted(applied.get("data") or {}))
         return web.json_response({"kind": "ConfigMap", "apiVersion": "v1", **stored})
+
+    async def _event(self, request: web.Request) -> web.Response:
+        """An Event created (its name must be new), as the keeper records them."""
+        event = json.loads(await request.read())
+        namespace = request.match_info["namespace"]
+        if event.get("metadata", {}).get("namespace") != namespace:
+            return _status(400, "BadRequest", "the namespace of the object does not match")
+        names = {e["metadata"]["name"] for e in self.objects.get("events", [])}
+        if event["metadata"]["name"] in names:
+            return _status(409, "AlreadyExists", "events already exists")
+        self.objects.setdefault("events", []).append(event)
+        return web.json_response(event, status=201)
 
     def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         return next(

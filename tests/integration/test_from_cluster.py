@@ -373,3 +373,7 @@ def test_the_watching_keeper_follows_changes_bookmarks_and_a_410_and_a_daemon_co
         daemon.terminate()
         said = keeper.stop()
     assert "wrote ConfigMap prepull-system/prepull-agent-config" in said
+    recorded = cluster.objects.get("events", [])
+    assert {e["reason"] for e in recorded} == {"ListUpdated"}, recorded
+    assert all(e["involvedObject"]["kind"] == "ConfigMap" for e in recorded)
+    assert any(late.repo in e["message"] for e in recorded), "the Event says what it added"

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -32,6 +34,8 @@ FIELD_MANAGER = "prepull-from-cluster"
 WATCH_SECONDS = 300
 """How long the API server keeps one watch open (it ends it then; the watcher starts another)."""
 MAX_EVENT_BYTES = 8 * 1024 * 1024
+MAX_EVENT_MESSAGE = 1024
+"""An Event's message is cut here (the API server refuses long ones)."""
 APPLY_PATCH = "application/apply-patch+yaml"  # JSON is YAML: the body is sent as JSON
 BUFFERS = "capacitybuffers"
 # What is read of each object (a Pod's status, most of its size, never is).
@@ -134,6 +138,41 @@ class WorkloadsApi:
             hints=WORKLOAD_HINTS,
             body=document,
             content_type=APPLY_PATCH,
+        )
+
+    async def record_event(
+        self, namespace: str, configmap: str, kind: str, reason: str, message: str
+    ) -> None:
+        """An Event on the ConfigMap `namespace/configmap` (`kubectl describe configmap` and
+        `kubectl get events` show it): what the keeper wrote or held, and why."""
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{configmap}.{time.time_ns():x}", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": configmap,
+                "namespace": namespace,
+            },
+            "type": kind,
+            "reason": reason,
+            "message": fit(message, MAX_EVENT_MESSAGE),
+            "count": 1,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": FIELD_MANAGER,
+        }
+        await self._client.json(
+            "POST",
+            f"/api/v1/namespaces/{quote(namespace, safe='')}/events",
+            limit=MAX_PAGE_BYTES,
+            within=LIST_TIMEOUT,
+            hints=WORKLOAD_HINTS,
+            body=event,
         )
 
     async def _buffer_version(self) -> str | None:

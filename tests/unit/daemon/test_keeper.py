@@ -30,8 +30,14 @@ def settings() -> argparse.Namespace:
 
 class FakeApi:
     def __init__(self) -> None:
+        self.recorded: list[tuple[str, ...]] = []
         self.watched: list[str] = []
         self.events: asyncio.Queue[str | Exception | None] = asyncio.Queue()
+
+    async def record_event(self, *args: str) -> None:
+        self.recorded.append(args)
+        if len(self.recorded) == 2:
+            raise KubeApiError("POST events: HTTP 403")  # said, never fatal
 
     async def changes(self, kind: str, *args: Any) -> AsyncIterator[str | None]:
         self.watched.append(args[-1])
@@ -55,9 +61,9 @@ async def test_failures_are_retried_and_changes_and_410s_list_again(
             raise KubeApiError("GET /apis/apps/v1/deployments: HTTP 503")
         return f"images:\n  - r.io/a:{len(reads)}\n", {"Deployment": str(100 + len(reads))}
 
-    async def apply(*args: Any) -> str:
+    async def apply(*args: Any) -> tuple[str, str]:
         applied.append(args[3])
-        return "wrote"
+        return "wrote", f"wrote {len(applied)}"
 
     keeper = keepers.Keeper(settings(), api, ("ns", "cm"), read, apply)
     running = asyncio.create_task(keeper.run())
@@ -77,3 +83,5 @@ async def test_failures_are_retried_and_changes_and_410s_list_again(
     assert keeper.relists.labels("expired")._value.get() == 1
     assert keeper.relists.labels("change")._value.get() == 1
     assert running.cancelled(), "it ran until stopped"
+    reasons = [event[3] for event in api.recorded]
+    assert reasons == ["ListFailed", "ListUpdated", "ListUpdated", "ListUpdated"], api.recorded

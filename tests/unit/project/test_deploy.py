@@ -427,7 +427,8 @@ def test_the_from_cluster_keeper_is_granted_what_it_reads_and_writes_and_no_more
     assert writer["metadata"]["namespace"] == namespace
     assert writer["rules"] == [
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name],
-         "verbs": ["get", "patch"]}
+         "verbs": ["get", "patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]  # fmt: skip
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert labels["app.kubernetes.io/name"] != "prepull-agent", "not taken for an agent pod"
