@@ -19,6 +19,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from agent.core.errors import AgentError, KubeApiError
+from agent.core.lists import config as configs
 from agent.core.text import fit
 from agent.daemon.settings import parse_listen
 
@@ -106,7 +107,7 @@ class Keeper:
 
     async def _converge(self) -> dict[str, str]:
         text, versions = await self._read(self._args, self._api)
-        self.images.set(text.count("\n  - "))
+        self.images.set(len(configs.parse(text, "the cluster's list").images))
         done, said = await self._apply(
             self._api, self._target, self._args.key, text, self._args.max_drop
         )

@@ -83,5 +83,6 @@ async def test_failures_are_retried_and_changes_and_410s_list_again(
     assert keeper.relists.labels("expired")._value.get() == 1
     assert keeper.relists.labels("change")._value.get() == 1
     assert running.cancelled(), "it ran until stopped"
+    assert keeper.images._value.get() == 1
     reasons = [event[3] for event in api.recorded]
     assert reasons == ["ListFailed", "ListUpdated", "ListUpdated", "ListUpdated"], api.recorded
