@@ -324,10 +324,14 @@ class WorkloadsApiServer:
         return web.json_response(event, status=201)
 
     def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.find("configmaps", namespace, name)
+
+    def find(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The stored object of `resource` by namespace and name."""
         return next(
             (
                 i
-                for i in self.objects.get("configmaps", [])
+                for i in self.objects.get(resource, [])
                 if (i["metadata"]["namespace"], i["metadata"]["name"]) == (namespace, name)
             ),
             None,
@@ -387,15 +391,11 @@ class WorkloadsApiServer:
         if known is None:
             return _status(404, "NotFound", "the server could not find the requested resource")
         resource, kind, api_version = known
-        for item in self.objects.get(resource, []):
-            metadata = item["metadata"]
-            if (metadata["namespace"], metadata["name"]) == (
-                request.match_info["namespace"],
-                request.match_info["name"],
-            ):
-                return web.json_response({"kind": kind, "apiVersion": api_version, **item})
         name = request.match_info["name"]
-        return _status(404, "NotFound", f'{resource} "{name}" not found')
+        item = self.find(resource, request.match_info["namespace"], name)
+        if item is None:
+            return _status(404, "NotFound", f'{resource} "{name}" not found')
+        return web.json_response({"kind": kind, "apiVersion": api_version, **item})
 
 
 def _managed(item: dict[str, Any], manager: str, fields: list[str]) -> None:

@@ -130,15 +130,8 @@ class WorkloadsApi:
             "data": {key: text},
         }
         query = urlencode({"fieldManager": FIELD_MANAGER, "force": "true"})
-        await self._client.json(
-            "PATCH",
-            f"{_configmap_path(namespace, name)}?{query}",
-            limit=MAX_PAGE_BYTES,
-            within=LIST_TIMEOUT,
-            hints=WORKLOAD_HINTS,
-            body=document,
-            content_type=APPLY_PATCH,
-        )
+        path = f"{_configmap_path(namespace, name)}?{query}"
+        await self._request("PATCH", path, body=document, content_type=APPLY_PATCH)
 
     async def record_event(
         self, namespace: str, configmap: str, kind: str, reason: str, message: str
@@ -166,13 +159,8 @@ class WorkloadsApi:
             "reportingComponent": FIELD_MANAGER,
             "reportingInstance": FIELD_MANAGER,
         }
-        await self._client.json(
-            "POST",
-            f"/api/v1/namespaces/{quote(namespace, safe='')}/events",
-            limit=MAX_PAGE_BYTES,
-            within=LIST_TIMEOUT,
-            hints=WORKLOAD_HINTS,
-            body=event,
+        await self._request(
+            "POST", f"/api/v1/namespaces/{quote(namespace, safe='')}/events", body=event
         )
 
     async def _buffer_version(self) -> str | None:
@@ -215,13 +203,25 @@ class WorkloadsApi:
     async def _get(self, path: str) -> Any:
         """The object at `path`, None when the API server has none (404)."""
         try:
-            document, _ = await self._client.json(
-                "GET", path, limit=MAX_PAGE_BYTES, within=LIST_TIMEOUT, hints=WORKLOAD_HINTS
-            )
+            return await self._request("GET", path)
         except KubeApiError as exc:
             if exc.status == 404:
                 return None
             raise
+
+    async def _request(
+        self, method: str, path: str, body: object = None, content_type: str = "application/json"
+    ) -> Any:
+        """One request, its answer parsed; a refusal with from-cluster's hints."""
+        document, _ = await self._client.json(
+            method,
+            path,
+            limit=MAX_PAGE_BYTES,
+            within=LIST_TIMEOUT,
+            hints=WORKLOAD_HINTS,
+            body=body,
+            content_type=content_type,
+        )
         return document
 
 
